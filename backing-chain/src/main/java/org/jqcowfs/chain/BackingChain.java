@@ -1,0 +1,238 @@
+package org.jqcowfs.chain;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.jqcowfs.qcow2.Extent;
+import org.jqcowfs.qcow2.Image;
+import org.jqcowfs.qcow2.Qcow2Image;
+
+/**
+ * An image with its backing files, top (index 0) to bottom, seen as one virtual disk. Reads go to
+ * the top layer, and ranges a layer does not allocate go to the layer below; a backing file shorter
+ * than its overlay reads as zeros past its end. Block status is QEMU's chain-wide status
+ * (qemu-img.c {@code get_block_status}, io.c {@code bdrv_co_block_status}). Thread-safe.
+ */
+public final class BackingChain implements Image {
+  private final List<Image> layers;
+  private final List<Image> views;
+
+  BackingChain(List<Image> layers) {
+    this.layers = List.copyOf(layers);
+    List<Image> v = new ArrayList<>();
+    for (int i = 0; i < layers.size(); i++) {
+      v.add(new LayerView(i));
+    }
+    this.views = List.copyOf(v);
+  }
+
+  /** The layers, top first. */
+  public List<Image> layers() {
+    return layers;
+  }
+
+  /** The top layer. */
+  public Image top() {
+    return layers.get(0);
+  }
+
+  @Override
+  public Path path() {
+    return top().path();
+  }
+
+  @Override
+  public long size() {
+    return top().size();
+  }
+
+  @Override
+  public void read(ByteBuffer dst, long guestOffset) throws IOException {
+    views.get(0).read(dst, guestOffset);
+  }
+
+  /** Layer {@code index} reading through to the layers below it. */
+  private final class LayerView implements Image {
+    private final int index;
+
+    LayerView(int index) {
+      this.index = index;
+    }
+
+    @Override
+    public long size() {
+      return layers.get(index).size();
+    }
+
+    @Override
+    public Path path() {
+      return layers.get(index).path();
+    }
+
+    @Override
+    public void read(ByteBuffer dst, long guestOffset) throws IOException {
+      Image layer = layers.get(index);
+      if (layer instanceof Qcow2Image q) {
+        q.read(dst, guestOffset, index + 1 < layers.size() ? views.get(index + 1) : null);
+      } else {
+        layer.read(dst, guestOffset);
+      }
+    }
+
+    @Override
+    public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
+      return layers.get(index).blockStatus(guestOffset, maxLength);
+    }
+
+    @Override
+    public void close() {}
+  }
+
+  /**
+   * The chain-wide status at {@code guestOffset}, as qemu-img map's {@code get_block_status}: the
+   * first layer that allocates the range decides; where none does, the range reads as zeros and is
+   * not present. A layer whose backing file ends before {@code guestOffset} decides zeros itself.
+   *
+   * @param guestOffset offset in bytes, {@code < size()}
+   * @param maxLength most bytes to cover
+   * @throws IOException from a layer's block status
+   */
+  public ChainExtent chainStatus(long guestOffset, long maxLength) throws IOException {
+    Image.checkRange(guestOffset, 1, size());
+    long n = Math.min(maxLength, size() - guestOffset);
+    for (int depth = 0; ; depth++) {
+      Extent e = layers.get(depth).blockStatus(guestOffset, n);
+      n = e.length();
+      if (e.allocated()) {
+        return new ChainExtent(
+            guestOffset,
+            n,
+            depth,
+            true,
+            e.zero(),
+            e.data(),
+            e.compressed(),
+            e.hostOffset(),
+            e.hostFile());
+      }
+      boolean bottom = depth + 1 == layers.size();
+      if (bottom || guestOffset >= layers.get(depth + 1).size()) {
+        return new ChainExtent(
+            guestOffset, n, depth, false, true, false, false, e.hostOffset(), e.hostFile());
+      }
+      n = Math.min(n, layers.get(depth + 1).size() - guestOffset);
+    }
+  }
+
+  /**
+   * The merged chain-wide map of {@code [guestOffset, guestOffset + length)}: the objects of {@code
+   * qemu-img map --output=json}.
+   */
+  public List<ChainExtent> map(long guestOffset, long length) throws IOException {
+    List<ChainExtent> out = new ArrayList<>();
+    long end = guestOffset + length;
+    ChainExtent current = null;
+    for (long pos = guestOffset; pos < end; ) {
+      ChainExtent next = chainStatus(pos, end - pos);
+      pos = next.end();
+      if (current != null && current.mergeableWith(next)) {
+        current = current.extendBy(next.length());
+      } else {
+        if (current != null) {
+          out.add(current);
+        }
+        current = next;
+      }
+    }
+    if (current != null) {
+      out.add(current);
+    }
+    return out;
+  }
+
+  @Override
+  public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
+    ChainExtent c = chainStatus(guestOffset, maxLength);
+    return new Extent(
+        c.start(),
+        c.length(),
+        c.present(),
+        c.data(),
+        c.zero(),
+        c.compressed(),
+        c.offset(),
+        c.file());
+  }
+
+  /**
+   * {@code lseek(SEEK_DATA)} as QEMU's FUSE export answers it ({@code fuse_lseek}): the first
+   * offset at or after {@code offset} where some layer holds data.
+   *
+   * @return the offset, or -1 for ENXIO (no data at or after {@code offset}, or {@code offset >=
+   *     size()})
+   */
+  public long seekData(long offset) throws IOException {
+    for (long pos = offset; pos < size(); ) {
+      ChainExtent e = chainStatus(pos, Long.MAX_VALUE);
+      if (e.data()) {
+        return pos;
+      }
+      pos = e.end();
+    }
+    return -1;
+  }
+
+  /**
+   * {@code lseek(SEEK_HOLE)} as QEMU's FUSE export answers it: the first offset at or after {@code
+   * offset} that is not data (zero clusters and unallocated ranges are holes), or {@link #size()}.
+   *
+   * @return the offset, or -1 for ENXIO ({@code offset > size()})
+   */
+  public long seekHole(long offset) throws IOException {
+    if (offset > size()) {
+      return -1;
+    }
+    for (long pos = offset; pos < size(); ) {
+      ChainExtent e = chainStatus(pos, Long.MAX_VALUE);
+      if (!e.data()) {
+        return pos;
+      }
+      pos = e.end();
+    }
+    return size();
+  }
+
+  /** Bytes that read as data (the sum of data extents), for {@code st_blocks}. */
+  public long dataBytes() throws IOException {
+    long total = 0;
+    for (long pos = 0; pos < size(); ) {
+      ChainExtent e = chainStatus(pos, Long.MAX_VALUE);
+      if (e.data()) {
+        total += e.length();
+      }
+      pos = e.end();
+    }
+    return total;
+  }
+
+  @Override
+  public void close() throws IOException {
+    IOException first = null;
+    for (Image layer : layers) {
+      try {
+        layer.close();
+      } catch (IOException e) {
+        if (first == null) {
+          first = e;
+        } else {
+          first.addSuppressed(e);
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+}

@@ -1,0 +1,167 @@
+package org.jqcowfs.chain;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.jqcowfs.qcow2.FileNames;
+import org.jqcowfs.qcow2.Header;
+import org.jqcowfs.qcow2.Image;
+import org.jqcowfs.qcow2.Qcow2FormatException;
+import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Qcow2Options;
+import org.jqcowfs.qcow2.RawImage;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Opens an image with its whole backing chain. Backing names resolve relative to the directory of
+ * the image that names them; the backing format comes from header extension 0xE2792ACA (qcow2 or
+ * raw), and without it a qcow2 magic means qcow2 and anything else raw, with a warning. Refused at
+ * open, naming the files: a cycle, a missing backing file, a directory or FIFO, a {@code json:} or
+ * protocol name, an unknown backing format, a chain deeper than the cap.
+ */
+public final class ChainOpener {
+  private static final Logger LOG = LoggerFactory.getLogger(ChainOpener.class);
+
+  /** The formats jqcowfs reads. */
+  public enum Format {
+    QCOW2,
+    RAW
+  }
+
+  private ChainOpener() {}
+
+  /** Opens {@code top} (format probed) and its chain with default options. */
+  public static BackingChain open(Path top) throws IOException {
+    return open(top, ChainOptions.DEFAULT);
+  }
+
+  /**
+   * Opens {@code top} (its format probed: qcow2 magic or raw) and every backing file below it.
+   *
+   * @throws Qcow2FormatException if a layer is refused; the message names the file and the name
+   *     that led to it
+   * @throws IOException if a file cannot be opened or read
+   */
+  public static BackingChain open(Path top, ChainOptions options) throws IOException {
+    List<Image> layers = new ArrayList<>();
+    List<Path> seen = new ArrayList<>();
+    try {
+      Path current = top;
+      Format format = probe(top, null);
+      String snapshot = options.snapshot();
+      Path namedBy = null;
+      while (current != null) {
+        checkOpenable(current, namedBy);
+        Path real = current.toRealPath();
+        if (seen.contains(real)) {
+          throw new Qcow2FormatException(
+              namedBy, "backing chain cycle: " + chainText(seen) + " -> " + real);
+        }
+        if (layers.size() > options.maxDepth()) {
+          throw new Qcow2FormatException(
+              top, "backing chain deeper than the cap of " + options.maxDepth() + " layers");
+        }
+        seen.add(real);
+        if (format == Format.RAW) {
+          if (snapshot != null) {
+            throw new Qcow2FormatException(current, "a raw image has no snapshots");
+          }
+          layers.add(RawImage.open(current));
+          break;
+        }
+        Qcow2Image image =
+            Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot));
+        layers.add(image);
+        snapshot = null;
+        String name = image.backingFileName().orElse(null);
+        if (name == null) {
+          break;
+        }
+        Path next = FileNames.resolve(current, name, "backing file");
+        format = backingFormat(image, next);
+        namedBy = current;
+        current = next;
+      }
+      return new BackingChain(layers);
+    } catch (IOException | RuntimeException e) {
+      for (Image layer : layers) {
+        try {
+          layer.close();
+        } catch (IOException suppressed) {
+          e.addSuppressed(suppressed);
+        }
+      }
+      throw e;
+    }
+  }
+
+  private static String chainText(List<Path> seen) {
+    StringBuilder b = new StringBuilder();
+    for (Path p : seen) {
+      b.append(b.length() == 0 ? "" : " -> ").append(p);
+    }
+    return b.toString();
+  }
+
+  private static Format backingFormat(Qcow2Image image, Path next) throws IOException {
+    String stored = image.backingFormat().orElse(null);
+    if (stored == null) {
+      checkOpenable(next, image.path());
+      Format probed = probe(next, image.path());
+      LOG.warn(
+          "{}: no backing format stored for '{}'; probed as {}",
+          image.path(),
+          image.backingFileName().orElse(""),
+          probed.name().toLowerCase(java.util.Locale.ROOT));
+      return probed;
+    }
+    return switch (stored) {
+      case "qcow2" -> Format.QCOW2;
+      case "raw" -> Format.RAW;
+      default ->
+          throw new Qcow2FormatException(
+              image.path(), "backing format '" + stored + "' is not supported (qcow2 or raw)");
+    };
+  }
+
+  /**
+   * Refuses, before any blocking open, a missing file, a directory, a FIFO or a socket.
+   *
+   * @param namedBy the image whose backing name led here, or null for the top image
+   */
+  static void checkOpenable(Path p, Path namedBy) throws IOException {
+    String who = namedBy == null ? "" : " (backing file of " + namedBy + ")";
+    if (!Files.exists(p)) {
+      throw new java.nio.file.NoSuchFileException(p.toString(), null, "does not exist" + who);
+    }
+    if (Files.isDirectory(p)) {
+      throw new IOException(p + ": is a directory" + who);
+    }
+    if (!Files.isRegularFile(p)) {
+      Object mode = Files.getAttribute(p, "unix:mode", LinkOption.NOFOLLOW_LINKS);
+      boolean block = mode instanceof Integer m && (m & 0170000) == 0060000;
+      if (!block && !Files.isRegularFile(p.toRealPath())) {
+        throw new IOException(p + ": not a regular file or block device" + who);
+      }
+    }
+  }
+
+  /** Probes a file's format by its first 4 bytes. */
+  static Format probe(Path p, Path namedBy) throws IOException {
+    checkOpenable(p, namedBy);
+    byte[] magic = new byte[4];
+    int n;
+    try (InputStream in = Files.newInputStream(p)) {
+      n = in.readNBytes(magic, 0, 4);
+    }
+    return n == 4 && ByteBuffer.wrap(magic).getInt() == Header.QCOW_MAGIC
+        ? Format.QCOW2
+        : Format.RAW;
+  }
+}

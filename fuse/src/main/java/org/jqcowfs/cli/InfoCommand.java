@@ -1,0 +1,174 @@
+package org.jqcowfs.cli;
+
+import com.fasterxml.jackson.core.util.DefaultIndenter;
+import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.Header;
+import org.jqcowfs.qcow2.Image;
+import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Snapshot;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+/** {@code jqcowfs info}: the facts {@code qemu-img info} gives. */
+@Command(
+    name = "info",
+    mixinStandardHelpOptions = true,
+    description = "Show the facts of an image, as qemu-img info does.")
+final class InfoCommand implements Callable<Integer> {
+  @Spec picocli.CommandLine.Model.CommandSpec spec;
+
+  @Option(names = "--output", description = "human or json (default: human)")
+  OutputFormat output = OutputFormat.human;
+
+  @Option(names = "--backing-chain", description = "Show every image of the backing chain.")
+  boolean backingChain;
+
+  @Parameters(paramLabel = "IMAGE")
+  Path image;
+
+  @Override
+  public Integer call() throws Exception {
+    PrintWriter out = spec.commandLine().getOut();
+    ObjectMapper json = new ObjectMapper();
+    try (BackingChain chain = ChainOpener.open(image)) {
+      List<Image> layers = backingChain ? chain.layers() : List.of(chain.top());
+      ArrayNode all = json.createArrayNode();
+      for (int i = 0; i < layers.size(); i++) {
+        ObjectNode node = describe(json, layers.get(i));
+        if (output == OutputFormat.json) {
+          all.add(node);
+        } else {
+          if (i > 0) {
+            out.println();
+          }
+          printHuman(out, node);
+        }
+      }
+      if (output == OutputFormat.json) {
+        DefaultPrettyPrinter pp =
+            new DefaultPrettyPrinter()
+                .withObjectIndenter(new DefaultIndenter("    ", "\n"))
+                .withArrayIndenter(new DefaultIndenter("    ", "\n"));
+        out.println(json.writer(pp).writeValueAsString(backingChain ? all : all.get(0)));
+      }
+    }
+    out.flush();
+    return 0;
+  }
+
+  private static ObjectNode describe(ObjectMapper json, Image image) throws Exception {
+    ObjectNode n = json.createObjectNode();
+    n.put("virtual-size", image.size());
+    n.put("filename", image.path().toString());
+    if (image instanceof Qcow2Image q) {
+      Header h = q.header();
+      n.put("cluster-size", h.clusterSize());
+      n.put("format", "qcow2");
+      n.put("actual-size", q.allocatedBytes());
+      ObjectNode data = json.createObjectNode();
+      data.put("compat", h.version() == 2 ? "0.10" : "1.1");
+      if (h.version() >= 3) {
+        data.put("compression-type", h.compressionType() == 1 ? "zstd" : "zlib");
+        data.put("lazy-refcounts", (h.compatibleFeatures() & Header.COMPAT_LAZY_REFCOUNTS) != 0);
+      }
+      data.put("refcount-bits", h.refcountBits());
+      if (h.dataFileName() != null) {
+        data.put("data-file", h.dataFileName());
+        data.put("data-file-raw", (h.autoclearFeatures() & Header.AUTOCLEAR_DATA_FILE_RAW) != 0);
+      }
+      data.put("corrupt", h.hasIncompatible(Header.INCOMPAT_CORRUPT));
+      data.put("extended-l2", h.hasIncompatible(Header.INCOMPAT_EXTL2));
+      ObjectNode specific = json.createObjectNode();
+      specific.put("type", "qcow2");
+      specific.set("data", data);
+      n.set("format-specific", specific);
+      if (!q.snapshots().isEmpty()) {
+        ArrayNode snaps = json.createArrayNode();
+        for (Snapshot s : q.snapshots()) {
+          ObjectNode sn = json.createObjectNode();
+          sn.put("id", s.id());
+          sn.put("name", s.name());
+          sn.put("vm-state-size", s.vmStateBytes());
+          sn.put("date-sec", s.dateSeconds());
+          sn.put("date-nsec", s.dateNanos());
+          sn.put("vm-clock-sec", s.vmClockNanos() / 1_000_000_000L);
+          sn.put("vm-clock-nsec", s.vmClockNanos() % 1_000_000_000L);
+          sn.put("virtual-size", s.virtualSize());
+          snaps.add(sn);
+        }
+        n.set("snapshots", snaps);
+      }
+      if (h.backingFileName() != null) {
+        n.put("backing-filename", h.backingFileName());
+        n.put(
+            "full-backing-filename",
+            q.path()
+                .toAbsolutePath()
+                .getParent()
+                .resolve(h.backingFileName())
+                .normalize()
+                .toString());
+        if (h.backingFormat() != null) {
+          n.put("backing-filename-format", h.backingFormat());
+        }
+      }
+      n.put("dirty-flag", h.hasIncompatible(Header.INCOMPAT_DIRTY));
+    } else {
+      n.put("format", "raw");
+      n.put("actual-size", java.nio.file.Files.size(image.path()));
+    }
+    return n;
+  }
+
+  private static void printHuman(PrintWriter out, ObjectNode n) {
+    out.println("image: " + n.get("filename").asText());
+    out.println("file format: " + n.get("format").asText());
+    long vs = n.get("virtual-size").asLong();
+    out.println("virtual size: " + Sizes.human(vs) + " (" + vs + " bytes)");
+    out.println("disk size: " + Sizes.human(n.get("actual-size").asLong()));
+    if (n.has("cluster-size")) {
+      out.println("cluster_size: " + n.get("cluster-size").asLong());
+    }
+    if (n.has("backing-filename")) {
+      out.println(
+          "backing file: "
+              + n.get("backing-filename").asText()
+              + " (actual path: "
+              + n.get("full-backing-filename").asText()
+              + ")");
+    }
+    if (n.has("backing-filename-format")) {
+      out.println("backing file format: " + n.get("backing-filename-format").asText());
+    }
+    if (n.has("snapshots")) {
+      out.println("Snapshot list:");
+      SnapshotCommand.printTable(out, n.get("snapshots"));
+    }
+    if (n.has("format-specific")) {
+      out.println("Format specific information:");
+      n.get("format-specific")
+          .get("data")
+          .fields()
+          .forEachRemaining(
+              f ->
+                  out.println(
+                      "    " + f.getKey().replace('-', ' ') + ": " + f.getValue().asText()));
+    }
+  }
+
+  static ChainOptions options() {
+    return ChainOptions.DEFAULT;
+  }
+}

@@ -1,0 +1,100 @@
+package org.jqcowfs.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.time.ZoneId;
+import java.time.format.DateTimeFormatter;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Snapshot;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+/** {@code jqcowfs snapshot -l}: the internal snapshots, as {@code qemu-img snapshot -l}. */
+@Command(
+    name = "snapshot",
+    mixinStandardHelpOptions = true,
+    description = "List the internal snapshots of a qcow2 image (read-only: -l only).")
+final class SnapshotCommand implements Callable<Integer> {
+  private static final DateTimeFormatter DATE =
+      DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss", Locale.ROOT)
+          .withZone(ZoneId.systemDefault());
+
+  @Spec picocli.CommandLine.Model.CommandSpec spec;
+
+  @Option(
+      names = "-l",
+      required = true,
+      description = "List the snapshots (the only action of a read-only tool).")
+  boolean list;
+
+  @Parameters(paramLabel = "IMAGE")
+  Path image;
+
+  @Override
+  public Integer call() throws Exception {
+    PrintWriter out = spec.commandLine().getOut();
+    try (Qcow2Image q = Qcow2Image.open(image)) {
+      if (!q.snapshots().isEmpty()) {
+        out.println("Snapshot list:");
+        out.println(header());
+        for (Snapshot s : q.snapshots()) {
+          out.println(
+              row(
+                  s.id(),
+                  s.name(),
+                  s.vmStateBytes(),
+                  s.dateSeconds(),
+                  s.vmClockNanos() / 1_000_000_000L,
+                  s.vmClockNanos() % 1_000_000_000L));
+        }
+      }
+    }
+    out.flush();
+    return 0;
+  }
+
+  private static String header() {
+    return String.format(
+        Locale.ROOT, "%-7s %-16s %7s %19s %15s", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
+  }
+
+  private static String row(
+      String id, String name, long vmState, long dateSec, long clockSec, long clockNsec) {
+    String clock =
+        String.format(
+            Locale.ROOT,
+            "%04d:%02d:%02d.%03d",
+            clockSec / 3600,
+            (clockSec / 60) % 60,
+            clockSec % 60,
+            clockNsec / 1_000_000);
+    return String.format(
+        Locale.ROOT,
+        "%-7s %-16s %7s %19s %15s",
+        id,
+        name,
+        Sizes.human(vmState),
+        DATE.format(Instant.ofEpochSecond(dateSec)),
+        clock);
+  }
+
+  static void printTable(PrintWriter out, JsonNode snapshots) {
+    out.println(header());
+    for (JsonNode s : snapshots) {
+      out.println(
+          row(
+              s.get("id").asText(),
+              s.get("name").asText(),
+              s.get("vm-state-size").asLong(),
+              s.get("date-sec").asLong(),
+              s.get("vm-clock-sec").asLong(),
+              s.get("vm-clock-nsec").asLong()));
+    }
+  }
+}

@@ -1,0 +1,185 @@
+package org.jqcowfs.qcow2;
+
+import static org.jqcowfs.qcow2.Qcow2FormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import jnr.constants.platform.Errno;
+import jnr.constants.platform.OpenFlags;
+import jnr.posix.POSIX;
+import jnr.posix.POSIXFactory;
+
+/**
+ * A file opened read-only for positional reads (never a shared file position). Every read is
+ * checked against the file's current length: a read past the end is an error, never zeros.
+ * Thread-safe.
+ */
+public final class HostFile implements AutoCloseable {
+  private static final POSIX POSIX_CALLS = POSIXFactory.getNativePOSIX();
+  private static final int SEEK_DATA = 3;
+  private static final int SEEK_HOLE = 4;
+
+  private final Path path;
+  private final FileChannel channel;
+  private volatile int seekFd = -1;
+
+  private HostFile(Path path, FileChannel channel) {
+    this.path = path;
+    this.channel = channel;
+  }
+
+  /**
+   * Opens a regular file read-only. Directories, FIFOs, sockets and devices other than block
+   * devices are refused before any blocking open.
+   *
+   * @throws IOException if the file is missing, not a regular file or block device, or unreadable
+   */
+  public static HostFile open(Path path) throws IOException {
+    if (!Files.exists(path)) {
+      throw new java.nio.file.NoSuchFileException(path.toString(), null, "no such file");
+    }
+    if (!Files.isRegularFile(path) && !isBlockDevice(path)) {
+      throw new IOException(path + ": not a regular file or block device");
+    }
+    return new HostFile(path, FileChannel.open(path, StandardOpenOption.READ));
+  }
+
+  private static boolean isBlockDevice(Path path) {
+    try {
+      Object mode = Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
+      return mode instanceof Integer m && (m & 0170000) == 0060000;
+    } catch (IOException | UnsupportedOperationException e) {
+      return false;
+    }
+  }
+
+  /** The path the file was opened from. */
+  public Path path() {
+    return path;
+  }
+
+  /** The file's current length in bytes. */
+  public long length() throws IOException {
+    return channel.size();
+  }
+
+  /**
+   * Reads exactly {@code dst.remaining()} bytes at {@code position}.
+   *
+   * @throws IOException if the range runs past the end of the file (naming the range), or on an I/O
+   *     error
+   */
+  public void readFully(ByteBuffer dst, long position) throws IOException {
+    long want = dst.remaining();
+    long length = length();
+    if (position < 0 || position > length || want > length - position) {
+      throw new IOException(
+          path
+              + ": read of "
+              + want
+              + " bytes at "
+              + hex(position)
+              + " runs past the end of the file ("
+              + hex(length)
+              + ")");
+    }
+    long pos = position;
+    while (dst.hasRemaining()) {
+      int n = channel.read(dst, pos);
+      if (n < 0) {
+        throw new IOException(path + ": unexpected end of file at " + hex(pos));
+      }
+      pos += n;
+    }
+  }
+
+  /**
+   * Reads up to {@code dst.remaining()} bytes at {@code position}, stopping at the end of the file.
+   *
+   * @return the number of bytes read
+   */
+  public int readUpTo(ByteBuffer dst, long position) throws IOException {
+    long length = length();
+    if (position >= length) {
+      return 0;
+    }
+    int before = dst.position();
+    int limit = dst.limit();
+    if (dst.remaining() > length - position) {
+      dst.limit(before + (int) (length - position));
+    }
+    try {
+      readFully(dst, position);
+    } finally {
+      dst.limit(limit);
+    }
+    return dst.position() - before;
+  }
+
+  /**
+   * {@code lseek(SEEK_DATA)}: the first offset at or after {@code offset} that holds data, or -1
+   * when there is none (ENXIO).
+   */
+  public long seekData(long offset) throws IOException {
+    return seek(offset, SEEK_DATA);
+  }
+
+  /**
+   * {@code lseek(SEEK_HOLE)}: the first offset at or after {@code offset} in a hole; the end of the
+   * file counts as a hole. -1 when {@code offset} is at or past the end (ENXIO).
+   */
+  public long seekHole(long offset) throws IOException {
+    return seek(offset, SEEK_HOLE);
+  }
+
+  /** Bytes the file occupies on disk ({@code st_blocks * 512}). */
+  public long allocatedBytes() throws IOException {
+    return POSIX_CALLS.fstat(fd()).blocks() * 512;
+  }
+
+  private long seek(long offset, int whence) throws IOException {
+    long r = POSIX_CALLS.lseekLong(fd(), offset, whence);
+    if (r < 0) {
+      int errno = POSIX_CALLS.errno();
+      if (errno == Errno.ENXIO.intValue()) {
+        return -1;
+      }
+      throw new IOException(
+          path + ": lseek(" + offset + ", " + whence + ") failed: errno " + errno);
+    }
+    return r;
+  }
+
+  private int fd() throws IOException {
+    int fd = seekFd;
+    if (fd >= 0) {
+      return fd;
+    }
+    synchronized (this) {
+      if (seekFd < 0) {
+        int opened = POSIX_CALLS.open(path.toString(), OpenFlags.O_RDONLY.intValue(), 0);
+        if (opened < 0) {
+          throw new IOException(path + ": open for lseek failed: errno " + POSIX_CALLS.errno());
+        }
+        seekFd = opened;
+      }
+      return seekFd;
+    }
+  }
+
+  @Override
+  public void close() throws IOException {
+    synchronized (this) {
+      if (seekFd >= 0) {
+        POSIX_CALLS.close(seekFd);
+        seekFd = -1;
+      }
+    }
+    channel.close();
+  }
+}

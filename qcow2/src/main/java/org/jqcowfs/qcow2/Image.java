@@ -1,0 +1,89 @@
+package org.jqcowfs.qcow2;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A disk image seen as a flat run of guest bytes: one layer (qcow2 or raw) or a whole backing
+ * chain. Implementations are thread-safe: {@link #read} and {@link #blockStatus} may be called from
+ * many threads at once.
+ */
+public interface Image extends Closeable {
+
+  /** The virtual disk size in bytes (QEMU's {@code bdrv_getlength}). */
+  long size();
+
+  /** The file this image was opened from. */
+  Path path();
+
+  /**
+   * Reads {@code dst.remaining()} bytes at {@code guestOffset} into {@code dst}, advancing its
+   * position to its limit. Ranges that this image does not allocate read as zeros (a standalone
+   * image has no backing file; {@code BackingChain} reads them from the layer below).
+   *
+   * @param dst destination; its remaining bytes are filled completely
+   * @param guestOffset offset in bytes into the virtual disk, {@code 0 <= guestOffset} and {@code
+   *     guestOffset + dst.remaining() <= size()}
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException on an I/O error or a corrupt structure in the affected range ({@link
+   *     Qcow2FormatException} names the place)
+   */
+  void read(ByteBuffer dst, long guestOffset) throws IOException;
+
+  /**
+   * The block status of this layer alone at {@code guestOffset}: one {@link Extent} starting at
+   * {@code guestOffset} whose status holds for all its bytes, of length in {@code [1, maxLength]}.
+   * Matches QEMU's {@code bdrv_co_block_status} for this node (qcow2: {@code
+   * qcow2_co_block_status}; raw: {@code raw_co_block_status} of file-posix).
+   *
+   * @param guestOffset offset in bytes, {@code 0 <= guestOffset < size()}
+   * @param maxLength the most bytes the answer may cover, {@code >= 1}
+   * @throws IOException on an I/O error or a corrupt L1/L2 entry
+   */
+  Extent blockStatus(long guestOffset, long maxLength) throws IOException;
+
+  /**
+   * The block status of {@code [guestOffset, guestOffset + length)} as a list of maximal extents:
+   * neighbours with the same status (and, where present, contiguous host offsets in the same file)
+   * are merged.
+   *
+   * @throws IOException as {@link #blockStatus(long, long)}
+   */
+  default List<Extent> extents(long guestOffset, long length) throws IOException {
+    List<Extent> out = new ArrayList<>();
+    long end = guestOffset + length;
+    long pos = guestOffset;
+    Extent current = null;
+    while (pos < end) {
+      Extent next = blockStatus(pos, end - pos);
+      pos = next.end();
+      if (current != null && current.mergeableWith(next)) {
+        current = current.extendBy(next.length());
+      } else {
+        if (current != null) {
+          out.add(current);
+        }
+        current = next;
+      }
+    }
+    if (current != null) {
+      out.add(current);
+    }
+    return out;
+  }
+
+  /**
+   * Throws {@link IllegalArgumentException} unless {@code [offset, offset + length)} lies in {@code
+   * [0, size)}.
+   */
+  static void checkRange(long offset, long length, long size) {
+    if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+      throw new IllegalArgumentException(
+          "range [" + offset + ", +" + length + ") outside the virtual disk of " + size + " bytes");
+    }
+  }
+}

@@ -1,0 +1,117 @@
+package org.jqcowfs.qcow2;
+
+import java.io.IOException;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * A concurrent cache of immutable L2 tables keyed by host offset, bounded in bytes, least recently
+ * used first out. Each table is loaded once under concurrent misses (later callers wait for the
+ * first one's load); a failed load is not cached. The lock guards only the bookkeeping, never the
+ * load's I/O. Sizing follows QEMU's {@code DEFAULT_L2_CACHE_MAX_SIZE} (block/qcow2.h).
+ */
+public final class L2Cache {
+  /** QEMU's default cap on Linux: 32 MiB. */
+  public static final long DEFAULT_MAX_BYTES = 32L << 20;
+
+  /** Loads the table at a host offset. */
+  @FunctionalInterface
+  public interface Loader {
+    long[] load(long hostOffset) throws IOException;
+  }
+
+  /**
+   * @param hits lookups answered from the cache
+   * @param misses lookups that loaded the table
+   * @param tables tables cached now
+   * @param capacityTables the most tables kept
+   */
+  public record Stats(long hits, long misses, int tables, int capacityTables) {}
+
+  private final int capacity;
+  private final Map<Long, CompletableFuture<long[]>> tables;
+  private final LongAdder hits = new LongAdder();
+  private final LongAdder misses = new LongAdder();
+
+  /**
+   * @param capacityBytes the most bytes of L2 tables to keep (at least one table is kept)
+   * @param tableBytes bytes of one L2 table (the cluster size)
+   */
+  public L2Cache(long capacityBytes, long tableBytes) {
+    this.capacity = (int) Math.max(1, Math.min(Integer.MAX_VALUE, capacityBytes / tableBytes));
+    this.tables =
+        new LinkedHashMap<>(16, 0.75f, true) {
+          private static final long serialVersionUID = 1L;
+
+          @Override
+          protected boolean removeEldestEntry(Map.Entry<Long, CompletableFuture<long[]>> e) {
+            return size() > capacity;
+          }
+        };
+  }
+
+  /**
+   * The default capacity in bytes: enough L2 tables to map {@code virtualSize} bytes, up to {@link
+   * #DEFAULT_MAX_BYTES} (QEMU {@code read_cache_sizes}).
+   */
+  public static long defaultBytes(Geometry g, long virtualSize) {
+    long tablesNeeded = Math.max(1, g.l1EntriesFor(virtualSize));
+    return Math.min(DEFAULT_MAX_BYTES, tablesNeeded * g.clusterSize());
+  }
+
+  /**
+   * The table at {@code hostOffset}, loaded with {@code loader} on a miss.
+   *
+   * @throws IOException the loader's exception, for the caller that loaded and those that waited
+   */
+  public long[] get(long hostOffset, Loader loader) throws IOException {
+    CompletableFuture<long[]> future;
+    boolean mine = false;
+    synchronized (tables) {
+      future = tables.get(hostOffset);
+      if (future == null) {
+        future = new CompletableFuture<>();
+        tables.put(hostOffset, future);
+        mine = true;
+      }
+    }
+    if (mine) {
+      misses.increment();
+      try {
+        long[] table = loader.load(hostOffset);
+        future.complete(table);
+        return table;
+      } catch (IOException | RuntimeException e) {
+        synchronized (tables) {
+          tables.remove(hostOffset, future);
+        }
+        future.completeExceptionally(e);
+        throw e;
+      }
+    }
+    hits.increment();
+    try {
+      return future.get();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new java.io.InterruptedIOException("interrupted while waiting for an L2 table");
+    } catch (ExecutionException e) {
+      if (e.getCause() instanceof IOException io) {
+        throw new IOException(io.getMessage(), io);
+      }
+      throw new IOException(e.getCause());
+    }
+  }
+
+  /** Counters and occupancy. */
+  public Stats stats() {
+    int n;
+    synchronized (tables) {
+      n = tables.size();
+    }
+    return new Stats(hits.sum(), misses.sum(), n, capacity);
+  }
+}

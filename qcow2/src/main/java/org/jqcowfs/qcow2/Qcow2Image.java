@@ -1,0 +1,521 @@
+package org.jqcowfs.qcow2;
+
+import static org.jqcowfs.qcow2.Qcow2FormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Optional;
+import java.util.zip.DataFormatException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One qcow2 layer, read-only: the active image or the view of one internal snapshot. Reads map
+ * guest offsets through L1 and cached L2 tables to host clusters (spec section 3), decompress
+ * compressed clusters, and read unallocated ranges from a backing image given by the caller.
+ * Thread-safe; no lock is held while data is read.
+ */
+public final class Qcow2Image implements Image {
+  private static final Logger LOG = LoggerFactory.getLogger(Qcow2Image.class);
+  private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
+
+  private final Path path;
+  private final HostFile file;
+  private final HostFile dataFile;
+  private final Header header;
+  private final Geometry geometry;
+  private final long[] l1Table;
+  private final long virtualSize;
+  private final List<Snapshot> snapshots;
+  private final Snapshot snapshot;
+  private final L2Cache l2Cache;
+  private final Decompressor decompressor;
+  private final ThreadLocal<ByteBuffer[]> compressedBuffers = new ThreadLocal<>();
+  private volatile Boolean metadataPreallocation;
+
+  private Qcow2Image(
+      HostFile file,
+      HostFile dataFile,
+      Header header,
+      long[] l1Table,
+      long virtualSize,
+      List<Snapshot> snapshots,
+      Snapshot snapshot,
+      long l2CacheBytes) {
+    this.path = file.path();
+    this.file = file;
+    this.dataFile = dataFile;
+    this.header = header;
+    this.geometry = header.geometry();
+    this.l1Table = l1Table;
+    this.virtualSize = virtualSize;
+    this.snapshots = snapshots;
+    this.snapshot = snapshot;
+    long cacheBytes =
+        l2CacheBytes >= 0 ? l2CacheBytes : L2Cache.defaultBytes(geometry, virtualSize);
+    this.l2Cache = new L2Cache(cacheBytes, geometry.clusterSize());
+    this.decompressor = Decompressor.forType(header.compressionType());
+  }
+
+  /** Opens the active image with default options. */
+  public static Qcow2Image open(Path path) throws IOException {
+    return open(path, Qcow2Options.DEFAULT);
+  }
+
+  /**
+   * Opens a qcow2 image read-only: header, extensions, L1 table and snapshot table are read and
+   * checked; the external data file, if any, is opened (named relative to the image).
+   *
+   * @throws Qcow2FormatException if the image is refused (message names file, field, value)
+   * @throws IOException if a file cannot be opened or read
+   */
+  public static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
+    HostFile file = HostFile.open(path);
+    HostFile dataFile = null;
+    try {
+      Header h = Header.read(file);
+      if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
+        LOG.warn("{}: the corrupt bit is set; opening read-only anyway", path);
+      }
+      if (h.hasIncompatible(Header.INCOMPAT_DIRTY)) {
+        LOG.warn("{}: the dirty bit is set (refcounts may be stale); reading is unaffected", path);
+      }
+      List<Snapshot> snapshots = Snapshot.readTable(file, h);
+      long l1Offset = h.l1TableOffset();
+      int l1Size = h.l1Size();
+      long size = h.virtualSize();
+      Snapshot chosen = null;
+      if (options.snapshot() != null) {
+        chosen = find(snapshots, options.snapshot(), path);
+        l1Offset = chosen.l1TableOffset();
+        l1Size = chosen.l1Size();
+        size = chosen.virtualSize() & ~511L;
+      }
+      long[] l1 = new long[l1Size];
+      if (l1Size > 0) {
+        ByteBuffer b = ByteBuffer.allocate(l1Size * 8);
+        file.readFully(b, l1Offset);
+        b.flip();
+        b.asLongBuffer().get(l1);
+      }
+      if (h.dataFileName() != null) {
+        Path dataPath = FileNames.resolve(path, h.dataFileName(), "external data file");
+        try {
+          dataFile = HostFile.open(dataPath);
+        } catch (IOException e) {
+          throw new Qcow2FormatException(
+              path, "external data file '" + h.dataFileName() + "': " + e.getMessage());
+        }
+      }
+      return new Qcow2Image(
+          file,
+          dataFile != null ? dataFile : file,
+          h,
+          l1,
+          size,
+          snapshots,
+          chosen,
+          options.l2CacheBytes());
+    } catch (IOException | RuntimeException e) {
+      if (dataFile != null) {
+        dataFile.close();
+      }
+      file.close();
+      throw e;
+    }
+  }
+
+  private static Snapshot find(List<Snapshot> snapshots, String idOrName, Path path)
+      throws Qcow2FormatException {
+    for (Snapshot s : snapshots) {
+      if (s.id().equals(idOrName)) {
+        return s;
+      }
+    }
+    for (Snapshot s : snapshots) {
+      if (s.name().equals(idOrName)) {
+        return s;
+      }
+    }
+    throw new Qcow2FormatException(path, "no snapshot with id or name '" + idOrName + "'");
+  }
+
+  @Override
+  public Path path() {
+    return path;
+  }
+
+  @Override
+  public long size() {
+    return virtualSize;
+  }
+
+  /** The parsed header. */
+  public Header header() {
+    return header;
+  }
+
+  /** The address geometry. */
+  public Geometry geometry() {
+    return geometry;
+  }
+
+  /** The internal snapshots, in table order. */
+  public List<Snapshot> snapshots() {
+    return snapshots;
+  }
+
+  /** The snapshot this view shows, if it is a snapshot view. */
+  public Optional<Snapshot> snapshot() {
+    return Optional.ofNullable(snapshot);
+  }
+
+  /** The backing file name as stored, if any. */
+  public Optional<String> backingFileName() {
+    return Optional.ofNullable(header.backingFileName());
+  }
+
+  /** The backing format from the header extension, if stored. */
+  public Optional<String> backingFormat() {
+    return Optional.ofNullable(header.backingFormat());
+  }
+
+  /** The file holding guest data: the external data file, or the image itself. */
+  public Path dataFilePath() {
+    return dataFile.path();
+  }
+
+  /** Bytes the image file occupies on disk. */
+  public long allocatedBytes() throws IOException {
+    return file.allocatedBytes();
+  }
+
+  /** L2 cache counters. */
+  public L2Cache.Stats cacheStats() {
+    return l2Cache.stats();
+  }
+
+  @Override
+  public void read(ByteBuffer dst, long guestOffset) throws IOException {
+    read(dst, guestOffset, null);
+  }
+
+  /**
+   * As {@link Image#read}, reading ranges this layer does not allocate from {@code backing} (zeros
+   * where {@code backing} is null or shorter than this image).
+   *
+   * @param backing the image below this one, or null
+   */
+  public void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
+    Image.checkRange(guestOffset, dst.remaining(), virtualSize);
+    long pos = guestOffset;
+    while (dst.hasRemaining()) {
+      Run run = mapRun(pos, dst.remaining());
+      int n = (int) run.length();
+      ByteBuffer part = dst.slice(dst.position(), n);
+      switch (run.type()) {
+        case NORMAL -> dataFile.readFully(part, run.hostOffset());
+        case ZERO_PLAIN, ZERO_ALLOC -> fillZeros(part);
+        case UNALLOCATED_PLAIN, UNALLOCATED_ALLOC -> readBacking(part, pos, backing);
+        case COMPRESSED -> readCompressed(part, pos, run);
+        case INVALID -> throw new IllegalStateException("mapRun never returns INVALID");
+      }
+      dst.position(dst.position() + n);
+      pos += n;
+    }
+  }
+
+  /** Fills {@code dst}'s remaining bytes with zeros from a shared zero buffer. */
+  public static void fillZeros(ByteBuffer dst) {
+    while (dst.hasRemaining()) {
+      int n = Math.min(dst.remaining(), ZEROS.capacity());
+      dst.put(ZEROS.duplicate().limit(n));
+    }
+  }
+
+  private static void readBacking(ByteBuffer part, long pos, Image backing) throws IOException {
+    long avail =
+        backing == null ? 0 : Math.max(0, Math.min(part.remaining(), backing.size() - pos));
+    if (avail > 0) {
+      backing.read(part.slice(part.position(), (int) avail), pos);
+      part.position(part.position() + (int) avail);
+    }
+    fillZeros(part);
+  }
+
+  private void readCompressed(ByteBuffer part, long pos, Run run) throws IOException {
+    ByteBuffer cluster = decompressCluster(run);
+    int from = (int) geometry.offsetInCluster(pos);
+    part.put(cluster.slice(from, part.remaining()));
+  }
+
+  /** Decompresses the cluster of a compressed run into this thread's cluster buffer. */
+  private ByteBuffer decompressCluster(Run run) throws IOException {
+    L2Entry.CompressedDescriptor d = run.entry().compressedDescriptor(geometry.clusterBits());
+    long fileLength = file.length();
+    if (d.hostOffset() >= fileLength) {
+      throw corrupt(
+          run,
+          "compressed cluster descriptor: host offset "
+              + hex(d.hostOffset())
+              + " past the end of the file ("
+              + hex(fileLength)
+              + ")");
+    }
+    int inBytes = (int) Math.min(d.maxLength(), fileLength - d.hostOffset());
+    ByteBuffer[] bufs = compressedBuffers.get();
+    int clusterBytes = (int) geometry.clusterSize();
+    if (bufs == null || bufs[0].capacity() < inBytes) {
+      int inCap = (int) Math.max(inBytes, clusterBytes + (clusterBytes >> 3) + 1024);
+      bufs =
+          new ByteBuffer[] {
+            ByteBuffer.allocateDirect(inCap), ByteBuffer.allocateDirect(clusterBytes)
+          };
+      compressedBuffers.set(bufs);
+    }
+    ByteBuffer in = bufs[0].clear().limit(inBytes);
+    file.readFully(in, d.hostOffset());
+    in.flip();
+    ByteBuffer out = bufs[1].clear();
+    try {
+      decompressor.decompress(in, out);
+    } catch (DataFormatException e) {
+      throw corrupt(
+          run,
+          "compressed cluster at host offset "
+              + hex(d.hostOffset())
+              + " ("
+              + decompressor.name()
+              + "): "
+              + e.getMessage());
+    }
+    return out.flip();
+  }
+
+  @Override
+  public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
+    Image.checkRange(guestOffset, 1, virtualSize);
+    Run r = mapRun(guestOffset, Math.min(maxLength, virtualSize - guestOffset));
+    long len = r.length();
+    Path dataPath = dataFile.path();
+    return switch (r.type()) {
+      case NORMAL ->
+          metadataPreallocation()
+              ? hostFileStatus(guestOffset, len, r.hostOffset())
+              : new Extent(guestOffset, len, true, true, false, false, r.hostOffset(), dataPath);
+      case COMPRESSED -> new Extent(guestOffset, len, true, true, false, true, -1, null);
+      case ZERO_PLAIN -> new Extent(guestOffset, len, true, false, true, false, -1, null);
+      case ZERO_ALLOC ->
+          new Extent(guestOffset, len, true, false, true, false, r.hostOffset(), dataPath);
+      case UNALLOCATED_PLAIN -> Extent.unallocated(guestOffset, len);
+      case UNALLOCATED_ALLOC ->
+          new Extent(guestOffset, len, false, false, false, false, r.hostOffset(), dataPath);
+      case INVALID -> throw new IllegalStateException("mapRun never returns INVALID");
+    };
+  }
+
+  /**
+   * Block status of a data run in a metadata-preallocated image: QEMU asks the host file ({@code
+   * BDRV_BLOCK_RECURSE} in {@code bdrv_co_block_status}), so host holes read as zero data.
+   */
+  private Extent hostFileStatus(long guestOffset, long len, long host) throws IOException {
+    Path dataPath = dataFile.path();
+    long data = dataFile.seekData(host);
+    if (data < 0) {
+      return new Extent(guestOffset, len, true, true, true, false, host, dataPath);
+    }
+    if (data == host) {
+      long hole = dataFile.seekHole(host);
+      long n = hole < 0 ? len : Math.min(len, hole - host);
+      return new Extent(guestOffset, n, true, true, false, false, host, dataPath);
+    }
+    return new Extent(
+        guestOffset, Math.min(len, data - host), true, true, true, false, host, dataPath);
+  }
+
+  /** QEMU {@code qcow2_detect_metadata_preallocation}, computed once. */
+  private boolean metadataPreallocation() {
+    Boolean known = metadataPreallocation;
+    if (known != null) {
+      return known;
+    }
+    boolean result;
+    try {
+      long fileLength = file.length();
+      long realClusters = file.allocatedBytes() / geometry.clusterSize();
+      long threshold = Math.max(realClusters * 10 / 9, realClusters + 2);
+      long endCluster = (fileLength + geometry.clusterSize() - 1) >>> geometry.clusterBits();
+      Refcounts refcounts = new Refcounts(file, header);
+      long count = 0;
+      for (long i = 0; i < endCluster && count < threshold; i++) {
+        count += refcounts.refcount(i) != 0 ? 1 : 0;
+      }
+      result = count >= threshold;
+    } catch (IOException e) {
+      result = false; // as QEMU: an error means "not preallocated"
+    }
+    metadataPreallocation = result;
+    return result;
+  }
+
+  /**
+   * A run of guest bytes with one subcluster type inside one L2 table; for {@link
+   * SubclusterType#NORMAL} runs the host bytes are contiguous.
+   *
+   * @param length bytes, {@code >= 1}
+   * @param type never INVALID
+   * @param hostOffset host offset of the run's first byte when {@code type.hasHostOffset()}, else
+   *     -1
+   * @param entry the L2 entry of the run's first cluster (null when no L2 table maps it)
+   * @param l1Index L1 index of the run
+   * @param l2Index L2 index of the run's first cluster
+   */
+  record Run(
+      long length,
+      SubclusterType type,
+      long hostOffset,
+      L2Entry entry,
+      long l1Index,
+      int l2Index) {}
+
+  /**
+   * Maps {@code [pos, pos + maxBytes)} to its first run, like QEMU's {@code qcow2_get_host_offset}
+   * with {@code count_contiguous_subclusters}, and checks the entries it uses.
+   *
+   * @throws Qcow2FormatException naming L1/L2 index and value for a bad L1 entry, L2 table offset,
+   *     or L2 entry
+   */
+  Run mapRun(long pos, long maxBytes) throws IOException {
+    long l1Index = geometry.l1Index(pos);
+    long tableEnd = (l1Index + 1) * geometry.bytesPerL2Table();
+    long limit = Math.min(maxBytes, tableEnd - pos);
+    long l1Entry = l1Index < l1Table.length ? l1Table[(int) l1Index] : 0;
+    if ((l1Entry & L2Entry.L1E_RESERVED_MASK) != 0) {
+      throw corruptAt(l1Index, -1, "L1 entry " + hex(l1Entry) + ": reserved bits set", pos);
+    }
+    long l2Offset = l1Entry & L2Entry.L1E_OFFSET_MASK;
+    if (l2Offset == 0) {
+      return new Run(limit, SubclusterType.UNALLOCATED_PLAIN, -1, null, l1Index, -1);
+    }
+    if (geometry.offsetInCluster(l2Offset) != 0) {
+      throw corruptAt(l1Index, -1, "L2 table offset " + hex(l2Offset) + " unaligned", pos);
+    }
+    long[] table = l2Cache.get(l2Offset, off -> loadL2(off, l1Index, pos));
+    int l2Index = geometry.l2Index(pos);
+    int sc = geometry.subclusterIndex(pos);
+    L2Entry first = entry(table, l2Index);
+    SubclusterType type = first.type(geometry, sc, header.version() >= 3, dataFile != file);
+    if (type == SubclusterType.INVALID) {
+      throw corruptAt(l1Index, l2Index, invalidReason(first), pos);
+    }
+    long host = -1;
+    if (type.hasHostOffset()) {
+      long cluster = first.hostClusterOffset();
+      if (geometry.offsetInCluster(cluster) != 0) {
+        throw corruptAt(
+            l1Index, l2Index, "host cluster offset " + hex(cluster) + " unaligned", pos);
+      }
+      host = cluster + geometry.offsetInCluster(pos);
+      if (dataFile != file && host != pos) {
+        throw corruptAt(
+            l1Index,
+            l2Index,
+            "external data file offset " + hex(host) + " differs from the guest offset",
+            pos);
+      }
+    }
+    long scBytes = 1L << geometry.subclusterBits();
+    long clusterStart = pos - geometry.offsetInCluster(pos);
+    long runEnd = (pos & ~(scBytes - 1)) + first.sameTypeRun(geometry, sc, type) * scBytes;
+    long wanted = pos + limit;
+    if (type != SubclusterType.COMPRESSED) {
+      long nextCluster = clusterStart + geometry.clusterSize();
+      long expectedHost = first.hostClusterOffset();
+      for (int i = l2Index + 1;
+          runEnd == nextCluster && runEnd < wanted && i < geometry.l2Entries();
+          i++) {
+        L2Entry e = entry(table, i);
+        if (e.type(geometry, 0, header.version() >= 3, dataFile != file) != type) {
+          break;
+        }
+        if (type.hasHostOffset()) {
+          expectedHost += geometry.clusterSize();
+          if (e.hostClusterOffset() != expectedHost) {
+            break;
+          }
+          if (dataFile != file && expectedHost != nextCluster) {
+            break;
+          }
+        }
+        runEnd = nextCluster + e.sameTypeRun(geometry, 0, type) * scBytes;
+        nextCluster += geometry.clusterSize();
+      }
+    }
+    return new Run(Math.min(runEnd, wanted) - pos, type, host, first, l1Index, l2Index);
+  }
+
+  private static String invalidReason(L2Entry e) {
+    if (e.isCompressed()) {
+      return "compressed L2 entry "
+          + hex(e.word())
+          + (e.bitmap() != 0 ? " with subcluster bitmap " + hex(e.bitmap()) : "")
+          + " is invalid (high offset bits, a subcluster bitmap, or an external data file)";
+    }
+    return "L2 entry "
+        + hex(e.word())
+        + " bitmap "
+        + hex(e.bitmap())
+        + " is invalid (reserved"
+        + " bits, a v2 zero flag, or a subcluster both allocated and zero)";
+  }
+
+  private L2Entry entry(long[] table, int index) {
+    return geometry.extendedL2()
+        ? new L2Entry(table[2 * index], table[2 * index + 1])
+        : new L2Entry(table[index], 0);
+  }
+
+  private long[] loadL2(long l2Offset, long l1Index, long pos) throws IOException {
+    long fileLength = file.length();
+    if (l2Offset > fileLength - geometry.clusterSize()) {
+      throw corruptAt(
+          l1Index,
+          -1,
+          "L2 table offset "
+              + hex(l2Offset)
+              + " past the end of the file ("
+              + hex(fileLength)
+              + ")",
+          pos);
+    }
+    ByteBuffer b = ByteBuffer.allocate((int) geometry.clusterSize());
+    file.readFully(b, l2Offset);
+    b.flip();
+    long[] table = new long[(int) geometry.clusterSize() / 8];
+    b.asLongBuffer().get(table);
+    return table;
+  }
+
+  private Qcow2FormatException corrupt(Run run, String what) {
+    return new Qcow2FormatException(
+        path, "L1[" + run.l1Index() + "]/L2[" + run.l2Index() + "]: " + what);
+  }
+
+  private Qcow2FormatException corruptAt(long l1Index, int l2Index, String what, long pos) {
+    String place = "L1[" + l1Index + "]" + (l2Index >= 0 ? "/L2[" + l2Index + "]" : "");
+    return new Qcow2FormatException(path, place + " (guest offset " + hex(pos) + "): " + what);
+  }
+
+  @Override
+  public void close() throws IOException {
+    try {
+      if (dataFile != file) {
+        dataFile.close();
+      }
+    } finally {
+      file.close();
+    }
+  }
+}

@@ -1,0 +1,19 @@
+package org.jqcowfs.qcow2;
+
+/**
+ * How to open a qcow2 image.
+ *
+ * @param l2CacheBytes the L2 cache capacity in bytes, or -1 for QEMU's default (enough to map the
+ *     whole disk, up to 32 MiB)
+ * @param snapshot the id or name of an internal snapshot whose read-only view to open, or null for
+ *     the active image
+ */
+public record Qcow2Options(long l2CacheBytes, String snapshot) {
+  /** The defaults: QEMU's cache size, the active image. */
+  public static final Qcow2Options DEFAULT = new Qcow2Options(-1, null);
+
+  /** These options with another snapshot (null: the active image). */
+  public Qcow2Options withSnapshot(String idOrName) {
+    return new Qcow2Options(l2CacheBytes, idOrName);
+  }
+}
