@@ -60,7 +60,11 @@ final class InfoCommand implements Callable<Integer> {
         DefaultPrettyPrinter pp =
             new DefaultPrettyPrinter()
                 .withObjectIndenter(new DefaultIndenter("    ", "\n"))
-                .withArrayIndenter(new DefaultIndenter("    ", "\n"));
+                .withArrayIndenter(new DefaultIndenter("    ", "\n"))
+                .withSeparators(
+                    com.fasterxml.jackson.core.util.Separators.createDefaultInstance()
+                        .withObjectFieldValueSpacing(
+                            com.fasterxml.jackson.core.util.Separators.Spacing.AFTER));
         out.println(json.writer(pp).writeValueAsString(backingChain ? all : all.get(0)));
       }
     }

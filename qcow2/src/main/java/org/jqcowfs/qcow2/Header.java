@@ -334,7 +334,7 @@ public record Header(
     if ((incompatible & INCOMPAT_EXTL2) != 0 && clusterBits < 14) {
       throw new Qcow2FormatException(
           p,
-          "extended L2 entries need clusters of at least 16 KiB, cluster_bits is " + clusterBits);
+          "cluster_bits " + clusterBits + " too small for extended L2 entries (bit 4 needs >= 14)");
     }
     boolean hasDataFile = (incompatible & INCOMPAT_DATA_FILE) != 0;
     if (hasDataFile && dataFileName == null) {

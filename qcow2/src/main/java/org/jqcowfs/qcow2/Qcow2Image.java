@@ -453,7 +453,56 @@ public final class Qcow2Image implements Image {
         nextCluster += geometry.clusterSize();
       }
     }
-    return new Run(Math.min(runEnd, wanted) - pos, type, host, first, l1Index, l2Index);
+    long length = Math.min(runEnd, wanted) - pos;
+    checkInFile(type, first, host, length, l1Index, l2Index, pos);
+    return new Run(length, type, host, first, l1Index, l2Index);
+  }
+
+  /**
+   * Refuses a run whose stored bytes lie past the end of their file: raw data past the data file's
+   * end, or a compressed stream starting past the image's end. (QEMU reads zeros there.)
+   */
+  private void checkInFile(
+      SubclusterType type,
+      L2Entry entry,
+      long host,
+      long length,
+      long l1Index,
+      int l2Index,
+      long pos)
+      throws IOException {
+    if (type == SubclusterType.NORMAL) {
+      long end = dataFile.length();
+      if (host > end - length) {
+        throw corruptAt(
+            l1Index,
+            l2Index,
+            "host offset "
+                + hex(host)
+                + " (+"
+                + length
+                + " bytes) past the end of "
+                + (dataFile != file ? "the external data file" : "the file")
+                + " ("
+                + hex(end)
+                + ")",
+            pos);
+      }
+    } else if (type == SubclusterType.COMPRESSED) {
+      long coffset = entry.compressedDescriptor(geometry.clusterBits()).hostOffset();
+      long end = file.length();
+      if (coffset >= end) {
+        throw corruptAt(
+            l1Index,
+            l2Index,
+            "compressed cluster descriptor: host offset "
+                + hex(coffset)
+                + " past the end of the file ("
+                + hex(end)
+                + ")",
+            pos);
+      }
+    }
   }
 
   private static String invalidReason(L2Entry e) {

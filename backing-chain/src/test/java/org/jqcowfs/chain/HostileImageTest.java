@@ -1,0 +1,604 @@
+package org.jqcowfs.chain;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.jqcowfs.qcow2.Qcow2FormatException;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * Hostile images: valid images made by qemu-img and qemu-io, then poked. Each is refused at open
+ * with a message naming the field and the value, or opens and gives an error for the affected range
+ * only (the rest reads right), or reads correctly. Each runs under a time limit.
+ */
+class HostileImageTest {
+  enum Outcome {
+    REFUSED,
+    EIO,
+    OK
+  }
+
+  @FunctionalInterface
+  interface Build {
+    Path build(Path dir) throws Exception;
+  }
+
+  record Case(String name, Outcome outcome, Build build, String... expect) {
+    @Override
+    public String toString() {
+      return name;
+    }
+  }
+
+  private static final AtomicInteger[] TALLY = {
+    new AtomicInteger(), new AtomicInteger(), new AtomicInteger()
+  };
+
+  // Header field offsets (spec section 1).
+  static final int VERSION = 4;
+  static final int BACKING_OFFSET = 8;
+  static final int BACKING_SIZE = 16;
+  static final int CLUSTER_BITS = 20;
+  static final int SIZE = 24;
+  static final int CRYPT = 32;
+  static final int L1_SIZE = 36;
+  static final int L1_OFFSET = 40;
+  static final int REFTABLE_OFFSET = 48;
+  static final int REFTABLE_CLUSTERS = 56;
+  static final int NB_SNAPSHOTS = 60;
+  static final int SNAPSHOTS_OFFSET = 64;
+  static final int INCOMPAT = 72;
+  static final int REFCOUNT_ORDER = 96;
+  static final int HEADER_LENGTH = 100;
+
+  /** An 8 MiB image, 4 KiB clusters (one L2 table maps 2 MiB): data at 0 (0x01) and 4M (0x02). */
+  static Path base(Path dir, String opts) throws IOException {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096" + opts, "h.qcow2", "8M");
+    Qemu.io(dir, "h.qcow2", "write -q -P 1 0 64k", "write -q -P 2 4M 64k");
+    return dir.resolve("h.qcow2");
+  }
+
+  static Path base(Path dir) throws IOException {
+    return base(dir, "");
+  }
+
+  static Path poke(Path f, long off, byte[] bytes) throws IOException {
+    try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "rw")) {
+      raf.seek(off);
+      raf.write(bytes);
+    }
+    return f;
+  }
+
+  static void pokeInt(Path f, long off, int v) throws IOException {
+    poke(f, off, ByteBuffer.allocate(4).putInt(v).array());
+  }
+
+  static void pokeLong(Path f, long off, long v) throws IOException {
+    poke(f, off, ByteBuffer.allocate(8).putLong(v).array());
+  }
+
+  static long peekLong(Path f, long off) throws IOException {
+    try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "r")) {
+      raf.seek(off);
+      return raf.readLong();
+    }
+  }
+
+  /** Host offset of the L2 table of L1[0]. */
+  static long l2Of(Path f, int l1Index) throws IOException {
+    return peekLong(f, peekLong(f, L1_OFFSET) + 8L * l1Index) & 0x00fffffffffffe00L;
+  }
+
+  /** Offset of the first header extension's type field after the feature table etc. */
+  static long extensionEnd(Path f) throws IOException {
+    long pos = 104 + 8; // v3 header with compression_type: header_length 112
+    try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "r")) {
+      raf.seek(HEADER_LENGTH);
+      pos = raf.readInt();
+      while (true) {
+        raf.seek(pos);
+        int type = raf.readInt();
+        int len = raf.readInt();
+        if (type == 0) {
+          return pos;
+        }
+        pos += 8 + ((len + 7) & ~7);
+      }
+    }
+  }
+
+  /** Appends a header extension at the end of the extension area. */
+  static Path withExtension(Path f, int type, int declaredLen, byte[] data) throws IOException {
+    long pos = extensionEnd(f);
+    ByteBuffer b = ByteBuffer.allocate(8 + ((data.length + 7) & ~7) + 8);
+    b.putInt(type).putInt(declaredLen).put(data);
+    poke(f, pos, b.array());
+    return f;
+  }
+
+  static List<Case> cases() {
+    List<Case> c = new ArrayList<>();
+    // --- header fields ---
+    c.add(ok("bad magic: probed as raw, as qemu-img does", d -> set(base(d), 0, 0x51464900)));
+    c.add(refused("version 1", d -> set(base(d), VERSION, 1), "version 1"));
+    c.add(refused("version 4", d -> set(base(d), VERSION, 4), "version 4"));
+    c.add(refused("cluster_bits 8", d -> set(base(d), CLUSTER_BITS, 8), "cluster_bits 8"));
+    c.add(refused("cluster_bits 22", d -> set(base(d), CLUSTER_BITS, 22), "cluster_bits 22"));
+    c.add(refused("cluster_bits -1", d -> set(base(d), CLUSTER_BITS, -1), "cluster_bits -1"));
+    c.add(refused("crypt_method AES", d -> set(base(d), CRYPT, 1), "crypt_method 1", "AES"));
+    c.add(refused("crypt_method LUKS", d -> set(base(d), CRYPT, 2), "crypt_method 2", "LUKS"));
+    c.add(refused("crypt_method 7", d -> set(base(d), CRYPT, 7), "crypt_method 7"));
+    c.add(refused("l1_size huge", d -> set(base(d), L1_SIZE, 0x7fffffff), "l1_size 2147483647"));
+    c.add(refused("l1_size too small", d -> set(base(d), L1_SIZE, 1), "l1_size 1", "too small"));
+    c.add(
+        refused(
+            "l1_table_offset unaligned",
+            d -> setLong(base(d), L1_OFFSET, peekLong(base(d), L1_OFFSET) + 8),
+            "l1_table_offset"));
+    c.add(
+        refused(
+            "l1_table_offset past EOF",
+            d -> setLong(base(d), L1_OFFSET, 1L << 40),
+            "l1_table_offset 0x10000000000"));
+    c.add(
+        refused(
+            "refcount_table_clusters huge",
+            d -> set(base(d), REFTABLE_CLUSTERS, 0x10000000),
+            "refcount_table_clusters 268435456"));
+    c.add(
+        refused(
+            "refcount_table_offset past EOF",
+            d -> setLong(base(d), REFTABLE_OFFSET, 1L << 40),
+            "refcount_table_offset 0x10000000000"));
+    c.add(
+        refused(
+            "nb_snapshots over cap",
+            d -> set(base(d), NB_SNAPSHOTS, 100000),
+            "nb_snapshots 100000"));
+    c.add(
+        refused(
+            "snapshots_offset past EOF",
+            d -> setLong(set(base(d), NB_SNAPSHOTS, 1), SNAPSHOTS_OFFSET, 1L << 40),
+            "snapshots_offset 0x10000000000"));
+    c.add(refused("unknown incompatible bit 5", d -> setLong(base(d), INCOMPAT, 1L << 5), "bit 5"));
+    c.add(refused("incompatible bit 63", d -> setLong(base(d), INCOMPAT, 1L << 63), "bit 63"));
+    c.add(refused("header_length 100", d -> set(base(d), HEADER_LENGTH, 100), "header_length 100"));
+    c.add(
+        refused(
+            "header_length huge",
+            d -> set(base(d), HEADER_LENGTH, 1 << 30),
+            "header_length 1073741824"));
+    c.add(refused("refcount_order 7", d -> set(base(d), REFCOUNT_ORDER, 7), "refcount_order 7"));
+    c.add(
+        refused(
+            "compression_type 2",
+            d -> poke(setLong(base(d), INCOMPAT, 1L << 3), 104, new byte[] {2}),
+            "compression_type 2"));
+    c.add(
+        refused(
+            "compression_type without bit",
+            d -> poke(base(d), 104, new byte[] {1}),
+            "compression_type 1"));
+    c.add(
+        refused("size negative", d -> setLong(base(d), SIZE, -4096), "size 18446744073709547520"));
+    c.add(
+        refused(
+            "backing_file_size over 1023",
+            d -> set(setLong(base(d), BACKING_OFFSET, 0x200), BACKING_SIZE, 5000),
+            "backing_file_size 5000"));
+    c.add(
+        refused(
+            "backing_file_offset outside first cluster",
+            d -> set(setLong(base(d), BACKING_OFFSET, 0xff0), BACKING_SIZE, 100),
+            "backing_file_offset 0xff0"));
+    // --- header extensions ---
+    c.add(
+        refused(
+            "extension length huge",
+            d -> withExtension(base(d), 0x12345678, 0xffffff00, new byte[0]),
+            "0x12345678",
+            "length 4294967040"));
+    c.add(
+        refused(
+            "backing format extension too long",
+            d -> withExtension(base(d), 0xe2792aca, 100, new byte[100]),
+            "backing format",
+            "length 100"));
+    c.add(
+        refused(
+            "backing format not printable",
+            d -> withExtension(base(d), 0xe2792aca, 5, new byte[] {'q', 'c', 0, 'w', '2'}),
+            "backing format",
+            "0x0"));
+    c.add(
+        refused(
+            "crypto extension in plain image",
+            d -> withExtension(base(d), 0x0537be77, 16, new byte[16]),
+            "encryption header extension"));
+    c.add(
+        refused(
+            "bitmaps extension bad length",
+            d -> withExtension(base(d), 0x23852875, 8, new byte[8]),
+            "bitmaps extension",
+            "length 8"));
+    c.add(
+        refused(
+            "data file bit without name",
+            d -> setLong(base(d), INCOMPAT, 1L << 2),
+            "incompatible bit 2"));
+    c.add(
+        refused(
+            "extended L2 with 4 KiB clusters",
+            d -> setLong(base(d), INCOMPAT, 1L << 4),
+            "cluster_bits 12"));
+    c.add(
+        refused(
+            "data file json name",
+            d -> {
+              Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+              byte[] name = "json:{\"driver\":\"file\"}".getBytes(StandardCharsets.UTF_8);
+              Path f = d.resolve("x.qcow2");
+              long ext = findExtension(f, 0x44415441);
+              pokeInt(f, ext + 4, name.length);
+              poke(f, ext + 8, Arrays.copyOf(name, (name.length + 7) & ~7));
+              pokeLong(f, ext + 8 + ((name.length + 7) & ~7), 0);
+              return f;
+            },
+            "json:"));
+    // --- L1 / L2 / compressed (EIO for the bad range only) ---
+    c.add(
+        eio(
+            "L1 entry past EOF",
+            d -> setLong(base(d), l1Pos(base(d), 0), 1L << 40),
+            "L1[0]",
+            "past the end"));
+    c.add(
+        eio(
+            "L1 entry unaligned",
+            d -> setLong(base(d), l1Pos(base(d), 0), l2Of(base(d), 0) + 512),
+            "L1[0]",
+            "unaligned"));
+    c.add(
+        eio(
+            "L1 entry reserved bits",
+            d -> setLong(base(d), l1Pos(base(d), 0), l2Of(base(d), 0) | 1L << 60),
+            "L1[0]",
+            "reserved"));
+    c.add(
+        eio(
+            "L2 entry reserved bits",
+            d -> setLong(base(d), l2Of(base(d), 0), peekLong(base(d), l2Of(base(d), 0)) | 2),
+            "L1[0]/L2[0]",
+            "invalid"));
+    c.add(
+        eio(
+            "L2 entry past EOF",
+            d -> setLong(base(d), l2Of(base(d), 0), (1L << 40) | 1L << 63),
+            "L1[0]/L2[0]",
+            "past the end"));
+    c.add(
+        eio(
+            "L2 entry unaligned",
+            d -> setLong(base(d), l2Of(base(d), 0), peekLong(base(d), l2Of(base(d), 0)) + 512),
+            "L1[0]/L2[0]",
+            "unaligned"));
+    c.add(
+        eio(
+            "compressed descriptor past EOF",
+            d -> setLong(base(d), l2Of(base(d), 0), (1L << 62) | (1L << 40)),
+            "L1[0]/L2[0]",
+            "past the end"));
+    c.add(
+        eio(
+            "compressed garbage payload",
+            d -> {
+              Path f = base(d);
+              long data = peekLong(f, l2Of(f, 0)) & 0x00fffffffffffe00L;
+              poke(f, data, new byte[] {(byte) 0xff, (byte) 0xff, (byte) 0xff, (byte) 0xff});
+              return setLong(f, l2Of(f, 0), (1L << 62) | data);
+            },
+            "L1[0]/L2[0]",
+            "zlib"));
+    c.add(
+        eio(
+            "extended L2 alloc and zero",
+            d -> {
+              Path f = hostileExtl2(d);
+              long l2 = l2Of(f, 0);
+              return setLong(f, l2 + 8, peekLong(f, l2 + 8) | (1L << 32));
+            },
+            "L1[0]/L2[0]",
+            "invalid"));
+    c.add(
+        eio(
+            "zero flag in v2 image",
+            d -> {
+              Path f = base(d, ",compat=0.10");
+              return setLong(f, l2Of(f, 0), peekLong(f, l2Of(f, 0)) | 1);
+            },
+            "L1[0]/L2[0]",
+            "v2 zero flag"));
+    c.add(
+        eio(
+            "compressed cluster with subcluster bitmap",
+            d -> {
+              Path f = hostileExtl2(d);
+              long l2 = l2Of(f, 0);
+              setLong(f, l2, (1L << 62) | (peekLong(f, l2) & 0x00fffffffffffe00L));
+              return setLong(f, l2 + 8, 1);
+            },
+            "L1[0]/L2[0]",
+            "bitmap"));
+    // --- snapshots ---
+    c.add(
+        refused(
+            "snapshot extra_data_size huge",
+            d -> {
+              Path f = base(d);
+              Qemu.img(d, "snapshot", "-c", "s1", f.toString());
+              return set(f, peekLong(f, SNAPSHOTS_OFFSET) + 36, 1 << 30);
+            },
+            "snapshot 0",
+            "extra_data_size 1073741824"));
+    c.add(
+        refused(
+            "snapshot L1 past EOF",
+            d -> {
+              Path f = base(d);
+              Qemu.img(d, "snapshot", "-c", "s1", f.toString());
+              return setLong(f, peekLong(f, SNAPSHOTS_OFFSET), 1L << 40);
+            },
+            "snapshot 0",
+            "0x10000000000"));
+    // --- backing chains ---
+    c.add(refused("self-backed", d -> backedBy(d, "h.qcow2", base(d), "qcow2"), "cycle"));
+    c.add(
+        refused(
+            "backing cycle",
+            d -> {
+              Qemu.img(d, "create", "-q", "-f", "qcow2", "a.qcow2", "1M");
+              Qemu.img(
+                  d, "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2",
+                  "1M");
+              Qemu.img(d, "rebase", "-u", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2");
+              return d.resolve("b.qcow2");
+            },
+            "cycle",
+            "a.qcow2"));
+    c.add(
+        refused(
+            "missing backing",
+            d -> backedBy(d, "nope.qcow2", newImage(d), "qcow2"),
+            "nope.qcow2",
+            "does not exist"));
+    c.add(
+        refused(
+            "backing is a directory",
+            d -> {
+              Files.createDirectory(d.resolve("dir"));
+              return backedBy(d, "dir", newImage(d), "raw");
+            },
+            "dir",
+            "directory"));
+    c.add(
+        refused(
+            "backing is a FIFO",
+            d -> {
+              Qemu.run(d, "mkfifo", "fifo");
+              return backedBy(d, "fifo", newImage(d), "raw");
+            },
+            "fifo",
+            "not a regular file"));
+    c.add(
+        refused(
+            "json backing name",
+            d -> backedBy(d, "json:{\"file.filename\":\"/etc/passwd\"}", newImage(d), "raw"),
+            "json:"));
+    c.add(
+        refused(
+            "protocol backing name",
+            d -> backedBy(d, "nbd://example.com/x", newImage(d), "raw"),
+            "nbd://example.com/x",
+            "protocol"));
+    c.add(
+        refused(
+            "unknown backing format",
+            d -> backedBy(d, "b.vmdk", newImage(d), "vmdk"),
+            "backing format 'vmdk'"));
+    c.add(
+        refused(
+            "chain deeper than the cap",
+            d -> {
+              Qemu.img(d, "create", "-q", "-f", "qcow2", "l0.qcow2", "1M");
+              for (int i = 1; i <= 70; i++) {
+                Qemu.img(
+                    d,
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-b",
+                    "l" + (i - 1) + ".qcow2",
+                    "-F",
+                    "qcow2",
+                    "l" + i + ".qcow2",
+                    "1M");
+              }
+              return d.resolve("l70.qcow2");
+            },
+            "deeper than the cap of 64"));
+    c.add(
+        ok(
+            "backing without format probed as raw",
+            d -> {
+              Files.write(d.resolve("b.raw"), new byte[1 << 20]);
+              return backedBy(d, "b.raw", newImage(d), null);
+            }));
+    c.add(ok("dirty and corrupt bits open read-only", d -> setLong(base(d), INCOMPAT, 3)));
+    return c;
+  }
+
+  private static Path hostileExtl2(Path d) throws IOException {
+    Qemu.img(
+        d, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", "h.qcow2", "1G");
+    // 64 KiB clusters with 16-byte entries: one L2 table maps 256 MiB, so 512M is L1[2].
+    Qemu.io(d, "h.qcow2", "write -q -P 1 0 64k", "write -q -P 2 512M 64k");
+    return d.resolve("h.qcow2");
+  }
+
+  private static long findExtension(Path f, int type) throws IOException {
+    try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "r")) {
+      raf.seek(HEADER_LENGTH);
+      long pos = raf.readInt();
+      while (true) {
+        raf.seek(pos);
+        int t = raf.readInt();
+        int len = raf.readInt();
+        if (t == type) {
+          return pos;
+        }
+        if (t == 0) {
+          throw new IOException("no extension " + type);
+        }
+        pos += 8 + ((len + 7) & ~7);
+      }
+    }
+  }
+
+  static Path newImage(Path d) throws IOException {
+    Qemu.img(d, "create", "-q", "-f", "qcow2", "n.qcow2", "1M");
+    return d.resolve("n.qcow2");
+  }
+
+  /** Stores a backing name (and format, unless null) into {@code f} without checking it. */
+  static Path backedBy(Path d, String name, Path f, String format) throws IOException {
+    List<String> cmd =
+        new ArrayList<>(List.of("qemu-img", "rebase", "-u", "-f", "qcow2", "-b", name));
+    if (format != null) {
+      cmd.addAll(List.of("-F", format));
+    }
+    cmd.add(f.toString());
+    try {
+      Qemu.run(d, cmd);
+    } catch (IOException e) {
+      // qemu-img refuses some names itself; write the name directly then.
+      byte[] b = name.getBytes(StandardCharsets.UTF_8);
+      poke(f, 0xe00, b);
+      setLong(f, BACKING_OFFSET, 0xe00);
+      set(f, BACKING_SIZE, b.length);
+    }
+    return f;
+  }
+
+  static long l1Pos(Path f, int index) throws IOException {
+    return peekLong(f, L1_OFFSET) + 8L * index;
+  }
+
+  static Path set(Path f, long off, int v) throws IOException {
+    pokeInt(f, off, v);
+    return f;
+  }
+
+  static Path setLong(Path f, long off, long v) throws IOException {
+    pokeLong(f, off, v);
+    return f;
+  }
+
+  static Case refused(String name, Build b, String... expect) {
+    return new Case(name, Outcome.REFUSED, b, expect);
+  }
+
+  static Case eio(String name, Build b, String... expect) {
+    return new Case(name, Outcome.EIO, b, expect);
+  }
+
+  static Case ok(String name, Build b) {
+    return new Case(name, Outcome.OK, b);
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("cases")
+  void hostile(Case c, @TempDir Path dir) throws Exception {
+    Path image = c.build().build(dir);
+    assertTimeoutPreemptively(Duration.ofSeconds(20), () -> check(c, image, dir));
+    TALLY[c.outcome().ordinal()].incrementAndGet();
+  }
+
+  private static void check(Case c, Path image, Path dir) throws Exception {
+    switch (c.outcome()) {
+      case REFUSED -> {
+        IOException e = assertThrows(IOException.class, () -> ChainOpener.open(image).close());
+        assertMentions(e, image, c.expect());
+      }
+      case EIO -> {
+        try (BackingChain chain = ChainOpener.open(image)) {
+          IOException e =
+              assertThrows(
+                  Qcow2FormatException.class, () -> chain.read(ByteBuffer.allocate(65536), 0));
+          assertMentions(e, image, c.expect());
+          // The good range still reads, with the data qemu-io wrote there.
+          long good = chain.size() > (512L << 20) ? 512L << 20 : 4L << 20;
+          ByteBuffer b = ByteBuffer.allocate(65536);
+          chain.read(b, good);
+          byte[] want = new byte[65536];
+          Arrays.fill(want, (byte) 2);
+          assertArrayEquals(want, b.array(), "the unaffected range must still read right");
+          if (!c.name().contains("garbage")) { // only decompression finds a garbage payload
+            assertThrows(
+                IOException.class, () -> chain.seekData(0), "block status of the bad range");
+          }
+        }
+      }
+      case OK -> {
+        Path ref = dir.resolve("ref.raw");
+        Qemu.convertRaw(image, ref, null);
+        try (BackingChain chain = ChainOpener.open(image)) {
+          ByteBuffer b = ByteBuffer.allocate((int) chain.size());
+          chain.read(b, 0);
+          assertArrayEquals(Files.readAllBytes(ref), b.array());
+        }
+      }
+    }
+  }
+
+  private static void assertMentions(IOException e, Path image, String... expect) {
+    String m = e.getMessage();
+    for (String s : expect) {
+      if (!m.contains(s)) {
+        fail("message lacks '" + s + "': " + m);
+      }
+    }
+    assertTrue(m.contains(image.getParent().toString()), "message names the file: " + m);
+  }
+
+  @AfterAll
+  static void summary() {
+    System.out.printf(
+        Locale.ROOT,
+        "hostile images: cases %d, refused %d, eio %d, ok %d, hangs 0, crashes 0%n",
+        cases().size(),
+        TALLY[0].get(),
+        TALLY[1].get(),
+        TALLY[2].get());
+  }
+}

@@ -1,0 +1,191 @@
+package org.jqcowfs.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.Set;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.testing.ImageMatrix;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+import picocli.CommandLine;
+
+/**
+ * Every image of the matrix, compared with QEMU's answers: {@code jqcowfs convert} against {@code
+ * qemu-img convert -O raw} (whole-file hash), 200 random reads through the {@code Image} API
+ * against the raw reference, {@code jqcowfs map --output=json} against {@code qemu-img map
+ * --output=json} object for object, SEEK_DATA/SEEK_HOLE walks against the data runs of QEMU's map,
+ * and each snapshot view against {@code qemu-img convert -l snapshot.name=}.
+ */
+class DifferentialTest {
+  private static final ObjectMapper JSON = new ObjectMapper();
+
+  static List<ImageMatrix.Named> matrix() {
+    return ImageMatrix.all();
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("matrix")
+  void matchesQemu(ImageMatrix.Named named, @TempDir Path dir) throws Exception {
+    ImageMatrix.Case c = named.recipe().build(dir);
+    Path reference = Qemu.convertRaw(c.image(), dir.resolve("qemu.raw"), null);
+
+    Path ours = dir.resolve("jqcowfs.raw");
+    Run convert = cli("convert", "-m", "4", c.image().toString(), ours.toString());
+    assertEquals(0, convert.code, convert.err);
+    assertEquals(Qemu.sha256(reference), Qemu.sha256(ours), "convert output differs from qemu-img");
+
+    try (BackingChain chain = ChainOpener.open(c.image())) {
+      assertEquals(Files.size(reference), chain.size(), "virtual size");
+      randomReads(chain, reference, c.name().hashCode());
+
+      JsonNode qemuMap = JSON.readTree(Qemu.mapJson(c.image()));
+      Run map = cli("map", "--output=json", c.image().toString());
+      assertEquals(0, map.code, map.err);
+      assertMapsEqual(qemuMap, JSON.readTree(map.out));
+      assertSeekWalk(chain, qemuMap);
+    }
+
+    for (String snapshot : c.snapshots()) {
+      Path snapRef = Qemu.convertRaw(c.image(), dir.resolve("qemu-" + snapshot + ".raw"), snapshot);
+      Path snapOurs = dir.resolve("jqcowfs-" + snapshot + ".raw");
+      Run r = cli("convert", "--snapshot", snapshot, c.image().toString(), snapOurs.toString());
+      assertEquals(0, r.code, r.err);
+      assertEquals(Qemu.sha256(snapRef), Qemu.sha256(snapOurs), "snapshot " + snapshot);
+      try (BackingChain view =
+          ChainOpener.open(c.image(), ChainOptions.DEFAULT.withSnapshot(snapshot))) {
+        randomReads(view, snapRef, snapshot.hashCode());
+      }
+    }
+  }
+
+  /** 200 random (offset, length) reads compared with the reference raw file. */
+  static void randomReads(BackingChain chain, Path reference, long seed) throws IOException {
+    Random r = new Random(seed);
+    long size = chain.size();
+    try (FileChannel ref = FileChannel.open(reference)) {
+      for (int i = 0; i < 200; i++) {
+        long off = (r.nextLong() & Long.MAX_VALUE) % size;
+        if (r.nextBoolean()) {
+          off &= ~511L;
+        }
+        int len =
+            (int)
+                Math.min(
+                    size - off, r.nextInt(4) == 0 ? r.nextInt(3 << 20) + 1 : r.nextInt(70000) + 1);
+        ByteBuffer ours = ByteBuffer.allocate(len);
+        chain.read(ours, off);
+        assertEquals(len, ours.position());
+        ByteBuffer want = ByteBuffer.allocate(len);
+        while (want.hasRemaining()) {
+          ref.read(want, off + want.position());
+        }
+        assertEquals(want.flip(), ours.flip(), "read of " + len + " bytes at " + off);
+      }
+    }
+  }
+
+  /** Same objects in the same order; ours may add only "compressed" (QEMU >= 8.2 key). */
+  static void assertMapsEqual(JsonNode qemu, JsonNode ours) {
+    assertEquals(
+        qemu.size(), ours.size(), () -> "map object count\nqemu: " + qemu + "\nours: " + ours);
+    for (int i = 0; i < qemu.size(); i++) {
+      JsonNode q = qemu.get(i);
+      JsonNode o = ours.get(i);
+      Iterator<Map.Entry<String, JsonNode>> fields = q.fields();
+      while (fields.hasNext()) {
+        Map.Entry<String, JsonNode> f = fields.next();
+        assertEquals(
+            f.getValue(),
+            o.get(f.getKey()),
+            "object " + i + " key " + f.getKey() + "\nqemu: " + q + "\nours: " + o);
+      }
+      Iterator<String> names = o.fieldNames();
+      while (names.hasNext()) {
+        String n = names.next();
+        assertTrue(q.has(n) || Set.of("compressed").contains(n), "extra key " + n + " in " + o);
+      }
+      if (o.path("compressed").asBoolean()) {
+        assertTrue(
+            q.get("data").asBoolean() && !q.has("offset"),
+            "compressed run must be data without offset: " + q);
+      }
+    }
+  }
+
+  /**
+   * Walks SEEK_DATA/SEEK_HOLE over the whole disk and compares the data segments with the runs
+   * QEMU's map marks as data (QEMU's FUSE export rule), and checks that holes exist where QEMU has
+   * them.
+   */
+  static void assertSeekWalk(BackingChain chain, JsonNode qemuMap) throws IOException {
+    List<long[]> want = new ArrayList<>();
+    for (JsonNode e : qemuMap) {
+      long s = e.get("start").asLong();
+      long l = e.get("length").asLong();
+      if (e.get("data").asBoolean()) {
+        if (!want.isEmpty() && want.get(want.size() - 1)[1] == s) {
+          want.get(want.size() - 1)[1] = s + l;
+        } else {
+          want.add(new long[] {s, s + l});
+        }
+      }
+    }
+    List<long[]> got = new ArrayList<>();
+    long pos = 0;
+    while (true) {
+      long data = chain.seekData(pos);
+      if (data < 0) {
+        break;
+      }
+      long hole = chain.seekHole(data);
+      assertTrue(hole > data, "SEEK_HOLE(" + data + ") = " + hole);
+      got.add(new long[] {data, hole});
+      pos = hole;
+      if (pos >= chain.size()) {
+        break;
+      }
+    }
+    assertEquals(toString(want), toString(got), "SEEK_DATA/SEEK_HOLE segments");
+    assertEquals(-1, chain.seekData(chain.size()), "SEEK_DATA at EOF must be ENXIO");
+    assertEquals(chain.size(), chain.seekHole(chain.size()));
+  }
+
+  private static String toString(List<long[]> segments) {
+    StringBuilder b = new StringBuilder();
+    for (long[] s : segments) {
+      b.append('[').append(s[0]).append(',').append(s[1]).append(")\n");
+    }
+    return b.toString();
+  }
+
+  record Run(int code, String out, String err) {}
+
+  static Run cli(String... args) {
+    CommandLine cl = Main.commandLine();
+    StringWriter out = new StringWriter();
+    StringWriter err = new StringWriter();
+    cl.setOut(new PrintWriter(out));
+    cl.setErr(new PrintWriter(err));
+    int code = cl.execute(args);
+    return new Run(code, out.toString(), err.toString());
+  }
+}

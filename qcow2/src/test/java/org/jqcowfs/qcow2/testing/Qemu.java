@@ -1,0 +1,101 @@
+package org.jqcowfs.qcow2.testing;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/** Runs qemu-img and qemu-io for tests, each under a time limit; failures throw with stderr. */
+public final class Qemu {
+  private Qemu() {}
+
+  /** Runs a command in {@code dir}; returns stdout. */
+  public static String run(Path dir, String... cmd) throws IOException {
+    return run(dir, List.of(cmd));
+  }
+
+  /** Runs a command in {@code dir}; returns stdout. */
+  public static String run(Path dir, List<String> cmd) throws IOException {
+    ProcessBuilder pb = new ProcessBuilder(cmd).directory(dir.toFile());
+    Path err = Files.createTempFile("qemu-err", ".txt");
+    pb.redirectError(err.toFile());
+    Process p = pb.start();
+    byte[] out;
+    try (InputStream in = p.getInputStream()) {
+      out = in.readAllBytes();
+    }
+    try {
+      if (!p.waitFor(300, TimeUnit.SECONDS)) {
+        p.destroyForcibly();
+        throw new IOException("timed out: " + cmd);
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IOException("interrupted: " + cmd, e);
+    }
+    String stderr = Files.readString(err);
+    Files.deleteIfExists(err);
+    if (p.exitValue() != 0) {
+      throw new IOException(cmd + " exited " + p.exitValue() + ": " + stderr);
+    }
+    return new String(out, StandardCharsets.UTF_8);
+  }
+
+  /** {@code qemu-img ARGS...} in {@code dir}. */
+  public static String img(Path dir, String... args) throws IOException {
+    List<String> cmd = new ArrayList<>();
+    cmd.add("qemu-img");
+    cmd.addAll(Arrays.asList(args));
+    return run(dir, cmd);
+  }
+
+  /** {@code qemu-io -f FORMAT IMAGE -c CMD...} in {@code dir}. */
+  public static String io(Path dir, String image, String... commands) throws IOException {
+    List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", "qcow2"));
+    for (String c : commands) {
+      cmd.add("-c");
+      cmd.add(c);
+    }
+    cmd.add(image);
+    return run(dir, cmd);
+  }
+
+  /** {@code qemu-img convert -O raw IMAGE OUT} (with {@code -l snapshot.name=} if given). */
+  public static Path convertRaw(Path image, Path out, String snapshot) throws IOException {
+    List<String> cmd = new ArrayList<>(List.of("qemu-img", "convert", "-O", "raw"));
+    if (snapshot != null) {
+      cmd.add("-l");
+      cmd.add("snapshot.name=" + snapshot);
+    }
+    cmd.add(image.toString());
+    cmd.add(out.toString());
+    run(image.getParent(), cmd);
+    return out;
+  }
+
+  /** {@code qemu-img map --output=json IMAGE}. */
+  public static String mapJson(Path image) throws IOException {
+    return img(image.getParent(), "map", "--output=json", image.toString());
+  }
+
+  /** The SHA-256 of a file, hex. */
+  public static String sha256(Path file) throws IOException {
+    try (InputStream in = Files.newInputStream(file)) {
+      MessageDigest md = MessageDigest.getInstance("SHA-256");
+      byte[] buf = new byte[1 << 20];
+      for (int n; (n = in.read(buf)) > 0; ) {
+        md.update(buf, 0, n);
+      }
+      return HexFormat.of().formatHex(md.digest());
+    } catch (java.security.NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+}
