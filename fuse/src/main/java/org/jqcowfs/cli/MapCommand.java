@@ -52,7 +52,7 @@ final class MapCommand implements Callable<Integer> {
       } else {
         out.printf(
             Locale.ROOT,
-            "%-16s%-16s%-16s%-10s%s%n",
+            "%-16s%-16s%-16s%-12s%s%n",
             "Offset",
             "Length",
             "Mapped to",
@@ -62,7 +62,7 @@ final class MapCommand implements Callable<Integer> {
           if (e.data()) {
             out.printf(
                 Locale.ROOT,
-                "%-16s%-16s%-16s%-10s%s%n",
+                "%-16s%-16s%-16s%-12s%s%n",
                 "0x" + Long.toHexString(e.start()),
                 "0x" + Long.toHexString(e.length()),
                 e.offset() >= 0 ? "0x" + Long.toHexString(e.offset()) : "-",
