@@ -109,22 +109,9 @@ class HostileImageTest {
     return peekLong(f, peekLong(f, L1_OFFSET) + 8L * l1Index) & 0x00fffffffffffe00L;
   }
 
-  /** Offset of the first header extension's type field after the feature table etc. */
+  /** Offset of the end-of-extensions marker (type 0). */
   static long extensionEnd(Path f) throws IOException {
-    long pos = 104 + 8; // v3 header with compression_type: header_length 112
-    try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "r")) {
-      raf.seek(HEADER_LENGTH);
-      pos = raf.readInt();
-      while (true) {
-        raf.seek(pos);
-        int type = raf.readInt();
-        int len = raf.readInt();
-        if (type == 0) {
-          return pos;
-        }
-        pos += 8 + ((len + 7) & ~7);
-      }
-    }
+    return findExtension(f, 0);
   }
 
   /** Appends a header extension at the end of the extension area. */
@@ -478,7 +465,7 @@ class HostileImageTest {
           return pos;
         }
         if (t == 0) {
-          throw new IOException("no extension " + type);
+          throw new IOException("no header extension " + Integer.toHexString(type));
         }
         pos += 8 + ((len + 7) & ~7);
       }
