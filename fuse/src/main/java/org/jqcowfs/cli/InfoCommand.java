@@ -83,17 +83,19 @@ final class InfoCommand implements Callable<Integer> {
       n.put("actual-size", q.allocatedBytes());
       ObjectNode data = json.createObjectNode();
       data.put("compat", h.version() == 2 ? "0.10" : "1.1");
+      data.put("compression-type", h.compressionType() == 1 ? "zstd" : "zlib");
       if (h.version() >= 3) {
-        data.put("compression-type", h.compressionType() == 1 ? "zstd" : "zlib");
         data.put("lazy-refcounts", (h.compatibleFeatures() & Header.COMPAT_LAZY_REFCOUNTS) != 0);
       }
       data.put("refcount-bits", h.refcountBits());
-      if (h.dataFileName() != null) {
-        data.put("data-file", h.dataFileName());
-        data.put("data-file-raw", (h.autoclearFeatures() & Header.AUTOCLEAR_DATA_FILE_RAW) != 0);
+      if (h.version() >= 3) {
+        if (h.dataFileName() != null) {
+          data.put("data-file", h.dataFileName());
+          data.put("data-file-raw", (h.autoclearFeatures() & Header.AUTOCLEAR_DATA_FILE_RAW) != 0);
+        }
+        data.put("corrupt", h.hasIncompatible(Header.INCOMPAT_CORRUPT));
+        data.put("extended-l2", h.hasIncompatible(Header.INCOMPAT_EXTL2));
       }
-      data.put("corrupt", h.hasIncompatible(Header.INCOMPAT_CORRUPT));
-      data.put("extended-l2", h.hasIncompatible(Header.INCOMPAT_EXTL2));
       ObjectNode specific = json.createObjectNode();
       specific.put("type", "qcow2");
       specific.set("data", data);
@@ -132,6 +134,7 @@ final class InfoCommand implements Callable<Integer> {
     } else {
       n.put("format", "raw");
       n.put("actual-size", java.nio.file.Files.size(image.path()));
+      n.put("dirty-flag", false);
     }
     return n;
   }

@@ -64,6 +64,8 @@ class DifferentialTest {
       assertSeekWalk(chain, qemuMap);
     }
 
+    assertInfoEqual(c.image());
+
     for (String snapshot : c.snapshots()) {
       Path snapRef = Qemu.convertRaw(c.image(), dir.resolve("qemu-" + snapshot + ".raw"), snapshot);
       Path snapOurs = dir.resolve("jqcowfs-" + snapshot + ".raw");
@@ -73,6 +75,58 @@ class DifferentialTest {
       try (BackingChain view =
           ChainOpener.open(c.image(), ChainOptions.DEFAULT.withSnapshot(snapshot))) {
         randomReads(view, snapRef, snapshot.hashCode());
+      }
+    }
+  }
+
+  /**
+   * {@code jqcowfs info --output=json --backing-chain} against {@code qemu-img info}: every key
+   * both know, for each layer (actual-size and filename are left out: QEMU's filename is the name
+   * as given, and both read actual-size from st_blocks at their own moment).
+   */
+  static void assertInfoEqual(Path image) throws IOException {
+    JsonNode qemu =
+        JSON.readTree(
+            Qemu.img(
+                image.getParent(), "info", "--output=json", "--backing-chain", image.toString()));
+    Run r = cli("info", "--output=json", "--backing-chain", image.toString());
+    assertEquals(0, r.code, r.err);
+    JsonNode ours = JSON.readTree(r.out);
+    assertEquals(qemu.size(), ours.size(), "layers");
+    for (int i = 0; i < qemu.size(); i++) {
+      JsonNode q = qemu.get(i);
+      JsonNode o = ours.get(i);
+      for (String key :
+          List.of(
+              "virtual-size",
+              "format",
+              "cluster-size",
+              "backing-filename",
+              "backing-filename-format",
+              "dirty-flag")) {
+        assertEquals(q.get(key), o.get(key), "layer " + i + " key " + key);
+      }
+      JsonNode qd = q.path("format-specific").path("data");
+      JsonNode od = o.path("format-specific").path("data");
+      for (String key :
+          List.of(
+              "compat",
+              "compression-type",
+              "lazy-refcounts",
+              "refcount-bits",
+              "corrupt",
+              "extended-l2",
+              "data-file",
+              "data-file-raw")) {
+        assertEquals(qd.get(key), od.get(key), "layer " + i + " format-specific " + key);
+      }
+      JsonNode qs = q.path("snapshots");
+      JsonNode os = o.path("snapshots");
+      assertEquals(qs.size(), os.size(), "snapshots");
+      for (int k = 0; k < qs.size(); k++) {
+        for (String key : List.of("id", "name", "vm-state-size", "date-sec", "vm-clock-nsec")) {
+          assertEquals(qs.get(k).get(key), os.get(k).get(key), "snapshot " + k + " " + key);
+        }
       }
     }
   }
