@@ -112,7 +112,6 @@ public final class ChainOpener {
   private static Format backingFormat(Qcow2Image image, Path next) throws IOException {
     String stored = image.backingFormat().orElse(null);
     if (stored == null) {
-      checkOpenable(next, image.path());
       Format probed = probe(next, image.path());
       LOG.warn(
           "{}: no backing format stored for '{}'; probed as {}",

@@ -11,7 +11,6 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
-import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Header;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
@@ -173,9 +172,5 @@ final class InfoCommand implements Callable<Integer> {
                   out.println(
                       "    " + f.getKey().replace('-', ' ') + ": " + f.getValue().asText()));
     }
-  }
-
-  static ChainOptions options() {
-    return ChainOptions.DEFAULT;
   }
 }
