@@ -254,17 +254,9 @@ public final class Qcow2Image implements Image {
   /** Decompresses the cluster of a compressed run into this thread's cluster buffer. */
   private ByteBuffer decompressCluster(Run run) throws IOException {
     L2Entry.CompressedDescriptor d = run.entry().compressedDescriptor(geometry.clusterBits());
+    // mapRun refused a descriptor past the end; a file truncated since then gives a short stream.
     long fileLength = file.length();
-    if (d.hostOffset() >= fileLength) {
-      throw corrupt(
-          run,
-          "compressed cluster descriptor: host offset "
-              + hex(d.hostOffset())
-              + " past the end of the file ("
-              + hex(fileLength)
-              + ")");
-    }
-    int inBytes = (int) Math.min(d.maxLength(), fileLength - d.hostOffset());
+    int inBytes = (int) Math.max(0, Math.min(d.maxLength(), fileLength - d.hostOffset()));
     ByteBuffer[] bufs = compressedBuffers.get();
     int clusterBytes = (int) geometry.clusterSize();
     if (bufs == null || bufs[0].capacity() < inBytes) {
