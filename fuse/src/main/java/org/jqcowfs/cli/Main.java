@@ -14,6 +14,8 @@ import picocli.CommandLine.Command;
       InfoCommand.class,
       MapCommand.class,
       ConvertCommand.class,
+      MountCommand.class,
+      UnmountCommand.class,
       SnapshotCommand.class,
       CommandLine.HelpCommand.class
     })

@@ -1,0 +1,222 @@
+package org.jqcowfs.cli;
+
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.InputStreamReader;
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.fuse.FlatFileSystem;
+import org.jqcowfs.fuse.JnrFuseBackend;
+import org.jqcowfs.fuse.KernelBackend;
+import org.jqcowfs.fuse.LibC;
+import org.jqcowfs.fuse.MountOptions;
+import org.jqcowfs.fuse.Mounted;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/**
+ * {@code jqcowfs mount}: the images' virtual disks as read-only flat files under a mountpoint.
+ * Without {@code -f} it starts itself again in the foreground, in its own session, and returns 0
+ * once the mount is live, or the daemon's exit status with its message.
+ */
+@Command(
+    name = "mount",
+    mixinStandardHelpOptions = true,
+    description = {
+      "Mount each IMAGE (with its backing chain) as a read-only raw file in MOUNTPOINT:"
+          + " image.qcow2 -> MOUNTPOINT/image.raw.",
+      "SIGTERM or SIGHUP, or 'jqcowfs unmount MOUNTPOINT', unmount it."
+    })
+final class MountCommand implements Callable<Integer> {
+  private static final Logger LOG = LoggerFactory.getLogger(MountCommand.class);
+
+  /** The line a daemon prints on stdout when its mount is live. */
+  static final String READY = "jqcowfs: mount ready";
+
+  enum Backend {
+    kernel,
+    jnr_fuse
+  }
+
+  @Option(
+      names = {"-f", "--foreground"},
+      description = "Stay in the foreground, logging to stderr, until unmounted.")
+  boolean foreground;
+
+  @Option(names = "--allow-other", description = "Let other users read the files (allow_other).")
+  boolean allowOther;
+
+  @Option(
+      names = "--threads",
+      paramLabel = "N",
+      description = "Threads answering the kernel (default: one per core, ${DEFAULT-VALUE}).")
+  int threads = Runtime.getRuntime().availableProcessors();
+
+  @Option(
+      names = "--cache-size",
+      paramLabel = "BYTES",
+      converter = ByteCount.class,
+      description = "L2 table cache per qcow2 layer, in bytes (64M, 1G; default: QEMU's).")
+  long cacheBytes = -1;
+
+  @Option(
+      names = "--backend",
+      paramLabel = "kernel|jnr-fuse",
+      converter = BackendConverter.class,
+      description =
+          "kernel: jqcowfs's own FUSE protocol (default; SEEK_DATA/SEEK_HOLE, 1 MiB requests)."
+              + " jnr-fuse: libfuse2, portable, no SEEK_DATA/SEEK_HOLE, 128 KiB requests.")
+  Backend backend = Backend.kernel;
+
+  @Option(
+      names = "-o",
+      paramLabel = "OPTS",
+      description =
+          "Mount options, comma-separated: allow_other, fsname=NAME, noexec, noatime"
+              + " (ro, nosuid, nodev are always on).")
+  List<String> mountOptions = new ArrayList<>();
+
+  @Option(names = "--debug", description = "Log every FUSE request and its answer.")
+  boolean debug;
+
+  @Option(
+      names = {"-l", "--snapshot"},
+      paramLabel = "ID|NAME",
+      description = "Show an internal snapshot of the image instead of its current state.")
+  String snapshot;
+
+  @Option(
+      names = "--name",
+      paramLabel = "NAME",
+      description = "The flat file's name (one image only; default: IMAGE with .raw).")
+  String name;
+
+  @Option(names = "--notify-ready", hidden = true)
+  boolean notifyReady;
+
+  @Parameters(arity = "2..*", paramLabel = "IMAGE... MOUNTPOINT")
+  List<Path> paths;
+
+  @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+  @Override
+  public Integer call() throws Exception {
+    if (threads < 1 || threads > 256) {
+      throw new IllegalArgumentException("--threads must be 1..256, not " + threads);
+    }
+    MountOptions options = MountOptions.DEFAULT.with(allowOther ? "allow_other" : "");
+    for (String o : mountOptions) {
+      options = options.with(o);
+    }
+    if (snapshot != null && paths.size() > 2) {
+      throw new IllegalArgumentException("--snapshot needs exactly one image");
+    }
+    Path mountpoint = paths.get(paths.size() - 1);
+    if (!Files.isDirectory(mountpoint)) {
+      throw new IllegalArgumentException(
+          mountpoint + ": " + (Files.exists(mountpoint) ? "not a directory" : "no such directory"));
+    }
+    if (!foreground) {
+      return daemonize();
+    }
+    List<Path> images = paths.subList(0, paths.size() - 1);
+    ChainOptions chainOptions =
+        new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot);
+    try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions)) {
+      Mounted mounted =
+          backend == Backend.kernel
+              ? KernelBackend.mount(fs, mountpoint, options, threads, debug)
+              : JnrFuseBackend.mount(fs, mountpoint, options, debug);
+      Runtime.getRuntime().addShutdownHook(new Thread(mounted::stop, "jqcowfs-unmount"));
+      for (FlatFileSystem.FlatFile f : fs.files()) {
+        LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
+      }
+      if (notifyReady) {
+        System.out.println(READY);
+        System.out.flush();
+        detachFromParent();
+      }
+      mounted.awaitUnmounted();
+    }
+    return 0;
+  }
+
+  /** The daemon's stdout and stderr go to /dev/null once the parent has gone. */
+  private static void detachFromParent() {
+    LibC c = LibC.INSTANCE;
+    int devNull = c.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
+    if (devNull >= 0) {
+      c.dup2(devNull, 1);
+      c.dup2(devNull, 2);
+      c.close(devNull);
+    }
+  }
+
+  /**
+   * Starts this command again with {@code --foreground --notify-ready} in a new session (setsid),
+   * passes its stderr through, and waits for its ready line or its exit.
+   */
+  private int daemonize() throws Exception {
+    List<String> cmd = new ArrayList<>();
+    if (Files.isExecutable(Path.of("/usr/bin/setsid"))) {
+      cmd.add("/usr/bin/setsid");
+    }
+    cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+    cmd.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
+    cmd.add("-cp");
+    cmd.add(System.getProperty("java.class.path"));
+    cmd.add(Main.class.getName());
+    List<String> args = new ArrayList<>(spec.commandLine().getParseResult().originalArgs());
+    int at = args.indexOf("mount");
+    args.addAll(at + 1, List.of("--foreground", "--notify-ready"));
+    cmd.addAll(args);
+    Process p =
+        new ProcessBuilder(cmd)
+            .redirectInput(new File("/dev/null"))
+            .redirectError(ProcessBuilder.Redirect.INHERIT)
+            .start();
+    try (BufferedReader out =
+        new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8))) {
+      for (String line; (line = out.readLine()) != null; ) {
+        if (line.equals(READY)) {
+          return 0;
+        }
+        System.out.println(line);
+      }
+    }
+    int status = p.waitFor();
+    return status != 0 ? status : 1;
+  }
+
+  /** picocli converter for byte counts. */
+  static final class ByteCount implements CommandLine.ITypeConverter<Long> {
+    @Override
+    public Long convert(String value) {
+      return Sizes.parse(value);
+    }
+  }
+
+  /** picocli converter for {@code --backend}: kernel or jnr-fuse. */
+  static final class BackendConverter implements CommandLine.ITypeConverter<Backend> {
+    @Override
+    public Backend convert(String value) {
+      return switch (value) {
+        case "kernel" -> Backend.kernel;
+        case "jnr-fuse", "jnr_fuse" -> Backend.jnr_fuse;
+        default ->
+            throw new CommandLine.TypeConversionException(
+                "'" + value + "': the backends are kernel and jnr-fuse");
+      };
+    }
+  }
+}

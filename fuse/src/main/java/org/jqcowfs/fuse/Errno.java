@@ -1,0 +1,83 @@
+package org.jqcowfs.fuse;
+
+import java.io.IOException;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.NoSuchFileException;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Linux errno values, and the one place where an exception from an operation becomes the errno the
+ * kernel is answered with.
+ */
+public final class Errno {
+  private static final Logger LOG = LoggerFactory.getLogger(Errno.class);
+
+  public static final int EPERM = 1;
+  public static final int ENOENT = 2;
+  public static final int EINTR = 4;
+  public static final int EIO = 5;
+  public static final int ENXIO = 6;
+  public static final int EBADF = 9;
+  public static final int EAGAIN = 11;
+  public static final int ENOMEM = 12;
+  public static final int EACCES = 13;
+  public static final int EBUSY = 16;
+  public static final int ENOTDIR = 20;
+  public static final int EISDIR = 21;
+  public static final int EINVAL = 22;
+  public static final int ENOTTY = 25;
+  public static final int EROFS = 30;
+  public static final int ERANGE = 34;
+  public static final int ENOSYS = 38;
+  public static final int ENODATA = 61;
+  public static final int ENOTCONN = 107;
+  public static final int ENODEV = 19;
+
+  /** Messages already logged, so that a bad range is logged once, not on every read of it. */
+  private static final Set<String> LOGGED =
+      Collections.newSetFromMap(
+          Collections.synchronizedMap(
+              new LinkedHashMap<>() {
+                @Override
+                protected boolean removeEldestEntry(Map.Entry<String, Boolean> eldest) {
+                  return size() > 4096;
+                }
+              }));
+
+  private Errno() {}
+
+  /**
+   * The errno for an operation that failed with {@code e}: the carried errno of a {@link
+   * FuseException}, ENOENT, EACCES, EINVAL for a bad argument, and EIO for every other I/O or
+   * format error (logged once per message, with the place the message names). Unexpected exceptions
+   * are EIO too, logged with their stack.
+   */
+  public static int of(Throwable e, String context) {
+    if (e instanceof FuseException f) {
+      return f.errno();
+    }
+    if (e instanceof NoSuchFileException) {
+      return ENOENT;
+    }
+    if (e instanceof AccessDeniedException) {
+      return EACCES;
+    }
+    if (e instanceof IllegalArgumentException) {
+      return EINVAL;
+    }
+    String message = context + ": " + e.getMessage();
+    if (e instanceof IOException || e instanceof java.io.UncheckedIOException) {
+      if (LOGGED.add(message)) {
+        LOG.warn("{} (EIO)", message);
+      }
+    } else {
+      LOG.error("{} (EIO)", message, e);
+    }
+    return EIO;
+  }
+}

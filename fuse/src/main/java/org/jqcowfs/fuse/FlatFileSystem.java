@@ -1,0 +1,231 @@
+package org.jqcowfs.fuse;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.LongAdder;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+
+/**
+ * The filesystem both FUSE backends serve: a read-only root directory holding one flat file per
+ * backing chain, whose bytes are the chain's virtual disk. Backend-neutral: offsets and lengths are
+ * bytes, errors are exceptions ({@link FuseException} for an errno answer).
+ */
+public final class FlatFileSystem implements Closeable {
+  /** The root directory's inode (FUSE_ROOT_ID). */
+  public static final long ROOT_INODE = 1;
+
+  /** {@code lseek} whence values the kernel forwards (FUSE_LSEEK). */
+  public static final int SEEK_DATA = 3;
+
+  public static final int SEEK_HOLE = 4;
+
+  /** Extended attribute giving the bytes served by READ since the mount, in decimal. */
+  public static final String READ_BYTES_XATTR = "user.jqcowfs.read_bytes";
+
+  /**
+   * One flat file.
+   *
+   * @param name its name in the root directory
+   * @param inode its inode number (2, 3, ...)
+   * @param chain the backing chain it shows
+   * @param dataBytes bytes that read as data (for st_blocks = dataBytes / 512, rounded up)
+   * @param mtimeMillis the top image's modification time, milliseconds since the epoch
+   */
+  public record FlatFile(
+      String name, long inode, BackingChain chain, long dataBytes, long mtimeMillis) {
+    /** The virtual disk's length in bytes (st_size). */
+    public long size() {
+      return chain.size();
+    }
+  }
+
+  private final List<FlatFile> files;
+  private final Map<String, FlatFile> byName = new HashMap<>();
+  private final long mountMillis = System.currentTimeMillis();
+  private final LongAdder readBytes = new LongAdder();
+
+  private FlatFileSystem(List<FlatFile> files) {
+    this.files = List.copyOf(files);
+    for (FlatFile f : files) {
+      byName.put(f.name(), f);
+    }
+  }
+
+  /**
+   * Opens every image with its chain and names its flat file: {@code name} when given (one image
+   * only), else the image's file name with its extension replaced by {@code .raw}.
+   *
+   * @throws IllegalArgumentException if two files would have the same name, or {@code name} is
+   *     given for several images or is not a valid file name
+   * @throws IOException if an image or a backing file is refused or cannot be read; the images
+   *     opened so far are closed
+   */
+  public static FlatFileSystem open(List<Path> images, String name, ChainOptions options)
+      throws IOException {
+    if (name != null && images.size() != 1) {
+      throw new IllegalArgumentException("--name needs exactly one image, not " + images.size());
+    }
+    if (name != null
+        && (name.isEmpty() || name.contains("/") || name.equals(".") || name.equals(".."))) {
+      throw new IllegalArgumentException("--name '" + name + "' is not a file name");
+    }
+    List<FlatFile> files = new ArrayList<>();
+    Map<String, Path> names = new HashMap<>();
+    try {
+      for (Path image : images) {
+        String fileName = name != null ? name : rawName(image);
+        Path clash = names.putIfAbsent(fileName, image);
+        if (clash != null) {
+          throw new IllegalArgumentException(
+              "'" + image + "' and '" + clash + "' would both be " + fileName + "; use --name");
+        }
+        BackingChain chain = ChainOpener.open(image, options);
+        long mtime;
+        long dataBytes;
+        try {
+          mtime = Files.getLastModifiedTime(image).toMillis();
+          dataBytes = chain.dataBytes();
+        } catch (IOException | RuntimeException e) {
+          chain.close();
+          throw e;
+        }
+        files.add(new FlatFile(fileName, ROOT_INODE + 1 + files.size(), chain, dataBytes, mtime));
+      }
+    } catch (IOException | RuntimeException e) {
+      for (FlatFile f : files) {
+        try {
+          f.chain().close();
+        } catch (IOException suppressed) {
+          e.addSuppressed(suppressed);
+        }
+      }
+      throw e;
+    }
+    return new FlatFileSystem(files);
+  }
+
+  /** {@code image.qcow2} -> {@code image.raw}; a name without an extension gets {@code .raw}. */
+  public static String rawName(Path image) {
+    String base = image.getFileName().toString();
+    int dot = base.lastIndexOf('.');
+    return (dot > 0 ? base.substring(0, dot) : base) + ".raw";
+  }
+
+  /** The flat files, in inode order. */
+  public List<FlatFile> files() {
+    return files;
+  }
+
+  /** The file named {@code name} in the root directory; ENOENT if there is none. */
+  public FlatFile lookup(String name) {
+    FlatFile f = byName.get(name);
+    if (f == null) {
+      throw new FuseException(Errno.ENOENT, name);
+    }
+    return f;
+  }
+
+  /** The file with inode {@code inode}; ENOENT if there is none (the root is not a file). */
+  public FlatFile file(long inode) {
+    long index = inode - ROOT_INODE - 1;
+    if (index < 0 || index >= files.size()) {
+      throw new FuseException(Errno.ENOENT, "inode " + inode);
+    }
+    return files.get((int) index);
+  }
+
+  /** When the filesystem was mounted, milliseconds since the epoch (the root's times). */
+  public long mountMillis() {
+    return mountMillis;
+  }
+
+  /**
+   * Reads from {@code f} at {@code offset} into {@code dst}, at most {@code dst.remaining()} bytes,
+   * fewer at the end of the file.
+   *
+   * @return the bytes read (0 at or past the end)
+   * @throws IOException if the range cannot be read (a corrupt or truncated image): EIO
+   */
+  public int read(FlatFile f, ByteBuffer dst, long offset) throws IOException {
+    if (offset < 0) {
+      throw new FuseException(Errno.EINVAL, "negative offset " + offset);
+    }
+    long size = f.size();
+    if (offset >= size) {
+      return 0;
+    }
+    int n = (int) Math.min(dst.remaining(), size - offset);
+    f.chain().read(dst.slice(dst.position(), n), offset);
+    dst.position(dst.position() + n);
+    readBytes.add(n);
+    return n;
+  }
+
+  /**
+   * {@code lseek(SEEK_DATA | SEEK_HOLE)} by the rules of QEMU's FUSE export: data is where some
+   * layer holds data; zero clusters and unallocated ranges are holes.
+   *
+   * @return the offset found
+   * @throws FuseException ENXIO when {@code offset >= size}, or SEEK_DATA finds no data at or after
+   *     {@code offset}; EINVAL for another whence
+   * @throws IOException if block status cannot be read there: EIO
+   */
+  public long seek(FlatFile f, long offset, int whence) throws IOException {
+    if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+      throw new FuseException(Errno.EINVAL, "whence " + whence);
+    }
+    if (offset < 0 || offset >= f.size()) {
+      throw new FuseException(Errno.ENXIO, "offset " + offset + " outside the file");
+    }
+    long found = whence == SEEK_DATA ? f.chain().seekData(offset) : f.chain().seekHole(offset);
+    if (found < 0) {
+      throw new FuseException(Errno.ENXIO, "no data at or after " + offset);
+    }
+    return found;
+  }
+
+  /** Bytes served by {@link #read} since the mount. */
+  public long readBytes() {
+    return readBytes.sum();
+  }
+
+  /**
+   * The value of extended attribute {@code name} of {@code inode}.
+   *
+   * @throws FuseException ENODATA for any attribute but {@link #READ_BYTES_XATTR} on the root
+   */
+  public byte[] xattr(long inode, String name) {
+    if (inode == ROOT_INODE && READ_BYTES_XATTR.equals(name)) {
+      return Long.toString(readBytes()).getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+    }
+    throw new FuseException(Errno.ENODATA, name);
+  }
+
+  @Override
+  public void close() throws IOException {
+    IOException first = null;
+    for (FlatFile f : files) {
+      try {
+        f.chain().close();
+      } catch (IOException e) {
+        if (first == null) {
+          first = e;
+        } else {
+          first.addSuppressed(e);
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+}

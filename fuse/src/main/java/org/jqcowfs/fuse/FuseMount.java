@@ -1,0 +1,330 @@
+package org.jqcowfs.fuse;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import jnr.ffi.Memory;
+import jnr.ffi.Pointer;
+import jnr.ffi.byref.IntByReference;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A FUSE mount: the {@code /dev/fuse} fd the kernel sends requests on, got by mount(2) as root or
+ * from fusermount3 otherwise (passed back over a socket with SCM_RIGHTS, with {@code auto_unmount},
+ * so that the mount goes away when this process dies). Also unmounting, and the mount table.
+ */
+public final class FuseMount {
+  private static final Logger LOG = LoggerFactory.getLogger(FuseMount.class);
+
+  private final Path mountpoint;
+  private final int devFd;
+  private final int commFd;
+
+  private FuseMount(Path mountpoint, int devFd, int commFd) {
+    this.mountpoint = mountpoint;
+    this.devFd = devFd;
+    this.commFd = commFd;
+  }
+
+  /** Whether this process runs as root (mount(2) and bdi readahead are then ours to use). */
+  public static boolean privileged() {
+    return LibC.INSTANCE.getuid() == 0;
+  }
+
+  /**
+   * Mounts a read-only FUSE filesystem on {@code mountpoint}.
+   *
+   * @throws IOException naming the mountpoint and the reason: not a directory, mount(2) or
+   *     fusermount3 failed
+   */
+  public static FuseMount mount(Path mountpoint, MountOptions options) throws IOException {
+    Path mnt = mountpoint.toAbsolutePath().normalize();
+    if (!Files.isDirectory(mnt)) {
+      throw new IOException(
+          mnt + ": " + (Files.exists(mnt) ? "not a directory" : "no such directory"));
+    }
+    return privileged() ? mountAsRoot(mnt, options) : mountWithFusermount(mnt, options);
+  }
+
+  private static FuseMount mountAsRoot(Path mnt, MountOptions options) throws IOException {
+    LibC c = LibC.INSTANCE;
+    int fd = c.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+    if (fd < 0) {
+      throw new IOException("/dev/fuse: " + c.strerror(LibC.errno()));
+    }
+    String data =
+        "fd=%d,rootmode=40000,user_id=%d,group_id=%d,default_permissions%s"
+            .formatted(fd, c.getuid(), c.getgid(), options.allowOther() ? ",allow_other" : "");
+    long flags = LibC.MS_RDONLY | LibC.MS_NOSUID | LibC.MS_NODEV;
+    flags |= options.noexec() ? 8 : 0; // MS_NOEXEC
+    flags |= options.noatime() ? 1024 : 0; // MS_NOATIME
+    if (c.mount(options.fsname(), mnt.toString(), "fuse.jqcowfs", flags, data) != 0) {
+      int err = LibC.errno();
+      c.close(fd);
+      throw new IOException(mnt + ": mount failed: " + c.strerror(err));
+    }
+    return new FuseMount(mnt, fd, -1);
+  }
+
+  /**
+   * The fusermount3 protocol (libfuse's {@code fuse_mount_fusermount}): fusermount3 gets one end of
+   * a socketpair as fd 3 ({@code _FUSE_COMMFD}), mounts, and sends the /dev/fuse fd back. Only that
+   * end is inherited, so fusermount3's auto_unmount watcher sees EOF when this process dies.
+   */
+  private static FuseMount mountWithFusermount(Path mnt, MountOptions options) throws IOException {
+    LibC c = LibC.INSTANCE;
+    int[] sv = new int[2];
+    if (c.socketpair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, sv) != 0) {
+      throw new IOException("socketpair: " + c.strerror(LibC.errno()));
+    }
+    int childFd = sv[1] == 3 ? 4 : 3;
+    List<String> argv =
+        List.of("fusermount3", "-o", options.fusermountOptions(), "--", mnt.toString());
+    List<String> envp = new ArrayList<>();
+    for (Map.Entry<String, String> e : System.getenv().entrySet()) {
+      if (!e.getKey().equals("_FUSE_COMMFD")) {
+        envp.add(e.getKey() + "=" + e.getValue());
+      }
+    }
+    envp.add("_FUSE_COMMFD=" + childFd);
+    int pid;
+    try {
+      pid = spawn(argv, envp, sv[1], childFd);
+    } finally {
+      c.close(sv[1]);
+    }
+    int fd = receiveFd(sv[0]);
+    if (fd < 0) {
+      c.close(sv[0]);
+      IntByReference status = new IntByReference();
+      c.waitpid(pid, status, 0);
+      int code = (status.getValue() >> 8) & 0xff;
+      throw new IOException(mnt + ": fusermount3 failed to mount (exit status " + code + ")");
+    }
+    return new FuseMount(mnt, fd, sv[0]);
+  }
+
+  /** posix_spawnp with {@code fd} as {@code childFd} in the child and every fd above closed. */
+  private static int spawn(List<String> argv, List<String> envp, int fd, int childFd)
+      throws IOException {
+    LibC c = LibC.INSTANCE;
+    Pointer actions = Memory.allocateDirect(LibC.RUNTIME, 256); // posix_spawn_file_actions_t
+    c.posix_spawn_file_actions_init(actions);
+    try {
+      c.posix_spawn_file_actions_adddup2(actions, fd, childFd);
+      c.posix_spawn_file_actions_addclosefrom_np(actions, childFd + 1);
+      IntByReference pid = new IntByReference();
+      List<Pointer> keep = new ArrayList<>();
+      int rc =
+          c.posix_spawnp(
+              pid, argv.get(0), actions, null, cStrings(argv, keep), cStrings(envp, keep));
+      if (rc != 0) {
+        throw new IOException(argv.get(0) + ": " + c.strerror(rc));
+      }
+      return pid.getValue();
+    } finally {
+      c.posix_spawn_file_actions_destroy(actions);
+    }
+  }
+
+  /** A NULL-terminated {@code char *[]}; the strings' memory is kept alive in {@code keep}. */
+  private static Pointer cStrings(List<String> strings, List<Pointer> keep) {
+    int ptr = LibC.RUNTIME.addressSize();
+    Pointer array = Memory.allocateDirect(LibC.RUNTIME, (strings.size() + 1) * ptr, true);
+    for (int i = 0; i < strings.size(); i++) {
+      byte[] b = strings.get(i).getBytes(StandardCharsets.UTF_8);
+      Pointer s = Memory.allocateDirect(LibC.RUNTIME, b.length + 1, true);
+      s.put(0, b, 0, b.length);
+      keep.add(s);
+      array.putPointer((long) i * ptr, s);
+    }
+    keep.add(array);
+    return array;
+  }
+
+  /**
+   * Receives one fd sent with SCM_RIGHTS ({@code struct msghdr} and {@code struct cmsghdr} of LP64
+   * Linux).
+   *
+   * @return the fd, or -1 if the sender closed the socket without sending one
+   */
+  private static int receiveFd(int socket) throws IOException {
+    LibC c = LibC.INSTANCE;
+    Pointer data = Memory.allocateDirect(LibC.RUNTIME, 8, true);
+    Pointer iov = Memory.allocateDirect(LibC.RUNTIME, 16, true);
+    iov.putPointer(0, data);
+    iov.putLong(8, 1);
+    Pointer control = Memory.allocateDirect(LibC.RUNTIME, 64, true);
+    Pointer msg = Memory.allocateDirect(LibC.RUNTIME, 56, true);
+    msg.putPointer(16, iov); // msg_iov
+    msg.putLong(24, 1); // msg_iovlen
+    msg.putPointer(32, control); // msg_control
+    msg.putLong(40, 64); // msg_controllen
+    long n;
+    do {
+      n = c.recvmsg(socket, msg, 0);
+    } while (n < 0 && LibC.errno() == Errno.EINTR);
+    if (n < 0) {
+      throw new IOException("recvmsg from fusermount3: " + c.strerror(LibC.errno()));
+    }
+    if (n == 0 || msg.getLong(40) < 20) {
+      return -1;
+    }
+    if (control.getInt(8) != LibC.SOL_SOCKET || control.getInt(12) != LibC.SCM_RIGHTS) {
+      throw new IOException("fusermount3 sent no file descriptor");
+    }
+    return control.getInt(16);
+  }
+
+  /** The mountpoint, absolute. */
+  public Path mountpoint() {
+    return mountpoint;
+  }
+
+  /** The /dev/fuse fd requests arrive on. */
+  public int devFd() {
+    return devFd;
+  }
+
+  /**
+   * As root, sets the mount's readahead ({@code /sys/class/bdi/MAJ:MIN/read_ahead_kb}) so that
+   * buffered reads arrive as requests of up to {@code kib} KiB. Does nothing without root.
+   */
+  public void raiseReadahead(int kib) {
+    if (!privileged()) {
+      return;
+    }
+    Optional<String> dev = mountEntry(mountpoint).map(e -> e.device());
+    if (dev.isEmpty()) {
+      return;
+    }
+    Path ra = Path.of("/sys/class/bdi", dev.get(), "read_ahead_kb");
+    try {
+      Files.writeString(ra, Integer.toString(kib));
+    } catch (IOException e) {
+      LOG.warn("{}: readahead left as it is: {}", ra, e.toString());
+    }
+  }
+
+  /**
+   * Unmounts this mount; {@code lazy} detaches it even while files are open.
+   *
+   * @throws IOException as {@link #unmount(Path, boolean)}
+   */
+  public void unmount(boolean lazy) throws IOException {
+    unmount(mountpoint, lazy);
+  }
+
+  /** Closes the /dev/fuse fd and, on the fusermount3 path, the socket its watcher waits on. */
+  public void closeFds() {
+    LibC.INSTANCE.close(devFd);
+    if (commFd >= 0) {
+      LibC.INSTANCE.close(commFd);
+    }
+  }
+
+  /**
+   * Unmounts the FUSE filesystem on {@code mountpoint}: umount2(2) as root, else {@code fusermount3
+   * -u}. Works on a mount whose daemon has died.
+   *
+   * @param lazy detach now and finish when the last file is closed ({@code MNT_DETACH})
+   * @throws IOException naming the mountpoint: busy (a file is open or a loop device is attached to
+   *     one), not a mount point, or not permitted
+   */
+  public static void unmount(Path mountpoint, boolean lazy) throws IOException {
+    Path mnt = mountpoint.toAbsolutePath().normalize();
+    if (privileged()) {
+      LibC c = LibC.INSTANCE;
+      if (c.umount2(mnt.toString(), lazy ? LibC.MNT_DETACH : 0) != 0) {
+        int err = LibC.errno();
+        throw new IOException(unmountMessage(mnt, err == Errno.EBUSY, c.strerror(err)));
+      }
+      return;
+    }
+    ProcessBuilder pb =
+        lazy
+            ? new ProcessBuilder("fusermount3", "-u", "-z", "--", mnt.toString())
+            : new ProcessBuilder("fusermount3", "-u", "--", mnt.toString());
+    pb.redirectErrorStream(true);
+    Process p = pb.start();
+    String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+    try {
+      if (!p.waitFor(30, TimeUnit.SECONDS)) {
+        p.destroyForcibly();
+        throw new IOException(mnt + ": fusermount3 -u did not finish");
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IOException(mnt + ": interrupted while unmounting", e);
+    }
+    if (p.exitValue() != 0) {
+      throw new IOException(unmountMessage(mnt, out.contains("busy"), out));
+    }
+  }
+
+  private static String unmountMessage(Path mnt, boolean busy, String reason) {
+    if (busy) {
+      return mnt
+          + ": busy: a file on it is open, or a loop device is attached to one;"
+          + " close it (losetup -d for a loop device), or unmount with --lazy";
+    }
+    return mnt + ": cannot unmount: " + reason;
+  }
+
+  /**
+   * One line of {@code /proc/self/mountinfo}.
+   *
+   * @param device the mount's device as "MAJ:MIN"
+   * @param mountpoint where it is mounted
+   * @param fstype its type, e.g. "fuse.jqcowfs"
+   * @param source its source (fsname)
+   */
+  public record MountEntry(String device, Path mountpoint, String fstype, String source) {}
+
+  /** The mount on exactly {@code mountpoint}, the last one when several are stacked. */
+  public static Optional<MountEntry> mountEntry(Path mountpoint) {
+    Path mnt = mountpoint.toAbsolutePath().normalize();
+    MountEntry found = null;
+    try {
+      for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
+        String[] f = line.split(" ");
+        int dash = java.util.Arrays.asList(f).indexOf("-");
+        if (f.length < 10 || dash < 6 || dash + 2 >= f.length) {
+          continue;
+        }
+        if (Path.of(unescape(f[4])).equals(mnt)) {
+          found = new MountEntry(f[2], mnt, f[dash + 1], unescape(f[dash + 2]));
+        }
+      }
+    } catch (IOException e) {
+      LOG.warn("/proc/self/mountinfo: {}", e.toString());
+    }
+    return Optional.ofNullable(found);
+  }
+
+  /** Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134). */
+  private static String unescape(String s) {
+    StringBuilder b = new StringBuilder();
+    for (int i = 0; i < s.length(); i++) {
+      char ch = s.charAt(i);
+      if (ch == '\\' && i + 3 < s.length()) {
+        try {
+          b.append((char) Integer.parseInt(s.substring(i + 1, i + 4), 8));
+          i += 3;
+          continue;
+        } catch (NumberFormatException e) {
+          // not an escape
+        }
+      }
+      b.append(ch);
+    }
+    return b.toString();
+  }
+}

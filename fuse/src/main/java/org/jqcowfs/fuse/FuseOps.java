@@ -1,0 +1,322 @@
+package org.jqcowfs.fuse;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+
+/**
+ * The FUSE operations of the read-only flat-file filesystem: each decodes its request body, asks
+ * {@link FlatFileSystem} and encodes its reply payload (struct layouts of the kernel's {@code
+ * include/uapi/linux/fuse.h}, protocol 7.31, little-endian). Operations that would write answer
+ * EROFS, unknown ones ENOSYS; errors are thrown and mapped to errno by {@link FuseSession}.
+ */
+final class FuseOps {
+  /** Protocol version this code speaks. */
+  static final int KERNEL_VERSION = 7;
+
+  static final int KERNEL_MINOR_VERSION = 31;
+
+  /** Pages per request negotiated through FUSE_MAX_PAGES: 256 x 4 KiB = 1 MiB. */
+  static final int MAX_PAGES = 256;
+
+  /** Largest READ request (and reply payload) in bytes. */
+  static final int MAX_READ_BYTES = MAX_PAGES * 4096;
+
+  // fuse_init_in.flags / fuse_init_out.flags
+  static final int FUSE_ASYNC_READ = 1;
+  static final int FUSE_BIG_WRITES = 1 << 5;
+  static final int FUSE_ASYNC_DIO = 1 << 15;
+  static final int FUSE_PARALLEL_DIROPS = 1 << 18;
+  static final int FUSE_MAX_PAGES = 1 << 22;
+  static final int WANTED_FLAGS =
+      FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_ASYNC_DIO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES;
+
+  // fuse_open_out.open_flags
+  static final int FOPEN_KEEP_CACHE = 1 << 1;
+  static final int FOPEN_NOFLUSH = 1 << 5;
+
+  static final int S_IFDIR = 0040000;
+  static final int S_IFREG = 0100000;
+  static final int DT_DIR = 4;
+  static final int DT_REG = 8;
+  static final int O_ACCMODE = 3;
+  static final int O_TRUNC = 01000;
+  static final int W_OK = 2;
+
+  /** How long the kernel may cache names and attributes: the images do not change. */
+  static final long VALID_SECONDS = 3600;
+
+  /** st_blksize: cp and others read this much at a time. */
+  static final int BLKSIZE = 1 << 20;
+
+  private final FlatFileSystem fs;
+  private final int uid;
+  private final int gid;
+
+  FuseOps(FlatFileSystem fs) {
+    this.fs = fs;
+    this.uid = LibC.INSTANCE.getuid();
+    this.gid = LibC.INSTANCE.getgid();
+  }
+
+  FlatFileSystem fs() {
+    return fs;
+  }
+
+  /**
+   * FUSE_INIT: {@code fuse_init_in} -> {@code fuse_init_out} (64 bytes). Asks for the kernel's
+   * flags among {@link #WANTED_FLAGS}, 1 MiB requests, and keeps the kernel's readahead.
+   *
+   * @throws FuseException EPROTO-like EIO if the kernel's major version is not 7
+   */
+  int init(ByteBuffer in, ByteBuffer out) {
+    int major = in.getInt(0);
+    int maxReadahead = in.getInt(8);
+    int flags = in.getInt(12);
+    if (major != KERNEL_VERSION) {
+      throw new FuseException(Errno.EIO, "kernel FUSE major version " + major + ", need 7");
+    }
+    out.putInt(0, KERNEL_VERSION)
+        .putInt(4, KERNEL_MINOR_VERSION)
+        .putInt(8, maxReadahead)
+        .putInt(12, flags & WANTED_FLAGS)
+        .putShort(16, (short) 64) // max_background
+        .putShort(18, (short) 48) // congestion_threshold
+        .putInt(20, FuseSession.MAX_WRITE_BYTES)
+        .putInt(24, 1) // time_gran: nanoseconds
+        .putShort(28, (short) MAX_PAGES)
+        .putShort(30, (short) 0); // map_alignment
+    for (int i = 32; i < 64; i += 4) {
+      out.putInt(i, 0);
+    }
+    return 64;
+  }
+
+  /**
+   * Answers one request (every opcode but FUSE_INIT and FUSE_INTERRUPT, which the session handles).
+   *
+   * @param in the request body (after {@code fuse_in_header}), position 0
+   * @param out the reply payload buffer (after {@code fuse_out_header}), position 0
+   * @return the payload length in bytes
+   * @throws IOException when the image cannot be read (EIO)
+   * @throws FuseException for every other errno answer
+   */
+  int handle(FuseOpcode op, long nodeid, ByteBuffer in, ByteBuffer out) throws IOException {
+    if (op.writes()) {
+      throw new FuseException(Errno.EROFS, "read-only");
+    }
+    return switch (op) {
+      case FUSE_LOOKUP -> lookup(nodeid, cString(in, 0), out);
+      case FUSE_GETATTR -> getattr(nodeid, out);
+      case FUSE_OPEN -> open(nodeid, in.getInt(0), out);
+      case FUSE_READ -> read(nodeid, in.getLong(8), in.getInt(16), out);
+      case FUSE_LSEEK -> lseek(nodeid, in.getLong(8), in.getInt(16), out);
+      case FUSE_OPENDIR -> opendir(nodeid, out);
+      case FUSE_READDIR -> readdir(nodeid, in.getLong(8), in.getInt(16), out);
+      case FUSE_STATFS -> statfs(out);
+      case FUSE_ACCESS -> access(nodeid, in.getInt(0));
+      case FUSE_GETXATTR -> getxattr(nodeid, in.getInt(0), cString(in, 8), out);
+      case FUSE_LISTXATTR -> listxattr(in.getInt(0), out);
+      case FUSE_RELEASE, FUSE_RELEASEDIR, FUSE_FLUSH, FUSE_FSYNC, FUSE_FSYNCDIR, FUSE_DESTROY -> 0;
+      case FUSE_FORGET, FUSE_BATCH_FORGET -> 0; // inodes are fixed; nothing to forget
+      default -> throw new FuseException(Errno.ENOSYS, "not implemented");
+    };
+  }
+
+  private static String cString(ByteBuffer in, int from) {
+    int end = from;
+    while (end < in.limit() && in.get(end) != 0) {
+      end++;
+    }
+    byte[] bytes = new byte[end - from];
+    in.get(from, bytes);
+    return new String(bytes, StandardCharsets.UTF_8);
+  }
+
+  /** FUSE_LOOKUP -> {@code fuse_entry_out} (128 bytes). */
+  private int lookup(long parent, String name, ByteBuffer out) {
+    if (parent != FlatFileSystem.ROOT_INODE) {
+      throw new FuseException(Errno.ENOTDIR, "not a directory");
+    }
+    FlatFile f = fs.lookup(name);
+    out.putLong(0, f.inode())
+        .putLong(8, 0) // generation
+        .putLong(16, VALID_SECONDS) // entry_valid
+        .putLong(24, VALID_SECONDS) // attr_valid
+        .putInt(32, 0)
+        .putInt(36, 0);
+    putAttr(out, 40, f.inode());
+    return 128;
+  }
+
+  /** FUSE_GETATTR -> {@code fuse_attr_out} (104 bytes). */
+  private int getattr(long nodeid, ByteBuffer out) {
+    out.putLong(0, VALID_SECONDS).putInt(8, 0).putInt(12, 0);
+    putAttr(out, 16, nodeid);
+    return 104;
+  }
+
+  /** {@code struct fuse_attr} (88 bytes) of {@code nodeid} at {@code at}. */
+  private void putAttr(ByteBuffer out, int at, long nodeid) {
+    long size;
+    long blocks;
+    long millis;
+    int mode;
+    int nlink;
+    if (nodeid == FlatFileSystem.ROOT_INODE) {
+      size = 0;
+      blocks = 0;
+      millis = fs.mountMillis();
+      mode = S_IFDIR | 0555;
+      nlink = 2;
+    } else {
+      FlatFile f = fs.file(nodeid);
+      size = f.size();
+      blocks = (f.dataBytes() + 511) / 512;
+      millis = f.mtimeMillis();
+      mode = S_IFREG | 0444;
+      nlink = 1;
+    }
+    long seconds = Math.floorDiv(millis, 1000);
+    int nanos = (int) Math.floorMod(millis, 1000) * 1_000_000;
+    out.putLong(at, nodeid)
+        .putLong(at + 8, size)
+        .putLong(at + 16, blocks)
+        .putLong(at + 24, seconds) // atime
+        .putLong(at + 32, seconds) // mtime
+        .putLong(at + 40, seconds) // ctime
+        .putInt(at + 48, nanos)
+        .putInt(at + 52, nanos)
+        .putInt(at + 56, nanos)
+        .putInt(at + 60, mode)
+        .putInt(at + 64, nlink)
+        .putInt(at + 68, uid)
+        .putInt(at + 72, gid)
+        .putInt(at + 76, 0) // rdev
+        .putInt(at + 80, BLKSIZE)
+        .putInt(at + 84, 0); // flags
+  }
+
+  /** FUSE_OPEN -> {@code fuse_open_out} (16 bytes); the page cache is kept across opens. */
+  private int open(long nodeid, int flags, ByteBuffer out) {
+    if (nodeid == FlatFileSystem.ROOT_INODE) {
+      throw new FuseException(Errno.EISDIR, "is a directory");
+    }
+    fs.file(nodeid);
+    if ((flags & O_ACCMODE) != 0 || (flags & O_TRUNC) != 0) {
+      throw new FuseException(Errno.EROFS, "read-only");
+    }
+    out.putLong(0, nodeid).putInt(8, FOPEN_KEEP_CACHE | FOPEN_NOFLUSH).putInt(12, 0);
+    return 16;
+  }
+
+  /** FUSE_READ: the bytes, read straight into the reply buffer; short at the end of the file. */
+  private int read(long nodeid, long offset, int length, ByteBuffer out) throws IOException {
+    FlatFile f = fs.file(nodeid);
+    int n = Math.min(length, out.capacity());
+    return fs.read(f, out.limit(n), offset);
+  }
+
+  /** FUSE_LSEEK ({@code fuse_lseek_in}) -> {@code fuse_lseek_out} (8 bytes). */
+  private int lseek(long nodeid, long offset, int whence, ByteBuffer out) throws IOException {
+    out.putLong(0, fs.seek(fs.file(nodeid), offset, whence));
+    return 8;
+  }
+
+  private int opendir(long nodeid, ByteBuffer out) {
+    if (nodeid != FlatFileSystem.ROOT_INODE) {
+      throw new FuseException(Errno.ENOTDIR, "not a directory");
+    }
+    out.putLong(0, 0).putInt(8, FOPEN_KEEP_CACHE).putInt(12, 0);
+    return 16;
+  }
+
+  /**
+   * FUSE_READDIR: {@code struct fuse_dirent} records (ino, next offset, namelen, type, name padded
+   * to 8 bytes) from entry {@code offset} on: ".", "..", then the flat files.
+   */
+  private int readdir(long nodeid, long offset, int maxBytes, ByteBuffer out) {
+    if (nodeid != FlatFileSystem.ROOT_INODE) {
+      throw new FuseException(Errno.ENOTDIR, "not a directory");
+    }
+    List<FlatFile> files = fs.files();
+    int pos = 0;
+    for (long i = Math.max(0, offset); i < files.size() + 2; i++) {
+      String name = i == 0 ? "." : i == 1 ? ".." : files.get((int) i - 2).name();
+      long ino = i < 2 ? FlatFileSystem.ROOT_INODE : files.get((int) i - 2).inode();
+      byte[] bytes = name.getBytes(StandardCharsets.UTF_8);
+      int record = (24 + bytes.length + 7) & ~7;
+      if (pos + record > Math.min(maxBytes, out.capacity())) {
+        break;
+      }
+      out.putLong(pos, ino)
+          .putLong(pos + 8, i + 1)
+          .putInt(pos + 16, bytes.length)
+          .putInt(pos + 20, i < 2 ? DT_DIR : DT_REG);
+      out.put(pos + 24, bytes);
+      for (int p = pos + 24 + bytes.length; p < pos + record; p++) {
+        out.put(p, (byte) 0);
+      }
+      pos += record;
+    }
+    return pos;
+  }
+
+  /** FUSE_STATFS -> {@code fuse_statfs_out} (80 bytes): full, nothing free. */
+  private int statfs(ByteBuffer out) {
+    long bytes = 0;
+    for (FlatFile f : fs.files()) {
+      bytes += f.size();
+    }
+    int bsize = 4096;
+    out.putLong(0, (bytes + bsize - 1) / bsize) // blocks
+        .putLong(8, 0) // bfree
+        .putLong(16, 0) // bavail
+        .putLong(24, fs.files().size() + 1) // files
+        .putLong(32, 0) // ffree
+        .putInt(40, bsize)
+        .putInt(44, 255) // namelen
+        .putInt(48, bsize); // frsize
+    for (int i = 52; i < 80; i += 4) {
+      out.putInt(i, 0);
+    }
+    return 80;
+  }
+
+  private int access(long nodeid, int mask) {
+    if (nodeid != FlatFileSystem.ROOT_INODE) {
+      fs.file(nodeid);
+    }
+    if ((mask & W_OK) != 0) {
+      throw new FuseException(Errno.EROFS, "read-only");
+    }
+    return 0;
+  }
+
+  /**
+   * FUSE_GETXATTR: {@code fuse_getxattr_out} (the length) when asked with size 0, else the value.
+   */
+  private int getxattr(long nodeid, int size, String name, ByteBuffer out) {
+    byte[] value = fs.xattr(nodeid, name);
+    if (size == 0) {
+      out.putInt(0, value.length).putInt(4, 0);
+      return 8;
+    }
+    if (size < value.length) {
+      throw new FuseException(Errno.ERANGE, name);
+    }
+    out.put(0, value);
+    return value.length;
+  }
+
+  /** FUSE_LISTXATTR: no attributes are listed. */
+  private int listxattr(int size, ByteBuffer out) {
+    if (size == 0) {
+      out.putInt(0, 0).putInt(4, 0);
+      return 8;
+    }
+    return 0;
+  }
+}

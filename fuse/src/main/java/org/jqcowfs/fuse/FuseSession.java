@@ -1,0 +1,249 @@
+package org.jqcowfs.fuse;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import jnr.ffi.byref.IntByReference;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The FUSE kernel protocol over {@code /dev/fuse}: worker threads that each read a request, answer
+ * it through {@link FuseOps} and write the reply. The first worker uses the mount's fd; the others
+ * each get a clone ({@code FUSE_DEV_IOC_CLONE}), so requests are served in parallel. The session
+ * ends when the kernel answers ENODEV (the filesystem was unmounted).
+ *
+ * <p>Protocol: the kernel's {@code include/uapi/linux/fuse.h}, 7.31; request = {@code
+ * fuse_in_header} (40 bytes) + body, reply = {@code fuse_out_header} (16 bytes) + payload, one
+ * read(2) and one write(2) each.
+ */
+public final class FuseSession implements Closeable {
+  private static final Logger LOG = LoggerFactory.getLogger(FuseSession.class);
+
+  /** Request header bytes ({@code struct fuse_in_header}). */
+  static final int IN_HEADER_BYTES = 40;
+
+  /** Reply header bytes ({@code struct fuse_out_header}). */
+  static final int OUT_HEADER_BYTES = 16;
+
+  /** Largest WRITE payload negotiated; sizes the request buffers (writes answer EROFS anyway). */
+  static final int MAX_WRITE_BYTES = 128 * 1024;
+
+  /** Request buffer bytes: the kernel refuses reads into buffers smaller than a whole request. */
+  static final int REQUEST_BUFFER_BYTES = MAX_WRITE_BYTES + 64 * 1024;
+
+  /** Marks the unique of an interrupt request ({@code FUSE_INT_REQ_BIT}). */
+  private static final long FUSE_INT_REQ_BIT = 1;
+
+  private final int masterFd;
+  private final FuseOps ops;
+  private final int threads;
+  private final boolean debug;
+  private final List<Thread> workers = new ArrayList<>();
+  private final List<Integer> clonedFds = new ArrayList<>();
+  private final CountDownLatch initialized = new CountDownLatch(1);
+  private final CountDownLatch finished;
+
+  /** Requests being answered: unique -> interrupted (FUSE_INTERRUPT arrived for it). */
+  private final ConcurrentHashMap<Long, Boolean> inFlight = new ConcurrentHashMap<>();
+
+  /**
+   * A session on {@code devFd} (an open {@code /dev/fuse} mounted somewhere).
+   *
+   * @param threads worker threads, at least 1
+   * @param debug log every request and its answer
+   */
+  public FuseSession(int devFd, FlatFileSystem fs, int threads, boolean debug) {
+    if (threads < 1) {
+      throw new IllegalArgumentException("threads must be >= 1: " + threads);
+    }
+    this.masterFd = devFd;
+    this.ops = new FuseOps(fs);
+    this.threads = threads;
+    this.debug = debug;
+    this.finished = new CountDownLatch(threads);
+  }
+
+  /**
+   * Starts the workers; the first answers FUSE_INIT.
+   *
+   * @throws IOException if a clone of the fd cannot be made
+   */
+  public void start() throws IOException {
+    for (int i = 0; i < threads; i++) {
+      int fd = i == 0 ? masterFd : cloneFd();
+      Thread t = new Thread(() -> serve(fd), "fuse-worker-" + i);
+      t.setDaemon(true);
+      workers.add(t);
+    }
+    workers.forEach(Thread::start);
+  }
+
+  private int cloneFd() throws IOException {
+    LibC c = LibC.INSTANCE;
+    int fd = c.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+    if (fd < 0) {
+      throw new IOException("/dev/fuse: " + c.strerror(LibC.errno()));
+    }
+    if (c.ioctl(fd, LibC.FUSE_DEV_IOC_CLONE, new IntByReference(masterFd)) != 0) {
+      int err = LibC.errno();
+      c.close(fd);
+      throw new IOException("FUSE_DEV_IOC_CLONE: " + c.strerror(err));
+    }
+    clonedFds.add(fd);
+    return fd;
+  }
+
+  /**
+   * Waits until the kernel's FUSE_INIT has been answered.
+   *
+   * @return false if that did not happen within {@code timeoutMillis}
+   */
+  public boolean awaitInit(long timeoutMillis) throws InterruptedException {
+    return initialized.await(timeoutMillis, TimeUnit.MILLISECONDS);
+  }
+
+  /** Waits until every worker has ended (the filesystem was unmounted). */
+  public void awaitEnd() throws InterruptedException {
+    finished.await();
+  }
+
+  /**
+   * Waits at most {@code timeoutMillis} for the workers to end.
+   *
+   * @return whether they all ended
+   */
+  public boolean awaitEnd(long timeoutMillis) throws InterruptedException {
+    return finished.await(timeoutMillis, TimeUnit.MILLISECONDS);
+  }
+
+  private void serve(int fd) {
+    ByteBuffer request =
+        ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
+    ByteBuffer reply =
+        ByteBuffer.allocateDirect(OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
+            .order(ByteOrder.nativeOrder());
+    LibC c = LibC.INSTANCE;
+    try {
+      while (true) {
+        long n = c.read(fd, request, REQUEST_BUFFER_BYTES);
+        if (n < 0) {
+          int err = LibC.errno();
+          if (err == Errno.EINTR || err == Errno.EAGAIN || err == Errno.ENOENT) {
+            continue; // interrupted, or the request was aborted before we read it
+          }
+          if (err != Errno.ENODEV) {
+            LOG.error("reading /dev/fuse: {}", c.strerror(err));
+          }
+          return; // ENODEV: unmounted
+        }
+        if (n < IN_HEADER_BYTES) {
+          LOG.error("short FUSE request: {} bytes", n);
+          return;
+        }
+        request.clear().limit((int) n); // position 0: jnr-ffi passes the address at position
+        handle(fd, request, reply);
+      }
+    } finally {
+      finished.countDown();
+    }
+  }
+
+  private void handle(int fd, ByteBuffer request, ByteBuffer reply) {
+    int opcode = request.getInt(4);
+    long unique = request.getLong(8);
+    long nodeid = request.getLong(16);
+    FuseOpcode op = FuseOpcode.of(opcode);
+    ByteBuffer in =
+        request
+            .slice(IN_HEADER_BYTES, request.limit() - IN_HEADER_BYTES)
+            .order(ByteOrder.nativeOrder());
+    if (op == FuseOpcode.FUSE_INTERRUPT) {
+      interrupt(fd, unique, in.getLong(0), reply);
+      return;
+    }
+    ByteBuffer out =
+        reply
+            .slice(OUT_HEADER_BYTES, reply.capacity() - OUT_HEADER_BYTES)
+            .order(ByteOrder.nativeOrder());
+    boolean tracked = op != FuseOpcode.FUSE_FORGET && op != FuseOpcode.FUSE_BATCH_FORGET;
+    if (tracked) {
+      inFlight.put(unique, Boolean.FALSE);
+    }
+    int error = 0;
+    int length;
+    try {
+      length = op == FuseOpcode.FUSE_INIT ? ops.init(in, out) : ops.handle(op, nodeid, in, out);
+    } catch (Throwable e) {
+      error = Errno.of(e, op + " " + describe(nodeid));
+      length = 0;
+    }
+    if (!tracked) {
+      return; // FORGET and BATCH_FORGET have no reply
+    }
+    if (Boolean.TRUE.equals(inFlight.remove(unique))) {
+      error = Errno.EINTR;
+      length = 0;
+    }
+    if (debug) {
+      LOG.info(
+          "{} node {} unique {}: {}",
+          op,
+          nodeid,
+          unique,
+          error == 0 ? length + " bytes" : "errno " + error);
+    }
+    sendReply(fd, reply, unique, error, length);
+    if (op == FuseOpcode.FUSE_INIT && error == 0) {
+      initialized.countDown();
+    }
+  }
+
+  private String describe(long nodeid) {
+    if (nodeid == FlatFileSystem.ROOT_INODE) {
+      return "/";
+    }
+    try {
+      return ops.fs().file(nodeid).name();
+    } catch (FuseException e) {
+      return "inode " + nodeid;
+    }
+  }
+
+  /**
+   * FUSE_INTERRUPT: the answer to {@code target} becomes EINTR if it is still being worked on; if
+   * it is not known yet (another worker has not registered it), EAGAIN asks the kernel to repeat.
+   */
+  private void interrupt(int fd, long unique, long target, ByteBuffer reply) {
+    if (inFlight.replace(target, Boolean.TRUE) == null) {
+      sendReply(fd, reply, unique | FUSE_INT_REQ_BIT, Errno.EAGAIN, 0);
+    }
+  }
+
+  private static void sendReply(int fd, ByteBuffer reply, long unique, int error, int length) {
+    int total = OUT_HEADER_BYTES + length;
+    reply.putInt(0, total).putInt(4, -error).putLong(8, unique);
+    long n = LibC.INSTANCE.write(fd, reply, total);
+    if (n < 0) {
+      int err = LibC.errno();
+      if (err != Errno.ENOENT) { // ENOENT: the request was interrupted and is gone
+        LOG.warn("writing FUSE reply: {}", LibC.INSTANCE.strerror(err));
+      }
+    }
+  }
+
+  /** Closes the cloned fds (the mount's own fd belongs to the caller). */
+  @Override
+  public void close() {
+    for (int fd : clonedFds) {
+      LibC.INSTANCE.close(fd);
+    }
+    clonedFds.clear();
+  }
+}

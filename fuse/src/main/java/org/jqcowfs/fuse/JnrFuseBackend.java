@@ -1,0 +1,257 @@
+package org.jqcowfs.fuse;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import jnr.ffi.Pointer;
+import jnr.ffi.types.off_t;
+import jnr.ffi.types.size_t;
+import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import ru.serce.jnrfuse.FuseFillDir;
+import ru.serce.jnrfuse.FuseStubFS;
+import ru.serce.jnrfuse.struct.FileStat;
+import ru.serce.jnrfuse.struct.FuseFileInfo;
+import ru.serce.jnrfuse.struct.Statvfs;
+
+/**
+ * The portable backend: the same {@link FlatFileSystem} through jnr-fuse and libfuse2 ({@code
+ * --backend jnr-fuse}). Limits, from libfuse 2.9: no {@code lseek} operation, so the kernel's
+ * SEEK_DATA/SEEK_HOLE fall back to "all data" and {@code cp --sparse} reads every byte; requests of
+ * at most 128 KiB; each read is copied once from a Java buffer into libfuse's.
+ */
+public final class JnrFuseBackend extends FuseStubFS implements Mounted {
+  private static final Logger LOG = LoggerFactory.getLogger(JnrFuseBackend.class);
+  private static final long MOUNT_TIMEOUT_MILLIS = 30_000;
+
+  private final FlatFileSystem fs;
+  private final Path mnt;
+  private final int uid = LibC.INSTANCE.getuid();
+  private final int gid = LibC.INSTANCE.getgid();
+  private final ThreadLocal<ByteBuffer> buffers =
+      ThreadLocal.withInitial(() -> ByteBuffer.allocate(128 * 1024));
+  private Thread loop;
+  private volatile Throwable loopFailure;
+  private volatile boolean stopped;
+
+  private JnrFuseBackend(FlatFileSystem fs, Path mnt) {
+    this.fs = fs;
+    this.mnt = mnt;
+  }
+
+  /**
+   * Mounts {@code fs} on {@code mountpoint} through libfuse2 and returns once the mount is in the
+   * mount table.
+   *
+   * @throws IOException if libfuse cannot mount (its own message is on stderr)
+   */
+  public static JnrFuseBackend mount(
+      FlatFileSystem fs, Path mountpoint, MountOptions options, boolean debug) throws IOException {
+    Path mnt = mountpoint.toAbsolutePath().normalize();
+    if (!java.nio.file.Files.isDirectory(mnt)) {
+      throw new IOException(mnt + ": not a directory");
+    }
+    JnrFuseBackend b = new JnrFuseBackend(fs, mnt);
+    List<String> opts = new ArrayList<>();
+    opts.add("-o");
+    String o = "ro,nosuid,nodev,default_permissions,subtype=jqcowfs,fsname=" + options.fsname();
+    o += options.allowOther() ? ",allow_other" : "";
+    o += FuseMount.privileged() ? "" : ",auto_unmount";
+    o += options.noexec() ? ",noexec" : "";
+    o += options.noatime() ? ",noatime" : "";
+    opts.add(o);
+    b.loop =
+        new Thread(
+            () -> {
+              try {
+                b.mount(mnt, true, debug, opts.toArray(String[]::new));
+              } catch (Throwable e) {
+                b.loopFailure = e;
+              }
+            },
+            "jnr-fuse-loop");
+    b.loop.setDaemon(true);
+    b.loop.start();
+    long deadline = System.currentTimeMillis() + MOUNT_TIMEOUT_MILLIS;
+    while (FuseMount.mountEntry(mnt).filter(e -> e.fstype().startsWith("fuse")).isEmpty()) {
+      if (!b.loop.isAlive() || System.currentTimeMillis() > deadline) {
+        String why = b.loopFailure != null ? ": " + b.loopFailure.getMessage() : "";
+        throw new IOException(mnt + ": libfuse did not mount" + why);
+      }
+      try {
+        Thread.sleep(20);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted while mounting", e);
+      }
+    }
+    return b;
+  }
+
+  @Override
+  protected String getFSName() {
+    return "jqcowfs";
+  }
+
+  @Override
+  public Path mountpoint() {
+    return mnt;
+  }
+
+  @Override
+  public void awaitUnmounted() throws InterruptedException {
+    loop.join();
+  }
+
+  @Override
+  public void stop() {
+    if (stopped) {
+      return;
+    }
+    stopped = true;
+    try {
+      FuseMount.unmount(mnt, false);
+    } catch (IOException busy) {
+      LOG.warn("{}; detaching lazily", busy.getMessage());
+      try {
+        FuseMount.unmount(mnt, true);
+      } catch (IOException e) {
+        LOG.error("{}", e.getMessage());
+      }
+    }
+    try {
+      loop.join(5_000);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+
+  /** The inode of {@code path}: the root, or a flat file in it. */
+  private long inode(String path) {
+    if (path.equals("/")) {
+      return FlatFileSystem.ROOT_INODE;
+    }
+    String name = path.substring(1);
+    if (name.contains("/")) {
+      throw new FuseException(Errno.ENOENT, path);
+    }
+    return fs.lookup(name).inode();
+  }
+
+  @Override
+  public int getattr(String path, FileStat stat) {
+    try {
+      long ino = inode(path);
+      stat.st_ino.set(ino);
+      stat.st_uid.set(uid);
+      stat.st_gid.set(gid);
+      if (ino == FlatFileSystem.ROOT_INODE) {
+        stat.st_mode.set(FileStat.S_IFDIR | 0555);
+        stat.st_nlink.set(2);
+        stat.st_mtim.tv_sec.set(fs.mountMillis() / 1000);
+        return 0;
+      }
+      FlatFile f = fs.file(ino);
+      stat.st_mode.set(FileStat.S_IFREG | 0444);
+      stat.st_nlink.set(1);
+      stat.st_size.set(f.size());
+      stat.st_blocks.set((f.dataBytes() + 511) / 512);
+      stat.st_mtim.tv_sec.set(f.mtimeMillis() / 1000);
+      stat.st_ctim.tv_sec.set(f.mtimeMillis() / 1000);
+      stat.st_atim.tv_sec.set(f.mtimeMillis() / 1000);
+      return 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "getattr " + path);
+    }
+  }
+
+  @Override
+  public int readdir(
+      String path, Pointer buf, FuseFillDir filter, @off_t long offset, FuseFileInfo fi) {
+    if (!path.equals("/")) {
+      return -Errno.ENOTDIR;
+    }
+    filter.apply(buf, ".", null, 0);
+    filter.apply(buf, "..", null, 0);
+    for (FlatFile f : fs.files()) {
+      filter.apply(buf, f.name(), null, 0);
+    }
+    return 0;
+  }
+
+  @Override
+  public int open(String path, FuseFileInfo fi) {
+    try {
+      long ino = inode(path);
+      if (ino == FlatFileSystem.ROOT_INODE) {
+        return -Errno.EISDIR;
+      }
+      return (fi.flags.get() & 3) != 0 ? -Errno.EROFS : 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "open " + path);
+    }
+  }
+
+  @Override
+  public int read(
+      String path, Pointer buf, @size_t long size, @off_t long offset, FuseFileInfo fi) {
+    try {
+      FlatFile f = fs.file(inode(path));
+      ByteBuffer b = buffers.get();
+      if (b.capacity() < size) {
+        b = ByteBuffer.allocate((int) size);
+        buffers.set(b);
+      }
+      b.clear().limit((int) size);
+      int n = fs.read(f, b, offset);
+      buf.put(0, b.array(), 0, n);
+      return n;
+    } catch (Throwable e) {
+      return -Errno.of(e, "read " + path + " at " + offset);
+    }
+  }
+
+  @Override
+  public int statfs(String path, Statvfs st) {
+    long bytes = 0;
+    for (FlatFile f : fs.files()) {
+      bytes += f.size();
+    }
+    st.f_bsize.set(4096);
+    st.f_frsize.set(4096);
+    st.f_blocks.set((bytes + 4095) / 4096);
+    st.f_files.set(fs.files().size() + 1);
+    st.f_namemax.set(255);
+    return 0;
+  }
+
+  @Override
+  public int getxattr(String path, String name, Pointer value, @size_t long size) {
+    try {
+      byte[] v = fs.xattr(inode(path), name);
+      if (size == 0) {
+        return v.length;
+      }
+      if (size < v.length) {
+        return -Errno.ERANGE;
+      }
+      value.put(0, v, 0, v.length);
+      return v.length;
+    } catch (Throwable e) {
+      return -Errno.of(e, "getxattr " + path);
+    }
+  }
+
+  @Override
+  public int access(String path, int mask) {
+    try {
+      inode(path);
+      return (mask & 2) != 0 ? -Errno.EROFS : 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "access " + path);
+    }
+  }
+}
