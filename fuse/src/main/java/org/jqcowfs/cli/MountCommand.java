@@ -32,6 +32,7 @@ import picocli.CommandLine.Parameters;
 @Command(
     name = "mount",
     mixinStandardHelpOptions = true,
+    customSynopsis = "jqcowfs mount [OPTIONS] IMAGE... MOUNTPOINT",
     description = {
       "Mount each IMAGE (with its backing chain) as a read-only raw file in MOUNTPOINT:"
           + " image.qcow2 -> MOUNTPOINT/image.raw.",
@@ -104,7 +105,10 @@ final class MountCommand implements Callable<Integer> {
   @Option(names = "--notify-ready", hidden = true)
   boolean notifyReady;
 
-  @Parameters(arity = "2..*", paramLabel = "IMAGE... MOUNTPOINT")
+  @Parameters(
+      arity = "2..*",
+      paramLabel = "IMAGE",
+      description = "The images (qcow2 or raw), then MOUNTPOINT, an existing directory.")
   List<Path> paths;
 
   @CommandLine.Spec CommandLine.Model.CommandSpec spec;

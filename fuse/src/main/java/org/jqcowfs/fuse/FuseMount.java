@@ -23,14 +23,22 @@ import org.slf4j.LoggerFactory;
 public final class FuseMount {
   private static final Logger LOG = LoggerFactory.getLogger(FuseMount.class);
 
+  /**
+   * The watchdog of an unprivileged mount: it unmounts unless told "clean" before its stdin closes.
+   * fusermount3's own auto_unmount (fuse3 3.14, Debian 12) cannot see a dead daemon's mount
+   * without allow_other (libfuse issue #586), so a {@code kill -9} would leave it stale.
+   */
+  private static final String WATCHDOG =
+      "read -r line; [ \"$line\" = clean ] || exec fusermount3 -u -z -- \"$1\"";
+
   private final Path mountpoint;
   private final int devFd;
-  private final int commFd;
+  private final Process watchdog;
 
-  private FuseMount(Path mountpoint, int devFd, int commFd) {
+  private FuseMount(Path mountpoint, int devFd, Process watchdog) {
     this.mountpoint = mountpoint;
     this.devFd = devFd;
-    this.commFd = commFd;
+    this.watchdog = watchdog;
   }
 
   /** Whether this process runs as root (mount(2) and bdi readahead are then ours to use). */
@@ -70,7 +78,7 @@ public final class FuseMount {
       c.close(fd);
       throw new IOException(mnt + ": mount failed: " + c.strerror(err));
     }
-    return new FuseMount(mnt, fd, -1);
+    return new FuseMount(mnt, fd, null);
   }
 
   /**
@@ -101,14 +109,26 @@ public final class FuseMount {
       c.close(sv[1]);
     }
     int fd = receiveFd(sv[0]);
+    c.close(sv[0]);
+    IntByReference status = new IntByReference();
+    c.waitpid(pid, status, 0);
     if (fd < 0) {
-      c.close(sv[0]);
-      IntByReference status = new IntByReference();
-      c.waitpid(pid, status, 0);
       int code = (status.getValue() >> 8) & 0xff;
       throw new IOException(mnt + ": fusermount3 failed to mount (exit status " + code + ")");
     }
-    return new FuseMount(mnt, fd, sv[0]);
+    Process watchdog;
+    try {
+      watchdog =
+          new ProcessBuilder("sh", "-c", WATCHDOG, "jqcowfs-watchdog", mnt.toString())
+              .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+              .redirectError(ProcessBuilder.Redirect.DISCARD)
+              .start();
+    } catch (IOException e) {
+      LOG.warn("{}: no unmount watchdog ({}); if this process is killed, run jqcowfs unmount",
+          mnt, e.getMessage());
+      watchdog = null;
+    }
+    return new FuseMount(mnt, fd, watchdog);
   }
 
   /** posix_spawnp with {@code fd} as {@code childFd} in the child and every fd above closed. */
@@ -222,11 +242,15 @@ public final class FuseMount {
     unmount(mountpoint, lazy);
   }
 
-  /** Closes the /dev/fuse fd and, on the fusermount3 path, the socket its watcher waits on. */
+  /** Closes the /dev/fuse fd and tells the watchdog (unprivileged mounts) that all went well. */
   public void closeFds() {
     LibC.INSTANCE.close(devFd);
-    if (commFd >= 0) {
-      LibC.INSTANCE.close(commFd);
+    if (watchdog != null) {
+      try (var stdin = watchdog.getOutputStream()) {
+        stdin.write("clean\n".getBytes(StandardCharsets.US_ASCII));
+      } catch (IOException e) {
+        LOG.debug("watchdog: {}", e.toString());
+      }
     }
   }
 

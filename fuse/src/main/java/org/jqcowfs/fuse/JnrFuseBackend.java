@@ -59,7 +59,6 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
     opts.add("-o");
     String o = "ro,nosuid,nodev,default_permissions,subtype=jqcowfs,fsname=" + options.fsname();
     o += options.allowOther() ? ",allow_other" : "";
-    o += FuseMount.privileged() ? "" : ",auto_unmount";
     o += options.noexec() ? ",noexec" : "";
     o += options.noatime() ? ",noatime" : "";
     opts.add(o);

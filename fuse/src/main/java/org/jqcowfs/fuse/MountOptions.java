@@ -62,7 +62,6 @@ public record MountOptions(boolean allowOther, String fsname, boolean noexec, bo
     o.add("fsname=" + fsname);
     o.add("subtype=jqcowfs");
     o.add("default_permissions");
-    o.add("auto_unmount");
     if (allowOther) {
       o.add("allow_other");
     }
