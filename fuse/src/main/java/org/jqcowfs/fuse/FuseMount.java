@@ -25,8 +25,8 @@ public final class FuseMount {
 
   /**
    * The watchdog of an unprivileged mount: it unmounts unless told "clean" before its stdin closes.
-   * fusermount3's own auto_unmount (fuse3 3.14, Debian 12) cannot see a dead daemon's mount
-   * without allow_other (libfuse issue #586), so a {@code kill -9} would leave it stale.
+   * fusermount3's own auto_unmount (fuse3 3.14, Debian 12) cannot see a dead daemon's mount without
+   * allow_other (libfuse issue #586), so a {@code kill -9} would leave it stale.
    */
   private static final String WATCHDOG =
       "read -r line; [ \"$line\" = clean ] || exec fusermount3 -u -z -- \"$1\"";
@@ -124,8 +124,10 @@ public final class FuseMount {
               .redirectError(ProcessBuilder.Redirect.DISCARD)
               .start();
     } catch (IOException e) {
-      LOG.warn("{}: no unmount watchdog ({}); if this process is killed, run jqcowfs unmount",
-          mnt, e.getMessage());
+      LOG.warn(
+          "{}: no unmount watchdog ({}); if this process is killed, run jqcowfs unmount",
+          mnt,
+          e.getMessage());
       watchdog = null;
     }
     return new FuseMount(mnt, fd, watchdog);

@@ -192,10 +192,13 @@ public final class FuseSession implements Closeable {
       length = 0;
     }
     if (debug) {
+      String at =
+          op == FuseOpcode.FUSE_READ || op == FuseOpcode.FUSE_LSEEK ? " at " + in.getLong(8) : "";
       LOG.info(
-          "{} node {} unique {}: {}",
+          "{} node {}{} unique {}: {}",
           op,
           nodeid,
+          at,
           unique,
           error == 0 ? length + " bytes" : "errno " + error);
     }

@@ -54,8 +54,7 @@ class MountContentIT {
         List<List<Long>> want = Holes.qemu(c.image());
         List<List<Long>> got = Holes.walk(flat);
         assertEquals(want, got, "SEEK_DATA/SEEK_HOLE segments");
-        assertTrue(
-            Holes.bytes(got) < Files.size(flat), "the walk must find real holes: " + got);
+        assertTrue(Holes.bytes(got) < Files.size(flat), "the walk must find real holes: " + got);
       }
     }
     for (String snapshot : c.snapshots()) {
