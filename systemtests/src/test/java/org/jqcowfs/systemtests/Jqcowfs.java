@@ -120,8 +120,19 @@ final class Jqcowfs {
     }
 
     @Override
-    public void close() throws IOException, InterruptedException {
+    public void close() throws IOException {
       try {
+        unmountAndWait();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted while unmounting " + mountpoint, e);
+      } finally {
+        Files.deleteIfExists(log);
+      }
+    }
+
+    private void unmountAndWait() throws IOException, InterruptedException {
+      {
         if (mounted(mountpoint)) {
           Run r = run("unmount", mountpoint.toString());
           if (r.code() != 0) {
@@ -135,8 +146,6 @@ final class Jqcowfs {
           exec(List.of("umount", "-l", mountpoint.toString()));
         }
         assertTrue(!mounted(mountpoint), "still mounted: " + mountpoint);
-      } finally {
-        Files.deleteIfExists(log);
       }
     }
   }
