@@ -142,6 +142,7 @@ final class MountCommand implements Callable<Integer> {
               ? KernelBackend.mount(fs, mountpoint, options, threads, debug)
               : JnrFuseBackend.mount(fs, mountpoint, options, debug);
       Runtime.getRuntime().addShutdownHook(new Thread(mounted::stop, "jqcowfs-unmount"));
+      Signals.exitOnHangupAndTerm();
       for (FlatFileSystem.FlatFile f : fs.files()) {
         LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
       }
