@@ -5,6 +5,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.jqcowfs.qcow2.Closeables;
 import org.jqcowfs.qcow2.Extent;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
@@ -219,20 +220,6 @@ public final class BackingChain implements Image {
 
   @Override
   public void close() throws IOException {
-    IOException first = null;
-    for (Image layer : layers) {
-      try {
-        layer.close();
-      } catch (IOException e) {
-        if (first == null) {
-          first = e;
-        } else {
-          first.addSuppressed(e);
-        }
-      }
-    }
-    if (first != null) {
-      throw first;
-    }
+    Closeables.closeAll(layers);
   }
 }

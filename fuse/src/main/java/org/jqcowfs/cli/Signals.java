@@ -5,9 +5,8 @@ import sun.misc.Signal;
 
 /**
  * SIGTERM and SIGHUP end the daemon through its shutdown hooks (which unmount), even when the
- * daemon was started with them ignored: the JVM leaves a signal that is ignored at startup
- * ignored (a shell's {@code nohup}, or a parent that ignores SIGHUP), so the disposition is reset
- * first.
+ * daemon was started with them ignored: the JVM leaves a signal that is ignored at startup ignored
+ * (a shell's {@code nohup}, or a parent that ignores SIGHUP), so the disposition is reset first.
  */
 final class Signals {
   private static final int SIGHUP = 1;

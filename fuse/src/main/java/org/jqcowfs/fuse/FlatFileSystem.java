@@ -13,6 +13,7 @@ import java.util.concurrent.atomic.LongAdder;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.Closeables;
 
 /**
  * The filesystem both FUSE backends serve: a read-only root directory holding one flat file per
@@ -101,12 +102,10 @@ public final class FlatFileSystem implements Closeable {
         files.add(new FlatFile(fileName, ROOT_INODE + 1 + files.size(), chain, dataBytes, mtime));
       }
     } catch (IOException | RuntimeException e) {
-      for (FlatFile f : files) {
-        try {
-          f.chain().close();
-        } catch (IOException suppressed) {
-          e.addSuppressed(suppressed);
-        }
+      try {
+        Closeables.closeAll(files.stream().map(FlatFile::chain).toList());
+      } catch (IOException suppressed) {
+        e.addSuppressed(suppressed);
       }
       throw e;
     }
@@ -212,20 +211,6 @@ public final class FlatFileSystem implements Closeable {
 
   @Override
   public void close() throws IOException {
-    IOException first = null;
-    for (FlatFile f : files) {
-      try {
-        f.chain().close();
-      } catch (IOException e) {
-        if (first == null) {
-          first = e;
-        } else {
-          first.addSuppressed(e);
-        }
-      }
-    }
-    if (first != null) {
-      throw first;
-    }
+    Closeables.closeAll(files.stream().map(FlatFile::chain).toList());
   }
 }
