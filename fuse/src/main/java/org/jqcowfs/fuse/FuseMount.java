@@ -17,8 +17,8 @@ import org.slf4j.LoggerFactory;
 
 /**
  * A FUSE mount: the {@code /dev/fuse} fd the kernel sends requests on, got by mount(2) as root or
- * from fusermount3 otherwise (passed back over a socket with SCM_RIGHTS, with {@code auto_unmount},
- * so that the mount goes away when this process dies). Also unmounting, and the mount table.
+ * from fusermount3 otherwise (passed back over a socket with SCM_RIGHTS), with a watchdog process
+ * that unmounts if this process dies. Also unmounting, and the mount table.
  */
 public final class FuseMount {
   private static final Logger LOG = LoggerFactory.getLogger(FuseMount.class);
@@ -83,8 +83,10 @@ public final class FuseMount {
 
   /**
    * The fusermount3 protocol (libfuse's {@code fuse_mount_fusermount}): fusermount3 gets one end of
-   * a socketpair as fd 3 ({@code _FUSE_COMMFD}), mounts, and sends the /dev/fuse fd back. Only that
-   * end is inherited, so fusermount3's auto_unmount watcher sees EOF when this process dies.
+   * a socketpair as fd 3 ({@code _FUSE_COMMFD}), mounts, sends the /dev/fuse fd back and exits.
+   * Only that end is inherited. fusermount3's own auto_unmount is not asked for: without
+   * allow_other it cannot see a dead daemon's mount (libfuse issue #586, fuse3 before 3.14.1), and
+   * it prints "not mounted" after every clean unmount; {@link #WATCHDOG} does that job.
    */
   private static FuseMount mountWithFusermount(Path mnt, MountOptions options) throws IOException {
     LibC c = LibC.INSTANCE;
@@ -108,10 +110,14 @@ public final class FuseMount {
     } finally {
       c.close(sv[1]);
     }
-    int fd = receiveFd(sv[0]);
-    c.close(sv[0]);
+    int fd;
     IntByReference status = new IntByReference();
-    c.waitpid(pid, status, 0);
+    try {
+      fd = receiveFd(sv[0]);
+    } finally {
+      c.close(sv[0]);
+      c.waitpid(pid, status, 0);
+    }
     if (fd < 0) {
       int code = (status.getValue() >> 8) & 0xff;
       throw new IOException(mnt + ": fusermount3 failed to mount (exit status " + code + ")");

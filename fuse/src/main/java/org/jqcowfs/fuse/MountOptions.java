@@ -5,7 +5,7 @@ import java.util.List;
 
 /**
  * How to mount: the {@code -o} options jqcowfs accepts, parsed once. The mount is always read-only,
- * nosuid, nodev and default_permissions; without root it also gets auto_unmount.
+ * nosuid, nodev and default_permissions (auto_unmount is accepted; a watchdog does that job).
  *
  * @param allowOther let users other than the mounting one read the files ({@code allow_other})
  * @param fsname the source shown in /proc/mounts
