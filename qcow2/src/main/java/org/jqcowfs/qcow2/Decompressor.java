@@ -33,7 +33,9 @@ public interface Decompressor {
 
   /**
    * Raw deflate (RFC 1951, no zlib header), as QEMU's {@code qcow2_zlib_decompress}: success once
-   * the cluster is full, whether or not the stream has ended.
+   * the cluster is full, whether or not the stream has ended. libdeflate decodes a stream that
+   * yields exactly the cluster; anything else (a longer stream, bad data) is decided by {@link
+   * Inflater}, which applies zlib's rules.
    */
   final class Deflate implements Decompressor {
     private final ThreadLocal<Inflater> inflaters =
@@ -41,6 +43,14 @@ public interface Decompressor {
 
     @Override
     public void decompress(ByteBuffer src, ByteBuffer dst) throws DataFormatException {
+      if (LibDeflate.available()
+          && src.isDirect()
+          && dst.isDirect()
+          && LibDeflate.decompress(src, dst) == dst.remaining()) {
+        src.position(src.limit());
+        dst.position(dst.limit());
+        return;
+      }
       Inflater inflater = inflaters.get();
       inflater.reset();
       inflater.setInput(src);

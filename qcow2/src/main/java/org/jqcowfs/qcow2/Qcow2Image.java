@@ -246,31 +246,48 @@ public final class Qcow2Image implements Image {
   }
 
   private void readCompressed(ByteBuffer part, long pos, Run run) throws IOException {
-    ByteBuffer cluster = decompressCluster(run);
     int from = (int) geometry.offsetInCluster(pos);
+    int clusterBytes = (int) geometry.clusterSize();
+    if (from == 0 && part.remaining() == clusterBytes && part.isDirect()) {
+      decompressCluster(run, part.slice()); // straight into place: no copy
+      part.position(part.limit());
+      return;
+    }
+    ByteBuffer cluster = decompressCluster(run, buffers()[1].clear());
     part.put(cluster.slice(from, part.remaining()));
   }
 
-  /** Decompresses the cluster of a compressed run into this thread's cluster buffer. */
-  private ByteBuffer decompressCluster(Run run) throws IOException {
+  /** This thread's buffers: [0] compressed input (grows), [1] one cluster of output. */
+  private ByteBuffer[] buffers() {
+    ByteBuffer[] bufs = compressedBuffers.get();
+    if (bufs == null) {
+      int clusterBytes = (int) geometry.clusterSize();
+      bufs =
+          new ByteBuffer[] {
+            ByteBuffer.allocateDirect(clusterBytes + (clusterBytes >> 3) + 1024),
+            ByteBuffer.allocateDirect(clusterBytes)
+          };
+      compressedBuffers.set(bufs);
+    }
+    return bufs;
+  }
+
+  /**
+   * Decompresses the cluster of a compressed run into {@code out} (exactly one cluster, from its
+   * position), and returns it flipped.
+   */
+  private ByteBuffer decompressCluster(Run run, ByteBuffer out) throws IOException {
     L2Entry.CompressedDescriptor d = run.entry().compressedDescriptor(geometry.clusterBits());
     // mapRun refused a descriptor past the end; a file truncated since then gives a short stream.
     long fileLength = file.length();
     int inBytes = (int) Math.max(0, Math.min(d.maxLength(), fileLength - d.hostOffset()));
-    ByteBuffer[] bufs = compressedBuffers.get();
-    int clusterBytes = (int) geometry.clusterSize();
-    if (bufs == null || bufs[0].capacity() < inBytes) {
-      int inCap = (int) Math.max(inBytes, clusterBytes + (clusterBytes >> 3) + 1024);
-      bufs =
-          new ByteBuffer[] {
-            ByteBuffer.allocateDirect(inCap), ByteBuffer.allocateDirect(clusterBytes)
-          };
-      compressedBuffers.set(bufs);
+    ByteBuffer[] bufs = buffers();
+    if (bufs[0].capacity() < inBytes) {
+      bufs[0] = ByteBuffer.allocateDirect(inBytes);
     }
     ByteBuffer in = bufs[0].clear().limit(inBytes);
     file.readFully(in, d.hostOffset());
     in.flip();
-    ByteBuffer out = bufs[1].clear();
     try {
       decompressor.decompress(in, out);
     } catch (DataFormatException e) {
