@@ -10,8 +10,11 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.fuse.FlatFileSystem;
+import org.jqcowfs.fuse.FuseMount;
 import org.jqcowfs.fuse.JnrFuseBackend;
 import org.jqcowfs.fuse.KernelBackend;
 import org.jqcowfs.fuse.LibC;
@@ -137,12 +140,19 @@ final class MountCommand implements Callable<Integer> {
     ChainOptions chainOptions =
         new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot);
     try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions)) {
+      // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
+      AtomicReference<Mounted> live = new AtomicReference<>();
+      AtomicBoolean mounting = new AtomicBoolean();
+      Runtime.getRuntime()
+          .addShutdownHook(
+              new Thread(() -> unmountOnExit(live, mounting, mountpoint), "jqcowfs-unmount"));
+      Signals.exitOnHangupAndTerm();
+      mounting.set(true);
       Mounted mounted =
           backend == Backend.kernel
               ? KernelBackend.mount(fs, mountpoint, options, threads, debug)
               : JnrFuseBackend.mount(fs, mountpoint, options, debug);
-      Runtime.getRuntime().addShutdownHook(new Thread(mounted::stop, "jqcowfs-unmount"));
-      Signals.exitOnHangupAndTerm();
+      live.set(mounted);
       for (FlatFileSystem.FlatFile f : fs.files()) {
         LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
       }
@@ -154,6 +164,24 @@ final class MountCommand implements Callable<Integer> {
       mounted.awaitUnmounted();
     }
     return 0;
+  }
+
+  /** Shutdown hook: stops the mount, or detaches one that was still coming up. */
+  private static void unmountOnExit(
+      AtomicReference<Mounted> live, AtomicBoolean mounting, Path mountpoint) {
+    Mounted m = live.get();
+    if (m != null) {
+      m.stop();
+    } else if (mounting.get()
+        && FuseMount.mountEntry(mountpoint)
+            .filter(e -> e.fstype().equals("fuse.jqcowfs"))
+            .isPresent()) {
+      try {
+        FuseMount.unmount(mountpoint, true);
+      } catch (java.io.IOException e) {
+        LOG.error("{}", e.getMessage());
+      }
+    }
   }
 
   /** The daemon's stdout and stderr go to /dev/null once the parent has gone. */

@@ -1,5 +1,7 @@
 package org.jqcowfs.cli;
 
+import jnr.ffi.Memory;
+import jnr.ffi.Pointer;
 import org.jqcowfs.fuse.LibC;
 import sun.misc.Signal;
 
@@ -12,15 +14,25 @@ final class Signals {
   private static final int SIGHUP = 1;
   private static final int SIGTERM = 15;
   private static final long SIG_DFL = 0;
+  private static final long SIG_IGN = 1;
 
   private Signals() {}
 
   /** Makes SIGHUP and SIGTERM exit with status 128 + signal, running the shutdown hooks. */
   static void exitOnHangupAndTerm() {
     for (int number : new int[] {SIGHUP, SIGTERM}) {
+      if (!ignored(number)) {
+        continue; // the JVM's own handler runs the shutdown hooks
+      }
       LibC.INSTANCE.signal(number, SIG_DFL);
       Signal.handle(
           new Signal(number == SIGHUP ? "HUP" : "TERM"), s -> System.exit(128 + s.getNumber()));
     }
+  }
+
+  /** Whether {@code number}'s disposition is SIG_IGN ({@code struct sigaction}: handler first). */
+  private static boolean ignored(int number) {
+    Pointer old = Memory.allocateDirect(LibC.RUNTIME, 256, true);
+    return LibC.INSTANCE.sigaction(number, null, old) == 0 && old.getLong(0) == SIG_IGN;
   }
 }

@@ -63,6 +63,9 @@ public interface LibC {
   @SaveError
   long recvmsg(int fd, Pointer msg, int flags);
 
+  /** {@code sigaction(2)}; {@code act} may be null to only read {@code oldact}. */
+  int sigaction(int signum, Pointer act, Pointer oldact);
+
   /** {@code signal(2)}; handler 0 is SIG_DFL. Returns the previous handler. */
   long signal(int signum, long handler);
 
