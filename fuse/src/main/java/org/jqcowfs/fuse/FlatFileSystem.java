@@ -47,6 +47,11 @@ public final class FlatFileSystem implements Closeable {
     public long size() {
       return chain.size();
     }
+
+    /** st_blocks: the bytes that read as data, in 512-byte units, rounded up. */
+    public long blocks() {
+      return (dataBytes + 511) / 512;
+    }
   }
 
   private final List<FlatFile> files;
@@ -140,6 +145,11 @@ public final class FlatFileSystem implements Closeable {
       throw new FuseException(Errno.ENOENT, "inode " + inode);
     }
     return files.get((int) index);
+  }
+
+  /** The files' virtual sizes added up, in bytes (for statfs). */
+  public long totalBytes() {
+    return files.stream().mapToLong(FlatFile::size).sum();
   }
 
   /** When the filesystem was mounted, milliseconds since the epoch (the root's times). */

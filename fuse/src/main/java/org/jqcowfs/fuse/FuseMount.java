@@ -241,15 +241,6 @@ public final class FuseMount {
     }
   }
 
-  /**
-   * Unmounts this mount; {@code lazy} detaches it even while files are open.
-   *
-   * @throws IOException as {@link #unmount(Path, boolean)}
-   */
-  public void unmount(boolean lazy) throws IOException {
-    unmount(mountpoint, lazy);
-  }
-
   /** Closes the /dev/fuse fd and tells the watchdog (unprivileged mounts) that all went well. */
   public void closeFds() {
     LibC.INSTANCE.close(devFd);
@@ -298,6 +289,23 @@ public final class FuseMount {
     }
     if (p.exitValue() != 0) {
       throw new IOException(unmountMessage(mnt, out.contains("busy"), out));
+    }
+  }
+
+  /**
+   * Unmounts {@code mountpoint} for a daemon that is stopping (SIGTERM, SIGHUP): normally, or
+   * lazily when it is busy; failures are logged, not thrown.
+   */
+  public static void unmountOrDetach(Path mountpoint) {
+    try {
+      unmount(mountpoint, false);
+    } catch (IOException busy) {
+      LOG.warn("{}; detaching lazily", busy.getMessage());
+      try {
+        unmount(mountpoint, true);
+      } catch (IOException e) {
+        LOG.error("{}", e.getMessage());
+      }
     }
   }
 

@@ -174,7 +174,7 @@ final class FuseOps {
     } else {
       FlatFile f = fs.file(nodeid);
       size = f.size();
-      blocks = (f.dataBytes() + 511) / 512;
+      blocks = f.blocks();
       millis = f.mtimeMillis();
       mode = S_IFREG | 0444;
       nlink = 1;
@@ -266,10 +266,7 @@ final class FuseOps {
 
   /** FUSE_STATFS -> {@code fuse_statfs_out} (80 bytes): full, nothing free. */
   private int statfs(ByteBuffer out) {
-    long bytes = 0;
-    for (FlatFile f : fs.files()) {
-      bytes += f.size();
-    }
+    long bytes = fs.totalBytes();
     int bsize = 4096;
     out.putLong(0, (bytes + bsize - 1) / bsize) // blocks
         .putLong(8, 0) // bfree

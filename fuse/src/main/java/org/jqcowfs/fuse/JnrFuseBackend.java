@@ -9,8 +9,6 @@ import jnr.ffi.Pointer;
 import jnr.ffi.types.off_t;
 import jnr.ffi.types.size_t;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 import ru.serce.jnrfuse.FuseFillDir;
 import ru.serce.jnrfuse.FuseStubFS;
 import ru.serce.jnrfuse.struct.FileStat;
@@ -24,7 +22,6 @@ import ru.serce.jnrfuse.struct.Statvfs;
  * at most 128 KiB; each read is copied once from a Java buffer into libfuse's.
  */
 public final class JnrFuseBackend extends FuseStubFS implements Mounted {
-  private static final Logger LOG = LoggerFactory.getLogger(JnrFuseBackend.class);
   private static final long MOUNT_TIMEOUT_MILLIS = 30_000;
 
   private final FlatFileSystem fs;
@@ -111,16 +108,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
       return;
     }
     stopped = true;
-    try {
-      FuseMount.unmount(mnt, false);
-    } catch (IOException busy) {
-      LOG.warn("{}; detaching lazily", busy.getMessage());
-      try {
-        FuseMount.unmount(mnt, true);
-      } catch (IOException e) {
-        LOG.error("{}", e.getMessage());
-      }
-    }
+    FuseMount.unmountOrDetach(mnt);
     try {
       loop.join(5_000);
     } catch (InterruptedException e) {
@@ -157,7 +145,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
       stat.st_mode.set(FileStat.S_IFREG | 0444);
       stat.st_nlink.set(1);
       stat.st_size.set(f.size());
-      stat.st_blocks.set((f.dataBytes() + 511) / 512);
+      stat.st_blocks.set(f.blocks());
       stat.st_mtim.tv_sec.set(f.mtimeMillis() / 1000);
       stat.st_ctim.tv_sec.set(f.mtimeMillis() / 1000);
       stat.st_atim.tv_sec.set(f.mtimeMillis() / 1000);
@@ -215,10 +203,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
 
   @Override
   public int statfs(String path, Statvfs st) {
-    long bytes = 0;
-    for (FlatFile f : fs.files()) {
-      bytes += f.size();
-    }
+    long bytes = fs.totalBytes();
     st.f_bsize.set(4096);
     st.f_frsize.set(4096);
     st.f_blocks.set((bytes + 4095) / 4096);

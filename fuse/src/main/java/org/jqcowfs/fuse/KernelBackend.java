@@ -82,16 +82,7 @@ public final class KernelBackend implements Mounted {
     if (!mounted.compareAndSet(true, false)) {
       return;
     }
-    try {
-      mount.unmount(false);
-    } catch (IOException busy) {
-      LOG.warn("{}; detaching lazily", busy.getMessage());
-      try {
-        mount.unmount(true);
-      } catch (IOException e) {
-        LOG.error("{}", e.getMessage());
-      }
-    }
+    FuseMount.unmountOrDetach(mount.mountpoint());
     try {
       if (!session.awaitEnd(5_000)) {
         LOG.warn("{}: files still open; they will fail with ENOTCONN", mount.mountpoint());
