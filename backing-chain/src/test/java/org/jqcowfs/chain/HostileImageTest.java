@@ -1,6 +1,7 @@
 package org.jqcowfs.chain;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -17,13 +18,17 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.jqcowfs.qcow2.HostFile;
 import org.jqcowfs.qcow2.Qcow2FormatException;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.opentest4j.AssertionFailedError;
 
 /**
  * Hostile images: valid images made by qemu-img and qemu-io, then poked. Each is refused at open
@@ -52,6 +57,11 @@ class HostileImageTest {
   private static final AtomicInteger[] TALLY = {
     new AtomicInteger(), new AtomicInteger(), new AtomicInteger()
   };
+  private static final AtomicInteger HANGS = new AtomicInteger();
+  private static final AtomicInteger CRASHES = new AtomicInteger();
+
+  /** Reads that fell outside the file they read, seen by the {@link HostFile} observer. */
+  private static final List<String> OUTSIDE = new CopyOnWriteArrayList<>();
 
   // Header field offsets (spec section 1).
   static final int VERSION = 4;
@@ -72,7 +82,8 @@ class HostileImageTest {
 
   /** An 8 MiB image, 4 KiB clusters (one L2 table maps 2 MiB): data at 0 (0x01) and 4M (0x02). */
   static Path base(Path dir, String opts) throws IOException {
-    Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096" + opts, "h.qcow2", "8M");
+    String o = opts.contains("cluster_size") ? opts.substring(1) : "cluster_size=4096" + opts;
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", o, "h.qcow2", "8M");
     Qemu.io(dir, "h.qcow2", "write -q -P 1 0 64k", "write -q -P 2 4M 64k");
     return dir.resolve("h.qcow2");
   }
@@ -442,7 +453,157 @@ class HostileImageTest {
               return backedBy(d, "b.raw", newImage(d), null);
             }));
     c.add(ok("dirty and corrupt bits open read-only", d -> setLong(base(d), INCOMPAT, 3)));
+    // --- added: extensions, tables, compressed payloads, data files ---
+    c.add(
+        refused(
+            "extension crossing the first cluster by 8 bytes",
+            d -> {
+              Path f = base(d);
+              return withExtension(f, 0x12345678, (int) (4096 - extensionEnd(f)), new byte[0]);
+            },
+            "crosses the end of the first cluster"));
+    c.add(
+        refused(
+            "feature name unterminated, unknown bit set",
+            d -> {
+              byte[] entry = new byte[48];
+              entry[1] = 5;
+              Arrays.fill(entry, 2, 48, (byte) 'A');
+              return setLong(withExtension(base(d), 0x6803f857, 48, entry), INCOMPAT, 1L << 5);
+            },
+            "bit 5",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    c.add(
+        refused(
+            "backing format extension twice",
+            d -> {
+              byte[] fmt = "raw".getBytes(StandardCharsets.US_ASCII);
+              return withExtension(withExtension(base(d), 0xe2792aca, 3, fmt), 0xe2792aca, 3, fmt);
+            },
+            "appears twice"));
+    c.add(
+        refused(
+            "bitmaps extension with no bitmaps",
+            d -> withExtension(base(d), 0x23852875, 24, new byte[24]),
+            "nb_bitmaps 0"));
+    c.add(
+        refused(
+            "L1 table running past EOF",
+            d -> set(base(d), L1_SIZE, 100_000),
+            "l1_table_offset",
+            "800000 bytes"));
+    c.add(
+        refused(
+            "snapshots_offset unaligned",
+            d -> setLong(set(base(d), NB_SNAPSHOTS, 1), SNAPSHOTS_OFFSET, 0x1008),
+            "snapshots_offset 0x1008"));
+    c.add(
+        refused(
+            "snapshot l1_size huge",
+            d -> {
+              Path f = base(d);
+              Qemu.img(d, "snapshot", "-c", "s1", f.toString());
+              return set(f, peekLong(f, SNAPSHOTS_OFFSET) + 8, 0x10000000);
+            },
+            "snapshot 0",
+            "l1_size 268435456"));
+    c.add(
+        ok(
+            "refcount table entry past EOF: reading needs no refcounts",
+            d -> {
+              Path f = base(d);
+              return setLong(f, peekLong(f, REFTABLE_OFFSET), 1L << 40);
+            }));
+    c.add(
+        eio(
+            "L2 host offset at 2^56",
+            d -> setLong(base(d), l2Of(base(d), 0), (1L << 63) | (1L << 56)),
+            "L1[0]/L2[0]"));
+    c.add(
+        ok(
+            "deflate bomb: 64 MiB stream in a 64 KiB cluster stops at the cluster",
+            d -> {
+              Path f = base(d, ",cluster_size=65536");
+              byte[] bomb = deflateRaw(new byte[64 << 20], (byte) 3);
+              long host = (Files.size(f) + 65535) & ~65535L;
+              poke(f, host, bomb);
+              long sectors = (bomb.length + 511) / 512 - 1;
+              return setLong(f, l2Of(f, 0), (1L << 62) | (sectors << 54) | host);
+            }));
+    c.add(
+        eio(
+            "zstd truncated payload: the frame cut to its first sector",
+            d -> {
+              byte[] noise = new byte[8 << 20];
+              java.util.Random r = new java.util.Random(7);
+              for (int i = 0; i < 65536; i++) {
+                noise[i] = (byte) r.nextInt(16);
+              }
+              Arrays.fill(noise, 4 << 20, (4 << 20) + 65536, (byte) 2);
+              Files.write(d.resolve("n.raw"), noise);
+              Qemu.img(
+                  d,
+                  "convert",
+                  "-c",
+                  "-f",
+                  "raw",
+                  "-O",
+                  "qcow2",
+                  "-o",
+                  "compression_type=zstd,cluster_size=65536",
+                  "n.raw",
+                  "h.qcow2");
+              Path f = d.resolve("h.qcow2");
+              long entry = peekLong(f, l2Of(f, 0));
+              return setLong(f, l2Of(f, 0), entry & ~(0xffL << 54));
+            },
+            "L1[0]/L2[0]",
+            "zstd"));
+    c.add(
+        refused(
+            "data file missing",
+            d -> {
+              Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+              Files.delete(d.resolve("dat"));
+              return d.resolve("x.qcow2");
+            },
+            "external data file 'dat'",
+            "no such file"));
+    c.add(
+        refused(
+            "data file is a directory",
+            d -> {
+              Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+              Files.delete(d.resolve("dat"));
+              Files.createDirectory(d.resolve("dat"));
+              return d.resolve("x.qcow2");
+            },
+            "external data file 'dat'",
+            "is a directory"));
+    c.add(
+        ok(
+            "qcow2 backing without format probed as qcow2",
+            d -> {
+              Path b = base(d);
+              Files.move(b, d.resolve("b.qcow2"));
+              return backedBy(d, "b.qcow2", newImage(d, "8M"), null);
+            }));
     return c;
+  }
+
+  /** Raw deflate (no zlib header, as qcow2 stores it) of {@code data} filled with {@code fill}. */
+  static byte[] deflateRaw(byte[] data, byte fill) {
+    Arrays.fill(data, fill);
+    java.util.zip.Deflater z = new java.util.zip.Deflater(9, true);
+    z.setInput(data);
+    z.finish();
+    java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+    byte[] buf = new byte[65536];
+    while (!z.finished()) {
+      out.write(buf, 0, z.deflate(buf));
+    }
+    z.end();
+    return out.toByteArray();
   }
 
   private static Path hostileExtl2(Path d) throws IOException {
@@ -473,7 +634,11 @@ class HostileImageTest {
   }
 
   static Path newImage(Path d) throws IOException {
-    Qemu.img(d, "create", "-q", "-f", "qcow2", "n.qcow2", "1M");
+    return newImage(d, "1M");
+  }
+
+  static Path newImage(Path d, String size) throws IOException {
+    Qemu.img(d, "create", "-q", "-f", "qcow2", "n.qcow2", size);
     return d.resolve("n.qcow2");
   }
 
@@ -523,12 +688,49 @@ class HostileImageTest {
     return new Case(name, Outcome.OK, b);
   }
 
+  @BeforeAll
+  static void observeReads() {
+    HostFile.observeReads(
+        (path, position, bytes) -> {
+          long length = path.toFile().length();
+          if (position < 0 || bytes < 0 || position + bytes > length) {
+            OUTSIDE.add(path + ": " + bytes + " bytes at " + position + ", file " + length);
+          }
+        });
+  }
+
+  @AfterAll
+  static void stopObserving() {
+    HostFile.observeReads(null);
+  }
+
   @ParameterizedTest(name = "{0}")
   @MethodSource("cases")
   void hostile(Case c, @TempDir Path dir) throws Exception {
     Path image = c.build().build(dir);
-    assertTimeoutPreemptively(Duration.ofSeconds(20), () -> check(c, image, dir));
+    OUTSIDE.clear();
+    try {
+      assertTimeoutPreemptively(Duration.ofSeconds(20), () -> check(c, image, dir));
+    } catch (AssertionFailedError e) {
+      if (String.valueOf(e.getMessage()).contains("timed out")) {
+        HANGS.incrementAndGet();
+      } else if (unexpected(e.getCause())) {
+        CRASHES.incrementAndGet();
+      }
+      throw e;
+    } catch (RuntimeException | Error e) {
+      CRASHES.incrementAndGet();
+      throw e;
+    } finally {
+      // Checked even when the case failed otherwise: a read outside the file is the worse finding.
+      assertEquals(List.of(), OUTSIDE, "reads outside the file");
+    }
     TALLY[c.outcome().ordinal()].incrementAndGet();
+  }
+
+  /** A crash: the parser threw something other than an I/O error (or ran out of memory). */
+  private static boolean unexpected(Throwable t) {
+    return t != null && !(t instanceof IOException) && !(t instanceof AssertionError);
   }
 
   private static void check(Case c, Path image, Path dir) throws Exception {
@@ -543,6 +745,7 @@ class HostileImageTest {
               assertThrows(
                   Qcow2FormatException.class, () -> chain.read(ByteBuffer.allocate(65536), 0));
           assertMentions(e, image, c.expect());
+          assertTrue(e.getMessage().contains("guest offset 0x"), "names the guest offset: " + e);
           // The good range still reads, with the data qemu-io wrote there.
           long good = chain.size() > (512L << 20) ? 512L << 20 : 4L << 20;
           ByteBuffer b = ByteBuffer.allocate(65536);
@@ -550,7 +753,7 @@ class HostileImageTest {
           byte[] want = new byte[65536];
           Arrays.fill(want, (byte) 2);
           assertArrayEquals(want, b.array(), "the unaffected range must still read right");
-          if (!c.name().contains("garbage")) { // only decompression finds a garbage payload
+          if (!c.name().contains("payload")) { // only decompression finds a bad payload
             assertThrows(
                 IOException.class, () -> chain.seekData(0), "block status of the bad range");
           }
@@ -582,10 +785,12 @@ class HostileImageTest {
   static void summary() {
     System.out.printf(
         Locale.ROOT,
-        "hostile images: cases %d, refused %d, eio %d, ok %d, hangs 0, crashes 0%n",
+        "hostile images: cases %d, refused %d, eio %d, ok %d, hangs %d, crashes %d%n",
         cases().size(),
         TALLY[0].get(),
         TALLY[1].get(),
-        TALLY[2].get());
+        TALLY[2].get(),
+        HANGS.get(),
+        CRASHES.get());
   }
 }

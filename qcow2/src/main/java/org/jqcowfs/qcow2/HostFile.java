@@ -24,6 +24,22 @@ public final class HostFile implements AutoCloseable {
   private static final int SEEK_DATA = 3;
   private static final int SEEK_HOLE = 4;
 
+  /**
+   * Sees every read a {@code HostFile} issues to the operating system, just before it is issued.
+   * For tests (the hostile-image corpus checks that no read falls outside the file) and tracing.
+   */
+  @FunctionalInterface
+  public interface ReadObserver {
+    /**
+     * @param path the file read
+     * @param position host offset of the read, in bytes
+     * @param bytes length of the read, in bytes
+     */
+    void read(Path path, long position, long bytes);
+  }
+
+  private static volatile ReadObserver observer;
+
   private final Path path;
   private final FileChannel channel;
   private volatile int seekFd = -1;
@@ -43,6 +59,9 @@ public final class HostFile implements AutoCloseable {
     if (!Files.exists(path)) {
       throw new java.nio.file.NoSuchFileException(path.toString(), null, "no such file");
     }
+    if (Files.isDirectory(path)) {
+      throw new IOException(path + ": is a directory");
+    }
     if (!Files.isRegularFile(path) && !isBlockDevice(path)) {
       throw new IOException(path + ": not a regular file or block device");
     }
@@ -56,6 +75,11 @@ public final class HostFile implements AutoCloseable {
     } catch (IOException | UnsupportedOperationException e) {
       return false;
     }
+  }
+
+  /** Installs {@code o} (or none, with null) as the observer of every read of every file. */
+  public static void observeReads(ReadObserver o) {
+    observer = o;
   }
 
   /** The path the file was opened from. */
@@ -89,7 +113,11 @@ public final class HostFile implements AutoCloseable {
               + ")");
     }
     long pos = position;
+    ReadObserver o = observer;
     while (dst.hasRemaining()) {
+      if (o != null) {
+        o.read(path, pos, dst.remaining());
+      }
       int n = channel.read(dst, pos);
       if (n < 0) {
         throw new IOException(path + ": unexpected end of file at " + hex(pos));

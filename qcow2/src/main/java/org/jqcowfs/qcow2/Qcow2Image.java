@@ -382,6 +382,7 @@ public final class Qcow2Image implements Image {
    * @param l2Index L2 index of the run's first cluster
    */
   record Run(
+      long guestOffset,
       long length,
       SubclusterType type,
       long hostOffset,
@@ -406,7 +407,7 @@ public final class Qcow2Image implements Image {
     }
     long l2Offset = l1Entry & L2Entry.L1E_OFFSET_MASK;
     if (l2Offset == 0) {
-      return new Run(limit, SubclusterType.UNALLOCATED_PLAIN, -1, null, l1Index, -1);
+      return new Run(pos, limit, SubclusterType.UNALLOCATED_PLAIN, -1, null, l1Index, -1);
     }
     if (geometry.offsetInCluster(l2Offset) != 0) {
       throw corruptAt(l1Index, -1, "L2 table offset " + hex(l2Offset) + " unaligned", pos);
@@ -464,7 +465,7 @@ public final class Qcow2Image implements Image {
     }
     long length = Math.min(runEnd, wanted) - pos;
     checkInFile(type, first, host, length, l1Index, l2Index, pos);
-    return new Run(length, type, host, first, l1Index, l2Index);
+    return new Run(pos, length, type, host, first, l1Index, l2Index);
   }
 
   /**
@@ -557,8 +558,7 @@ public final class Qcow2Image implements Image {
   }
 
   private Qcow2FormatException corrupt(Run run, String what) {
-    return new Qcow2FormatException(
-        path, "L1[" + run.l1Index() + "]/L2[" + run.l2Index() + "]: " + what);
+    return corruptAt(run.l1Index(), run.l2Index(), what, run.guestOffset());
   }
 
   private Qcow2FormatException corruptAt(long l1Index, int l2Index, String what, long pos) {
