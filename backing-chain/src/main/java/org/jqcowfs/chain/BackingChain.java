@@ -8,6 +8,7 @@ import java.util.List;
 import org.jqcowfs.qcow2.Closeables;
 import org.jqcowfs.qcow2.Extent;
 import org.jqcowfs.qcow2.Image;
+import org.jqcowfs.qcow2.ImageLock;
 import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
@@ -19,9 +20,11 @@ import org.jqcowfs.qcow2.Qcow2Image;
 public final class BackingChain implements Image {
   private final List<Image> layers;
   private final List<Image> views;
+  private final List<ImageLock> locks;
 
-  BackingChain(List<Image> layers) {
+  BackingChain(List<Image> layers, List<ImageLock> locks) {
     this.layers = List.copyOf(layers);
+    this.locks = List.copyOf(locks);
     List<Image> v = new ArrayList<>();
     for (int i = 0; i < layers.size(); i++) {
       v.add(new LayerView(i));
@@ -220,6 +223,8 @@ public final class BackingChain implements Image {
 
   @Override
   public void close() throws IOException {
-    Closeables.closeAll(layers);
+    List<java.io.Closeable> all = new ArrayList<>(layers);
+    all.addAll(locks);
+    Closeables.closeAll(all);
   }
 }

@@ -8,9 +8,11 @@ import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.jqcowfs.qcow2.Closeables;
 import org.jqcowfs.qcow2.FileNames;
 import org.jqcowfs.qcow2.Header;
 import org.jqcowfs.qcow2.Image;
+import org.jqcowfs.qcow2.ImageLock;
 import org.jqcowfs.qcow2.Qcow2FormatException;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
@@ -23,7 +25,9 @@ import org.slf4j.LoggerFactory;
  * the image that names them; the backing format comes from header extension 0xE2792ACA (qcow2 or
  * raw), and without it a qcow2 magic means qcow2 and anything else raw, with a warning. Refused at
  * open, naming the files: a cycle, a missing backing file, a directory or FIFO, a {@code json:} or
- * protocol name, an unknown backing format, a chain deeper than the cap.
+ * protocol name, an unknown backing format, a chain deeper than the cap. Unless told to force
+ * sharing, every file (images and external data files) is locked as QEMU locks a reader, and a file
+ * that another process writes is refused ({@link ImageLock}).
  */
 public final class ChainOpener {
   private static final Logger LOG = LoggerFactory.getLogger(ChainOpener.class);
@@ -50,6 +54,7 @@ public final class ChainOpener {
    */
   public static BackingChain open(Path top, ChainOptions options) throws IOException {
     List<Image> layers = new ArrayList<>();
+    List<ImageLock> locks = new ArrayList<>();
     List<Path> seen = new ArrayList<>();
     try {
       Path current = top;
@@ -68,6 +73,9 @@ public final class ChainOpener {
               top, "backing chain deeper than the cap of " + options.maxDepth() + " layers");
         }
         seen.add(real);
+        if (!options.forceShare()) {
+          locks.add(ImageLock.acquire(current));
+        }
         if (format == Format.RAW) {
           if (snapshot != null) {
             throw new Qcow2FormatException(current, "a raw image has no snapshots");
@@ -78,6 +86,9 @@ public final class ChainOpener {
         Qcow2Image image =
             Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot));
         layers.add(image);
+        if (!options.forceShare() && !image.dataFilePath().equals(image.path())) {
+          locks.add(ImageLock.acquire(image.dataFilePath()));
+        }
         snapshot = null;
         String name = image.backingFileName().orElse(null);
         if (name == null) {
@@ -88,14 +99,14 @@ public final class ChainOpener {
         namedBy = current;
         current = next;
       }
-      return new BackingChain(layers);
+      return new BackingChain(layers, locks);
     } catch (IOException | RuntimeException e) {
-      for (Image layer : layers) {
-        try {
-          layer.close();
-        } catch (IOException suppressed) {
-          e.addSuppressed(suppressed);
-        }
+      List<java.io.Closeable> all = new ArrayList<>(layers);
+      all.addAll(locks);
+      try {
+        Closeables.closeAll(all);
+      } catch (IOException suppressed) {
+        e.addSuppressed(suppressed);
       }
       throw e;
     }

@@ -9,6 +9,7 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -38,6 +39,8 @@ final class ConvertCommand implements Callable<Integer> {
       description = "Show a progress bar (default: on a terminal).")
   Boolean progress;
 
+  @Mixin ForceShareOption share = new ForceShareOption();
+
   @Parameters(index = "0", paramLabel = "IMAGE")
   Path image;
 
@@ -47,7 +50,7 @@ final class ConvertCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     try (BackingChain chain =
-        ChainOpener.open(image, ChainOptions.DEFAULT.withSnapshot(snapshot))) {
+        ChainOpener.open(image, share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot)))) {
       Converter converter = new Converter(chain, threads);
       boolean show = progress != null ? progress : System.console() != null;
       if (!show) {

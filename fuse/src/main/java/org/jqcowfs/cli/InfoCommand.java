@@ -11,11 +11,13 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Header;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Snapshot;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
@@ -34,6 +36,8 @@ final class InfoCommand implements Callable<Integer> {
   @Option(names = "--backing-chain", description = "Show every image of the backing chain.")
   boolean backingChain;
 
+  @Mixin ForceShareOption share = new ForceShareOption();
+
   @Parameters(paramLabel = "IMAGE")
   Path image;
 
@@ -41,7 +45,7 @@ final class InfoCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     ObjectMapper json = new ObjectMapper();
-    try (BackingChain chain = ChainOpener.open(image)) {
+    try (BackingChain chain = ChainOpener.open(image, share.apply(ChainOptions.DEFAULT))) {
       List<Image> layers = backingChain ? chain.layers() : List.of(chain.top());
       ArrayNode all = json.createArrayNode();
       for (int i = 0; i < layers.size(); i++) {

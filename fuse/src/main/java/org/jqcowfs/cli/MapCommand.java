@@ -10,6 +10,7 @@ import org.jqcowfs.chain.ChainExtent;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
@@ -31,6 +32,8 @@ final class MapCommand implements Callable<Integer> {
       description = "Map a snapshot.")
   String snapshot;
 
+  @Mixin ForceShareOption share = new ForceShareOption();
+
   @Parameters(paramLabel = "IMAGE")
   Path image;
 
@@ -38,7 +41,7 @@ final class MapCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     try (BackingChain chain =
-        ChainOpener.open(image, ChainOptions.DEFAULT.withSnapshot(snapshot))) {
+        ChainOpener.open(image, share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot)))) {
       List<ChainExtent> map = chain.map(0, chain.size());
       if (output == OutputFormat.json) {
         out.print("[");

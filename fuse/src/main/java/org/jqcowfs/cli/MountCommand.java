@@ -24,6 +24,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -105,6 +106,8 @@ final class MountCommand implements Callable<Integer> {
       description = "The flat file's name (one image only; default: IMAGE with .raw).")
   String name;
 
+  @Mixin ForceShareOption share = new ForceShareOption();
+
   @Option(names = "--notify-ready", hidden = true)
   boolean notifyReady;
 
@@ -138,7 +141,7 @@ final class MountCommand implements Callable<Integer> {
     }
     List<Path> images = paths.subList(0, paths.size() - 1);
     ChainOptions chainOptions =
-        new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot);
+        share.apply(new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot, false));
     try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions)) {
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
       AtomicReference<Mounted> live = new AtomicReference<>();

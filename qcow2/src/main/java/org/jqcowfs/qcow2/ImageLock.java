@@ -1,0 +1,156 @@
+package org.jqcowfs.qcow2;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.file.Path;
+import jnr.ffi.LibraryLoader;
+import jnr.ffi.Memory;
+import jnr.ffi.Pointer;
+import jnr.ffi.Runtime;
+
+/**
+ * QEMU's image locking for a reader: open file description (OFD) byte locks on the image file, the
+ * protocol of QEMU's {@code block/file-posix.c} ({@code raw_apply_lock_bytes}, {@code
+ * raw_check_lock_bytes}). Byte {@code 100 + i} is read-locked by every holder of permission bit
+ * {@code i}; byte {@code 200 + i} by every holder that does not share it. Bits (QEMU {@code
+ * BLK_PERM_*}): 0 consistent read, 1 write, 2 write unchanged, 3 resize.
+ *
+ * <p>A reader takes what {@code qemu-img} takes for a read-only open without {@code -U}: it holds
+ * "consistent read" (byte 100) and does not share "write" or "resize" (bytes 201, 203). So a QEMU
+ * process that writes the image makes {@link #acquire} fail, and while the lock is held QEMU cannot
+ * open the image for writing ("Failed to get "write" lock"). Readers share with each other.
+ *
+ * <p>The lock lives on its own file descriptor and ends with {@link #close}.
+ */
+public final class ImageLock implements Closeable {
+  static final int PERM_BASE = 100;
+  static final int SHARED_BASE = 200;
+  static final int PERM_CONSISTENT_READ = 0;
+  static final int PERM_WRITE = 1;
+  static final int PERM_RESIZE = 3;
+
+  // <fcntl.h>, x86_64 and aarch64 Linux.
+  private static final int F_OFD_GETLK = 36;
+  private static final int F_OFD_SETLK = 37;
+  private static final short F_RDLCK = 0;
+  private static final short F_WRLCK = 1;
+  private static final short F_UNLCK = 2;
+  private static final int O_RDONLY = 0;
+  private static final int O_CLOEXEC = 02000000;
+
+  /** {@code struct flock}: l_type (short), l_whence (short), l_start, l_len (off_t), l_pid. */
+  private static final int FLOCK_BYTES = 32;
+
+  /** The C functions used. */
+  public interface Native {
+    int open(String path, int flags);
+
+    int fcntl(int fd, int cmd, Pointer flock);
+
+    int close(int fd);
+  }
+
+  private static final Native LIBC = LibraryLoader.create(Native.class).load("c");
+  private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
+
+  private final Path path;
+  private int fd;
+
+  private ImageLock(Path path, int fd) {
+    this.path = path;
+    this.fd = fd;
+  }
+
+  /**
+   * Takes the shared locks of a reader on {@code path}, then checks that no other process holds a
+   * conflicting one (the order QEMU uses, so that two openers cannot both miss each other).
+   *
+   * @throws IOException naming the file and the permission when another process writes or resizes
+   *     the image, or does not share reading it; or if the file cannot be opened or locked
+   */
+  public static ImageLock acquire(Path path) throws IOException {
+    int fd = LIBC.open(path.toString(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      throw new IOException(path + ": open for locking failed: errno " + errno());
+    }
+    ImageLock lock = new ImageLock(path, fd);
+    try {
+      lock.set(PERM_BASE + PERM_CONSISTENT_READ);
+      lock.set(SHARED_BASE + PERM_WRITE);
+      lock.set(SHARED_BASE + PERM_RESIZE);
+      // We hold "consistent read": nobody may refuse to share it.
+      lock.refuseIfHeld(
+          SHARED_BASE + PERM_CONSISTENT_READ,
+          "\"consistent read\" lock",
+          "does not let others read");
+      // We share neither "write" nor "resize": nobody may hold them.
+      lock.refuseIfHeld(PERM_BASE + PERM_WRITE, "shared \"write\" lock", "has it open for writing");
+      lock.refuseIfHeld(PERM_BASE + PERM_RESIZE, "shared \"resize\" lock", "may resize it");
+      return lock;
+    } catch (IOException e) {
+      lock.close();
+      throw e;
+    }
+  }
+
+  private void set(int offset) throws IOException {
+    Pointer f = flock(F_RDLCK, offset);
+    if (LIBC.fcntl(fd, F_OFD_SETLK, f) < 0) {
+      int errno = errno();
+      throw new IOException(
+          path
+              + ": cannot take QEMU's shared lock on byte "
+              + offset
+              + " (errno "
+              + errno
+              + "); another process holds it exclusively. Use --force-share to read anyway");
+    }
+  }
+
+  /** QEMU's wording: {@code Failed to get shared "write" lock}. */
+  private void refuseIfHeld(int offset, String what, String why) throws IOException {
+    Pointer f = flock(F_WRLCK, offset);
+    if (LIBC.fcntl(fd, F_OFD_GETLK, f) < 0) {
+      throw new IOException(path + ": F_OFD_GETLK on byte " + offset + ": errno " + errno());
+    }
+    if (f.getShort(0) != F_UNLCK) {
+      throw new IOException(
+          path
+              + ": failed to get "
+              + what
+              + ": another process (a VM, qemu-img or qemu-io) "
+              + why
+              + " (QEMU lock byte "
+              + offset
+              + "). Use --force-share to read it anyway, at the risk of data changing underneath");
+    }
+  }
+
+  private static Pointer flock(short type, long offset) {
+    Pointer f = Memory.allocate(RUNTIME, FLOCK_BYTES);
+    f.putShort(0, type);
+    f.putShort(2, (short) 0); // SEEK_SET
+    f.putLong(8, offset);
+    f.putLong(16, 1);
+    f.putInt(24, 0); // l_pid must be 0 for OFD locks
+    return f;
+  }
+
+  private static int errno() {
+    return RUNTIME.getLastError();
+  }
+
+  /** The file this lock is on. */
+  public Path path() {
+    return path;
+  }
+
+  /** Releases the locks (closes their file descriptor). Idempotent. */
+  @Override
+  public synchronized void close() {
+    if (fd >= 0) {
+      LIBC.close(fd);
+      fd = -1;
+    }
+  }
+}
