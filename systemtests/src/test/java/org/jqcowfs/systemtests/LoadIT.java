@@ -22,16 +22,55 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * 8 readers at once for 30 s over random ranges of a mounted chain with compressed layers, with
- * O_DIRECT so that every read reaches the daemon: no error, every byte equal to {@code qemu-img
- * convert}.
+ * Load: 16 readers at once for 60 s over random ranges (4 KiB to 1 MiB) of a mounted chain with
+ * compressed layers, with O_DIRECT so that every read reaches the daemon. No error, every byte
+ * equal to {@code qemu-img convert}; the daemon's peak RSS stays under 300 MiB, and its threads and
+ * open file descriptors are as many after the load as before it.
  */
-class ParallelReadersIT {
-  static final int READERS = 8;
-  static final long SECONDS = 30;
+class LoadIT {
+  static final int READERS = 16;
+  static final long SECONDS = 60;
+  static final long MAX_RSS_KIB = 300 << 10;
+
+  /**
+   * A daemon's counts from /proc. Threads are jqcowfs's own: the JVM starts and ends compiler and
+   * GC threads by itself ({@code UseDynamicNumberOfCompilerThreads}, {@code
+   * UseDynamicNumberOfGCThreads}), which is not a leak.
+   */
+  record Counts(int threads, int fds, long rssKib, long peakRssKib) {
+    static boolean jvmInternal(String name) {
+      return name.startsWith("C1 CompilerThre")
+          || name.startsWith("C2 CompilerThre")
+          || name.startsWith("GC Thread")
+          || name.startsWith("VM ");
+    }
+
+    static Counts of(long pid) throws java.io.IOException {
+      Path proc = Path.of("/proc", Long.toString(pid));
+      long rss = 0;
+      long peak = 0;
+      for (String line : Files.readAllLines(proc.resolve("status"))) {
+        if (line.startsWith("VmRSS:")) {
+          rss = Long.parseLong(line.replaceAll("\\D", ""));
+        } else if (line.startsWith("VmHWM:")) {
+          peak = Long.parseLong(line.replaceAll("\\D", ""));
+        }
+      }
+      try (var t = Files.list(proc.resolve("task"));
+          var f = Files.list(proc.resolve("fd"))) {
+        int threads = 0;
+        for (Path task : (Iterable<Path>) t::iterator) {
+          if (!jvmInternal(Files.readString(task.resolve("comm")).strip())) {
+            threads++;
+          }
+        }
+        return new Counts(threads, (int) f.count(), rss, peak);
+      }
+    }
+  }
 
   @Test
-  void eightReadersThirtySeconds(@TempDir Path dir) throws Exception {
+  void sixteenReadersSixtySeconds(@TempDir Path dir) throws Exception {
     ImageMatrix.Case c =
         ImageMatrix.all().stream()
             .filter(n -> n.name().equals("chain-raw-deflate-zstd-extl2"))
@@ -46,6 +85,10 @@ class ParallelReadersIT {
     AtomicLong bytes = new AtomicLong();
     try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, c.image().toString())) {
       Path flat = m.file(org.jqcowfs.fuse.FlatFileSystem.rawName(c.image()));
+      long pid = m.process.pid();
+      // Warm up (worker threads, thread-local buffers), then count.
+      readUntil(flat, want, -1, System.nanoTime() + 2_000_000_000L, new AtomicLong(), bytes);
+      Counts before = Counts.of(pid);
       long deadline = System.nanoTime() + SECONDS * 1_000_000_000L;
       ExecutorService pool = Executors.newFixedThreadPool(READERS);
       List<Future<?>> done = new ArrayList<>();
@@ -62,10 +105,25 @@ class ParallelReadersIT {
         f.get();
       }
       pool.shutdown();
+      Counts after = Counts.of(pid);
+      System.out.printf(
+          "load: %d readers, %d s: %d reads, %d MiB, all equal; daemon threads %d -> %d,"
+              + " fds %d -> %d, RSS %d -> %d MiB, peak RSS %d MiB%n",
+          READERS,
+          SECONDS,
+          reads.get(),
+          bytes.get() >> 20,
+          before.threads(),
+          after.threads(),
+          before.fds(),
+          after.fds(),
+          before.rssKib() >> 10,
+          after.rssKib() >> 10,
+          after.peakRssKib() >> 10);
+      assertEquals(before.threads(), after.threads(), "daemon threads before and after");
+      assertEquals(before.fds(), after.fds(), "daemon file descriptors before and after");
+      assertTrue(after.peakRssKib() < MAX_RSS_KIB, "peak RSS " + after.peakRssKib() + " KiB");
     }
-    System.out.printf(
-        "%d readers, %d s: %d reads, %d MiB, all equal%n",
-        READERS, SECONDS, reads.get(), bytes.get() >> 20);
     assertTrue(reads.get() > READERS * 100L, "too few reads: " + reads.get());
   }
 
