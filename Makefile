@@ -6,7 +6,7 @@ PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-c
         fusermount3:fuse3 mkfs.ext4:e2fsprogs sgdisk:gdisk fio:fio losetup:mount bc:bc
 APT_EXTRA := libfuse2 libdeflate0
 
-.PHONY: all build test lint fmt bench bench-mount demo install clean deps
+.PHONY: all build test lint fmt fuzz bench bench-mount demo install clean deps
 
 all: build
 
@@ -24,9 +24,29 @@ deps:
 build:
 	$(MVN) install -DskipTests -Dspotless.check.skip=true
 
-## test: every unit, differential and system test, plus the formatting check
+## test: every unit, differential and system test, the formatting check, and a short fuzzing slice
 test: deps
 	$(MVN) install -DskipITs=false
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+
+# Jazzer fuzz targets (qcow2 module); their seeds and any crash inputs are in
+# qcow2/src/test/resources/org/jqcowfs/qcow2/<Class>Inputs/<method>/ and run in every `mvn test`.
+FUZZ_TARGETS := HeaderFuzzTest\#header MappingFuzzTest\#mapAndRead DecompressFuzzTest\#deflate DecompressFuzzTest\#zstd
+FUZZ_SECONDS ?= 300
+FUZZ_LOG ?= qcow2/target/fuzz.log
+
+## fuzz: fuzz each target for FUZZ_SECONDS (default 300); a crash fails and is saved as a regression input
+fuzz:
+	@mkdir -p qcow2/target; : > $(FUZZ_LOG)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  JAZZER_FUZZ=1 mvn -B -q test -pl qcow2 -Dtest="$$t" -Dspotless.check.skip=true \
+	    -Djazzer.internal.arg.0=fuzz -Djazzer.internal.arg.1=-max_total_time=$(FUZZ_SECONDS) \
+	    > qcow2/target/fuzz-one.log 2>&1; rc=$$?; \
+	  cat qcow2/target/fuzz-one.log >> $(FUZZ_LOG); \
+	  grep -E "^Done [0-9]+ runs" qcow2/target/fuzz-one.log | sed "s/^/  $$t: /"; \
+	  if [ $$rc != 0 ]; then grep -E "FuzzTestFinding|Exception|ERROR" qcow2/target/fuzz-one.log | head -20; exit $$rc; fi; \
+	done
 
 ## lint: formatting and static checks (google-java-format through Spotless)
 lint:

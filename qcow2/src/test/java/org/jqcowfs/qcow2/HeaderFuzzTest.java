@@ -1,0 +1,27 @@
+package org.jqcowfs.qcow2;
+
+import com.code_intelligence.jazzer.junit.FuzzTest;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * Fuzzes the header and header-extension parser ({@link Header#read}, spec sections 1 and 2) with
+ * whole first clusters. Only {@link IOException} (a refusal naming field and value) may come out:
+ * any other exception, an allocation failure or a hang is a finding. Seeds: first clusters of
+ * images made by qemu-img (v2, v3, extended L2, zstd, external data file, backing file, snapshots).
+ */
+class HeaderFuzzTest {
+  private static final Path FILE = FuzzFiles.scratch("header");
+
+  @FuzzTest(maxDuration = "20s")
+  void header(byte[] firstCluster) throws IOException {
+    Files.write(FILE, firstCluster);
+    try (HostFile f = HostFile.open(FILE)) {
+      Header h = Header.read(f);
+      h.geometry();
+    } catch (IOException expected) {
+      // refused: fine
+    }
+  }
+}
