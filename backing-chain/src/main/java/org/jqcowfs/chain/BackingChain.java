@@ -223,8 +223,6 @@ public final class BackingChain implements Image {
 
   @Override
   public void close() throws IOException {
-    List<java.io.Closeable> all = new ArrayList<>(layers);
-    all.addAll(locks);
-    Closeables.closeAll(all);
+    Closeables.closeAll(layers, locks);
   }
 }

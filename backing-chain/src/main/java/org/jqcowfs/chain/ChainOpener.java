@@ -101,10 +101,8 @@ public final class ChainOpener {
       }
       return new BackingChain(layers, locks);
     } catch (IOException | RuntimeException e) {
-      List<java.io.Closeable> all = new ArrayList<>(layers);
-      all.addAll(locks);
       try {
-        Closeables.closeAll(all);
+        Closeables.closeAll(layers, locks);
       } catch (IOException suppressed) {
         e.addSuppressed(suppressed);
       }

@@ -28,8 +28,6 @@ public final class Converter {
   /** Zero-detection granularity in bytes, as qemu-img's default {@code -S 4k}. */
   static final int ZERO_BLOCK = 4096;
 
-  private static final ReentrantLock WRITE_LOCK = new ReentrantLock();
-
   private final BackingChain chain;
   private final int threads;
 
@@ -60,6 +58,7 @@ public final class Converter {
       ExecutorService pool = Executors.newFixedThreadPool(threads, Converter::daemon);
       Semaphore inFlight = new Semaphore(threads * 2);
       AtomicReference<IOException> failure = new AtomicReference<>();
+      ReentrantLock writeLock = new ReentrantLock();
       ThreadLocal<ByteBuffer> buffers =
           ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(CHUNK + 4096).alignedSlice(4096));
       java.util.concurrent.atomic.AtomicLong done = new java.util.concurrent.atomic.AtomicLong();
@@ -80,7 +79,7 @@ public final class Converter {
                       if (failure.get() == null) {
                         ByteBuffer buf = buffers.get().clear().limit(len);
                         chain.read(buf, start);
-                        writeNonZero(ch, buf.flip(), start);
+                        writeNonZero(ch, buf.flip(), start, writeLock);
                         progress.accept(done.addAndGet(len));
                       }
                     } catch (IOException | RuntimeException ex) {
@@ -112,8 +111,12 @@ public final class Converter {
     }
   }
 
-  /** Writes the blocks of {@code buf} that are not all zeros, coalescing neighbours. */
-  static void writeNonZero(FileChannel ch, ByteBuffer buf, long offset) throws IOException {
+  /**
+   * Writes the blocks of {@code buf} that are not all zeros, coalescing neighbours; each write
+   * holds {@code writeLock}, the zero scan does not.
+   */
+  static void writeNonZero(FileChannel ch, ByteBuffer buf, long offset, ReentrantLock writeLock)
+      throws IOException {
     int n = buf.limit();
     int runStart = -1;
     for (int i = 0; i < n; i += ZERO_BLOCK) {
@@ -122,12 +125,12 @@ public final class Converter {
       if (!zero && runStart < 0) {
         runStart = i;
       } else if (zero && runStart >= 0) {
-        write(ch, buf.slice(runStart, i - runStart), offset + runStart);
+        write(ch, buf.slice(runStart, i - runStart), offset + runStart, writeLock);
         runStart = -1;
       }
     }
     if (runStart >= 0) {
-      write(ch, buf.slice(runStart, n - runStart), offset + runStart);
+      write(ch, buf.slice(runStart, n - runStart), offset + runStart, writeLock);
     }
   }
 
@@ -146,18 +149,19 @@ public final class Converter {
     return true;
   }
 
-  private static void write(FileChannel ch, ByteBuffer src, long pos) throws IOException {
+  private static void write(FileChannel ch, ByteBuffer src, long pos, ReentrantLock writeLock)
+      throws IOException {
     // Buffered writes to one file are serialized by the kernel's inode lock (i_rwsem) anyway;
     // taking a lock here first makes the other workers sleep instead of spinning on it in the
     // kernel (perf: rwsem_spin_on_owner was 26% of all CPU samples with 8 workers into tmpfs).
-    WRITE_LOCK.lock();
+    writeLock.lock();
     try {
       long p = pos;
       while (src.hasRemaining()) {
         p += ch.write(src, p);
       }
     } finally {
-      WRITE_LOCK.unlock();
+      writeLock.unlock();
     }
   }
 

@@ -8,20 +8,23 @@ public final class Closeables {
   private Closeables() {}
 
   /**
-   * Closes every resource, in order, even when some fail.
+   * Closes every resource of every group, in order, even when some fail.
    *
    * @throws IOException the first failure, with the later ones suppressed in it
    */
-  public static void closeAll(Iterable<? extends Closeable> resources) throws IOException {
+  @SafeVarargs
+  public static void closeAll(Iterable<? extends Closeable>... groups) throws IOException {
     IOException first = null;
-    for (Closeable c : resources) {
-      try {
-        c.close();
-      } catch (IOException e) {
-        if (first == null) {
-          first = e;
-        } else {
-          first.addSuppressed(e);
+    for (Iterable<? extends Closeable> group : groups) {
+      for (Closeable c : group) {
+        try {
+          c.close();
+        } catch (IOException e) {
+          if (first == null) {
+            first = e;
+          } else {
+            first.addSuppressed(e);
+          }
         }
       }
     }
