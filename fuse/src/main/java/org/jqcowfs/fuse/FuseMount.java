@@ -89,6 +89,22 @@ public final class FuseMount {
    * it prints "not mounted" after every clean unmount; {@link #WATCHDOG} does that job.
    */
   private static FuseMount mountWithFusermount(Path mnt, MountOptions options) throws IOException {
+    // The watchdog starts first: a kill -9 just after fusermount3 mounts must not find none.
+    Process watchdog = startWatchdog(mnt);
+    boolean mounted = false;
+    try {
+      FuseMount m = new FuseMount(mnt, fusermount(mnt, options), watchdog);
+      mounted = true;
+      return m;
+    } finally {
+      if (!mounted) {
+        dismiss(watchdog); // nothing of ours is mounted there: it must not unmount
+      }
+    }
+  }
+
+  /** Runs fusermount3 and returns the /dev/fuse fd it sends back. */
+  private static int fusermount(Path mnt, MountOptions options) throws IOException {
     LibC c = LibC.INSTANCE;
     int[] sv = new int[2];
     if (c.socketpair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, sv) != 0) {
@@ -122,21 +138,34 @@ public final class FuseMount {
       int code = (status.getValue() >> 8) & 0xff;
       throw new IOException(mnt + ": fusermount3 failed to mount (exit status " + code + ")");
     }
-    Process watchdog;
+    return fd;
+  }
+
+  /** The {@link #WATCHDOG} for {@code mnt}, or null (with a warning) if it cannot start. */
+  private static Process startWatchdog(Path mnt) {
     try {
-      watchdog =
-          new ProcessBuilder("sh", "-c", WATCHDOG, "jqcowfs-watchdog", mnt.toString())
-              .redirectOutput(ProcessBuilder.Redirect.DISCARD)
-              .redirectError(ProcessBuilder.Redirect.DISCARD)
-              .start();
+      return new ProcessBuilder("sh", "-c", WATCHDOG, "jqcowfs-watchdog", mnt.toString())
+          .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+          .redirectError(ProcessBuilder.Redirect.DISCARD)
+          .start();
     } catch (IOException e) {
       LOG.warn(
           "{}: no unmount watchdog ({}); if this process is killed, run jqcowfs unmount",
           mnt,
           e.getMessage());
-      watchdog = null;
+      return null;
     }
-    return new FuseMount(mnt, fd, watchdog);
+  }
+
+  /** Tells a watchdog that all went well: it exits without unmounting. */
+  private static void dismiss(Process watchdog) {
+    if (watchdog != null) {
+      try (var stdin = watchdog.getOutputStream()) {
+        stdin.write("clean\n".getBytes(StandardCharsets.US_ASCII));
+      } catch (IOException e) {
+        LOG.debug("watchdog: {}", e.toString());
+      }
+    }
   }
 
   /** posix_spawnp with {@code fd} as {@code childFd} in the child and every fd above closed. */
@@ -244,13 +273,7 @@ public final class FuseMount {
   /** Closes the /dev/fuse fd and tells the watchdog (unprivileged mounts) that all went well. */
   public void closeFds() {
     LibC.INSTANCE.close(devFd);
-    if (watchdog != null) {
-      try (var stdin = watchdog.getOutputStream()) {
-        stdin.write("clean\n".getBytes(StandardCharsets.US_ASCII));
-      } catch (IOException e) {
-        LOG.debug("watchdog: {}", e.toString());
-      }
-    }
+    dismiss(watchdog);
   }
 
   /**

@@ -71,6 +71,9 @@ class LockIT {
     } finally {
       writer.destroy();
       writer.waitFor(10, TimeUnit.SECONDS);
+      if (Jqcowfs.mounted(mnt)) { // the refused mount came up after all: do not leave it
+        Jqcowfs.run("unmount", "--lazy", mnt.toString());
+      }
     }
   }
 
