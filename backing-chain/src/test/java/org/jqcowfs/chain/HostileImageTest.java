@@ -253,9 +253,8 @@ class HostileImageTest {
         refused(
             "data file json name",
             d -> {
-              Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+              Path f = withDataFile(d);
               byte[] name = "json:{\"driver\":\"file\"}".getBytes(StandardCharsets.UTF_8);
-              Path f = d.resolve("x.qcow2");
               long ext = findExtension(f, 0x44415441);
               pokeInt(f, ext + 4, name.length);
               poke(f, ext + 8, Arrays.copyOf(name, (name.length + 7) & ~7));
@@ -563,9 +562,9 @@ class HostileImageTest {
         refused(
             "data file missing",
             d -> {
-              Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+              Path f = withDataFile(d);
               Files.delete(d.resolve("dat"));
-              return d.resolve("x.qcow2");
+              return f;
             },
             "external data file 'dat'",
             "no such file"));
@@ -573,10 +572,10 @@ class HostileImageTest {
         refused(
             "data file is a directory",
             d -> {
-              Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+              Path f = withDataFile(d);
               Files.delete(d.resolve("dat"));
               Files.createDirectory(d.resolve("dat"));
-              return d.resolve("x.qcow2");
+              return f;
             },
             "external data file 'dat'",
             "is a directory"));
@@ -631,6 +630,12 @@ class HostileImageTest {
         pos += 8 + ((len + 7) & ~7);
       }
     }
+  }
+
+  /** A 1 MiB image x.qcow2 whose guest data lives in the external data file "dat". */
+  static Path withDataFile(Path d) throws IOException {
+    Qemu.img(d, "create", "-q", "-f", "qcow2", "-o", "data_file=dat", "x.qcow2", "1M");
+    return d.resolve("x.qcow2");
   }
 
   static Path newImage(Path d) throws IOException {

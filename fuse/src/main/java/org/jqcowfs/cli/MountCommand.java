@@ -141,7 +141,7 @@ final class MountCommand implements Callable<Integer> {
     }
     List<Path> images = paths.subList(0, paths.size() - 1);
     ChainOptions chainOptions =
-        share.apply(new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot, false));
+        new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot, share.forceShare);
     try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions)) {
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
       AtomicReference<Mounted> live = new AtomicReference<>();

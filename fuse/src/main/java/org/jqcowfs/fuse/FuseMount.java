@@ -91,15 +91,11 @@ public final class FuseMount {
   private static FuseMount mountWithFusermount(Path mnt, MountOptions options) throws IOException {
     // The watchdog starts first: a kill -9 just after fusermount3 mounts must not find none.
     Process watchdog = startWatchdog(mnt);
-    boolean mounted = false;
     try {
-      FuseMount m = new FuseMount(mnt, fusermount(mnt, options), watchdog);
-      mounted = true;
-      return m;
-    } finally {
-      if (!mounted) {
-        dismiss(watchdog); // nothing of ours is mounted there: it must not unmount
-      }
+      return new FuseMount(mnt, fusermount(mnt, options), watchdog);
+    } catch (IOException | RuntimeException e) {
+      dismiss(watchdog); // nothing of ours is mounted there: it must not unmount
+      throw e;
     }
   }
 

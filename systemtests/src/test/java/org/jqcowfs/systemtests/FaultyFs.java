@@ -86,8 +86,9 @@ final class FaultyFs extends FuseStubFS implements AutoCloseable {
     try {
       stat.st_mode.set(FileStat.S_IFREG | 0444);
       stat.st_nlink.set(1);
-      stat.st_size.set(Files.size(file));
-      stat.st_blocks.set((Long) Files.getAttribute(file, "unix:size") / 512);
+      long size = Files.size(file);
+      stat.st_size.set(size);
+      stat.st_blocks.set(size / 512); // shown fully allocated: SEEK_DATA is not what is tested
       return 0;
     } catch (IOException e) {
       return -ErrorCodes.EIO();
