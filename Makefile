@@ -6,7 +6,7 @@ PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-c
         fusermount3:fuse3 mkfs.ext4:e2fsprogs sgdisk:gdisk fio:fio losetup:mount bc:bc
 APT_EXTRA := libfuse2 libdeflate0
 
-.PHONY: all build test lint fmt fuzz bench bench-mount demo install clean deps
+.PHONY: all build test lint fmt fuzz bench demo install clean deps
 
 all: build
 
@@ -56,14 +56,9 @@ lint:
 fmt:
 	$(MVN) spotless:apply
 
-## bench: the benchmark against qemu-img and qemu-storage-daemon (results in bench/results.md)
+## bench: jqcowfs against qemu-img convert and qemu-storage-daemon, side by side (bench/results.md; RUNS=3)
 bench: deps build
 	bash bench/run.sh
-
-## bench-mount: dd and cp --sparse through a jqcowfs mount and a qemu-storage-daemon FUSE export (WARM=1: image in page cache)
-bench-mount: deps build
-	@[ -f bench/cache/os-zstd.qcow2 ] || bash bench/run.sh
-	bash bench/mount-compare.sh
 
 ## demo: mount the bundled example chain, show it, copy it sparse, unmount
 demo: deps build

@@ -1,90 +1,355 @@
 #!/usr/bin/env bash
-# make bench: jqcowfs convert against qemu-img convert -O raw -m 8 -W, same images, same run.
-# Images are built once into bench/cache: a 4 GiB GPT disk whose ext4 partition holds ~3 GB of
-# this machine's /usr, as qcow2 uncompressed, deflate and zstd. Output goes to tmpfs.
-# Prints and writes bench/results.md and bench/results.json. Each result is the median of RUNS runs,
-# and every jqcowfs output is checked against qemu-img's (sha256).
+# make bench: jqcowfs against qemu-img convert and qemu-storage-daemon --export type=fuse, on the
+# same images, side by side in one run. Prints and writes bench/results.md and bench/results.json.
+#
+# Images (built once into bench/cache):
+#   os-{plain,deflate,zstd}.qcow2  4 GiB GPT disk, ext4 partition filled with ~3 GB of this
+#                                  machine's /usr; 64 KiB clusters
+#   frag.qcow2, inorder.qcow2      4 GiB fully written, 64 KiB at a time, in random order / in order
+#                                  (same guest bytes; host clusters allocated in write order)
+#   tb.qcow2                       1 TiB virtual disk holding 64 MiB of /usr data in 64 places
+#
+# Measured (each the median of RUNS runs, the tools interleaved within a run):
+#   convert   jqcowfs convert -m 8  vs  qemu-img convert -O raw -m 8 -W          (seconds)
+#   cp        cp --sparse=always from a jqcowfs mount / a qemu-storage-daemon export, and
+#             qemu-img convert -O raw -m 8 -W                                     (seconds)
+#   fio       4 KiB random reads, 2 jobs, libaio iodepth 16, O_DIRECT, FIO_SECONDS  (IOPS)
+#   frag      dd bs=1M through a jqcowfs mount, fragmented vs in-order image, cold host cache
+#   mount     jqcowfs mount until the first 4 KiB of the flat file reads; daemon peak RSS (VmHWM)
+# Every copy and conversion is checked against qemu-img convert's output (a SHA-256 of the content
+# that skips holes and zero blocks, so a 1 TiB file hashes in the time of its data).
+# Output goes to tmpfs. The image files are read into the page cache before each run (cold for
+# frag), so the disk does not decide the result. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${BENCH_CACHE:-$ROOT/bench/cache}
 OUT=${BENCH_OUT:-/dev/shm/jqcowfs-bench}
 RUNS=${RUNS:-3}
+FIO_SECONDS=${FIO_SECONDS:-20}
+CP_TIMEOUT=${CP_TIMEOUT:-300}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
-mkdir -p "$CACHE" "$OUT"
-trap 'rm -rf "$OUT"' EXIT
+JQ="$ROOT/bin/jqcowfs"
+MNT="$OUT/mnt"
+QSD_FILE="$OUT/qsd.raw"
+qsd_pid=""
+mkdir -p "$CACHE" "$MNT"
 
-build_images() {
-  [ -f "$CACHE/os-zstd.qcow2" ] && return
-  echo "building bench images in $CACHE (once)..."
-  local stage="$CACHE/stage" part="$CACHE/part.ext4" disk="$CACHE/os.raw"
-  if [ ! -f "$CACHE/staged" ]; then rm -rf "$stage"; mkdir -p "$stage"
-  # Hard links of /usr subtrees (same filesystem) or copies, until about TARGET_BYTES.
-  local total=0
+cleanup() {
+  set +e
+  mountpoint -q "$MNT" && "$JQ" unmount "$MNT"
+  [ -n "$qsd_pid" ] && kill "$qsd_pid" && wait "$qsd_pid" 2>/dev/null
+  mountpoint -q "$QSD_FILE" && fusermount3 -u "$QSD_FILE"
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+log() { echo "bench: $*" >&2; }
+# keep NAME VALUE: logs one measurement and prints it (for "x+=($(keep ...))")
+keep() { log "  $1: $2"; echo "$2"; }
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+# stage_usr DIR BYTES: hard links (or copies) of /usr subtrees into DIR, up to about BYTES
+stage_usr() {
+  local stage=$1 limit=$2 total=0 sz
+  rm -rf "$stage"; mkdir -p "$stage"
   for d in /usr/lib/* /usr/share/* /usr/bin /usr/libexec /usr/include; do
     [ -e "$d" ] || continue
     sz=$(du -sb "$d" 2>/dev/null | cut -f1)
-    [ $((total + sz)) -gt "$TARGET_BYTES" ] && continue
+    [ $((total + sz)) -gt "$limit" ] && continue
     mkdir -p "$stage$(dirname "$d")"
-    cp -a --reflink=auto -l "$d" "$stage$(dirname "$d")/" 2>/dev/null || cp -a "$d" "$stage$(dirname "$d")/"
+    cp -a -l "$d" "$stage$(dirname "$d")/" 2>/dev/null || cp -a "$d" "$stage$(dirname "$d")/"
     total=$((total + sz))
   done
-  echo "staged $total bytes"; touch "$CACHE/staged"; fi
+  log "staged $total bytes of /usr"
+}
+
+build_os_images() {
+  [ -f "$CACHE/os-zstd.qcow2" ] && return
+  log "building the OS images in $CACHE (once)"
+  local stage="$CACHE/stage" part="$CACHE/part.ext4" disk="$CACHE/os.raw" sectors
+  stage_usr "$stage" "$TARGET_BYTES"
   truncate -s 4G "$disk"
   sgdisk -n 1:2048:0 -t 1:8300 "$disk" >/dev/null
-  local start=$((2048 * 512)) sectors
   sectors=$(sgdisk -i 1 "$disk" | awk '/Last sector/ {print $3}')
   truncate -s $(((sectors - 2048 + 1) * 512)) "$part"
   mkfs.ext4 -q -F -d "$stage" "$part"
   dd if="$part" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
-  rm -f "$part" "$CACHE/staged"; rm -rf "$stage"
+  rm -rf "$part" "$stage"
   qemu-img convert -O qcow2 "$disk" "$CACHE/os-plain.qcow2"
   qemu-img convert -c -O qcow2 -o compression_type=zlib "$disk" "$CACHE/os-deflate.qcow2"
   qemu-img convert -c -O qcow2 -o compression_type=zstd "$disk" "$CACHE/os-zstd.qcow2"
   rm -f "$disk"
 }
 
-# median of the given numbers
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-
-# time_cmd CMD...: seconds, page cache dropped first so both tools read from disk
-time_cmd() {
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  local t0 t1
-  t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc -l
+# The same 4 GiB written 64 KiB at a time: in guest order, and in a random (fixed-seed) order.
+build_frag_images() {
+  [ -f "$CACHE/frag.qcow2" ] && return
+  log "building the fragmented and in-order images (once)"
+  local n=$((4 * 1024 * 16)) name seed
+  for name in inorder frag; do
+    seed=""; [ $name = frag ] && seed=1
+    rm -f "$CACHE/$name.tmp"
+    qemu-img create -q -f qcow2 "$CACHE/$name.tmp" 4G
+    python3 -c "import random,sys; o=list(range($n)); '$seed' and random.Random($seed).shuffle(o); print(*o, sep='\n')" |
+      awk '{printf "write -q -P %d %.0f 64k\n", ($1 * 7) % 255 + 1, $1 * 65536}' |
+      qemu-io -f qcow2 "$CACHE/$name.tmp" >/dev/null
+    mv "$CACHE/$name.tmp" "$CACHE/$name.qcow2"
+  done
 }
 
-build_images
-make -s build >/dev/null
-JQ="$ROOT/bin/jqcowfs"
-rows=(); json=()
-for kind in plain deflate zstd; do
-  img="$CACHE/os-$kind.qcow2"
-  q=(); j=()
-  for i in $(seq "$RUNS"); do
-    rm -f "$OUT/q.raw" "$OUT/j.raw"
-    q+=("$(time_cmd qemu-img convert -O raw -m 8 -W "$img" "$OUT/q.raw")")
-    j+=("$(time_cmd "$JQ" convert -m 8 --no-progress "$img" "$OUT/j.raw")")
-    if [ "$i" = 1 ]; then
-      [ "$(sha256sum < "$OUT/q.raw")" = "$(sha256sum < "$OUT/j.raw")" ] || { echo "MISMATCH on $kind" >&2; exit 1; }
-    fi
+# 1 TiB virtual disk, 64 MiB of /usr data in 64 slices of 1 MiB spread over the whole disk.
+build_tb_image() {
+  [ -f "$CACHE/tb.qcow2" ] && return
+  log "building the 1 TiB image (once)"
+  local raw="$CACHE/tb.raw" i
+  rm -f "$raw"; truncate -s 1T "$raw"
+  (find /usr/lib -type f -size +1M | head -200 | xargs cat | head -c $((64 << 20))) \
+    > "$CACHE/tb.data" 2>/dev/null || true
+  for i in $(seq 0 63); do
+    dd if="$CACHE/tb.data" of="$raw" bs=1M skip="$i" count=1 seek=$((i * 16384 + 37 * i)) \
+      conv=notrunc status=none
   done
-  qm=$(median "${q[@]}"); jm=$(median "${j[@]}")
-  ratio=$(echo "$jm / $qm" | bc -l)
+  qemu-img convert -O qcow2 "$raw" "$CACHE/tb.tmp"
+  rm -f "$raw" "$CACHE/tb.data"
+  mv "$CACHE/tb.tmp" "$CACHE/tb.qcow2"
+}
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { echo "$1 / $2" | bc -l; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc -l; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# warm IMAGE: the image file in the page cache, the rest of the cache dropped
+warm() { drop_caches; cat "$1" > /dev/null; }
+# sha FILE: a SHA-256 of the content, the same for a sparse and a dense copy (bench/content-sha.py)
+sha() { python3 "$ROOT/bench/content-sha.py" "$1"; }
+
+# secs CMD...: wall-clock seconds of CMD (its output discarded)
+secs() { local t0; t0=$(now); "$@" >/dev/null 2>&1; since "$t0"; }
+
+# jq_mount IMAGE: mounts IMAGE on $MNT; sets $file
+jq_mount() {
+  "$JQ" mount "$1" "$MNT" >/dev/null
+  file="$MNT/$(basename "${1%.*}").raw"
+}
+jq_unmount() { "$JQ" unmount "$MNT"; }
+
+# qsd_mount IMAGE: exports IMAGE through qemu-storage-daemon's FUSE export on $QSD_FILE
+qsd_mount() {
+  : > "$QSD_FILE"
+  qemu-storage-daemon --blockdev "driver=file,node-name=file,filename=$1,read-only=on" \
+    --blockdev driver=qcow2,node-name=fmt,file=file,read-only=on \
+    --export "type=fuse,id=exp,node-name=fmt,mountpoint=$QSD_FILE" >/dev/null 2>&1 &
+  qsd_pid=$!
+  for _ in $(seq 200); do mountpoint -q "$QSD_FILE" && break; sleep 0.05; done
+  mountpoint -q "$QSD_FILE" || { log "qemu-storage-daemon did not export $1"; exit 1; }
+  file="$QSD_FILE"
+}
+qsd_unmount() { kill "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""; }
+
+# check NAME FILE WANT: FILE's sha256 must be WANT
+check() {
+  [ "$(sha "$2")" = "$3" ] || { log "MISMATCH: $1 differs from qemu-img convert"; exit 1; }
+}
+
+# time_cp SERVER IMAGE WANT: seconds of cp --sparse=always from a fresh mount (checked), or
+# "timeout" past CP_TIMEOUT
+time_cp() {
+  local server=$1 img=$2 want=$3 t0 rc=0
+  warm "$img"; "${server}_mount" "$img"
+  t0=$(now); timeout "$CP_TIMEOUT" cp --sparse=always "$file" "$OUT/cp.raw" || rc=$?
+  local t; t=$(since "$t0")
+  "${server}_unmount"
+  if [ $rc = 124 ]; then rm -f "$OUT/cp.raw"; echo timeout; return; fi
+  [ $rc = 0 ] || { log "cp from $server failed ($rc)"; exit 1; }
+  check "cp from $server of $(basename "$img")" "$OUT/cp.raw" "$want"; rm -f "$OUT/cp.raw"
+  echo "$t"
+}
+
+# time_convert TOOL IMAGE WANT: seconds of a conversion to raw (checked)
+time_convert() {
+  local tool=$1 img=$2 want=$3 t
+  rm -f "$OUT/conv.raw"; warm "$img"
+  if [ "$tool" = jqcowfs ]; then t=$(secs "$JQ" convert -m 8 --no-progress "$img" "$OUT/conv.raw")
+  else t=$(secs qemu-img convert -O raw -m 8 -W "$img" "$OUT/conv.raw"); fi
+  check "$tool convert of $(basename "$img")" "$OUT/conv.raw" "$want"; rm -f "$OUT/conv.raw"
+  echo "$t"
+}
+
+# fio_iops SERVER IMAGE: 4 KiB random-read IOPS through a fresh mount
+fio_iops() {
+  warm "$2"; "${1}_mount" "$2"
+  local iops
+  iops=$(fio --name=randread --filename="$file" --rw=randread --bs=4k --ioengine=libaio \
+    --iodepth=16 --numjobs=2 --direct=1 --time_based --runtime="$FIO_SECONDS" --group_reporting \
+    --randrepeat=1 --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))')
+  "${1}_unmount"
+  echo "$iops"
+}
+
+# dd_secs IMAGE WANT: sequential dd bs=1M through a fresh jqcowfs mount, host cache cold (checked)
+dd_secs() {
+  drop_caches; jq_mount "$1"
+  local t0 t; t0=$(now)
+  dd if="$file" of="$OUT/dd.raw" bs=1M status=none
+  t=$(since "$t0"); jq_unmount
+  check "dd of $(basename "$1")" "$OUT/dd.raw" "$2"; rm -f "$OUT/dd.raw"
+  echo "$t"
+}
+
+# mount_ready IMAGE: seconds from jqcowfs mount to the first 4 KiB read (left mounted)
+mount_ready() {
+  warm "$1"
+  local t0; t0=$(now)
+  jq_mount "$1"
+  dd if="$file" of=/dev/null bs=4k count=1 status=none
+  since "$t0"
+}
+
+# want IMAGE: sha256 of qemu-img convert's raw output (cached next to the image)
+want() {
+  local img=$1 sum="${1%.qcow2}.sha256"
+  if [ ! -f "$sum" ] || [ "$sum" -ot "$img" ]; then
+    qemu-img convert -O raw "$img" "$OUT/ref.raw"; sha "$OUT/ref.raw" > "$sum"; rm -f "$OUT/ref.raw"
+  fi
+  cat "$sum"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+build_os_images; build_frag_images; build_tb_image
+[ "${BENCH_IMAGES_ONLY:-0}" = 1 ] && exit 0
+make -s build >/dev/null
+mkdir -p "$MNT"
+json=(); conv_rows=(); cp_rows=(); fio_rows=(); frag_rows=(); mount_rows=()
+note() { json+=("$1"); }
+
+for kind in plain deflate zstd; do
+  img="$CACHE/os-$kind.qcow2"; w=$(want "$img")
   data=$(qemu-img map --output=json "$img" | python3 -c 'import json,sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["data"]))')
-  rows+=("$(printf '| %s | %s | %.2f | %.2f | %.2f |' "$kind" "$((data / 1000000)) MB" "$qm" "$jm" "$ratio")")
-  json+=("$(printf '{"image":"%s","data_bytes":%s,"qemu_img_s":%.3f,"jqcowfs_s":%.3f,"ratio":%.3f}' "$kind" "$data" "$qm" "$jm" "$ratio")")
+  q=(); j=(); cj=(); cq=(); fj=(); fq=()
+  for i in $(seq "$RUNS"); do
+    log "$kind run $i/$RUNS: convert"
+    q+=("$(keep "qemu-img convert s" "$(time_convert qemu-img "$img" "$w")")")
+    j+=("$(keep "jqcowfs convert s" "$(time_convert jqcowfs "$img" "$w")")")
+    log "$kind run $i/$RUNS: cp --sparse=always"
+    cj+=("$(keep "cp from jqcowfs s" "$(time_cp jq "$img" "$w")")")
+    cq+=("$(keep "cp from qsd s" "$(time_cp qsd "$img" "$w")")")
+    log "$kind run $i/$RUNS: fio"
+    fj+=("$(keep "fio jqcowfs IOPS" "$(fio_iops jq "$img")")")
+    fq+=("$(keep "fio qsd IOPS" "$(fio_iops qsd "$img")")")
+  done
+  qm=$(median "${q[@]}"); jm=$(median "${j[@]}"); cjm=$(median "${cj[@]}"); cqm=$(median "${cq[@]}")
+  fjm=$(median "${fj[@]}"); fqm=$(median "${fq[@]}")
+  conv_rows+=("$(printf '| %s | %s MB | %.2f | %.2f | **%.2f** |' "$kind" "$((data / 1000000))" "$qm" "$jm" "$(ratio "$jm" "$qm")")")
+  cp_rows+=("$(printf '| %s | %.2f | %.2f | %.2f | **%.2f** | %.2f |' "$kind" "$cjm" "$cqm" "$qm" "$(ratio "$cqm" "$cjm")" "$(ratio "$cjm" "$qm")")")
+  fio_rows+=("$(printf '| %s | %d | %d | **%.2f** |' "$kind" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")")
+  note "$(printf '{"image":"os-%s","data_bytes":%s,"convert":{"qemu_img_s":%.3f,"jqcowfs_s":%.3f,"ratio":%.3f,"runs_qemu_img":[%s],"runs_jqcowfs":[%s]},"cp_sparse":{"jqcowfs_s":%.3f,"qsd_s":%.3f,"speedup_vs_qsd":%.3f,"runs_jqcowfs":[%s],"runs_qsd":[%s]},"fio_randread_4k":{"jqcowfs_iops":%d,"qsd_iops":%d,"ratio":%.3f}}' \
+    "$kind" "$data" "$qm" "$jm" "$(ratio "$jm" "$qm")" "$(IFS=,; echo "${q[*]}")" "$(IFS=,; echo "${j[*]}")" \
+    "$cjm" "$cqm" "$(ratio "$cqm" "$cjm")" "$(IFS=,; echo "${cj[*]}")" "$(IFS=,; echo "${cq[*]}")" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")"
 done
+
+# fragmented against in-order, cold host cache
+wf=$(want "$CACHE/frag.qcow2"); wi=$(want "$CACHE/inorder.qcow2")
+[ "$wf" = "$wi" ] || { log "the fragmented and in-order images differ"; exit 1; }
+df=(); di=()
+for i in $(seq "$RUNS"); do
+  log "fragmented run $i/$RUNS"
+  di+=("$(keep "dd in-order s" "$(dd_secs "$CACHE/inorder.qcow2" "$wi")")")
+  df+=("$(keep "dd fragmented s" "$(dd_secs "$CACHE/frag.qcow2" "$wf")")")
+done
+dim=$(median "${di[@]}"); dfm=$(median "${df[@]}")
+frag_rows+=("$(printf '| 4 GiB, 64 KiB clusters | %.2f | %.2f | **%.2f** |' "$dim" "$dfm" "$(ratio "$dfm" "$dim")")")
+note "$(printf '{"image":"frag","dd_inorder_s":%.3f,"dd_fragmented_s":%.3f,"ratio":%.3f}' "$dim" "$dfm" "$(ratio "$dfm" "$dim")")"
+
+# 1 TiB holding 64 MiB: cp through both mounts and both converts
+img="$CACHE/tb.qcow2"; w=$(want "$img")
+tj=(); tq=(); tc=(); tjc=()
+for i in $(seq "$RUNS"); do
+  log "1 TiB run $i/$RUNS"
+  tj+=("$(keep "cp from jqcowfs s" "$(time_cp jq "$img" "$w")")")
+  tq+=("$(keep "cp from qsd s" "$(time_cp qsd "$img" "$w")")")
+  tc+=("$(keep "qemu-img convert s" "$(time_convert qemu-img "$img" "$w")")")
+  tjc+=("$(keep "jqcowfs convert s" "$(time_convert jqcowfs "$img" "$w")")")
+done
+tjm=$(median "${tj[@]}"); tcm=$(median "${tc[@]}"); tjcm=$(median "${tjc[@]}")
+if printf '%s\n' "${tq[@]}" | grep -q timeout; then tqm=">$CP_TIMEOUT"; tqj=null; else tqm=$(median "${tq[@]}"); tqj=$tqm; fi
+note "$(printf '{"image":"tb","cp_jqcowfs_s":%.3f,"cp_qsd_s":%s,"qemu_img_convert_s":%.3f,"jqcowfs_convert_s":%.3f}' "$tjm" "$tqj" "$tcm" "$tjcm")"
+
+# mount-ready time and peak RSS (after a full cp of the flat file)
+for img in "$CACHE/os-zstd.qcow2" "$CACHE/tb.qcow2"; do
+  m=(); rss=()
+  for i in $(seq "$RUNS"); do
+    m+=("$(keep "mount ready s" "$(mount_ready "$img")")")
+    pid=$(pgrep -n -f -- "--notify-ready")
+    cp --sparse=always "$MNT/$(basename "${img%.*}").raw" "$OUT/cp.raw"; rm -f "$OUT/cp.raw"
+    rss+=("$(keep "peak RSS MiB" "$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status")")")
+    jq_unmount
+  done
+  mm=$(median "${m[@]}"); rm_=$(median "${rss[@]}")
+  mount_rows+=("$(printf '| %s | %.2f | %d |' "$(basename "$img")" "$mm" "$rm_")")
+  note "$(printf '{"image":"%s","mount_ready_s":%.3f,"peak_rss_mib":%d}' "$(basename "$img")" "$mm" "$rm_")"
+done
+
 {
-  echo "# jqcowfs bench: \`jqcowfs convert -m 8\` vs \`qemu-img convert -O raw -m 8 -W\`"
+  echo "# jqcowfs benchmark"
   echo
-  echo "4 GiB GPT disk, ext4 filled from /usr, 64 KiB clusters; output to tmpfs; page cache dropped"
-  echo "before each run; median of $RUNS runs; $(nproc) cores; $(qemu-img --version | head -1)."
-  echo "ratio = jqcowfs / qemu-img (below 1.0: jqcowfs is faster). Outputs checked equal (sha256)."
+  echo "$(nproc) cores, $(uname -r), $(qemu-img --version | head -1 | sed 's/ (.*//'), $(date -u +%Y-%m-%d)."
+  echo "Median of $RUNS runs, tools interleaved; image files in the page cache, output on tmpfs;"
+  echo "every copy and conversion checked against \`qemu-img convert -O raw\` (sha256)."
+  echo "OS images: 4 GiB GPT disk, ext4 filled with /usr, 64 KiB clusters."
   echo
-  echo "| image | data | qemu-img (s) | jqcowfs (s) | ratio |"
+  echo "### cp --sparse=always of the flat file (seconds)"
+  echo
+  echo "| image | jqcowfs mount | qemu-storage-daemon export | qemu-img convert -m 8 -W | speed-up vs qsd | jqcowfs / qemu-img |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${cp_rows[@]}"
+  echo
+  echo "### jqcowfs convert -m 8 vs qemu-img convert -O raw -m 8 -W (seconds)"
+  echo
+  echo "| image | data | qemu-img | jqcowfs | ratio (below 1: jqcowfs faster) |"
   echo "|---|---|---|---|---|"
-  printf '%s\n' "${rows[@]}"
+  printf '%s\n' "${conv_rows[@]}"
+  echo
+  echo "### fio 4 KiB random reads, 2 jobs, libaio iodepth 16, O_DIRECT, $FIO_SECONDS s (IOPS)"
+  echo
+  echo "| image | jqcowfs | qemu-storage-daemon | ratio |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${fio_rows[@]}"
+  echo
+  echo "### Fragmented image: dd bs=1M through the mount, host cache cold (seconds)"
+  echo
+  echo "| image | written in order | written in random 64 KiB order | ratio |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${frag_rows[@]}"
+  echo
+  echo "### 1 TiB virtual disk holding 64 MiB (seconds)"
+  echo
+  echo "| cp from jqcowfs | cp from qemu-storage-daemon | qemu-img convert | jqcowfs convert |"
+  echo "|---|---|---|---|"
+  printf '| %.2f | %s | %.2f | %.2f |\n' "$tjm" "$tqm" "$tcm" "$tjcm"
+  echo
+  echo "### Mount"
+  echo
+  echo "| image | mount to first read (s) | daemon peak RSS after a full cp (MiB) |"
+  echo "|---|---|---|"
+  printf '%s\n' "${mount_rows[@]}"
 } | tee bench/results.md
-(IFS=,; echo "[${json[*]}]") > bench/results.json
+(IFS=,; echo "[${json[*]}]") | python3 -m json.tool > bench/results.json
+# The README's Speed section shows the same tables, between its bench markers.
+python3 - "$ROOT/README.md" "$ROOT/bench/results.md" <<'PY'
+import re, sys
+readme, results = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+body = results.split("\n", 2)[2].replace("### ", "#### ")  # without the title line
+new = re.sub(r"<!-- bench:begin -->.*<!-- bench:end -->",
+             lambda m: "<!-- bench:begin -->\n" + body.strip() + "\n<!-- bench:end -->",
+             readme, flags=re.S)
+open(sys.argv[1], "w").write(new)
+PY

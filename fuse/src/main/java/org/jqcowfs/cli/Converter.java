@@ -10,6 +10,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongConsumer;
@@ -61,38 +62,58 @@ public final class Converter {
       ReentrantLock writeLock = new ReentrantLock();
       ThreadLocal<ByteBuffer> buffers =
           ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(CHUNK + 4096).alignedSlice(4096));
-      java.util.concurrent.atomic.AtomicLong done = new java.util.concurrent.atomic.AtomicLong();
+      AtomicLong done = new AtomicLong();
+      Chunk task =
+          (start, len) -> {
+            inFlight.acquireUninterruptibly();
+            pool.execute(
+                () -> {
+                  try {
+                    if (failure.get() == null) {
+                      ByteBuffer buf = buffers.get().clear().limit(len);
+                      chain.read(buf, start);
+                      writeNonZero(ch, buf.flip(), start, writeLock);
+                      progress.accept(done.addAndGet(len));
+                    }
+                  } catch (IOException | RuntimeException ex) {
+                    failure.compareAndSet(
+                        null, ex instanceof IOException io ? io : new IOException(ex));
+                  } finally {
+                    inFlight.release();
+                  }
+                });
+          };
       try {
+        // Neighbouring data extents (a compressed image has one per cluster) join into chunks
+        // that end at CHUNK-aligned guest offsets.
+        long chunkStart = -1;
+        long chunkEnd = -1;
         for (long pos = 0; pos < size && failure.get() == null; ) {
           ChainExtent e = chain.chainStatus(pos, size - pos);
           if (!e.data()) {
             progress.accept(done.addAndGet(e.length()));
           } else {
             for (long off = e.start(); off < e.end(); ) {
-              long chunkEnd = Math.min(e.end(), (off / CHUNK + 1) * CHUNK);
-              long start = off;
-              int len = (int) (chunkEnd - off);
-              inFlight.acquireUninterruptibly();
-              pool.execute(
-                  () -> {
-                    try {
-                      if (failure.get() == null) {
-                        ByteBuffer buf = buffers.get().clear().limit(len);
-                        chain.read(buf, start);
-                        writeNonZero(ch, buf.flip(), start, writeLock);
-                        progress.accept(done.addAndGet(len));
-                      }
-                    } catch (IOException | RuntimeException ex) {
-                      failure.compareAndSet(
-                          null, ex instanceof IOException io ? io : new IOException(ex));
-                    } finally {
-                      inFlight.release();
-                    }
-                  });
+              if (chunkStart >= 0 && off != chunkEnd) {
+                task.submit(chunkStart, (int) (chunkEnd - chunkStart));
+                chunkStart = -1;
+              }
+              if (chunkStart < 0) {
+                chunkStart = off;
+              }
+              long limit = (chunkStart / CHUNK + 1) * CHUNK;
+              chunkEnd = Math.min(e.end(), limit);
+              if (chunkEnd == limit) {
+                task.submit(chunkStart, (int) (chunkEnd - chunkStart));
+                chunkStart = -1;
+              }
               off = chunkEnd;
             }
           }
           pos = e.end();
+        }
+        if (chunkStart >= 0 && failure.get() == null) {
+          task.submit(chunkStart, (int) (chunkEnd - chunkStart));
         }
       } finally {
         pool.shutdown();
@@ -134,19 +155,11 @@ public final class Converter {
     }
   }
 
+  private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(ZERO_BLOCK);
+
+  /** Whether {@code b[from, to)} is all zeros ({@code mismatch} compares 8 bytes at a time). */
   private static boolean isZero(ByteBuffer b, int from, int to) {
-    int i = from;
-    for (; i + 8 <= to; i += 8) {
-      if (b.getLong(i) != 0) {
-        return false;
-      }
-    }
-    for (; i < to; i++) {
-      if (b.get(i) != 0) {
-        return false;
-      }
-    }
-    return true;
+    return b.slice(from, to - from).mismatch(ZEROS.slice(0, to - from)) < 0;
   }
 
   private static void write(FileChannel ch, ByteBuffer src, long pos, ReentrantLock writeLock)
@@ -163,6 +176,12 @@ public final class Converter {
     } finally {
       writeLock.unlock();
     }
+  }
+
+  /** Submits the guest range {@code [start, start + len)} to the workers. */
+  @FunctionalInterface
+  private interface Chunk {
+    void submit(long start, int len);
   }
 
   private static Thread daemon(Runnable r) {

@@ -13,8 +13,13 @@ import org.slf4j.LoggerFactory;
 public final class KernelBackend implements Mounted {
   private static final Logger LOG = LoggerFactory.getLogger(KernelBackend.class);
 
-  /** Readahead for the mount, in KiB: buffered reads then arrive as 1 MiB requests. */
-  static final int READ_AHEAD_KIB = 1024;
+  /**
+   * Readahead for the mount, in KiB: a sequential buffered reader (cp, dd) keeps up to eight 1 MiB
+   * READ requests in flight, so the workers decompress in parallel while it copies. cp
+   * --sparse=always of the deflate OS image (bench/cache) took 9.8 s with 1024, 5.3-5.6 s with
+   * 8192, 5.6-6.1 s with 16384.
+   */
+  static final int READ_AHEAD_KIB = 8192;
 
   private static final long INIT_TIMEOUT_MILLIS = 30_000;
 

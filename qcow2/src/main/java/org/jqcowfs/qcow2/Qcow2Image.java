@@ -5,9 +5,9 @@ import static org.jqcowfs.qcow2.Qcow2FormatException.hex;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
-import java.util.zip.DataFormatException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -31,8 +31,7 @@ public final class Qcow2Image implements Image {
   private final List<Snapshot> snapshots;
   private final Snapshot snapshot;
   private final L2Cache l2Cache;
-  private final Decompressor decompressor;
-  private final ThreadLocal<ByteBuffer[]> compressedBuffers = new ThreadLocal<>();
+  private final CompressedClusterReader compressedReader;
   private volatile Boolean metadataPreallocation;
 
   private Qcow2Image(
@@ -56,7 +55,9 @@ public final class Qcow2Image implements Image {
     long cacheBytes =
         l2CacheBytes >= 0 ? l2CacheBytes : L2Cache.defaultBytes(geometry, virtualSize);
     this.l2Cache = new L2Cache(cacheBytes, geometry.clusterSize());
-    this.decompressor = Decompressor.forType(header.compressionType());
+    this.compressedReader =
+        new CompressedClusterReader(
+            file, geometry, Decompressor.forType(header.compressionType()), this::corrupt);
   }
 
   /** Opens the active image with default options. */
@@ -204,28 +205,61 @@ public final class Qcow2Image implements Image {
 
   /**
    * As {@link Image#read}, reading ranges this layer does not allocate from {@code backing} (zeros
-   * where {@code backing} is null or shorter than this image).
+   * where {@code backing} is null or shorter than this image). The request is mapped first; then
+   * its separate host ranges are read, and its compressed clusters decompressed, in parallel
+   * ({@link ParallelTasks}, as QEMU's {@code qcow2_co_preadv_part} hands each run to its aio task
+   * pool).
    *
    * @param backing the image below this one, or null
+   * @throws Qcow2FormatException for a corrupt mapping or compressed cluster in the range (naming
+   *     L1/L2 place and guest offset)
+   * @throws IOException if a host read fails; the whole request fails
    */
   public void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
     Image.checkRange(guestOffset, dst.remaining(), virtualSize);
     long pos = guestOffset;
+    List<CompressedClusterReader.Part> compressed = null;
+    List<HostRead> hostReads = null;
     while (dst.hasRemaining()) {
       Run run = mapRun(pos, dst.remaining());
       int n = (int) run.length();
       ByteBuffer part = dst.slice(dst.position(), n);
       switch (run.type()) {
-        case NORMAL -> dataFile.readFully(part, run.hostOffset());
+        case NORMAL -> {
+          // Gathered: separate host ranges (a fragmented image) are read in parallel.
+          if (hostReads == null) {
+            hostReads = new ArrayList<>();
+          }
+          hostReads.add(new HostRead(run.hostOffset(), part));
+        }
         case ZERO_PLAIN, ZERO_ALLOC -> fillZeros(part);
         case UNALLOCATED_PLAIN, UNALLOCATED_ALLOC -> readBacking(part, pos, backing);
-        case COMPRESSED -> readCompressed(part, pos, run);
+        case COMPRESSED -> {
+          // Gathered, then read and decompressed together (in parallel) once the request is mapped.
+          if (compressed == null) {
+            compressed = new ArrayList<>();
+          }
+          compressed.add(new CompressedClusterReader.Part(run, part, pos));
+        }
         case INVALID -> throw new IllegalStateException("mapRun never returns INVALID");
       }
       dst.position(dst.position() + n);
       pos += n;
     }
+    if (hostReads != null) {
+      List<HostRead> reads = hostReads;
+      ParallelTasks.run(
+          reads.size(),
+          ParallelTasks.IO_HELPERS,
+          i -> dataFile.readFully(reads.get(i).dst(), reads.get(i).hostOffset()));
+    }
+    if (compressed != null) {
+      compressedReader.read(compressed);
+    }
   }
+
+  /** A contiguous range of the data file and where its bytes go. */
+  private record HostRead(long hostOffset, ByteBuffer dst) {}
 
   /** Fills {@code dst}'s remaining bytes with zeros from a shared zero buffer. */
   public static void fillZeros(ByteBuffer dst) {
@@ -243,64 +277,6 @@ public final class Qcow2Image implements Image {
       part.position(part.position() + (int) avail);
     }
     fillZeros(part);
-  }
-
-  private void readCompressed(ByteBuffer part, long pos, Run run) throws IOException {
-    int from = (int) geometry.offsetInCluster(pos);
-    int clusterBytes = (int) geometry.clusterSize();
-    if (from == 0 && part.remaining() == clusterBytes && part.isDirect()) {
-      decompressCluster(run, part.slice()); // straight into place: no copy
-      part.position(part.limit());
-      return;
-    }
-    ByteBuffer cluster = decompressCluster(run, buffers()[1].clear());
-    part.put(cluster.slice(from, part.remaining()));
-  }
-
-  /** This thread's buffers: [0] compressed input (grows), [1] one cluster of output. */
-  private ByteBuffer[] buffers() {
-    ByteBuffer[] bufs = compressedBuffers.get();
-    if (bufs == null) {
-      int clusterBytes = (int) geometry.clusterSize();
-      bufs =
-          new ByteBuffer[] {
-            ByteBuffer.allocateDirect(clusterBytes + (clusterBytes >> 3) + 1024),
-            ByteBuffer.allocateDirect(clusterBytes)
-          };
-      compressedBuffers.set(bufs);
-    }
-    return bufs;
-  }
-
-  /**
-   * Decompresses the cluster of a compressed run into {@code out} (exactly one cluster, from its
-   * position), and returns it flipped.
-   */
-  private ByteBuffer decompressCluster(Run run, ByteBuffer out) throws IOException {
-    L2Entry.CompressedDescriptor d = run.entry().compressedDescriptor(geometry.clusterBits());
-    // mapRun refused a descriptor past the end; a file truncated since then gives a short stream.
-    long fileLength = file.length();
-    int inBytes = (int) Math.max(0, Math.min(d.maxLength(), fileLength - d.hostOffset()));
-    ByteBuffer[] bufs = buffers();
-    if (bufs[0].capacity() < inBytes) {
-      bufs[0] = ByteBuffer.allocateDirect(inBytes);
-    }
-    ByteBuffer in = bufs[0].clear().limit(inBytes);
-    file.readFully(in, d.hostOffset());
-    in.flip();
-    try {
-      decompressor.decompress(in, out);
-    } catch (DataFormatException e) {
-      throw corrupt(
-          run,
-          "compressed cluster at host offset "
-              + hex(d.hostOffset())
-              + " ("
-              + decompressor.name()
-              + "): "
-              + e.getMessage());
-    }
-    return out.flip();
   }
 
   @Override

@@ -1,0 +1,165 @@
+package org.jqcowfs.qcow2;
+
+import static org.jqcowfs.qcow2.Qcow2FormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
+import java.util.zip.DataFormatException;
+
+/**
+ * Reads the compressed clusters of one request (QEMU {@code qcow2_co_preadv_compressed}, with the
+ * parallelism qemu-img convert gets from its coroutines and {@code qcow2_co_decompress}'s thread
+ * pool). Compressed streams that lie next to each other in the image file (as qemu-img writes them)
+ * are read with one pread; the clusters are then decompressed in parallel ({@link ParallelTasks},
+ * one thread per core), and the first failure fails the request. Thread-safe.
+ */
+final class CompressedClusterReader {
+  /** Most bytes of compressed streams read for one group of clusters. */
+  static final int MAX_GROUP_BYTES = 8 << 20;
+
+  /** Largest gap in bytes between two streams that still reads them with one pread. */
+  static final int MAX_GAP_BYTES = 4096;
+
+  /**
+   * A compressed cluster to read: its run (one cluster) and where its bytes go.
+   *
+   * @param run the mapped run, type COMPRESSED
+   * @param dst the guest bytes wanted, from position to limit, inside the run's cluster
+   * @param guestOffset the guest offset of {@code dst}'s first byte
+   */
+  record Part(Qcow2Image.Run run, ByteBuffer dst, long guestOffset) {}
+
+  /** Builds the error for a part that cannot be decompressed. */
+  @FunctionalInterface
+  interface Corruption {
+    Qcow2FormatException at(Qcow2Image.Run run, String what);
+  }
+
+  private final HostFile file;
+  private final Geometry geometry;
+  private final Decompressor decompressor;
+  private final Corruption corruption;
+  private final ThreadLocal<ByteBuffer> clusterBuffers;
+  private final ThreadLocal<ByteBuffer> streamBuffers = new ThreadLocal<>();
+
+  CompressedClusterReader(
+      HostFile file, Geometry geometry, Decompressor decompressor, Corruption corruption) {
+    this.file = file;
+    this.geometry = geometry;
+    this.decompressor = decompressor;
+    this.corruption = corruption;
+    int clusterBytes = (int) geometry.clusterSize();
+    this.clusterBuffers = ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(clusterBytes));
+  }
+
+  /**
+   * Fills every part's {@code dst} (positions are left as they were).
+   *
+   * @param parts in guest order
+   * @throws IOException the first failure: a read error, or a {@link Qcow2FormatException} naming
+   *     the cluster's L1/L2 place and host offset when a stream does not decompress
+   */
+  void read(List<Part> parts) throws IOException {
+    int from = 0;
+    while (from < parts.size()) {
+      long fileLength = file.length();
+      int to = from;
+      long groupBytes = 0;
+      while (to < parts.size()) {
+        long n = streamBytes(parts.get(to), fileLength);
+        if (to > from && groupBytes + n > MAX_GROUP_BYTES) {
+          break;
+        }
+        groupBytes += n;
+        to++;
+      }
+      readGroup(parts.subList(from, to), fileLength);
+      from = to;
+    }
+  }
+
+  /** Stored bytes of a part's stream: the descriptor's upper bound, cut at the end of the file. */
+  private long streamBytes(Part p, long fileLength) {
+    L2Entry.CompressedDescriptor d = descriptor(p);
+    return Math.max(0, Math.min(d.maxLength(), fileLength - d.hostOffset()));
+  }
+
+  private L2Entry.CompressedDescriptor descriptor(Part p) {
+    return p.run().entry().compressedDescriptor(geometry.clusterBits());
+  }
+
+  /** Reads the streams of {@code group} (neighbours with one pread), then decompresses them. */
+  private void readGroup(List<Part> group, long fileLength) throws IOException {
+    int n = group.size();
+    long total = 0;
+    for (Part p : group) {
+      total += streamBytes(p, fileLength);
+    }
+    // Each span may also hold the gaps between its streams: at most MAX_GAP_BYTES per stream.
+    ByteBuffer streams = streamBuffer(Math.toIntExact(total + (long) n * MAX_GAP_BYTES));
+    ByteBuffer[] inputs = new ByteBuffer[n];
+    int at = 0;
+    for (int i = 0; i < n; ) {
+      // One span: streams that start at most MAX_GAP_BYTES after the previous one ends.
+      long spanStart = descriptor(group.get(i)).hostOffset();
+      long spanEnd = spanStart + streamBytes(group.get(i), fileLength);
+      int j = i + 1;
+      while (j < n) {
+        long start = descriptor(group.get(j)).hostOffset();
+        long end = start + streamBytes(group.get(j), fileLength);
+        if (start < spanStart || start > spanEnd + MAX_GAP_BYTES) {
+          break;
+        }
+        spanEnd = Math.max(spanEnd, end);
+        j++;
+      }
+      ByteBuffer span = streams.slice(at, (int) (spanEnd - spanStart));
+      file.readFully(span, spanStart);
+      for (int k = i; k < j; k++) {
+        long start = descriptor(group.get(k)).hostOffset();
+        inputs[k] =
+            streams.slice(
+                at + (int) (start - spanStart), (int) streamBytes(group.get(k), fileLength));
+      }
+      at += (int) (spanEnd - spanStart);
+      i = j;
+    }
+    ParallelTasks.run(n, ParallelTasks.CPU_HELPERS, i -> decompress(group.get(i), inputs[i]));
+  }
+
+  /** This thread's buffer for compressed streams, at least {@code bytes} long. */
+  private ByteBuffer streamBuffer(int bytes) {
+    ByteBuffer b = streamBuffers.get();
+    if (b == null || b.capacity() < bytes) {
+      int clusterBytes = (int) geometry.clusterSize();
+      b = ByteBuffer.allocateDirect(Math.max(bytes, clusterBytes + (clusterBytes >> 3) + 1024));
+      streamBuffers.set(b);
+    }
+    return b.clear();
+  }
+
+  /** Decompresses one part's cluster from {@code in} and puts the wanted bytes into its dst. */
+  private void decompress(Part p, ByteBuffer in) throws IOException {
+    int from = (int) geometry.offsetInCluster(p.guestOffset());
+    int clusterBytes = (int) geometry.clusterSize();
+    ByteBuffer dst = p.dst();
+    boolean whole = from == 0 && dst.remaining() == clusterBytes && dst.isDirect();
+    ByteBuffer out = whole ? dst.slice() : clusterBuffers.get().clear();
+    try {
+      decompressor.decompress(in.duplicate(), out);
+    } catch (DataFormatException e) {
+      throw corruption.at(
+          p.run(),
+          "compressed cluster at host offset "
+              + hex(descriptor(p).hostOffset())
+              + " ("
+              + decompressor.name()
+              + "): "
+              + e.getMessage());
+    }
+    if (!whole) {
+      dst.duplicate().put(out.flip().slice(from, dst.remaining()));
+    }
+  }
+}

@@ -1,0 +1,100 @@
+package org.jqcowfs.qcow2;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicIntegerArray;
+import org.junit.jupiter.api.Test;
+
+class ParallelTasksTest {
+  @Test
+  void everyPartRunsOnceAndHelpersTakePart() throws Exception {
+    int n = 400;
+    AtomicIntegerArray runs = new AtomicIntegerArray(n);
+    Set<String> threads = ConcurrentHashMap.newKeySet();
+    ParallelTasks.run(
+        n,
+        ParallelTasks.IO_HELPERS,
+        i -> {
+          runs.incrementAndGet(i);
+          threads.add(Thread.currentThread().getName());
+          sleepMillis(1);
+        });
+    for (int i = 0; i < n; i++) {
+      assertEquals(1, runs.get(i), "part " + i);
+    }
+    assertTrue(threads.size() > 1, "only " + threads + " ran the parts");
+  }
+
+  @Test
+  void withoutHelpersTheCallerRunsEveryPartInOrder() throws Exception {
+    StringBuilder order = new StringBuilder();
+    String caller = Thread.currentThread().getName();
+    ParallelTasks.run(
+        5,
+        0,
+        i -> {
+          assertEquals(caller, Thread.currentThread().getName());
+          order.append(i);
+        });
+    assertEquals("01234", order.toString());
+  }
+
+  @Test
+  void theFirstFailureFailsTheRequestAfterEveryRunningPartHasEnded() {
+    IOException boom = new IOException("part 37 failed");
+    AtomicInteger running = new AtomicInteger();
+    IOException thrown =
+        assertThrows(
+            IOException.class,
+            () ->
+                ParallelTasks.run(
+                    200,
+                    ParallelTasks.IO_HELPERS,
+                    i -> {
+                      running.incrementAndGet();
+                      try {
+                        sleepMillis(2);
+                        if (i == 37) {
+                          throw boom;
+                        }
+                      } finally {
+                        running.decrementAndGet();
+                      }
+                    }));
+    assertSame(boom, thrown);
+    assertEquals(0, running.get(), "parts still running after the request failed");
+  }
+
+  @Test
+  void aRuntimeExceptionIsRethrownAsItIs() {
+    IllegalStateException bug = new IllegalStateException("bug");
+    assertSame(
+        bug,
+        assertThrows(
+            IllegalStateException.class,
+            () ->
+                ParallelTasks.run(
+                    8,
+                    ParallelTasks.CPU_HELPERS,
+                    i -> {
+                      if (i == 5) {
+                        throw bug;
+                      }
+                    })));
+  }
+
+  private static void sleepMillis(long ms) {
+    try {
+      Thread.sleep(ms);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+}
