@@ -280,7 +280,7 @@ for i in $(seq "$RUNS"); do
   tjc+=("$(keep "jqcowfs convert s" "$(time_convert jqcowfs "$img" "$w")")")
 done
 tjm=$(median "${tj[@]}"); tcm=$(median "${tc[@]}"); tjcm=$(median "${tjc[@]}")
-if printf '%s\n' "${tq[@]}" | grep -q timeout; then tqm=">$CP_TIMEOUT"; tqj=null; else tqm=$(median "${tq[@]}"); tqj=$tqm; fi
+if printf "%s\n" "${tq[@]}" | grep -q timeout; then tqm=">$CP_TIMEOUT"; tqj=null; else tqm=$(printf %.2f "$(median "${tq[@]}")"); tqj=$tqm; fi
 note "$(printf '{"image":"tb","cp_jqcowfs_s":%.3f,"cp_qsd_s":%s,"qemu_img_convert_s":%.3f,"jqcowfs_convert_s":%.3f}' "$tjm" "$tqj" "$tcm" "$tjcm")"
 
 # mount-ready time and peak RSS (after a full cp of the flat file)

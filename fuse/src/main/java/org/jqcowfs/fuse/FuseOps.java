@@ -48,8 +48,13 @@ final class FuseOps {
   /** How long the kernel may cache names and attributes: the images do not change. */
   static final long VALID_SECONDS = 3600;
 
-  /** st_blksize: cp and others read this much at a time. */
-  static final int BLKSIZE = 1 << 20;
+  /**
+   * st_blksize: cp and others read this much at a time (coreutils: at least 128 KiB). The READ
+   * requests stay 1 MiB, from readahead; a 128 KiB user buffer stays in the CPU cache while cp
+   * copies it on: dd to tmpfs of a page-cached flat file took 1.3-1.5 s with bs=128k, 2.0 s with
+   * bs=1M.
+   */
+  static final int BLKSIZE = 128 << 10;
 
   private final FlatFileSystem fs;
   private final int uid;
