@@ -29,6 +29,9 @@ public final class Converter {
   /** Zero-detection granularity in bytes, as qemu-img's default {@code -S 4k}. */
   static final int ZERO_BLOCK = 4096;
 
+  /** One block of zeros to compare with (read-only use, shared by the workers). */
+  private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(ZERO_BLOCK);
+
   private final BackingChain chain;
   private final int threads;
 
@@ -154,8 +157,6 @@ public final class Converter {
       write(ch, buf.slice(runStart, n - runStart), offset + runStart, writeLock);
     }
   }
-
-  private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(ZERO_BLOCK);
 
   /** Whether {@code b[from, to)} is all zeros ({@code mismatch} compares 8 bytes at a time). */
   private static boolean isZero(ByteBuffer b, int from, int to) {
