@@ -61,71 +61,64 @@ final class CompressedClusterReader {
    *     the cluster's L1/L2 place and host offset when a stream does not decompress
    */
   void read(List<Part> parts) throws IOException {
+    // Each stream's host offset and stored bytes (the descriptor's upper bound, cut at the end of
+    // the file), worked out once.
+    int count = parts.size();
+    long fileLength = file.length();
+    long[] starts = new long[count];
+    int[] lengths = new int[count];
+    for (int i = 0; i < count; i++) {
+      L2Entry.CompressedDescriptor d = descriptor(parts.get(i));
+      starts[i] = d.hostOffset();
+      lengths[i] = (int) Math.max(0, Math.min(d.maxLength(), fileLength - d.hostOffset()));
+    }
     int from = 0;
-    while (from < parts.size()) {
-      long fileLength = file.length();
+    while (from < count) {
       int to = from;
       long groupBytes = 0;
-      while (to < parts.size()) {
-        long n = streamBytes(parts.get(to), fileLength);
-        if (to > from && groupBytes + n > MAX_GROUP_BYTES) {
-          break;
-        }
-        groupBytes += n;
+      while (to < count && (to == from || groupBytes + lengths[to] <= MAX_GROUP_BYTES)) {
+        groupBytes += lengths[to];
         to++;
       }
-      readGroup(parts.subList(from, to), fileLength);
+      readGroup(parts, from, to, starts, lengths, groupBytes);
       from = to;
     }
-  }
-
-  /** Stored bytes of a part's stream: the descriptor's upper bound, cut at the end of the file. */
-  private long streamBytes(Part p, long fileLength) {
-    L2Entry.CompressedDescriptor d = descriptor(p);
-    return Math.max(0, Math.min(d.maxLength(), fileLength - d.hostOffset()));
   }
 
   private L2Entry.CompressedDescriptor descriptor(Part p) {
     return p.run().entry().compressedDescriptor(geometry.clusterBits());
   }
 
-  /** Reads the streams of {@code group} (neighbours with one pread), then decompresses them. */
-  private void readGroup(List<Part> group, long fileLength) throws IOException {
-    int n = group.size();
-    long total = 0;
-    for (Part p : group) {
-      total += streamBytes(p, fileLength);
-    }
+  /**
+   * Reads the streams of {@code parts[from, to)} ({@code total} bytes; neighbours with one pread),
+   * then decompresses them.
+   */
+  private void readGroup(
+      List<Part> parts, int from, int to, long[] starts, int[] lengths, long total)
+      throws IOException {
+    int n = to - from;
     // Each span may also hold the gaps between its streams: at most MAX_GAP_BYTES per stream.
     ByteBuffer streams = streamBuffer(Math.toIntExact(total + (long) n * MAX_GAP_BYTES));
     ByteBuffer[] inputs = new ByteBuffer[n];
     int at = 0;
-    for (int i = 0; i < n; ) {
+    for (int i = from; i < to; ) {
       // One span: streams that start at most MAX_GAP_BYTES after the previous one ends.
-      long spanStart = descriptor(group.get(i)).hostOffset();
-      long spanEnd = spanStart + streamBytes(group.get(i), fileLength);
+      long spanStart = starts[i];
+      long spanEnd = spanStart + lengths[i];
       int j = i + 1;
-      while (j < n) {
-        long start = descriptor(group.get(j)).hostOffset();
-        long end = start + streamBytes(group.get(j), fileLength);
-        if (start < spanStart || start > spanEnd + MAX_GAP_BYTES) {
-          break;
-        }
-        spanEnd = Math.max(spanEnd, end);
+      while (j < to && starts[j] >= spanStart && starts[j] <= spanEnd + MAX_GAP_BYTES) {
+        spanEnd = Math.max(spanEnd, starts[j] + lengths[j]);
         j++;
       }
-      ByteBuffer span = streams.slice(at, (int) (spanEnd - spanStart));
-      file.readFully(span, spanStart);
+      file.readFully(streams.slice(at, (int) (spanEnd - spanStart)), spanStart);
       for (int k = i; k < j; k++) {
-        long start = descriptor(group.get(k)).hostOffset();
-        inputs[k] =
-            streams.slice(
-                at + (int) (start - spanStart), (int) streamBytes(group.get(k), fileLength));
+        inputs[k - from] = streams.slice(at + (int) (starts[k] - spanStart), lengths[k]);
       }
       at += (int) (spanEnd - spanStart);
       i = j;
     }
-    ParallelTasks.run(n, ParallelTasks.CPU_HELPERS, i -> decompress(group.get(i), inputs[i]));
+    ParallelTasks.run(
+        n, ParallelTasks.CPU_HELPERS, i -> decompress(parts.get(from + i), inputs[i]));
   }
 
   /** This thread's buffer for compressed streams, at least {@code bytes} long. */
