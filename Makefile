@@ -20,9 +20,10 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-## build: compile and package; bin/jqcowfs works afterwards
+## build: compile and package, then the class data sharing archive; bin/jqcowfs works afterwards
 build:
 	$(MVN) install -DskipTests -Dspotless.check.skip=true
+	@bin/cds-archive bin/jqcowfs fuse/target/jqcowfs.jsa
 
 ## test: every unit, differential and system test, the formatting check, and a short fuzzing slice
 test: deps
@@ -70,6 +71,7 @@ install: build
 	install -m 644 fuse/target/lib/*.jar fuse/target/jqcowfs-fuse-*.jar $(PREFIX)/lib/jqcowfs/
 	install -m 755 bin/jqcowfs $(PREFIX)/lib/jqcowfs/jqcowfs
 	ln -sf $(PREFIX)/lib/jqcowfs/jqcowfs $(PREFIX)/bin/jqcowfs
+	@bin/cds-archive $(PREFIX)/bin/jqcowfs $(PREFIX)/lib/jqcowfs/jqcowfs.jsa
 
 clean:
 	$(MVN) clean

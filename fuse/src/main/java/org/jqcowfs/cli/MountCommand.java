@@ -30,8 +30,10 @@ import picocli.CommandLine.Parameters;
 
 /**
  * {@code jqcowfs mount}: the images' virtual disks as read-only flat files under a mountpoint.
- * Without {@code -f} it starts itself again in the foreground, in its own session, and returns 0
- * once the mount is live, or the daemon's exit status with its message.
+ * Without {@code -f} the mount runs as a daemon: the command returns 0 once the mount is live, or
+ * the daemon's exit status with its message. {@code bin/jqcowfs} does that in one JVM (it starts
+ * {@code mount --foreground --notify-ready} in a session of its own and waits for {@link #READY});
+ * run without the launcher, this command starts itself again the same way ({@link #daemonize}).
  */
 @Command(
     name = "mount",

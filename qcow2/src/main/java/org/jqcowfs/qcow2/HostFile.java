@@ -9,10 +9,7 @@ import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import jnr.constants.platform.Errno;
-import jnr.constants.platform.OpenFlags;
-import jnr.posix.POSIX;
-import jnr.posix.POSIXFactory;
+import jnr.ffi.Pointer;
 
 /**
  * A file opened read-only for positional reads (never a shared file position). Every read is
@@ -20,9 +17,6 @@ import jnr.posix.POSIXFactory;
  * Thread-safe.
  */
 public final class HostFile implements AutoCloseable {
-  private static final POSIX POSIX_CALLS = POSIXFactory.getNativePOSIX();
-  private static final int SEEK_DATA = 3;
-  private static final int SEEK_HOLE = 4;
 
   /**
    * Sees every read a {@code HostFile} issues to the operating system, just before it is issued.
@@ -154,7 +148,7 @@ public final class HostFile implements AutoCloseable {
    * when there is none (ENXIO).
    */
   public long seekData(long offset) throws IOException {
-    return seek(offset, SEEK_DATA);
+    return seek(offset, Posix.SEEK_DATA);
   }
 
   /**
@@ -162,19 +156,23 @@ public final class HostFile implements AutoCloseable {
    * file counts as a hole. -1 when {@code offset} is at or past the end (ENXIO).
    */
   public long seekHole(long offset) throws IOException {
-    return seek(offset, SEEK_HOLE);
+    return seek(offset, Posix.SEEK_HOLE);
   }
 
   /** Bytes the file occupies on disk ({@code st_blocks * 512}). */
   public long allocatedBytes() throws IOException {
-    return POSIX_CALLS.fstat(fd()).blocks() * 512;
+    Pointer stat = Posix.allocate(Posix.STAT_BYTES);
+    if (Posix.LIBC.fstat(fd(), stat) != 0) {
+      throw new IOException(path + ": fstat failed: errno " + Posix.errno());
+    }
+    return stat.getLong(Posix.STAT_BLOCKS_OFFSET) * 512;
   }
 
   private long seek(long offset, int whence) throws IOException {
-    long r = POSIX_CALLS.lseekLong(fd(), offset, whence);
+    long r = Posix.LIBC.lseek(fd(), offset, whence);
     if (r < 0) {
-      int errno = POSIX_CALLS.errno();
-      if (errno == Errno.ENXIO.intValue()) {
+      int errno = Posix.errno();
+      if (errno == Posix.ENXIO) {
         return -1;
       }
       throw new IOException(
@@ -190,9 +188,9 @@ public final class HostFile implements AutoCloseable {
     }
     synchronized (this) {
       if (seekFd < 0) {
-        int opened = POSIX_CALLS.open(path.toString(), OpenFlags.O_RDONLY.intValue(), 0);
+        int opened = Posix.LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
         if (opened < 0) {
-          throw new IOException(path + ": open for lseek failed: errno " + POSIX_CALLS.errno());
+          throw new IOException(path + ": open for lseek failed: errno " + Posix.errno());
         }
         seekFd = opened;
       }
@@ -204,7 +202,7 @@ public final class HostFile implements AutoCloseable {
   public void close() throws IOException {
     synchronized (this) {
       if (seekFd >= 0) {
-        POSIX_CALLS.close(seekFd);
+        Posix.LIBC.close(seekFd);
         seekFd = -1;
       }
     }

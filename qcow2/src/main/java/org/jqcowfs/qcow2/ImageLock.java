@@ -3,10 +3,7 @@ package org.jqcowfs.qcow2;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.file.Path;
-import jnr.ffi.LibraryLoader;
-import jnr.ffi.Memory;
 import jnr.ffi.Pointer;
-import jnr.ffi.Runtime;
 
 /**
  * QEMU's image locking for a reader: open file description (OFD) byte locks on the image file, the
@@ -35,23 +32,11 @@ public final class ImageLock implements Closeable {
   private static final short F_RDLCK = 0;
   private static final short F_WRLCK = 1;
   private static final short F_UNLCK = 2;
-  private static final int O_RDONLY = 0;
-  private static final int O_CLOEXEC = 02000000;
 
   /** {@code struct flock}: l_type (short), l_whence (short), l_start, l_len (off_t), l_pid. */
   private static final int FLOCK_BYTES = 32;
 
-  /** The C functions used. */
-  public interface Native {
-    int open(String path, int flags);
-
-    int fcntl(int fd, int cmd, Pointer flock);
-
-    int close(int fd);
-  }
-
-  private static final Native LIBC = LibraryLoader.create(Native.class).load("c");
-  private static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
+  private static final Posix LIBC = Posix.LIBC;
 
   private final Path path;
   private int fd;
@@ -69,7 +54,7 @@ public final class ImageLock implements Closeable {
    *     the image, or does not share reading it; or if the file cannot be opened or locked
    */
   public static ImageLock acquire(Path path) throws IOException {
-    int fd = LIBC.open(path.toString(), O_RDONLY | O_CLOEXEC);
+    int fd = LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
     if (fd < 0) {
       throw new IOException(path + ": open for locking failed: errno " + errno());
     }
@@ -127,7 +112,7 @@ public final class ImageLock implements Closeable {
   }
 
   private static Pointer flock(short type, long offset) {
-    Pointer f = Memory.allocate(RUNTIME, FLOCK_BYTES);
+    Pointer f = Posix.allocate(FLOCK_BYTES);
     f.putShort(0, type);
     f.putShort(2, (short) 0); // SEEK_SET
     f.putLong(8, offset);
@@ -137,7 +122,7 @@ public final class ImageLock implements Closeable {
   }
 
   private static int errno() {
-    return RUNTIME.getLastError();
+    return Posix.errno();
   }
 
   /** The file this lock is on. */

@@ -205,6 +205,14 @@ class LifecycleIT {
     try {
       assertEquals(0, r.code(), r.err());
       assertTrue(Jqcowfs.mounted(mnt), "live when the command returns");
+      long daemon = daemonOf(mnt);
+      // /proc/PID/stat: pid (comm) state ppid pgrp session ...; comm is "java" here.
+      String[] stat = Files.readString(Path.of("/proc", Long.toString(daemon), "stat")).split(" ");
+      assertEquals(Long.toString(daemon), stat[5], "the daemon leads a session of its own");
+      assertEquals(
+          "/dev/null",
+          Files.readSymbolicLink(Path.of("/proc", Long.toString(daemon), "fd", "2")).toString(),
+          "the daemon's stderr is let go once it is ready");
       String reference = Qemu.sha256(Qemu.convertRaw(image, dir.resolve("qemu.raw"), null));
       assertEquals(reference, Qemu.sha256(mnt.resolve("overlay.raw")));
     } finally {
@@ -212,5 +220,21 @@ class LifecycleIT {
       assertEquals(0, u.code(), u.err());
     }
     assertFalse(Jqcowfs.mounted(mnt));
+  }
+
+  /** The pid of the one process serving {@code mnt}: the daemon with {@code mnt} on its line. */
+  private static long daemonOf(Path mnt) {
+    List<Long> found =
+        ProcessHandle.allProcesses()
+            .filter(
+                p ->
+                    p.info()
+                        .commandLine()
+                        .filter(c -> c.contains("--notify-ready") && c.endsWith(" " + mnt))
+                        .isPresent())
+            .map(ProcessHandle::pid)
+            .toList();
+    assertEquals(1, found.size(), "one daemon for " + mnt + ": " + found);
+    return found.get(0);
   }
 }
