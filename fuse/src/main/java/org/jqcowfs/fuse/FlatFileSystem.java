@@ -163,8 +163,28 @@ public final class FlatFileSystem implements Closeable {
    *
    * @return the bytes read (0 at or past the end)
    * @throws IOException if the range cannot be read (a corrupt or truncated image): EIO
+   * @throws FuseException EINVAL for a negative offset
    */
   public int read(FlatFile f, ByteBuffer dst, long offset) throws IOException {
+    return served(readRange(f, dst, offset));
+  }
+
+  /**
+   * {@link #read} through {@code reader}, an open file's reader (which may have read ahead).
+   *
+   * @throws IOException as {@link #read}
+   */
+  int read(SequentialReader reader, ByteBuffer dst, long offset) throws IOException {
+    return served(reader.read(dst, offset));
+  }
+
+  private int served(int bytes) {
+    readBytes.add(bytes);
+    return bytes;
+  }
+
+  /** {@link #read} without counting the bytes as served (read-ahead). */
+  static int readRange(FlatFile f, ByteBuffer dst, long offset) throws IOException {
     if (offset < 0) {
       throw new FuseException(Errno.EINVAL, "negative offset " + offset);
     }
@@ -175,7 +195,6 @@ public final class FlatFileSystem implements Closeable {
     int n = (int) Math.min(dst.remaining(), size - offset);
     f.chain().read(dst.slice(dst.position(), n), offset);
     dst.position(dst.position() + n);
-    readBytes.add(n);
     return n;
   }
 
@@ -202,7 +221,7 @@ public final class FlatFileSystem implements Closeable {
     return found;
   }
 
-  /** Bytes served by {@link #read} since the mount. */
+  /** Bytes served by {@link #read} since the mount (read-ahead not counted until served). */
   public long readBytes() {
     return readBytes.sum();
   }

@@ -14,12 +14,11 @@ public final class KernelBackend implements Mounted {
   private static final Logger LOG = LoggerFactory.getLogger(KernelBackend.class);
 
   /**
-   * Readahead for the mount, in KiB: a sequential buffered reader (cp, dd) keeps up to eight 1 MiB
-   * READ requests in flight, so the workers decompress in parallel while it copies. cp
-   * --sparse=always of the deflate OS image (bench/cache) took 9.8 s with 1024, 5.3-5.6 s with
-   * 8192, 5.6-6.1 s with 16384.
+   * Readahead for the mount, in KiB. The files are FOPEN_DIRECT_IO (read(2) bypasses the page
+   * cache; {@link SequentialReader} reads ahead instead), so this serves mmap readers only: their
+   * page faults arrive as 1 MiB READ requests instead of 128 KiB ones.
    */
-  static final int READ_AHEAD_KIB = 8192;
+  static final int READ_AHEAD_KIB = 1024;
 
   private static final long INIT_TIMEOUT_MILLIS = 30_000;
 

@@ -1,16 +1,21 @@
 package org.jqcowfs.systemtests;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Set;
 import java.util.stream.Stream;
 import org.jqcowfs.fuse.FlatFileSystem;
 import org.jqcowfs.qcow2.testing.ImageMatrix;
 import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -64,6 +69,24 @@ class MountContentIT {
               mnt, "--backend", backend, "--snapshot", snapshot, c.image().toString())) {
         assertEquals(Qemu.sha256(snapRef), Qemu.sha256(m.file(name)), "snapshot " + snapshot);
       }
+    }
+  }
+
+  /**
+   * The files are FOPEN_DIRECT_IO; FUSE_DIRECT_IO_ALLOW_MMAP keeps mmap(2) working on them (without
+   * it, mmap fails with ENODEV): the mapped bytes equal qemu-img's.
+   */
+  @Test
+  void mmapOfTheFlatFileEqualsQemu(@TempDir Path dir) throws Exception {
+    Path image = Jqcowfs.ROOT.resolve("examples/overlay.qcow2");
+    byte[] want = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("qemu.raw"), null));
+    Path mnt = Files.createDirectory(dir.resolve("mnt"));
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, image.toString());
+        FileChannel ch = FileChannel.open(m.file("overlay.raw"), StandardOpenOption.READ)) {
+      MappedByteBuffer mapped = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size());
+      byte[] got = new byte[want.length];
+      mapped.get(got);
+      assertArrayEquals(want, got);
     }
   }
 }

@@ -1,0 +1,179 @@
+package org.jqcowfs.fuse;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@link SequentialReader} against {@code qemu-img convert -O raw}: sequential reads of every size
+ * and alignment are served from its windows and equal QEMU's bytes, jumps and random reads are
+ * right too, and a cluster that cannot be read fails only the request that covers it.
+ */
+class SequentialReaderTest {
+  static final int MIB = 1 << 20;
+
+  /**
+   * 12 MiB, deflate-compressed, 64 KiB clusters: random bytes of 4 bits (so that every cluster
+   * compresses), a zero run and a zeroed range.
+   */
+  private static Path image(Path dir) throws IOException {
+    byte[] data = new byte[12 * MIB];
+    Random random = new Random(5);
+    for (int i = 0; i < data.length; i++) {
+      data[i] = (byte) random.nextInt(16);
+    }
+    Arrays.fill(data, 2 * MIB, 3 * MIB, (byte) 0);
+    for (int i = 0; i < data.length; i += 4096) {
+      data[i] = (byte) (i >> 12); // every 4 KiB block differs from its neighbours
+    }
+    Files.write(dir.resolve("src.raw"), data);
+    Qemu.img(dir, "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "src.raw", "c.qcow2");
+    Qemu.io(dir, "c.qcow2", "write -z 8M 1M");
+    return dir.resolve("c.qcow2");
+  }
+
+  private static byte[] reference(Path image, Path dir) throws IOException {
+    return Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("ref.raw"), null));
+  }
+
+  private static byte[] read(SequentialReader r, long offset, int length) throws IOException {
+    ByteBuffer dst = ByteBuffer.allocateDirect(length);
+    int n = r.read(dst, offset);
+    assertEquals(n, dst.position());
+    byte[] got = new byte[n];
+    dst.flip().get(got);
+    return got;
+  }
+
+  private static void assertRange(byte[] want, long offset, byte[] got) {
+    int end = (int) Math.min(want.length, offset + got.length);
+    assertArrayEquals(Arrays.copyOfRange(want, (int) offset, end), got, "at " + offset);
+  }
+
+  @Test
+  void sequentialReadsOfEverySizeComeFromWindowsAndMatchQemu(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+      for (int size : new int[] {4096, 100_000, MIB, 3 * MIB + 12345}) {
+        try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+          long offset = 65536 + 17; // unaligned to windows, clusters and pages
+          while (offset < want.length) {
+            byte[] got = read(r, offset, size);
+            assertRange(want, offset, got);
+            offset += got.length;
+          }
+          assertEquals(0, read(r, want.length, 4096).length, "at the end");
+          assertTrue(
+              r.windowBytes() > want.length / 2,
+              size + "-byte reads: served from windows " + r.windowBytes());
+        }
+      }
+    }
+  }
+
+  @Test
+  void jumpsAndRandomReadsMatchQemu(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+      Random random = new Random(9);
+      try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+        for (int i = 0; i < 300; i++) {
+          long offset = random.nextInt(want.length);
+          int length = 1 + random.nextInt(2 * MIB);
+          assertRange(want, offset, read(r, offset, length));
+        }
+        assertEquals(0, r.windowBytes(), "random reads start no window");
+        // a sequential run, then a jump back into it and a jump ahead, then on sequentially
+        for (long offset = 0; offset < 6 * MIB; offset += MIB) {
+          assertRange(want, offset, read(r, offset, MIB));
+        }
+        assertRange(want, 3 * MIB + 5, read(r, 3 * MIB + 5, MIB));
+        assertRange(want, 10 * MIB, read(r, 10 * MIB, MIB));
+        assertRange(want, 11 * MIB, read(r, 11 * MIB, MIB));
+        assertTrue(r.windowBytes() > 0);
+      }
+      SequentialReader closed = new SequentialReader(fs.files().get(0));
+      closed.close();
+      assertRange(want, 0, read(closed, 0, MIB));
+      assertRange(want, MIB, read(closed, MIB, MIB));
+      assertEquals(0, closed.windowBytes(), "a closed reader reads directly");
+    }
+  }
+
+  @Test
+  void aCorruptClusterFailsOnlyTheReadThatCoversIt(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    long bad = 5L * MIB + 3 * 65536; // guest offset of the corrupted cluster
+    corruptCompressedCluster(image, bad);
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
+        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      int failed = 0;
+      for (long offset = 0; offset < want.length; offset += MIB) {
+        if (offset <= bad && bad < offset + MIB) {
+          long at = offset;
+          assertThrows(IOException.class, () -> read(r, at, MIB), "the request over " + bad);
+          failed++;
+        } else {
+          assertRange(want, offset, read(r, offset, MIB));
+        }
+      }
+      assertEquals(1, failed);
+      assertTrue(r.windowBytes() >= 8L * MIB, "the other requests came from windows");
+    }
+  }
+
+  /**
+   * Overwrites the start of the deflate stream of the compressed cluster at guest offset {@code
+   * guest} with 0xff bytes (an invalid block type). 64 KiB clusters: the compressed cluster
+   * descriptor's host offset is bits 0-53 (qcow2 spec, "Compressed Clusters Descriptor").
+   */
+  private static void corruptCompressedCluster(Path image, long guest) throws IOException {
+    try (FileChannel ch =
+        FileChannel.open(image, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+      ByteBuffer header = ByteBuffer.allocate(48);
+      ch.read(header, 0);
+      assertEquals(16, header.getInt(20), "cluster_bits");
+      long l1 = header.getLong(40);
+      long l2 = readLong(ch, l1) & 0x00fffffffffffe00L;
+      long entry = readLong(ch, l2 + 8 * (guest >> 16));
+      assertTrue(
+          entry >>> 62 == 1,
+          "compressed cluster at "
+              + guest
+              + ": L1 "
+              + l1
+              + " L2 "
+              + l2
+              + " entry "
+              + Long.toHexString(entry));
+      long host = entry & ((1L << 54) - 1);
+      byte[] junk = new byte[64];
+      Arrays.fill(junk, (byte) 0xff);
+      ch.write(ByteBuffer.wrap(junk), host);
+    }
+  }
+
+  private static long readLong(FileChannel ch, long at) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate(8);
+    ch.read(b, at);
+    return b.getLong(0);
+  }
+}
