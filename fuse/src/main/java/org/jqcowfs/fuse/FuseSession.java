@@ -42,6 +42,7 @@ public final class FuseSession implements Closeable {
   private static final long FUSE_INT_REQ_BIT = 1;
 
   private final int masterFd;
+  private final InvalInodeNotifier notifier;
   private final FuseOps ops;
   private final int threads;
   private final boolean debug;
@@ -64,7 +65,8 @@ public final class FuseSession implements Closeable {
       throw new IllegalArgumentException("threads must be >= 1: " + threads);
     }
     this.masterFd = devFd;
-    this.ops = new FuseOps(fs);
+    this.notifier = new InvalInodeNotifier(devFd);
+    this.ops = new FuseOps(fs, notifier);
     this.threads = threads;
     this.debug = debug;
     this.finished = new CountDownLatch(threads);
@@ -241,9 +243,10 @@ public final class FuseSession implements Closeable {
     }
   }
 
-  /** Closes the cloned fds (the mount's own fd belongs to the caller). */
+  /** Stops the notifier and closes the cloned fds (the mount's own fd belongs to the caller). */
   @Override
   public void close() {
+    notifier.close();
     for (int fd : clonedFds) {
       LibC.INSTANCE.close(fd);
     }

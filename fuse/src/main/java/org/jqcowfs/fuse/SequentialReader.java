@@ -13,10 +13,11 @@ import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
 
 /**
- * The reads of one open flat file, with read-ahead of its own once they run sequentially: the file
- * is opened with FOPEN_DIRECT_IO, so the kernel reads ahead nothing and every read(2) waits for its
- * READ. While the reader (cp) writes one chunk out, the next {@link #DEPTH} windows of {@link
- * #WINDOW_BYTES} are read and decompressed here, on {@link #PREFETCH} threads.
+ * The reads of one open flat file, with read-ahead of its own once they run sequentially: while the
+ * kernel waits for one READ, the next {@link #DEPTH} windows of {@link #WINDOW_BYTES} are read and
+ * decompressed here, on {@link #PREFETCH} threads. The kernel's own readahead asks for only a few
+ * READs at a time (128 KiB ones on a mount without root, where its readahead cannot be raised), and
+ * O_DIRECT readers get none from it.
  *
  * <p>A read is sequential when it starts where the previous one ended. Windows are aligned to their
  * length; a read takes the parts it finds in completed or running windows and reads the rest

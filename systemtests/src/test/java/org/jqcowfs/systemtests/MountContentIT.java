@@ -73,8 +73,8 @@ class MountContentIT {
   }
 
   /**
-   * The files are FOPEN_DIRECT_IO; FUSE_DIRECT_IO_ALLOW_MMAP keeps mmap(2) working on them (without
-   * it, mmap fails with ENODEV): the mapped bytes equal qemu-img's.
+   * mmap(2) of the flat file works (it would fail with ENODEV on a FOPEN_DIRECT_IO file without
+   * FUSE_DIRECT_IO_ALLOW_MMAP): the mapped bytes equal qemu-img's.
    */
   @Test
   void mmapOfTheFlatFileEqualsQemu(@TempDir Path dir) throws Exception {
