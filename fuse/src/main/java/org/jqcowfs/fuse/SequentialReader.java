@@ -5,6 +5,7 @@ import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.Iterator;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -35,6 +36,15 @@ final class SequentialReader implements AutoCloseable {
   /** Windows read ahead of the reader's position. */
   static final int DEPTH = 3;
 
+  /**
+   * Window buffers one reader may own, in use or spare: {@link #DEPTH}, plus two whose reads may
+   * still be running after a jump dropped them. Bounds the direct memory of an open file to 5 MiB;
+   * without the bound, windows dropped while their reads ran (READs answered out of order by
+   * parallel workers) left their buffers to the garbage collector, and the daemon grew by 90 MiB
+   * over one cp.
+   */
+  static final int MAX_BUFFERS = DEPTH + 2;
+
   /** Threads reading windows, shared by every open file (their reads fan out further inside). */
   static final int PREFETCH_THREADS = Math.max(2, Runtime.getRuntime().availableProcessors());
 
@@ -62,6 +72,16 @@ final class SequentialReader implements AutoCloseable {
 
   /** Buffers of finished, dropped windows, for reuse; guarded by {@link #lock}. */
   private final ArrayDeque<ByteBuffer> spare = new ArrayDeque<>();
+
+  /**
+   * Buffers of windows dropped while their reads ran, handed back by the prefetch thread when the
+   * read ends. Lock-free: a prefetch thread must never wait for {@link #lock}, whose holder may be
+   * waiting for a window that same thread has yet to read.
+   */
+  private final ConcurrentLinkedQueue<ByteBuffer> returned = new ConcurrentLinkedQueue<>();
+
+  /** Window buffers allocated, at most {@link #MAX_BUFFERS}; guarded by {@link #lock}. */
+  private int buffers;
 
   private long nextOffset;
   private boolean closed;
@@ -98,7 +118,11 @@ final class SequentialReader implements AutoCloseable {
         long last = Math.min((offset + n - 1) / WINDOW_BYTES + DEPTH, (size - 1) / WINDOW_BYTES);
         long from = windows.isEmpty() ? offset / WINDOW_BYTES + 1 : windows.peekLast().index + 1;
         for (long i = from; i <= last; i++) {
-          windows.addLast(start(i, size));
+          Window w = start(i, size);
+          if (w == null) {
+            break; // every buffer is in use
+          }
+          windows.addLast(w);
         }
       }
       int pos = 0;
@@ -132,9 +156,16 @@ final class SequentialReader implements AutoCloseable {
     }
   }
 
-  /** Starts reading window {@code index} in the background. */
+  /**
+   * Starts reading window {@code index} in the background.
+   *
+   * @return the window, or null when all {@link #MAX_BUFFERS} buffers are in use
+   */
   private Window start(long index, long size) {
-    ByteBuffer buffer = spare.isEmpty() ? ByteBuffer.allocateDirect(WINDOW_BYTES) : spare.pop();
+    ByteBuffer buffer = takeBuffer();
+    if (buffer == null) {
+      return null;
+    }
     long from = index * WINDOW_BYTES;
     int length = (int) Math.min(WINDOW_BYTES, size - from);
     CompletableFuture<Integer> done = new CompletableFuture<>();
@@ -147,6 +178,29 @@ final class SequentialReader implements AutoCloseable {
           }
         });
     return new Window(index, buffer, done);
+  }
+
+  /** Window buffers allocated so far, at most {@link #MAX_BUFFERS} (for tests). */
+  int buffersAllocated() {
+    lock.lock();
+    try {
+      return buffers;
+    } finally {
+      lock.unlock();
+    }
+  }
+
+  /** A free window buffer (handed back, spare or new), or null when all are in use. */
+  private ByteBuffer takeBuffer() {
+    ByteBuffer buffer = returned.poll();
+    if (buffer == null && !spare.isEmpty()) {
+      buffer = spare.pop();
+    }
+    if (buffer == null && buffers < MAX_BUFFERS) {
+      buffer = ByteBuffer.allocateDirect(WINDOW_BYTES);
+      buffers++;
+    }
+    return buffer;
   }
 
   private Window find(long index) {
@@ -191,6 +245,8 @@ final class SequentialReader implements AutoCloseable {
       it.remove();
       if (w.done.isDone()) {
         spare.push(w.buffer);
+      } else {
+        w.done.whenComplete((length, failure) -> returned.add(w.buffer));
       }
     }
   }
