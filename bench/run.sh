@@ -19,7 +19,8 @@
 # Every copy and conversion is checked against qemu-img convert's output (a SHA-256 of the content
 # that skips holes and zero blocks, so a 1 TiB file hashes in the time of its data).
 # Output goes to tmpfs. The image files are read into the page cache before each run (cold for
-# frag), so the disk does not decide the result. Run as root.
+# frag), and each tool has run once, so the disk does not decide the result; memory is touched
+# before each run (prewarm). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,6 +29,7 @@ OUT=${BENCH_OUT:-/dev/shm/jqcowfs-bench}
 RUNS=${RUNS:-3}
 FIO_SECONDS=${FIO_SECONDS:-20}
 CP_TIMEOUT=${CP_TIMEOUT:-300}
+PREWARM_MIB=${PREWARM_MIB:-8192}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
 JQ="$ROOT/bin/jqcowfs"
 MNT="$OUT/mnt"
@@ -125,8 +127,22 @@ ratio() { echo "$1 / $2" | bc -l; }
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-# warm IMAGE: the image file in the page cache, the rest of the cache dropped
-warm() { drop_caches; cat "$1" > /dev/null; }
+# warm IMAGE: the image file in the page cache, the rest of the cache dropped; then each tool run
+# once (so that no tool starts from the disk: the JVM and its jars, qemu-img and its libraries),
+# and PREWARM_MIB of memory touched and freed (see prewarm)
+warm() {
+  drop_caches; cat "$1" > /dev/null
+  "$JQ" info "$1" >/dev/null; qemu-img info "$1" >/dev/null; qemu-storage-daemon --version >/dev/null
+  prewarm
+}
+# prewarm: writes and deletes PREWARM_MIB on tmpfs right before a timed run. This VM hands freed
+# memory back to the host (free page reporting, min_free_ms 0), and the first write to a page the
+# host took back costs far more than a copy: dd of 3000 MiB to tmpfs took 1.5-5.8 s without this
+# step and 1.0-1.5 s with it. Every tool gets the same treatment.
+prewarm() {
+  [ "$PREWARM_MIB" -gt 0 ] || return 0
+  dd if=/dev/zero of="$OUT/prewarm" bs=1M count="$PREWARM_MIB" status=none; rm -f "$OUT/prewarm"
+}
 # sha FILE: a SHA-256 of the content, the same for a sparse and a dense copy (bench/content-sha.py)
 sha() { python3 "$ROOT/bench/content-sha.py" "$1"; }
 
@@ -196,7 +212,7 @@ fio_iops() {
 
 # dd_secs IMAGE WANT: sequential dd bs=1M through a fresh jqcowfs mount, host cache cold (checked)
 dd_secs() {
-  drop_caches; jq_mount "$1"
+  drop_caches; jq_mount "$1"; prewarm
   local t0 t; t0=$(now)
   dd if="$file" of="$OUT/dd.raw" bs=1M status=none
   t=$(since "$t0"); jq_unmount
@@ -302,7 +318,8 @@ done
   echo "# jqcowfs benchmark"
   echo
   echo "$(nproc) cores, $(uname -r), $(qemu-img --version | head -1 | sed 's/ (.*//'), $(date -u +%Y-%m-%d)."
-  echo "Median of $RUNS runs, tools interleaved; image files in the page cache, output on tmpfs;"
+  echo "Median of $RUNS runs, tools interleaved; image files in the page cache, each tool run once and"
+  echo "$PREWARM_MIB MiB of memory touched before each timed run (bench/run.sh, prewarm), output on tmpfs;"
   echo "every copy and conversion checked against \`qemu-img convert -O raw\` (sha256)."
   echo "OS images: 4 GiB GPT disk, ext4 filled with /usr, 64 KiB clusters."
   echo

@@ -11,8 +11,9 @@ import java.util.zip.DataFormatException;
  * Reads the compressed clusters of one request (QEMU {@code qcow2_co_preadv_compressed}, with the
  * parallelism qemu-img convert gets from its coroutines and {@code qcow2_co_decompress}'s thread
  * pool). Compressed streams that lie next to each other in the image file (as qemu-img writes them)
- * are read with one pread; the clusters are then decompressed in parallel ({@link ParallelTasks},
- * one thread per core), and the first failure fails the request. Thread-safe.
+ * are read with one pread; the clusters are then decompressed in parallel ({@link
+ * ParallelTasks#runCpuBound}, on the cores no other request is decompressing on), and the first
+ * failure fails the request. Thread-safe.
  */
 final class CompressedClusterReader {
   /** Most bytes of compressed streams read for one group of clusters. */
@@ -117,8 +118,7 @@ final class CompressedClusterReader {
       at += (int) (spanEnd - spanStart);
       i = j;
     }
-    ParallelTasks.run(
-        n, ParallelTasks.CPU_HELPERS, i -> decompress(parts.get(from + i), inputs[i]));
+    ParallelTasks.runCpuBound(n, i -> decompress(parts.get(from + i), inputs[i]));
   }
 
   /** This thread's buffer for compressed streams, at least {@code bytes} long. */

@@ -8,6 +8,7 @@ import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
 
 /**
  * The parts of one read request, done by the calling thread together with helper threads from one
@@ -20,13 +21,19 @@ final class ParallelTasks {
   /** Helper threads: QEMU's {@code QCOW2_MAX_WORKERS}, or one per core when there are more. */
   static final int POOL_THREADS = Math.max(8, Runtime.getRuntime().availableProcessors());
 
-  /** Helpers for CPU-bound parts (decompression): the other cores. */
-  static final int CPU_HELPERS = Math.max(0, Runtime.getRuntime().availableProcessors() - 1);
+  /** Cores of the machine. */
+  static final int CORES = Runtime.getRuntime().availableProcessors();
+
+  /** Most helpers for CPU-bound parts (decompression): the other cores. */
+  static final int CPU_HELPERS = Math.max(0, CORES - 1);
 
   /** Helpers for parts that wait on the disk (reads of separate host ranges). */
   static final int IO_HELPERS = POOL_THREADS - 1;
 
   private static final ThreadPoolExecutor POOL = pool();
+
+  /** Threads running CPU-bound parts right now ({@link #runCpuBound}: callers and helpers). */
+  private static final AtomicInteger CPU_BUSY = new AtomicInteger();
 
   /** One part of a request. */
   @FunctionalInterface
@@ -58,6 +65,36 @@ final class ParallelTasks {
   }
 
   /**
+   * Runs CPU-bound {@code task} (decompression) for every index in {@code [0, n)}, on this thread
+   * and one helper for each core that no other CPU-bound part is using. Callers that are already
+   * many (the workers of {@code jqcowfs convert}, several FUSE readers) get no helpers: a helper
+   * would only take a core from another caller, and each hand-off wakes a thread (9,200 against
+   * 5,500 context switches for a zstd conversion with 8 workers on 2 cores).
+   *
+   * @throws IOException the first failure of any part, as {@link #run}
+   */
+  static void runCpuBound(int n, Task task) throws IOException {
+    int busy = CPU_BUSY.incrementAndGet();
+    try {
+      int helpers = Math.max(0, Math.min(CPU_HELPERS, CORES - busy));
+      run(
+          n,
+          helpers,
+          task,
+          helper -> {
+            CPU_BUSY.incrementAndGet();
+            try {
+              helper.run();
+            } finally {
+              CPU_BUSY.decrementAndGet();
+            }
+          });
+    } finally {
+      CPU_BUSY.decrementAndGet();
+    }
+  }
+
+  /**
    * Runs {@code task} for every index in {@code [0, n)}, on this thread and at most {@code
    * maxHelpers} helpers.
    *
@@ -65,6 +102,12 @@ final class ParallelTasks {
    *     returns, so buffers they write stay theirs until then)
    */
   static void run(int n, int maxHelpers, Task task) throws IOException {
+    run(n, maxHelpers, task, Runnable::run);
+  }
+
+  /** As {@link #run(int, int, Task)}; each helper's share runs through {@code onHelper}. */
+  private static void run(int n, int maxHelpers, Task task, Consumer<Runnable> onHelper)
+      throws IOException {
     if (n <= 1 || maxHelpers <= 0) {
       for (int i = 0; i < n; i++) {
         task.run(i);
@@ -91,7 +134,7 @@ final class ParallelTasks {
     int helpers = Math.min(n - 1, maxHelpers);
     for (int h = 0; h < helpers; h++) {
       try {
-        POOL.execute(worker);
+        POOL.execute(() -> onHelper.accept(worker));
       } catch (RejectedExecutionException e) {
         break; // the caller does the rest
       }

@@ -4,10 +4,15 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 import org.junit.jupiter.api.Test;
@@ -88,6 +93,58 @@ class ParallelTasksTest {
                         throw bug;
                       }
                     })));
+  }
+
+  @Test
+  void cpuBoundPartsGetHelpersWhileCoresAreFree() throws Exception {
+    assumeTrue(ParallelTasks.CORES >= 2, "one core: there is no helper to get");
+    Set<String> threads = ConcurrentHashMap.newKeySet();
+    ParallelTasks.runCpuBound(
+        40,
+        i -> {
+          threads.add(Thread.currentThread().getName());
+          sleepMillis(2);
+        });
+    assertTrue(threads.size() > 1, "only " + threads + " ran the parts");
+  }
+
+  @Test
+  void cpuBoundPartsGetNoHelperWhileEveryCoreRunsOne() throws Exception {
+    // One caller per core, each inside a CPU-bound part until released.
+    CountDownLatch inside = new CountDownLatch(ParallelTasks.CORES);
+    CountDownLatch release = new CountDownLatch(1);
+    ExecutorService others = Executors.newFixedThreadPool(ParallelTasks.CORES);
+    try {
+      for (int c = 0; c < ParallelTasks.CORES; c++) {
+        others.submit(
+            () -> {
+              ParallelTasks.runCpuBound(
+                  1,
+                  i -> {
+                    inside.countDown();
+                    try {
+                      release.await();
+                    } catch (InterruptedException e) {
+                      Thread.currentThread().interrupt();
+                    }
+                  });
+              return null;
+            });
+      }
+      assertTrue(inside.await(10, TimeUnit.SECONDS), "the callers did not start");
+      Set<String> threads = ConcurrentHashMap.newKeySet();
+      ParallelTasks.runCpuBound(
+          40,
+          i -> {
+            threads.add(Thread.currentThread().getName());
+            sleepMillis(1);
+          });
+      assertEquals(Set.of(Thread.currentThread().getName()), threads);
+    } finally {
+      release.countDown();
+      others.shutdown();
+      assertTrue(others.awaitTermination(10, TimeUnit.SECONDS));
+    }
   }
 
   private static void sleepMillis(long ms) {

@@ -1,0 +1,250 @@
+package org.jqcowfs.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.Posix;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@link Converter}'s parts against QEMU: the planned chunks cover exactly the data {@code qemu-img
+ * map} reports, the output equals {@code qemu-img convert -O raw} with exactly its non-zero 4 KiB
+ * blocks allocated, and a failed write fails the conversion without losing track of any buffer.
+ */
+class ConverterTest {
+  static final int MIB = 1 << 20;
+
+  /**
+   * A 24 MiB overlay over a 16 MiB backing file (shorter, so the overlay's tail reads zeros):
+   * compressed clusters, zero clusters, data with all-zero 4 KiB blocks inside, and holes, at
+   * offsets that do not line up with {@link Converter#CHUNK}.
+   */
+  private static Path chain(Path dir) throws IOException {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "base.qcow2", "16M");
+    Qemu.io(
+        dir,
+        "base.qcow2",
+        "write -P 0x11 0 3M",
+        "write -z 1M 8k",
+        "write -c -P 0x22 5M 256k",
+        "write -P 0x33 7936k 384k",
+        "write -P 0 9M 64k");
+    Qemu.img(
+        dir,
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        "overlay.qcow2",
+        "24M");
+    Qemu.io(
+        dir,
+        "overlay.qcow2",
+        "write -P 0x44 2M 1M",
+        "write -z 5M 64k",
+        "write -P 0x55 12M 20k",
+        "write -P 0 12M 4k",
+        "write -c -P 0x66 20M 1M",
+        "write -P 0x77 23M 12k");
+    return dir.resolve("overlay.qcow2");
+  }
+
+  @Test
+  void plannedChunksCoverExactlyTheDataQemuImgMapReports(@TempDir Path dir) throws Exception {
+    Path image = chain(dir);
+    BitSet want = new BitSet();
+    for (JsonNode e : new ObjectMapper().readTree(Qemu.mapJson(image))) {
+      if (e.get("data").asBoolean()) {
+        long start = e.get("start").asLong();
+        want.set((int) (start / 512), (int) ((start + e.get("length").asLong()) / 512));
+      }
+    }
+    try (BackingChain chain = ChainOpener.open(image, ChainOptions.DEFAULT)) {
+      AtomicLong skipped = new AtomicLong();
+      Converter.Planner planner = new Converter.Planner(chain, skipped::addAndGet);
+      BitSet got = new BitSet();
+      long planned = 0;
+      long previousEnd = 0;
+      for (Converter.Planner.Chunk c; (c = planner.next()) != null; ) {
+        long end = c.start() + c.length();
+        assertTrue(c.start() >= previousEnd, "chunk at " + c.start() + " overlaps or goes back");
+        assertTrue(c.length() > 0 && c.length() <= Converter.CHUNK, "chunk " + c);
+        assertEquals(
+            c.start() / Converter.CHUNK,
+            (end - 1) / Converter.CHUNK,
+            "chunk " + c + " crosses a CHUNK boundary");
+        got.set((int) (c.start() / 512), (int) (end / 512));
+        planned += c.length();
+        previousEnd = end;
+      }
+      assertEquals(want, got);
+      assertEquals(chain.size(), planned + skipped.get(), "planned and skipped bytes");
+    }
+  }
+
+  @Test
+  void outputEqualsQemuImgWithExactlyItsNonZeroBlocksAllocated(@TempDir Path dir) throws Exception {
+    Path image = chain(dir);
+    Path reference = Qemu.convertRaw(image, dir.resolve("qemu.raw"), null);
+    Path out = dir.resolve("ours.raw");
+    try (BackingChain chain = ChainOpener.open(image, ChainOptions.DEFAULT)) {
+      AtomicLong done = new AtomicLong();
+      new Converter(chain, 3).convert(out, v -> done.accumulateAndGet(v, Math::max));
+      assertEquals(chain.size(), done.get(), "progress at the end");
+    }
+    assertEquals(Qemu.sha256(reference), Qemu.sha256(out));
+    byte[] bytes = Files.readAllBytes(reference);
+    BitSet nonZero = new BitSet();
+    for (int block = 0; block * 4096 < bytes.length; block++) {
+      for (int i = block * 4096; i < (block + 1) * 4096; i++) {
+        if (bytes[i] != 0) {
+          nonZero.set(block);
+          break;
+        }
+      }
+    }
+    assertEquals(nonZero, dataBlocks(out, bytes.length));
+  }
+
+  /** The 4 KiB blocks of {@code file} that SEEK_DATA / SEEK_HOLE report as data. */
+  private static BitSet dataBlocks(Path file, long length) throws IOException {
+    BitSet data = new BitSet();
+    int fd = Posix.LIBC.open(file.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
+    assertTrue(fd >= 0, "open " + file);
+    try {
+      long pos = 0;
+      while (pos < length) {
+        long start = Posix.LIBC.lseek(fd, pos, Posix.SEEK_DATA);
+        if (start < 0) {
+          break; // ENXIO: no data after pos
+        }
+        long end = Posix.LIBC.lseek(fd, start, Posix.SEEK_HOLE);
+        data.set((int) (start / 4096), (int) ((end + 4095) / 4096));
+        pos = end;
+      }
+    } finally {
+      Posix.LIBC.close(fd);
+    }
+    return data;
+  }
+
+  @Test
+  void nonZeroRunsJoinNeighboursAndSkipZeroBlocks() {
+    ByteBuffer buf = ByteBuffer.allocateDirect(10 * 4096 + 100);
+    for (int block : new int[] {1, 2, 5, 8}) {
+      buf.put(block * 4096 + 4095, (byte) 1);
+    }
+    buf.put(10 * 4096 + 99, (byte) 1); // the partial last block
+    int[] runs = new int[2 * 8];
+    int count = Converter.nonZeroRuns(buf.limit(buf.capacity()), runs);
+    assertEquals(4, count);
+    assertEquals(
+        List.of(4096, 3 * 4096, 5 * 4096, 6 * 4096, 8 * 4096, 9 * 4096, 10 * 4096, 10 * 4096 + 100),
+        toList(runs, 2 * count));
+    buf.put(10 * 4096 + 99, (byte) 0);
+    count = Converter.nonZeroRuns(buf, runs);
+    assertEquals(3, count);
+  }
+
+  private static List<Integer> toList(int[] a, int n) {
+    List<Integer> l = new ArrayList<>();
+    for (int i = 0; i < n; i++) {
+      l.add(a[i]);
+    }
+    return l;
+  }
+
+  @Test
+  void chunkWriterWritesChunksFromManyThreadsAndReleasesEachOnce(@TempDir Path dir)
+      throws Exception {
+    int chunks = 400;
+    int bytes = 8192;
+    Path file = dir.resolve("out.raw");
+    AtomicInteger released = new AtomicInteger();
+    try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
+      ChunkWriter writer = new ChunkWriter(raf.getChannel());
+      List<Thread> threads = new ArrayList<>();
+      for (int t = 0; t < 8; t++) {
+        int first = t;
+        threads.add(
+            new Thread(
+                () -> {
+                  for (int c = first; c < chunks; c += 8) {
+                    ByteBuffer b = ByteBuffer.allocateDirect(bytes);
+                    while (b.hasRemaining()) {
+                      b.put((byte) (c + 1));
+                    }
+                    try {
+                      writer.submit(
+                          new ChunkWriter.Chunk(
+                              b.flip(),
+                              (long) c * bytes,
+                              new int[] {0, bytes},
+                              1,
+                              released::incrementAndGet));
+                    } catch (IOException e) {
+                      throw new IllegalStateException(e);
+                    }
+                  }
+                }));
+      }
+      threads.forEach(Thread::start);
+      for (Thread t : threads) {
+        t.join();
+      }
+    }
+    assertEquals(chunks, released.get());
+    byte[] got = Files.readAllBytes(file);
+    assertEquals((long) chunks * bytes, got.length);
+    for (int c = 0; c < chunks; c++) {
+      assertEquals((byte) (c + 1), got[c * bytes], "chunk " + c);
+      assertEquals((byte) (c + 1), got[c * bytes + bytes - 1], "chunk " + c);
+    }
+  }
+
+  @Test
+  void aFailedWriteFailsTheSubmitterAndLaterChunksAreReleasedUnwritten(@TempDir Path dir)
+      throws Exception {
+    FileChannel closed = FileChannel.open(Files.createFile(dir.resolve("out.raw")));
+    closed.close();
+    ChunkWriter writer = new ChunkWriter(closed);
+    AtomicInteger released = new AtomicInteger();
+    ByteBuffer b = ByteBuffer.allocateDirect(4096);
+    IOException e =
+        assertThrows(
+            IOException.class,
+            () ->
+                writer.submit(
+                    new ChunkWriter.Chunk(
+                        b, 0, new int[] {0, 4096}, 1, released::incrementAndGet)));
+    assertSame(e, writer.failure());
+    writer.submit(
+        new ChunkWriter.Chunk(b, 4096, new int[] {0, 4096}, 1, released::incrementAndGet));
+    assertEquals(2, released.get());
+    assertEquals(0, Files.size(dir.resolve("out.raw")));
+  }
+}
