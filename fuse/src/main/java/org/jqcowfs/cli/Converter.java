@@ -67,7 +67,7 @@ public final class Converter {
       AtomicReference<IOException> failure = new AtomicReference<>();
       // The workers take their chunks from the planner themselves: no thread hands out work, so
       // none is woken per chunk (each wake-up across CPUs leaves a core idle for tens of
-      // microseconds on this VM; a submitting thread cost 9,000 context switches per 3 GB).
+      // microseconds on this VM).
       Runnable worker =
           () -> {
             try {

@@ -68,7 +68,7 @@ final class ParallelTasks {
    * Runs CPU-bound {@code task} (decompression) for every index in {@code [0, n)}, on this thread
    * and one helper for each core that no other CPU-bound part is using. Callers that are already
    * many (the workers of {@code jqcowfs convert}, several FUSE readers) get no helpers: a helper
-   * would only take a core from another caller, and each hand-off wakes a thread (9,200 against
+   * would only take a core from another caller, and each hand-off wakes a thread (10,200 against
    * 5,500 context switches for a zstd conversion with 8 workers on 2 cores).
    *
    * @throws IOException the first failure of any part, as {@link #run}
