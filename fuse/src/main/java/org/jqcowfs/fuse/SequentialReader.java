@@ -2,14 +2,15 @@ package org.jqcowfs.fuse;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.util.ArrayDeque;
 import java.util.Iterator;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
 
@@ -20,14 +21,20 @@ import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
  * READs at a time (128 KiB ones on a mount without root, where its readahead cannot be raised), and
  * O_DIRECT readers get none from it.
  *
- * <p>A read is sequential when it starts where the previous one ended. Windows are aligned to their
+ * <p>A read is sequential when it starts where the stream has got to, or, once windows are being
+ * read, up to {@link #WINDOW_BYTES} past it; one that starts up to {@link #LATE_BYTES} before it is
+ * a READ of the stream answered late and changes nothing. The kernel's readahead sends several
+ * READs at once, and the FUSE workers may take them in any order. Windows are aligned to their
  * length; a read takes the parts it finds in completed or running windows and reads the rest
  * itself. A window whose read failed is never served: the read that needs it reads that range
  * itself, so an error is EIO for the affected request only. Random readers (fio) never start a
- * window and pay one {@code tryLock}.
+ * window.
  *
- * <p>Thread-safe. Requests on one open file normally come one at a time (one reader); a request
- * that finds another in progress reads directly, so no request waits on another's lock.
+ * <p>Thread-safe. Every request, on whichever worker, is served from the windows: a short lock
+ * guards only which windows exist (no I/O and no waiting under it), and a request pins the window
+ * it copies from, so that the window's buffer is reused only after the last copy. Before, a request
+ * that found another in progress read its range itself: in a cp of the zstd OS image that was 1.5
+ * of 3.2 GB, decompressed twice, once there and once in the window nobody then used.
  */
 final class SequentialReader implements AutoCloseable {
   /** Bytes per read-ahead window (and its alignment). */
@@ -37,13 +44,13 @@ final class SequentialReader implements AutoCloseable {
   static final int DEPTH = 3;
 
   /**
-   * Window buffers one reader may own, in use or spare: {@link #DEPTH}, plus two whose reads may
-   * still be running after a jump dropped them. Bounds the direct memory of an open file to 5 MiB;
-   * without the bound, windows dropped while their reads ran (READs answered out of order by
-   * parallel workers) left their buffers to the garbage collector, and the daemon grew by 90 MiB
-   * over one cp.
+   * Window buffers one reader may own, in use or spare: {@link #DEPTH}, the window being read, the
+   * one before it (for a READ answered late), and two whose reads or copies may still be running
+   * after a jump dropped them. Bounds the direct memory of an open file to 7 MiB; without the
+   * bound, windows dropped while their reads ran (READs answered out of order by parallel workers)
+   * left their buffers to the garbage collector, and the daemon grew by 90 MiB over one cp.
    */
-  static final int MAX_BUFFERS = DEPTH + 2;
+  static final int MAX_BUFFERS = DEPTH + 4;
 
   /** Threads reading windows, shared by every open file (their reads fan out further inside). */
   static final int PREFETCH_THREADS = Math.max(2, Runtime.getRuntime().availableProcessors());
@@ -61,33 +68,88 @@ final class SequentialReader implements AutoCloseable {
         });
   }
 
-  /** One window: bytes [index x WINDOW_BYTES, + length) of the file once {@code done}. */
-  private record Window(long index, ByteBuffer buffer, CompletableFuture<Integer> done) {}
+  /**
+   * How far behind the stream a READ may start and still count as one of its own answered late (it
+   * changes nothing); further back is a jump.
+   */
+  static final long LATE_BYTES = (long) (DEPTH + 1) * WINDOW_BYTES;
 
-  private final FlatFile file;
-  private final ReentrantLock lock = new ReentrantLock();
-
-  /** Windows in ascending index order; guarded by {@link #lock}. */
-  private final ArrayDeque<Window> windows = new ArrayDeque<>();
-
-  /** Buffers of finished, dropped windows, for reuse; guarded by {@link #lock}. */
-  private final ArrayDeque<ByteBuffer> spare = new ArrayDeque<>();
+  /** Set in {@link Window#pins} once the window is dropped: no new pins. */
+  private static final int DROPPED = 1 << 30;
 
   /**
-   * Buffers of windows dropped while their reads ran, handed back by the prefetch thread when the
-   * read ends. Lock-free: a prefetch thread must never wait for {@link #lock}, whose holder may be
-   * waiting for a window that same thread has yet to read.
+   * One window: bytes [index x WINDOW_BYTES, + length) of the file once {@code done}. Its buffer
+   * goes back to {@link #returned} when it has been dropped, its read has ended and no request
+   * copies from it any more.
+   */
+  private final class Window {
+    final long index;
+    final ByteBuffer buffer;
+    final CompletableFuture<Integer> done = new CompletableFuture<>();
+
+    /** Requests copying from the buffer, plus {@link #DROPPED} once dropped. */
+    private final AtomicInteger pins = new AtomicInteger();
+
+    Window(long index, ByteBuffer buffer) {
+      this.index = index;
+      this.buffer = buffer;
+    }
+
+    /** Pins the buffer for a copy; false once dropped. */
+    boolean pin() {
+      for (int p; ((p = pins.get()) & DROPPED) == 0; ) {
+        if (pins.compareAndSet(p, p + 1)) {
+          return true;
+        }
+      }
+      return false;
+    }
+
+    void unpin() {
+      if (pins.decrementAndGet() == DROPPED) {
+        recycle();
+      }
+    }
+
+    /** Called once, by the thread that removed the window from {@link #windows}. */
+    void drop() {
+      if (pins.getAndAdd(DROPPED) == 0) {
+        recycle();
+      }
+    }
+
+    private void recycle() {
+      done.whenComplete((length, failure) -> returned.add(buffer));
+    }
+  }
+
+  private final FlatFile file;
+
+  /** Guards which windows exist and where the stream is; never held during I/O or a wait. */
+  private final ReentrantLock lock = new ReentrantLock();
+
+  /** Windows by index; changed under {@link #lock}, read by requests without it. */
+  private final ConcurrentSkipListMap<Long, Window> windows = new ConcurrentSkipListMap<>();
+
+  /**
+   * Buffers of dropped windows, handed back once their reads and copies end. Lock-free: a prefetch
+   * thread must never wait for {@link #lock}.
    */
   private final ConcurrentLinkedQueue<ByteBuffer> returned = new ConcurrentLinkedQueue<>();
 
   /** Window buffers allocated, at most {@link #MAX_BUFFERS}; guarded by {@link #lock}. */
   private int buffers;
 
+  /** Where the stream has got to: the furthest end of a sequential read; guarded by lock. */
   private long nextOffset;
+
   private boolean closed;
 
-  /** Bytes served from windows; guarded by {@link #lock}. */
-  private long windowBytes;
+  /** Bytes served from windows. */
+  private final LongAdder windowBytes = new LongAdder();
+
+  /** Bytes requests read themselves (not from a window). */
+  private final LongAdder directBytes = new LongAdder();
 
   SequentialReader(FlatFile file) {
     this.file = file;
@@ -106,41 +168,62 @@ final class SequentialReader implements AutoCloseable {
    */
   int read(ByteBuffer dst, long offset) throws IOException {
     long size = file.size();
-    if (offset < 0 || offset >= size || !lock.tryLock()) {
+    if (offset < 0 || offset >= size) {
       return FlatFileSystem.readRange(file, dst, offset);
     }
     int n = (int) Math.min(dst.remaining(), size - offset);
+    plan(offset, n, size);
+    int pos = 0;
+    while (pos < n) {
+      long at = offset + pos;
+      long index = at / WINDOW_BYTES;
+      int part = (int) Math.min(n - pos, (index + 1) * WINDOW_BYTES - at);
+      ByteBuffer to = dst.slice(dst.position() + pos, part);
+      if (copy(windows.get(index), at, to)) {
+        windowBytes.add(part);
+      } else {
+        directBytes.add(part);
+        FlatFileSystem.readRange(file, to, at);
+      }
+      pos += part;
+    }
+    dst.position(dst.position() + n);
+    return n;
+  }
+
+  /**
+   * Moves the stream on for a read of {@code n} bytes at {@code offset}: drops the windows it has
+   * passed and, when the read is sequential, starts the windows up to {@link #DEPTH} past it.
+   */
+  private void plan(long offset, int n, long size) {
+    lock.lock();
     try {
-      boolean sequential = offset == nextOffset;
-      nextOffset = offset + n;
-      drop(offset / WINDOW_BYTES);
-      if (sequential && !closed) {
-        long last = Math.min((offset + n - 1) / WINDOW_BYTES + DEPTH, (size - 1) / WINDOW_BYTES);
-        long from = windows.isEmpty() ? offset / WINDOW_BYTES + 1 : windows.peekLast().index + 1;
-        for (long i = from; i <= last; i++) {
-          Window w = start(i, size);
-          if (w == null) {
+      long index = offset / WINDOW_BYTES;
+      if (offset < nextOffset && offset >= nextOffset - LATE_BYTES) {
+        return; // a READ answered after later ones: the stream has moved on already
+      }
+      boolean sequential =
+          offset == nextOffset
+              || (!windows.isEmpty() && offset > nextOffset && offset - nextOffset <= WINDOW_BYTES);
+      if (!sequential) { // a jump: keep the windows it lands in
+        nextOffset = offset + n;
+        drop(Long.MIN_VALUE, index);
+        drop((offset + n - 1) / WINDOW_BYTES + DEPTH + 1, Long.MAX_VALUE);
+        return;
+      }
+      nextOffset = Math.max(nextOffset, offset + n);
+      long front = (nextOffset - 1) / WINDOW_BYTES;
+      drop(Long.MIN_VALUE, Math.min(index, front - 1)); // one behind, for a READ answered late
+      long last = Math.min(front + DEPTH, (size - 1) / WINDOW_BYTES);
+      for (long i = index + 1; i <= last && !closed; i++) {
+        if (!windows.containsKey(i)) {
+          ByteBuffer buffer = takeBuffer();
+          if (buffer == null) {
             break; // every buffer is in use
           }
-          windows.addLast(w);
+          windows.put(i, start(i, buffer, size));
         }
       }
-      int pos = 0;
-      while (pos < n) {
-        long at = offset + pos;
-        long index = at / WINDOW_BYTES;
-        int part = (int) Math.min(n - pos, (index + 1) * WINDOW_BYTES - at);
-        ByteBuffer to = dst.slice(dst.position() + pos, part);
-        Window w = find(index);
-        if (w != null && copy(w, at, to)) {
-          windowBytes += part;
-        } else {
-          FlatFileSystem.readRange(file, to, at);
-        }
-        pos += part;
-      }
-      dst.position(dst.position() + n);
-      return n;
     } finally {
       lock.unlock();
     }
@@ -148,36 +231,28 @@ final class SequentialReader implements AutoCloseable {
 
   /** Bytes served from read-ahead windows so far (for tests). */
   long windowBytes() {
-    lock.lock();
-    try {
-      return windowBytes;
-    } finally {
-      lock.unlock();
-    }
+    return windowBytes.sum();
   }
 
-  /**
-   * Starts reading window {@code index} in the background.
-   *
-   * @return the window, or null when all {@link #MAX_BUFFERS} buffers are in use
-   */
-  private Window start(long index, long size) {
-    ByteBuffer buffer = takeBuffer();
-    if (buffer == null) {
-      return null;
-    }
+  /** Bytes requests read themselves so far, in the file's range (for tests). */
+  long directBytes() {
+    return directBytes.sum();
+  }
+
+  /** Starts reading window {@code index} into {@code buffer} in the background. */
+  private Window start(long index, ByteBuffer buffer, long size) {
     long from = index * WINDOW_BYTES;
     int length = (int) Math.min(WINDOW_BYTES, size - from);
-    CompletableFuture<Integer> done = new CompletableFuture<>();
+    Window w = new Window(index, buffer);
     PREFETCH.execute(
         () -> {
           try {
-            done.complete(FlatFileSystem.readRange(file, buffer.clear().limit(length), from));
+            w.done.complete(FlatFileSystem.readRange(file, buffer.clear().limit(length), from));
           } catch (Throwable t) {
-            done.completeExceptionally(t);
+            w.done.completeExceptionally(t);
           }
         });
-    return new Window(index, buffer, done);
+    return w;
   }
 
   /** Window buffers allocated so far, at most {@link #MAX_BUFFERS} (for tests). */
@@ -190,12 +265,9 @@ final class SequentialReader implements AutoCloseable {
     }
   }
 
-  /** A free window buffer (handed back, spare or new), or null when all are in use. */
+  /** A free window buffer (handed back or new), or null when all are in use. */
   private ByteBuffer takeBuffer() {
     ByteBuffer buffer = returned.poll();
-    if (buffer == null && !spare.isEmpty()) {
-      buffer = spare.pop();
-    }
     if (buffer == null && buffers < MAX_BUFFERS) {
       buffer = ByteBuffer.allocateDirect(WINDOW_BYTES);
       buffers++;
@@ -203,62 +275,53 @@ final class SequentialReader implements AutoCloseable {
     return buffer;
   }
 
-  private Window find(long index) {
-    for (Window w : windows) {
-      if (w.index == index) {
-        return w;
-      }
-    }
-    return null;
-  }
-
   /**
-   * Copies the window's bytes at file offset {@code at} into {@code to}, once the window is read.
+   * Copies window {@code w}'s bytes at file offset {@code at} into {@code to}, once the window is
+   * read.
    *
-   * @return false if the window's read failed or was interrupted (the caller reads the range)
+   * @return false if there is no such window, it was dropped, or its read failed or was interrupted
+   *     (the caller reads the range)
    */
   private static boolean copy(Window w, long at, ByteBuffer to) {
-    int length;
+    if (w == null || !w.pin()) {
+      return false;
+    }
     try {
-      length = w.done.get();
+      int length = w.done.get();
+      int from = (int) (at - w.index * WINDOW_BYTES);
+      if (from + to.remaining() > length) {
+        return false;
+      }
+      to.put(0, w.buffer, from, to.remaining());
+      return true;
     } catch (ExecutionException e) {
       return false;
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       return false;
+    } finally {
+      w.unpin();
     }
-    int from = (int) (at - w.index * WINDOW_BYTES);
-    if (from + to.remaining() > length) {
-      return false;
-    }
-    to.put(0, w.buffer, from, to.remaining());
-    return true;
   }
 
-  /** Drops the windows before {@code index}; their buffers are reused once their reads end. */
-  private void drop(long index) {
-    for (Iterator<Window> it = windows.iterator(); it.hasNext(); ) {
-      Window w = it.next();
-      if (w.index >= index) {
-        break;
-      }
-      it.remove();
-      if (w.done.isDone()) {
-        spare.push(w.buffer);
-      } else {
-        w.done.whenComplete((length, failure) -> returned.add(w.buffer));
+  /** Drops the windows with indexes in [from, to); their buffers are reused once unused. */
+  private void drop(long from, long to) {
+    if (from < to) {
+      for (Iterator<Window> it = windows.subMap(from, to).values().iterator(); it.hasNext(); ) {
+        Window w = it.next();
+        it.remove();
+        w.drop();
       }
     }
   }
 
-  /** Stops reading ahead (FUSE_RELEASE); running window reads finish on their own. */
+  /** Stops reading ahead (FUSE_RELEASE); running window reads and copies finish on their own. */
   @Override
   public void close() {
     lock.lock();
     try {
       closed = true;
-      windows.clear();
-      spare.clear();
+      drop(Long.MIN_VALUE, Long.MAX_VALUE);
     } finally {
       lock.unlock();
     }

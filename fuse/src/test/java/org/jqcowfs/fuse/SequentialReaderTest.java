@@ -16,6 +16,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
+import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -139,6 +140,53 @@ class SequentialReaderTest {
     }
   }
 
+  /**
+   * The kernel's readahead sends READs of 1 MiB several at a time, and two workers answer them at
+   * the same moment, in either order: every READ after the first is served from a window, whichever
+   * worker has it, so no range is decompressed twice (once by a worker, once in a window nobody
+   * reads).
+   */
+  @Test
+  void readsOnTwoWorkersAtOnceComeFromTheWindows(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    int pairs = want.length / MIB / 2 - 1; // READs 1 and 2, 3 and 4, ... at once; the last alone
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+      for (int pass = 0; pass < 5; pass++) {
+        try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+          assertRange(want, 0, read(r, 0, MIB)); // the first READ comes alone
+          CyclicBarrier together = new CyclicBarrier(2);
+          ExecutorService workers = Executors.newFixedThreadPool(2);
+          try {
+            List<Future<?>> done = new ArrayList<>();
+            for (int worker = 0; worker < 2; worker++) {
+              int first = 1 + worker;
+              done.add(
+                  workers.submit(
+                      () -> {
+                        for (int pair = 0; pair < pairs; pair++) {
+                          long at = (long) (first + 2 * pair) * MIB;
+                          together.await(60, TimeUnit.SECONDS);
+                          assertRange(want, at, read(r, at, MIB));
+                        }
+                        return null;
+                      }));
+            }
+            for (Future<?> f : done) {
+              f.get(60, TimeUnit.SECONDS);
+            }
+          } finally {
+            workers.shutdownNow();
+          }
+          long last = (long) (2 * pairs + 1) * MIB;
+          assertRange(want, last, read(r, last, want.length - (int) last));
+          assertEquals(MIB, r.directBytes(), "bytes the READs read themselves, pass " + pass);
+          assertEquals(want.length - MIB, r.windowBytes(), "bytes served from windows");
+        }
+      }
+    }
+  }
+
   @Test
   void jumpsAndRandomReadsMatchQemu(@TempDir Path dir) throws Exception {
     Path image = image(dir);
@@ -152,6 +200,7 @@ class SequentialReaderTest {
           assertRange(want, offset, read(r, offset, length));
         }
         assertEquals(0, r.windowBytes(), "random reads start no window");
+        assertTrue(r.directBytes() > 0);
         // a sequential run, then a jump back into it and a jump ahead, then on sequentially
         for (long offset = 0; offset < 6 * MIB; offset += MIB) {
           assertRange(want, offset, read(r, offset, MIB));
