@@ -170,12 +170,15 @@ public final class FlatFileSystem implements Closeable {
   }
 
   /**
-   * {@link #read} through {@code reader}, an open file's reader (which may have read ahead).
+   * {@link #read} through {@code reader}, an open file's reader (which may have read ahead): into
+   * {@code dst}, or lent to {@code payload} from a read-ahead window ({@link
+   * SequentialReader#read(ByteBuffer, long, ReplyPayload)}).
    *
    * @throws IOException as {@link #read}
    */
-  int read(SequentialReader reader, ByteBuffer dst, long offset) throws IOException {
-    return served(reader.read(dst, offset));
+  int read(SequentialReader reader, ByteBuffer dst, long offset, ReplyPayload payload)
+      throws IOException {
+    return served(reader.read(dst, offset, payload));
   }
 
   private int served(int bytes) {

@@ -121,11 +121,13 @@ final class FuseOps {
    *
    * @param in the request body (after {@code fuse_in_header}), position 0
    * @param out the reply payload buffer (after {@code fuse_out_header}), position 0
+   * @param payload where a READ may lend its bytes instead of writing them to {@code out}
    * @return the payload length in bytes
    * @throws IOException when the image cannot be read (EIO)
    * @throws FuseException for every other errno answer
    */
-  int handle(FuseOpcode op, long nodeid, ByteBuffer in, ByteBuffer out) throws IOException {
+  int handle(FuseOpcode op, long nodeid, ByteBuffer in, ByteBuffer out, ReplyPayload payload)
+      throws IOException {
     if (op.writes()) {
       throw new FuseException(Errno.EROFS, "read-only");
     }
@@ -133,7 +135,7 @@ final class FuseOps {
       case FUSE_LOOKUP -> lookup(nodeid, cString(in, 0), out);
       case FUSE_GETATTR -> getattr(nodeid, out);
       case FUSE_OPEN -> open(nodeid, in.getInt(0), out);
-      case FUSE_READ -> read(in.getLong(0), nodeid, in.getLong(8), in.getInt(16), out);
+      case FUSE_READ -> read(in.getLong(0), nodeid, in.getLong(8), in.getInt(16), out, payload);
       case FUSE_LSEEK -> lseek(nodeid, in.getLong(8), in.getInt(16), out);
       case FUSE_OPENDIR -> opendir(nodeid, out);
       case FUSE_READDIR -> readdir(nodeid, in.getLong(8), in.getInt(16), out);
@@ -251,8 +253,12 @@ final class FuseOps {
     return 16;
   }
 
-  /** FUSE_READ: the bytes, read straight into the reply buffer; short at the end of the file. */
-  private int read(long fh, long nodeid, long offset, int length, ByteBuffer out)
+  /**
+   * FUSE_READ: the bytes, read straight into the reply buffer, or lent from the read-ahead window
+   * that holds them all; short at the end of the file.
+   */
+  private int read(
+      long fh, long nodeid, long offset, int length, ByteBuffer out, ReplyPayload payload)
       throws IOException {
     FlatFile f = fs.file(nodeid);
     int n = Math.min(length, out.capacity());
@@ -260,7 +266,7 @@ final class FuseOps {
     if (h == null || h.reader.file() != f) {
       return fs.read(f, out.limit(n), offset);
     }
-    int read = fs.read(h.reader, out.limit(n), offset);
+    int read = fs.read(h.reader, out.limit(n), offset, payload);
     h.dropBehind.read(offset, read);
     return read;
   }

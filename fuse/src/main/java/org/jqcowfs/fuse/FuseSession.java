@@ -1,5 +1,6 @@
 package org.jqcowfs.fuse;
 
+import com.kenai.jffi.MemoryIO;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -40,6 +41,16 @@ public final class FuseSession implements Closeable {
 
   /** Marks the unique of an interrupt request ({@code FUSE_INT_REQ_BIT}). */
   private static final long FUSE_INT_REQ_BIT = 1;
+
+  /** {@code sizeof(struct iovec)} on 64-bit Linux: base address, then length. */
+  private static final int IOVEC_BYTES = 16;
+
+  /**
+   * One worker's reply: its buffer ({@code fuse_out_header} then payload), where the payload is
+   * ({@link ReplyPayload}), and the {@code struct iovec} array for a lent payload (the header, then
+   * each lent run).
+   */
+  private record Reply(ByteBuffer buffer, ReplyPayload payload, ByteBuffer iov) {}
 
   private final int masterFd;
   private final InvalInodeNotifier notifier;
@@ -128,9 +139,13 @@ public final class FuseSession implements Closeable {
   private void serve(int fd) {
     ByteBuffer request =
         ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
-    ByteBuffer reply =
-        ByteBuffer.allocateDirect(OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
-            .order(ByteOrder.nativeOrder());
+    Reply reply =
+        new Reply(
+            ByteBuffer.allocateDirect(OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
+                .order(ByteOrder.nativeOrder()),
+            new ReplyPayload(),
+            ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)
+                .order(ByteOrder.nativeOrder()));
     LibC c = LibC.INSTANCE;
     try {
       while (true) {
@@ -157,7 +172,7 @@ public final class FuseSession implements Closeable {
     }
   }
 
-  private void handle(int fd, ByteBuffer request, ByteBuffer reply) {
+  private void handle(int fd, ByteBuffer request, Reply reply) {
     int opcode = request.getInt(4);
     long unique = request.getLong(8);
     long nodeid = request.getLong(16);
@@ -172,7 +187,8 @@ public final class FuseSession implements Closeable {
     }
     ByteBuffer out =
         reply
-            .slice(OUT_HEADER_BYTES, reply.capacity() - OUT_HEADER_BYTES)
+            .buffer
+            .slice(OUT_HEADER_BYTES, reply.buffer.capacity() - OUT_HEADER_BYTES)
             .order(ByteOrder.nativeOrder());
     boolean tracked = op != FuseOpcode.FUSE_FORGET && op != FuseOpcode.FUSE_BATCH_FORGET;
     if (tracked) {
@@ -181,7 +197,10 @@ public final class FuseSession implements Closeable {
     int error = 0;
     int length;
     try {
-      length = op == FuseOpcode.FUSE_INIT ? ops.init(in, out) : ops.handle(op, nodeid, in, out);
+      length =
+          op == FuseOpcode.FUSE_INIT
+              ? ops.init(in, out)
+              : ops.handle(op, nodeid, in, out, reply.payload);
     } catch (Throwable e) {
       error = Errno.of(e, op + " " + describe(nodeid));
       length = 0;
@@ -192,6 +211,9 @@ public final class FuseSession implements Closeable {
     if (Boolean.TRUE.equals(inFlight.remove(unique))) {
       error = Errno.EINTR;
       length = 0;
+    }
+    if (error != 0) {
+      reply.payload.release();
     }
     if (debug) {
       String at =
@@ -225,20 +247,47 @@ public final class FuseSession implements Closeable {
    * FUSE_INTERRUPT: the answer to {@code target} becomes EINTR if it is still being worked on; if
    * it is not known yet (another worker has not registered it), EAGAIN asks the kernel to repeat.
    */
-  private void interrupt(int fd, long unique, long target, ByteBuffer reply) {
+  private void interrupt(int fd, long unique, long target, Reply reply) {
     if (inFlight.replace(target, Boolean.TRUE) == null) {
       sendReply(fd, reply, unique | FUSE_INT_REQ_BIT, Errno.EAGAIN, 0);
     }
   }
 
-  private static void sendReply(int fd, ByteBuffer reply, long unique, int error, int length) {
+  /**
+   * Writes the reply: one write of header and payload from the reply buffer, or, when the payload
+   * is lent ({@link ReplyPayload}), one writev of the header and the lent bytes, which are then
+   * released. A reply the kernel refuses (EINVAL for a malformed one) is answered EIO instead, so
+   * that no request is left unanswered.
+   */
+  private static void sendReply(int fd, Reply reply, long unique, int error, int length) {
     int total = OUT_HEADER_BYTES + length;
-    reply.putInt(0, total).putInt(4, -error).putLong(8, unique);
-    long n = LibC.INSTANCE.write(fd, reply, total);
+    reply.buffer.putInt(0, total).putInt(4, -error).putLong(8, unique);
+    List<ByteBuffer> lent = reply.payload.lent();
+    long n;
+    if (lent.isEmpty()) {
+      n = LibC.INSTANCE.write(fd, reply.buffer, total);
+    } else {
+      MemoryIO memory = MemoryIO.getInstance();
+      reply
+          .iov
+          .putLong(0, memory.getDirectBufferAddress(reply.buffer))
+          .putLong(8, OUT_HEADER_BYTES);
+      int at = IOVEC_BYTES;
+      for (ByteBuffer part : lent) {
+        reply.iov.putLong(at, memory.getDirectBufferAddress(part) + part.position());
+        reply.iov.putLong(at + 8, part.remaining());
+        at += IOVEC_BYTES;
+      }
+      n = LibC.INSTANCE.writev(fd, reply.iov, 1 + lent.size());
+      reply.payload.release();
+    }
     if (n < 0) {
       int err = LibC.errno();
       if (err != Errno.ENOENT) { // ENOENT: the request was interrupted and is gone
         LOG.warn("writing FUSE reply: {}", LibC.INSTANCE.strerror(err));
+        if (error == 0) { // the kernel refused the reply: answer EIO, or the caller waits forever
+          sendReply(fd, reply, unique, Errno.EIO, 0);
+        }
       }
     }
   }

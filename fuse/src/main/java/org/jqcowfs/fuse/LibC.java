@@ -43,6 +43,10 @@ public interface LibC extends Posix {
   @SaveError
   long write(int fd, @In ByteBuffer buf, long count);
 
+  /** {@code writev(2)}; {@code iov} holds {@code iovcnt} {@code struct iovec} (16 bytes each). */
+  @SaveError
+  long writev(int fd, @In ByteBuffer iov, int iovcnt);
+
   @SaveError
   int ioctl(int fd, long request, IntByReference arg);
 

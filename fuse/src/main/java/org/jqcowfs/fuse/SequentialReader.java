@@ -148,6 +148,9 @@ final class SequentialReader implements AutoCloseable {
   /** Bytes served from windows. */
   private final LongAdder windowBytes = new LongAdder();
 
+  /** Bytes of windows lent to replies (also counted in {@link #windowBytes}). */
+  private final LongAdder lentBytes = new LongAdder();
+
   /** Bytes requests read themselves (not from a window). */
   private final LongAdder directBytes = new LongAdder();
 
@@ -167,12 +170,29 @@ final class SequentialReader implements AutoCloseable {
    * @throws IOException if the range cannot be read (EIO)
    */
   int read(ByteBuffer dst, long offset) throws IOException {
+    return read(dst, offset, null);
+  }
+
+  /**
+   * Reads {@code dst.remaining()} bytes at {@code offset}, fewer at the end of the file. When one
+   * read window holds all of them and {@code payload} is given, they are lent to it from the window
+   * instead (a slice, pinned until the payload is released) and {@code dst} is left alone.
+   *
+   * @return the bytes read or lent (0 at or past the end)
+   * @throws IOException if the range cannot be read (EIO)
+   */
+  int read(ByteBuffer dst, long offset, ReplyPayload payload) throws IOException {
     long size = file.size();
     if (offset < 0 || offset >= size) {
       return FlatFileSystem.readRange(file, dst, offset);
     }
     int n = (int) Math.min(dst.remaining(), size - offset);
     plan(offset, n, size);
+    if (payload != null && lendAll(offset, n, payload)) {
+      windowBytes.add(n);
+      lentBytes.add(n);
+      return n;
+    }
     int pos = 0;
     while (pos < n) {
       long at = offset + pos;
@@ -234,6 +254,11 @@ final class SequentialReader implements AutoCloseable {
     return windowBytes.sum();
   }
 
+  /** Bytes lent from windows so far (for tests). */
+  long lentBytes() {
+    return lentBytes.sum();
+  }
+
   /** Bytes requests read themselves so far, in the file's range (for tests). */
   long directBytes() {
     return directBytes.sum();
@@ -287,20 +312,63 @@ final class SequentialReader implements AutoCloseable {
       return false;
     }
     try {
-      int length = w.done.get();
       int from = (int) (at - w.index * WINDOW_BYTES);
-      if (from + to.remaining() > length) {
+      if (!holds(w, from, to.remaining())) {
         return false;
       }
       to.put(0, w.buffer, from, to.remaining());
       return true;
+    } finally {
+      w.unpin();
+    }
+  }
+
+  /**
+   * Lends the {@code n} bytes at file offset {@code offset} to {@code payload} from the windows
+   * that hold them, once they are read; each window stays pinned until the payload is released.
+   *
+   * @return false, lending nothing, when some part is in no window that {@link #copy} could use, or
+   *     the payload takes no more parts
+   */
+  private boolean lendAll(long offset, int n, ReplyPayload payload) {
+    for (int pos = 0; pos < n; ) {
+      long at = offset + pos;
+      long index = at / WINDOW_BYTES;
+      int part = (int) Math.min(n - pos, (index + 1) * WINDOW_BYTES - at);
+      if (!lend(windows.get(index), at, part, payload)) {
+        payload.release();
+        return false;
+      }
+      pos += part;
+    }
+    return true;
+  }
+
+  private static boolean lend(Window w, long at, int n, ReplyPayload payload) {
+    if (w == null || !w.pin()) {
+      return false;
+    }
+    int from = (int) (at - w.index * WINDOW_BYTES);
+    if (!holds(w, from, n) || !payload.lend(w.buffer.slice(from, n), w::unpin)) {
+      w.unpin();
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Waits for pinned window {@code w}'s read.
+   *
+   * @return whether it succeeded and holds {@code n} bytes from {@code from}
+   */
+  private static boolean holds(Window w, int from, int n) {
+    try {
+      return from + n <= w.done.get();
     } catch (ExecutionException e) {
       return false;
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       return false;
-    } finally {
-      w.unpin();
     }
   }
 

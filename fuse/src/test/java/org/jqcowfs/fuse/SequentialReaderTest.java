@@ -187,6 +187,75 @@ class SequentialReaderTest {
     }
   }
 
+  /**
+   * READs that windows hold are lent to the reply from the windows, without a copy, as one run or
+   * two (a 1 MiB READ not aligned to the windows, as the kernel's readahead sends them after cp
+   * starts an extent); a lent window keeps its bytes while later READs move the stream on and drop
+   * it, and its buffer is reused only once the reply has released it.
+   */
+  @Test
+  void readsAreLentFromTheirWindowsAndKeptUntilReleased(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    for (long start : new long[] {0, 65536}) {
+      try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
+          SequentialReader r = new SequentialReader(fs.files().get(0))) {
+        ByteBuffer dst = ByteBuffer.allocateDirect(MIB);
+        ReplyPayload held = new ReplyPayload();
+        ReplyPayload payload = new ReplyPayload();
+        long heldAt = start + 2 * MIB; // this READ's reply is kept to the end
+        long lentWant = 0;
+        for (long offset = start; offset < want.length; offset += MIB) {
+          ReplyPayload p = offset == heldAt ? held : payload;
+          int n = r.read(dst.clear(), offset, p);
+          assertEquals(Math.min(MIB, want.length - offset), n);
+          if (offset == start || (start != 0 && offset == start + MIB)) {
+            // no window yet: the first READ (from 0) starts the stream; from elsewhere it is a
+            // jump, and the second starts it
+            assertTrue(p.lent().isEmpty(), "READ at " + offset + " lent");
+            assertRange(want, offset, bytes(dst.flip()));
+            continue;
+          }
+          assertEquals(0, dst.position(), "a lent READ leaves the reply buffer alone");
+          assertEquals(start == 0 || offset + n == want.length ? 1 : 2, p.lent().size());
+          assertRange(want, offset, bytes(p.lent()));
+          lentWant += n;
+          if (p == payload) {
+            payload.release();
+            assertTrue(payload.lent().isEmpty());
+          }
+        }
+        assertRange(want, heldAt, bytes(held.lent())); // its windows were dropped long ago
+        held.release();
+        assertEquals(lentWant, r.lentBytes());
+        assertTrue(
+            r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
+            r.buffersAllocated() + " window buffers");
+        for (long offset = 0; offset < want.length; offset += MIB) { // buffers reused, bytes right
+          int n = r.read(dst.clear(), offset, payload);
+          assertRange(
+              want, offset, payload.lent().isEmpty() ? bytes(dst.flip()) : bytes(payload.lent()));
+          assertEquals(n, want.length - offset < MIB ? want.length - offset : MIB);
+          payload.release();
+        }
+      }
+    }
+  }
+
+  private static byte[] bytes(ByteBuffer b) {
+    return bytes(List.of(b));
+  }
+
+  private static byte[] bytes(List<ByteBuffer> parts) {
+    java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+    for (ByteBuffer b : parts) {
+      byte[] got = new byte[b.remaining()];
+      b.duplicate().get(got);
+      out.writeBytes(got);
+    }
+    return out.toByteArray();
+  }
+
   @Test
   void jumpsAndRandomReadsMatchQemu(@TempDir Path dir) throws Exception {
     Path image = image(dir);
