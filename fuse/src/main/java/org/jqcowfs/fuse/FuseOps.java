@@ -254,8 +254,8 @@ final class FuseOps {
   }
 
   /**
-   * FUSE_READ: the bytes, read straight into the reply buffer, or lent from the read-ahead window
-   * that holds them all; short at the end of the file.
+   * FUSE_READ: the bytes, read straight into the reply buffer, or lent to the reply from the
+   * read-ahead windows that hold them all; short at the end of the file.
    */
   private int read(
       long fh, long nodeid, long offset, int length, ByteBuffer out, ReplyPayload payload)
