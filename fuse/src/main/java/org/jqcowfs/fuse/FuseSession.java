@@ -47,8 +47,8 @@ public final class FuseSession implements Closeable {
 
   /**
    * One worker's reply: its buffer ({@code fuse_out_header} then payload), where the payload is
-   * ({@link ReplyPayload}), and the {@code struct iovec} array for a lent payload (the header, then
-   * each lent run).
+   * ({@link ReplyPayload}), and the {@code struct iovec} array for a lent payload (the header's,
+   * written once, then one per lent run).
    */
   private record Reply(ByteBuffer buffer, ReplyPayload payload, ByteBuffer iov) {}
 
@@ -139,13 +139,15 @@ public final class FuseSession implements Closeable {
   private void serve(int fd) {
     ByteBuffer request =
         ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
-    Reply reply =
-        new Reply(
-            ByteBuffer.allocateDirect(OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
-                .order(ByteOrder.nativeOrder()),
-            new ReplyPayload(),
-            ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)
-                .order(ByteOrder.nativeOrder()));
+    ByteBuffer buffer =
+        ByteBuffer.allocateDirect(OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
+            .order(ByteOrder.nativeOrder());
+    ByteBuffer iov =
+        ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)
+            .order(ByteOrder.nativeOrder())
+            .putLong(0, MemoryIO.getInstance().getDirectBufferAddress(buffer))
+            .putLong(8, OUT_HEADER_BYTES); // the header's iovec; the lent runs follow it
+    Reply reply = new Reply(buffer, new ReplyPayload(), iov);
     LibC c = LibC.INSTANCE;
     try {
       while (true) {
@@ -268,10 +270,6 @@ public final class FuseSession implements Closeable {
       n = LibC.INSTANCE.write(fd, reply.buffer, total);
     } else {
       MemoryIO memory = MemoryIO.getInstance();
-      reply
-          .iov
-          .putLong(0, memory.getDirectBufferAddress(reply.buffer))
-          .putLong(8, OUT_HEADER_BYTES);
       int at = IOVEC_BYTES;
       for (ByteBuffer part : lent) {
         reply.iov.putLong(at, memory.getDirectBufferAddress(part) + part.position());

@@ -87,7 +87,7 @@ final class SequentialReader implements AutoCloseable {
     final ByteBuffer buffer;
     final CompletableFuture<Integer> done = new CompletableFuture<>();
 
-    /** Requests copying from the buffer, plus {@link #DROPPED} once dropped. */
+    /** Requests copying from or lending the buffer, plus {@link #DROPPED} once dropped. */
     private final AtomicInteger pins = new AtomicInteger();
 
     Window(long index, ByteBuffer buffer) {
@@ -95,7 +95,7 @@ final class SequentialReader implements AutoCloseable {
       this.buffer = buffer;
     }
 
-    /** Pins the buffer for a copy; false once dropped. */
+    /** Pins the buffer for a copy or a loan; false once dropped. */
     boolean pin() {
       for (int p; ((p = pins.get()) & DROPPED) == 0; ) {
         if (pins.compareAndSet(p, p + 1)) {
@@ -196,10 +196,9 @@ final class SequentialReader implements AutoCloseable {
     int pos = 0;
     while (pos < n) {
       long at = offset + pos;
-      long index = at / WINDOW_BYTES;
-      int part = (int) Math.min(n - pos, (index + 1) * WINDOW_BYTES - at);
+      int part = partInWindow(at, n - pos);
       ByteBuffer to = dst.slice(dst.position() + pos, part);
-      if (copy(windows.get(index), at, to)) {
+      if (copy(at, to)) {
         windowBytes.add(part);
       } else {
         directBytes.add(part);
@@ -301,22 +300,18 @@ final class SequentialReader implements AutoCloseable {
   }
 
   /**
-   * Copies window {@code w}'s bytes at file offset {@code at} into {@code to}, once the window is
-   * read.
+   * Copies the window's bytes at file offset {@code at} into {@code to}, once the window is read.
    *
    * @return false if there is no such window, it was dropped, or its read failed or was interrupted
    *     (the caller reads the range)
    */
-  private static boolean copy(Window w, long at, ByteBuffer to) {
-    if (w == null || !w.pin()) {
+  private boolean copy(long at, ByteBuffer to) {
+    Window w = pinned(at, to.remaining());
+    if (w == null) {
       return false;
     }
     try {
-      int from = (int) (at - w.index * WINDOW_BYTES);
-      if (!holds(w, from, to.remaining())) {
-        return false;
-      }
-      to.put(0, w.buffer, from, to.remaining());
+      to.put(0, w.buffer, (int) (at - w.index * WINDOW_BYTES), to.remaining());
       return true;
     } finally {
       w.unpin();
@@ -333,9 +328,14 @@ final class SequentialReader implements AutoCloseable {
   private boolean lendAll(long offset, int n, ReplyPayload payload) {
     for (int pos = 0; pos < n; ) {
       long at = offset + pos;
-      long index = at / WINDOW_BYTES;
-      int part = (int) Math.min(n - pos, (index + 1) * WINDOW_BYTES - at);
-      if (!lend(windows.get(index), at, part, payload)) {
+      int part = partInWindow(at, n - pos);
+      Window w = pinned(at, part);
+      if (w == null) {
+        payload.release();
+        return false;
+      }
+      if (!payload.lend(w.buffer.slice((int) (at - w.index * WINDOW_BYTES), part), w::unpin)) {
+        w.unpin();
         payload.release();
         return false;
       }
@@ -344,32 +344,39 @@ final class SequentialReader implements AutoCloseable {
     return true;
   }
 
-  private static boolean lend(Window w, long at, int n, ReplyPayload payload) {
-    if (w == null || !w.pin()) {
-      return false;
-    }
-    int from = (int) (at - w.index * WINDOW_BYTES);
-    if (!holds(w, from, n) || !payload.lend(w.buffer.slice(from, n), w::unpin)) {
-      w.unpin();
-      return false;
-    }
-    return true;
+  /**
+   * Bytes of {@code left} from file offset {@code at} that lie in the window holding {@code at}.
+   */
+  private static int partInWindow(long at, int left) {
+    return (int) Math.min(left, (at / WINDOW_BYTES + 1) * WINDOW_BYTES - at);
   }
 
   /**
-   * Waits for pinned window {@code w}'s read.
+   * The window holding the {@code n} bytes at file offset {@code at} (all in one window), pinned,
+   * once its read has succeeded; the caller unpins it.
    *
-   * @return whether it succeeded and holds {@code n} bytes from {@code from}
+   * @return null if there is no such window, it was dropped, or its read failed, was interrupted or
+   *     came up short of those bytes
    */
-  private static boolean holds(Window w, int from, int n) {
+  private Window pinned(long at, int n) {
+    Window w = windows.get(at / WINDOW_BYTES);
+    if (w == null || !w.pin()) {
+      return null;
+    }
+    boolean holds;
     try {
-      return from + n <= w.done.get();
+      holds = at - w.index * WINDOW_BYTES + n <= w.done.get();
     } catch (ExecutionException e) {
-      return false;
+      holds = false;
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      return false;
+      holds = false;
     }
+    if (!holds) {
+      w.unpin();
+      return null;
+    }
+    return w;
   }
 
   /** Drops the windows with indexes in [from, to); their buffers are reused once unused. */

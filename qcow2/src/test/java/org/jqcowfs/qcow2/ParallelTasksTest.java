@@ -98,13 +98,7 @@ class ParallelTasksTest {
   @Test
   void cpuBoundPartsGetHelpersWhileCoresAreFree() throws Exception {
     assumeTrue(ParallelTasks.CORES >= 2, "one core: there is no helper to get");
-    Set<String> threads = ConcurrentHashMap.newKeySet();
-    ParallelTasks.runCpuBound(
-        40,
-        i -> {
-          threads.add(Thread.currentThread().getName());
-          sleepMillis(2);
-        });
+    Set<String> threads = threadsRunningCpuBoundParts(2);
     assertTrue(threads.size() > 1, "only " + threads + " ran the parts");
   }
 
@@ -132,19 +126,24 @@ class ParallelTasksTest {
             });
       }
       assertTrue(inside.await(10, TimeUnit.SECONDS), "the callers did not start");
-      Set<String> threads = ConcurrentHashMap.newKeySet();
-      ParallelTasks.runCpuBound(
-          40,
-          i -> {
-            threads.add(Thread.currentThread().getName());
-            sleepMillis(1);
-          });
-      assertEquals(Set.of(Thread.currentThread().getName()), threads);
+      assertEquals(Set.of(Thread.currentThread().getName()), threadsRunningCpuBoundParts(1));
     } finally {
       release.countDown();
       others.shutdown();
       assertTrue(others.awaitTermination(10, TimeUnit.SECONDS));
     }
+  }
+
+  /** The threads that ran 40 CPU-bound parts of {@code ms} milliseconds each. */
+  private static Set<String> threadsRunningCpuBoundParts(long ms) throws IOException {
+    Set<String> threads = ConcurrentHashMap.newKeySet();
+    ParallelTasks.runCpuBound(
+        40,
+        i -> {
+          threads.add(Thread.currentThread().getName());
+          sleepMillis(ms);
+        });
+    return threads;
   }
 
   private static void sleepMillis(long ms) {
