@@ -58,7 +58,7 @@ lint:
 fmt:
 	$(MVN) spotless:apply
 
-## bench: jqcowfs against qemu-img convert and qemu-storage-daemon, side by side (bench/results.md; RUNS=3)
+## bench: jqcowfs against qemu-img convert and qemu-storage-daemon, side by side (bench/results.md; RUNS=4)
 bench: deps build
 	bash bench/run.sh
 
