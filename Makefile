@@ -43,6 +43,7 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  JAZZER_FUZZ=1 $(MVN) test -pl qcow2 -Dtest="$$t" -Dspotless.check.skip=true \
+	    -Dtest.forkTimeoutSeconds=$$(( $(FUZZ_SECONDS) + 900 )) \
 	    -Djazzer.internal.arg.0=fuzz -Djazzer.internal.arg.1=-max_total_time=$(FUZZ_SECONDS) \
 	    > qcow2/target/fuzz-one.log 2>&1; rc=$$?; \
 	  cat qcow2/target/fuzz-one.log >> $(FUZZ_LOG); \

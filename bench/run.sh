@@ -282,8 +282,8 @@ for kind in $KINDS; do
   fjm=$(median "${fj[@]}"); fqm=$(median "${fq[@]}")
   conv_rows+=("$(printf '| %s | %s MB | %.2f | %.2f | **%.2f** |' "$kind" "$((data / 1000000))" "$qm" "$jm" "$(ratio "$jm" "$qm")")")
   cp_rows+=("$(printf '| %s | %.2f | %.2f | %.2f | **%.2f** | %.2f |' "$kind" "$cjm" "$cqm" "$qm" "$(ratio "$cqm" "$cjm")" "$(ratio "$cjm" "$qm")")")
-  fio_rows+=("$(printf '| %s | %d | %d | **%.2f** |' "$kind" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")")
-  note "$(printf '{"image":"os-%s","data_bytes":%s,"convert":{"qemu_img_s":%.3f,"jqcowfs_s":%.3f,"ratio":%.3f,"runs_qemu_img":[%s],"runs_jqcowfs":[%s]},"cp_sparse":{"jqcowfs_s":%.3f,"qsd_s":%.3f,"speedup_vs_qsd":%.3f,"runs_jqcowfs":[%s],"runs_qsd":[%s]},"fio_randread_4k":{"jqcowfs_iops":%d,"qsd_iops":%d,"ratio":%.3f}}' \
+  fio_rows+=("$(printf '| %s | %.0f | %.0f | **%.2f** |' "$kind" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")")
+  note "$(printf '{"image":"os-%s","data_bytes":%s,"convert":{"qemu_img_s":%.3f,"jqcowfs_s":%.3f,"ratio":%.3f,"runs_qemu_img":[%s],"runs_jqcowfs":[%s]},"cp_sparse":{"jqcowfs_s":%.3f,"qsd_s":%.3f,"speedup_vs_qsd":%.3f,"runs_jqcowfs":[%s],"runs_qsd":[%s]},"fio_randread_4k":{"jqcowfs_iops":%.0f,"qsd_iops":%.0f,"ratio":%.3f}}' \
     "$kind" "$data" "$qm" "$jm" "$(ratio "$jm" "$qm")" "$(IFS=,; echo "${q[*]}")" "$(IFS=,; echo "${j[*]}")" \
     "$cjm" "$cqm" "$(ratio "$cqm" "$cjm")" "$(IFS=,; echo "${cj[*]}")" "$(IFS=,; echo "${cq[*]}")" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")"
 done
@@ -333,8 +333,8 @@ for img in "$CACHE/os-zstd.qcow2" "$CACHE/tb.qcow2"; do
     jq_unmount
   done
   mm=$(median "${m[@]}"); rm_=$(median "${rss[@]}")
-  mount_rows+=("$(printf '| %s | %.2f | %d |' "$(basename "$img")" "$mm" "$rm_")")
-  note "$(printf '{"image":"%s","mount_ready_s":%.3f,"peak_rss_mib":%d}' "$(basename "$img")" "$mm" "$rm_")"
+  mount_rows+=("$(printf '| %s | %.2f | %.0f |' "$(basename "$img")" "$mm" "$rm_")")
+  note "$(printf '{"image":"%s","mount_ready_s":%.3f,"peak_rss_mib":%.0f}' "$(basename "$img")" "$mm" "$rm_")"
 done
 
 {
