@@ -308,18 +308,14 @@ note "$(printf '{"image":"frag","dd_inorder_s":%.3f,"dd_fragmented_s":%.3f,"rati
 
 # 1 TiB holding 64 MiB: cp through both mounts and both converts
 img="$CACHE/tb.qcow2"; w=$(want "$img")
-tj=(); tq=(); tc=(); tjc=()
-tb_cp_jqcowfs() { tj+=("$(keep "cp from jqcowfs s" "$(time_cp jq "$img" "$w")")"); }
-tb_cp_qsd() { tq+=("$(keep "cp from qsd s" "$(time_cp qsd "$img" "$w")")"); }
-tb_convert_qemu_img() { tc+=("$(keep "qemu-img convert s" "$(time_convert qemu-img "$img" "$w")")"); }
-tb_convert_jqcowfs() { tjc+=("$(keep "jqcowfs convert s" "$(time_convert jqcowfs "$img" "$w")")"); }
+q=(); j=(); cj=(); cq=() # the OS images' measures, now of this image
 for i in $(seq "$RUNS"); do
   log "1 TiB run $i/$RUNS"
-  in_turn "$i" tb_cp_jqcowfs tb_cp_qsd
-  in_turn "$i" tb_convert_qemu_img tb_convert_jqcowfs
+  in_turn "$i" cp_jqcowfs cp_qsd
+  in_turn "$i" convert_qemu_img convert_jqcowfs
 done
-tjm=$(median "${tj[@]}"); tcm=$(median "${tc[@]}"); tjcm=$(median "${tjc[@]}")
-if printf "%s\n" "${tq[@]}" | grep -q timeout; then tqm=">$CP_TIMEOUT"; tqj=null; else tqm=$(printf %.2f "$(median "${tq[@]}")"); tqj=$tqm; fi
+tjm=$(median "${cj[@]}"); tcm=$(median "${q[@]}"); tjcm=$(median "${j[@]}")
+if printf "%s\n" "${cq[@]}" | grep -q timeout; then tqm=">$CP_TIMEOUT"; tqj=null; else tqm=$(printf %.2f "$(median "${cq[@]}")"); tqj=$tqm; fi
 note "$(printf '{"image":"tb","cp_jqcowfs_s":%.3f,"cp_qsd_s":%s,"qemu_img_convert_s":%.3f,"jqcowfs_convert_s":%.3f}' "$tjm" "$tqj" "$tcm" "$tjcm")"
 
 # mount-ready time and peak RSS (after a full cp of the flat file)
