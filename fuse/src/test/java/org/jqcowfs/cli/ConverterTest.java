@@ -1,7 +1,6 @@
 package org.jqcowfs.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -16,7 +15,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
@@ -179,33 +177,28 @@ class ConverterTest {
   }
 
   @Test
-  void chunkWriterWritesChunksFromManyThreadsAndReleasesEachOnce(@TempDir Path dir)
-      throws Exception {
+  void writeRunsFromManyThreadsWritesEachRunInPlace(@TempDir Path dir) throws Exception {
     int chunks = 400;
     int bytes = 8192;
     Path file = dir.resolve("out.raw");
-    AtomicInteger released = new AtomicInteger();
     try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
-      ChunkWriter writer = new ChunkWriter(raf.getChannel());
+      FileChannel channel = raf.getChannel();
       List<Thread> threads = new ArrayList<>();
       for (int t = 0; t < 8; t++) {
         int first = t;
         threads.add(
             new Thread(
                 () -> {
+                  ByteBuffer b = ByteBuffer.allocateDirect(bytes);
                   for (int c = first; c < chunks; c += 8) {
-                    ByteBuffer b = ByteBuffer.allocateDirect(bytes);
+                    b.clear();
                     while (b.hasRemaining()) {
                       b.put((byte) (c + 1));
                     }
                     try {
-                      writer.submit(
-                          new ChunkWriter.Chunk(
-                              b.flip(),
-                              (long) c * bytes,
-                              new int[] {0, bytes},
-                              1,
-                              released::incrementAndGet));
+                      // the first and last 100 bytes of the chunk, as two runs
+                      Converter.writeRuns(
+                          channel, b, (long) c * bytes, new int[] {0, 100, bytes - 100, bytes}, 2);
                     } catch (IOException e) {
                       throw new IllegalStateException(e);
                     }
@@ -217,34 +210,26 @@ class ConverterTest {
         t.join();
       }
     }
-    assertEquals(chunks, released.get());
     byte[] got = Files.readAllBytes(file);
     assertEquals((long) chunks * bytes, got.length);
     for (int c = 0; c < chunks; c++) {
-      assertEquals((byte) (c + 1), got[c * bytes], "chunk " + c);
-      assertEquals((byte) (c + 1), got[c * bytes + bytes - 1], "chunk " + c);
+      int at = c * bytes;
+      assertEquals((byte) (c + 1), got[at], "chunk " + c);
+      assertEquals((byte) (c + 1), got[at + 99], "chunk " + c);
+      assertEquals(0, got[at + 100], "chunk " + c + " between the runs");
+      assertEquals(0, got[at + bytes - 101], "chunk " + c + " between the runs");
+      assertEquals((byte) (c + 1), got[at + bytes - 100], "chunk " + c);
+      assertEquals((byte) (c + 1), got[at + bytes - 1], "chunk " + c);
     }
   }
 
   @Test
-  void aFailedWriteFailsTheSubmitterAndLaterChunksAreReleasedUnwritten(@TempDir Path dir)
-      throws Exception {
+  void aFailedWriteThrows(@TempDir Path dir) throws Exception {
     FileChannel closed = FileChannel.open(Files.createFile(dir.resolve("out.raw")));
     closed.close();
-    ChunkWriter writer = new ChunkWriter(closed);
-    AtomicInteger released = new AtomicInteger();
     ByteBuffer b = ByteBuffer.allocateDirect(4096);
-    IOException e =
-        assertThrows(
-            IOException.class,
-            () ->
-                writer.submit(
-                    new ChunkWriter.Chunk(
-                        b, 0, new int[] {0, 4096}, 1, released::incrementAndGet)));
-    assertSame(e, writer.failure());
-    writer.submit(
-        new ChunkWriter.Chunk(b, 4096, new int[] {0, 4096}, 1, released::incrementAndGet));
-    assertEquals(2, released.get());
+    assertThrows(
+        IOException.class, () -> Converter.writeRuns(closed, b, 0, new int[] {0, 4096}, 1));
     assertEquals(0, Files.size(dir.resolve("out.raw")));
   }
 }
