@@ -14,6 +14,7 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.LongConsumer;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainExtent;
+import org.jqcowfs.qcow2.HostFile;
 
 /**
  * Writes a backing chain's virtual disk to a raw file, the job of {@code qemu-img convert -O raw
@@ -66,7 +67,9 @@ public final class Converter {
       // (see writeRuns).
       Runnable worker =
           () -> {
-            ByteBuffer buf = ByteBuffer.allocateDirect(CHUNK + 4096).alignedSlice(4096);
+            ByteBuffer buf =
+                ByteBuffer.allocateDirect(CHUNK + HostFile.DIRECT_ALIGNMENT)
+                    .alignedSlice(HostFile.DIRECT_ALIGNMENT);
             int[] runs = new int[2 * (CHUNK / ZERO_BLOCK / 2 + 1)];
             try {
               for (Planner.Chunk c; failure.get() == null && (c = planner.next()) != null; ) {

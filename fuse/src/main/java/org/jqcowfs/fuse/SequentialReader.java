@@ -13,6 +13,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.jqcowfs.qcow2.HostFile;
 
 /**
  * The reads of one open flat file, with read-ahead of its own once they run sequentially: while the
@@ -293,7 +294,10 @@ final class SequentialReader implements AutoCloseable {
   private ByteBuffer takeBuffer() {
     ByteBuffer buffer = returned.poll();
     if (buffer == null && buffers < MAX_BUFFERS) {
-      buffer = ByteBuffer.allocateDirect(WINDOW_BYTES);
+      // aligned, so that reads of uncached data go around the page cache (HostFile)
+      buffer =
+          ByteBuffer.allocateDirect(WINDOW_BYTES + HostFile.DIRECT_ALIGNMENT)
+              .alignedSlice(HostFile.DIRECT_ALIGNMENT);
       buffers++;
     }
     return buffer;

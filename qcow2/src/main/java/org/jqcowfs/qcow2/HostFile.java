@@ -10,13 +10,37 @@ import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import jnr.ffi.Pointer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * A file opened read-only for positional reads (never a shared file position). Every read is
  * checked against the file's current length: a read past the end is an error, never zeros.
  * Thread-safe.
+ *
+ * <p>Reads of data the page cache does not hold go around it when they can ({@link
+ * #DIRECT_ALIGNMENT}-aligned file range and direct buffer, Linux 6.5's {@code cachestat} to ask,
+ * and a file that opens with {@code O_DIRECT}): the disk writes straight into the caller's buffer,
+ * which a reader reuses, instead of into fresh page-cache pages that are then copied. Ranges the
+ * cache holds, even in part, are read through it as before. On this 2-core VM, {@code dd bs=1M} of
+ * a 4 GiB image through a mount, cold cache: in-order 2.9-3.1 s against 4.5-5.3 s, fragmented
+ * 3.6-3.8 s against 5.3-6.1 s; the daemon's system time fell from 4.5-6.5 s to 1.6-2.5 s (every
+ * fresh page costs this VM a host fault). {@code -Djqcowfs.directReads=false} turns it off.
  */
 public final class HostFile implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(HostFile.class);
+
+  /**
+   * Alignment in bytes of the file offset, length and buffer address of a read that may bypass the
+   * page cache: the page size, a multiple of every logical block size O_DIRECT asks for.
+   */
+  public static final int DIRECT_ALIGNMENT = 4096;
+
+  private static final boolean DIRECT_READS =
+      !"false".equals(System.getProperty("jqcowfs.directReads"));
+
+  /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
+  private static volatile boolean noCachestat;
 
   /**
    * Sees every read a {@code HostFile} issues to the operating system, just before it is issued.
@@ -37,6 +61,12 @@ public final class HostFile implements AutoCloseable {
   private final Path path;
   private final FileChannel channel;
   private volatile int seekFd = -1;
+
+  /** The file opened with O_DIRECT once a read wanted it; null before. */
+  private volatile FileChannel directChannel;
+
+  /** This file cannot be read with O_DIRECT (the open or a read failed): never try again. */
+  private volatile boolean noDirect;
 
   private HostFile(Path path, FileChannel channel) {
     this.path = path;
@@ -112,11 +142,75 @@ public final class HostFile implements AutoCloseable {
       if (o != null) {
         o.read(path, pos, dst.remaining());
       }
-      int n = channel.read(dst, pos);
+      int n = read(dst, pos);
       if (n < 0) {
         throw new IOException(path + ": unexpected end of file at " + hex(pos));
       }
       pos += n;
+    }
+  }
+
+  /**
+   * One positional read: around the page cache when {@link #directPossible} and the cache holds
+   * none of the range, through it otherwise (and whenever a direct read fails: an error then comes
+   * from the ordinary read of the same range).
+   */
+  private int read(ByteBuffer dst, long pos) throws IOException {
+    if (directPossible(dst, pos) && !cached(pos, dst.remaining())) {
+      FileChannel direct = directChannel();
+      if (direct != null) {
+        int start = dst.position();
+        try {
+          return direct.read(dst, pos);
+        } catch (IOException e) {
+          noDirect = true;
+          dst.position(start);
+          LOG.debug("{}: direct read at {} failed, reading through the page cache", path, pos, e);
+        }
+      }
+    }
+    return channel.read(dst, pos);
+  }
+
+  private boolean directPossible(ByteBuffer dst, long pos) {
+    return DIRECT_READS
+        && !noDirect
+        && !noCachestat
+        && dst.isDirect()
+        && (pos & (DIRECT_ALIGNMENT - 1)) == 0
+        && (dst.remaining() & (DIRECT_ALIGNMENT - 1)) == 0
+        && dst.alignmentOffset(dst.position(), DIRECT_ALIGNMENT) == 0;
+  }
+
+  /**
+   * Whether the page cache holds any page of {@code [pos, pos + bytes)} ({@code cachestat}); true
+   * when that cannot be told.
+   */
+  private boolean cached(long pos, long bytes) throws IOException {
+    long[] stat = new long[Posix.CACHESTAT_FIELDS];
+    if (Posix.LIBC.syscall(Posix.SYS_CACHESTAT, fd(), new long[] {pos, bytes}, stat, 0) != 0) {
+      noCachestat = true;
+      return true;
+    }
+    return stat[0] != 0;
+  }
+
+  private FileChannel directChannel() {
+    FileChannel c = directChannel;
+    if (c != null || noDirect) {
+      return c;
+    }
+    synchronized (this) {
+      if (directChannel == null && !noDirect) {
+        try {
+          directChannel =
+              FileChannel.open(
+                  path, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
+        } catch (IOException | UnsupportedOperationException e) {
+          noDirect = true; // tmpfs before Linux 6.6, some FUSE file systems
+        }
+      }
+      return directChannel;
     }
   }
 
@@ -204,6 +298,9 @@ public final class HostFile implements AutoCloseable {
       if (seekFd >= 0) {
         Posix.LIBC.close(seekFd);
         seekFd = -1;
+      }
+      if (directChannel != null) {
+        directChannel.close();
       }
     }
     channel.close();

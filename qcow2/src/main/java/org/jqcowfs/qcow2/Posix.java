@@ -3,13 +3,16 @@ package org.jqcowfs.qcow2;
 import jnr.ffi.LibraryLoader;
 import jnr.ffi.Pointer;
 import jnr.ffi.Runtime;
+import jnr.ffi.annotations.In;
+import jnr.ffi.annotations.Out;
 import jnr.ffi.annotations.SaveError;
 
 /**
  * The few libc calls the qcow2 core needs beyond {@link java.nio.channels.FileChannel}: {@code
- * lseek(SEEK_DATA | SEEK_HOLE)}, {@code fstat} for {@code st_blocks}, and {@code fcntl} OFD locks.
- * One small jnr-ffi binding instead of jnr-posix, whose full libc binding cost 0.16 s at every
- * start. Constants and layouts are Linux's on x86_64 and aarch64.
+ * lseek(SEEK_DATA | SEEK_HOLE)}, {@code fstat} for {@code st_blocks}, {@code fcntl} OFD locks, and
+ * {@code cachestat} (whether a range is in the page cache). One small jnr-ffi binding instead of
+ * jnr-posix, whose full libc binding cost 0.16 s at every start. Constants and layouts are Linux's
+ * on x86_64 and aarch64.
  */
 public interface Posix {
   /** The binding, loaded once. */
@@ -20,6 +23,12 @@ public interface Posix {
   int SEEK_DATA = 3;
   int SEEK_HOLE = 4;
   int ENXIO = 6;
+
+  /** {@code cachestat(2)}'s system call number (Linux 6.5; the same on x86_64 and aarch64). */
+  long SYS_CACHESTAT = 451;
+
+  /** Counters {@code cachestat(2)} writes ({@code struct cachestat}: five {@code __u64}). */
+  int CACHESTAT_FIELDS = 5;
 
   /** {@code sizeof(struct stat)} in bytes (144 on x86_64, 128 on aarch64; the larger is used). */
   int STAT_BYTES = 144;
@@ -41,6 +50,14 @@ public interface Posix {
 
   @SaveError
   int fcntl(int fd, int cmd, Pointer flock);
+
+  /**
+   * {@code syscall(SYS_CACHESTAT, fd, range, cstat, flags)}: how many pages of {@code range}
+   * ({@code struct cachestat_range}: offset and length in bytes) the page cache holds, in {@code
+   * cstat[0]} ({@code nr_cache}). Reads nothing and starts no I/O. -1 with ENOSYS before Linux 6.5.
+   */
+  @SaveError
+  long syscall(long number, int fd, @In long[] range, @Out long[] cstat, int flags);
 
   /** The errno saved by the calling thread's last call above. */
   static int errno() {

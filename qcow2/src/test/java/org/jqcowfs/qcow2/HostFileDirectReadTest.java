@@ -1,0 +1,92 @@
+package org.jqcowfs.qcow2;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Reads of data the page cache does not hold go around it ({@link HostFile}): the bytes equal
+ * qemu-img convert's, and the image's cached bytes ({@code fincore}) do not grow by what was read.
+ * Ranges that are cached, and reads into unaligned buffers, go through the cache.
+ */
+class HostFileDirectReadTest {
+  private static final int MIB = 1 << 20;
+
+  @TempDir Path dir;
+
+  private Path image;
+  private byte[] want;
+
+  /** 8 MiB of data in one qcow2 image (contiguous host clusters), out of the page cache. */
+  @BeforeEach
+  void image() throws Exception {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "a.qcow2", "8M");
+    Qemu.io(dir, "a.qcow2", "write -q -P 0x5a 0 3M", "write -q -P 0xa5 3M 5M");
+    image = dir.resolve("a.qcow2");
+    want = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("a.raw"), null));
+    evict();
+  }
+
+  @Test
+  void uncachedDataReadIntoAnAlignedBufferBypassesThePageCache() throws Exception {
+    long before = cachedBytes();
+    ByteBuffer buf = aligned(8 * MIB);
+    try (Qcow2Image q = Qcow2Image.open(image)) {
+      q.read(buf, 0);
+    }
+    assertArrayEquals(want, bytes(buf.flip()));
+    long grown = cachedBytes() - before;
+    // The header, L1 and L2 tables are read through the cache (a few clusters); the data is not.
+    assertTrue(grown < MIB, "cached bytes grew by " + grown + " reading 8 MiB of data");
+  }
+
+  @Test
+  void cachedDataAndUnalignedBuffersReadThroughThePageCache() throws Exception {
+    try (Qcow2Image q = Qcow2Image.open(image)) {
+      ByteBuffer unaligned = aligned(4 * MIB + 4096).position(16).slice().limit(4 * MIB);
+      q.read(unaligned, 0);
+      assertArrayEquals(Arrays.copyOf(want, 4 * MIB), bytes(unaligned.flip()));
+      assertTrue(cachedBytes() >= 4 * MIB, "an unaligned read left " + cachedBytes() + " cached");
+
+      // Half of this range is cached now, half is not: both halves read right.
+      ByteBuffer buf = aligned(6 * MIB);
+      q.read(buf, 2 * MIB);
+      assertArrayEquals(Arrays.copyOfRange(want, 2 * MIB, 8 * MIB), bytes(buf.flip()));
+    }
+  }
+
+  private static ByteBuffer aligned(int bytes) {
+    return ByteBuffer.allocateDirect(bytes + HostFile.DIRECT_ALIGNMENT)
+        .alignedSlice(HostFile.DIRECT_ALIGNMENT)
+        .limit(bytes);
+  }
+
+  private static byte[] bytes(ByteBuffer b) {
+    byte[] out = new byte[b.remaining()];
+    b.get(out);
+    return out;
+  }
+
+  /** Drops the image's pages from the page cache (written back first). */
+  private void evict() throws Exception {
+    Qemu.run(dir, "sync", image.toString());
+    Qemu.run(dir, "dd", "if=" + image, "iflag=nocache", "count=0", "status=none");
+    // A file system that is all page cache (tmpfs) keeps it: nothing to test there.
+    assumeTrue(cachedBytes() < MIB, "the image stays cached (tmpfs?): " + cachedBytes() + " bytes");
+  }
+
+  /** Bytes of the image the page cache holds, as fincore(1) counts them. */
+  private long cachedBytes() throws Exception {
+    String out = Qemu.run(dir, "fincore", "--bytes", "--noheadings", "--output", "RES", "a.qcow2");
+    return Long.parseLong(out.trim());
+  }
+}
