@@ -11,6 +11,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import jnr.ffi.byref.IntByReference;
+import org.jqcowfs.qcow2.HostFile;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -139,8 +140,14 @@ public final class FuseSession implements Closeable {
   private void serve(int fd) {
     ByteBuffer request =
         ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
+    // The payload starts on a page boundary, so that READs of image data that is not cached go
+    // around the page cache (HostFile): a buffered read there started the kernel's readahead on
+    // the image file, and a cold dd of an in-order image then drifted back to the page cache.
+    int align = HostFile.DIRECT_ALIGNMENT;
     ByteBuffer buffer =
-        ByteBuffer.allocateDirect(OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
+        ByteBuffer.allocateDirect(2 * align + FuseOps.MAX_READ_BYTES)
+            .alignedSlice(align)
+            .slice(align - OUT_HEADER_BYTES, OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
             .order(ByteOrder.nativeOrder());
     ByteBuffer iov =
         ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)

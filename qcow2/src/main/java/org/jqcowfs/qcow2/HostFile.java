@@ -18,14 +18,16 @@ import org.slf4j.LoggerFactory;
  * checked against the file's current length: a read past the end is an error, never zeros.
  * Thread-safe.
  *
- * <p>Reads of data the page cache does not hold go around it when they can ({@link
- * #DIRECT_ALIGNMENT}-aligned file range and direct buffer, Linux 6.5's {@code cachestat} to ask,
- * and a file that opens with {@code O_DIRECT}): the disk writes straight into the caller's buffer,
- * which a reader reuses, instead of into fresh page-cache pages that are then copied. Ranges the
- * cache holds, even in part, are read through it as before. On this 2-core VM, {@code dd bs=1M} of
- * a 4 GiB image through a mount, cold cache: in-order 2.9-3.1 s against 4.5-5.3 s, fragmented
- * 3.6-3.8 s against 5.3-6.1 s; the daemon's system time fell from 4.5-6.5 s to 1.6-2.5 s (every
- * fresh page costs this VM a host fault). {@code -Djqcowfs.directReads=false} turns it off.
+ * <p>With {@code -Djqcowfs.directReads=true}, reads of data the page cache does not hold go around
+ * it when they can ({@link #DIRECT_ALIGNMENT}-aligned file range and direct buffer, Linux 6.5's
+ * {@code cachestat} to ask, and a file that opens with {@code O_DIRECT}): the disk writes straight
+ * into the caller's buffer, which a reader reuses, instead of into fresh page-cache pages that are
+ * then copied. Ranges the cache holds in full are read through it. Off by default: on this 2-core
+ * VM a cold {@code dd bs=1M} of a 4 GiB image through a mount took 3.9-4.2 s instead of 4.5-6.8 s
+ * in order and 3.9-5.5 s instead of 5.1-6.6 s fragmented, but an 8-worker {@code convert} of an
+ * image the cache holds took 2.6-3.5 s instead of 1.5-1.9 s (system time 4.0-5.6 s against 2.2-2.7
+ * s), although one thread reading the same image cached was as fast either way (343 and 356 ms for
+ * 2000 MiB); the cause is not found yet.
  */
 public final class HostFile implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(HostFile.class);
@@ -36,8 +38,14 @@ public final class HostFile implements AutoCloseable {
    */
   public static final int DIRECT_ALIGNMENT = 4096;
 
-  private static final boolean DIRECT_READS =
-      !"false".equals(System.getProperty("jqcowfs.directReads"));
+  /**
+   * Whether reads may go around the page cache: {@code -Djqcowfs.directReads=true}, off by default
+   * (see the class comment for what it gains and costs).
+   */
+  private static volatile boolean directReads = Boolean.getBoolean("jqcowfs.directReads");
+
+  /** The page size in bytes: {@code cachestat} counts pages. */
+  private static final long PAGE_BYTES = Posix.LIBC.getpagesize();
 
   /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
   private static volatile boolean noCachestat;
@@ -60,7 +68,14 @@ public final class HostFile implements AutoCloseable {
 
   private final Path path;
   private final FileChannel channel;
-  private volatile int seekFd = -1;
+
+  /**
+   * A descriptor of our own (not the channel's), opened at first use: {@code lseek}, {@code fstat}
+   * and {@code cachestat}.
+   */
+  private volatile int ownFd = -1;
+
+  private boolean closed; // guarded by this
 
   /** The file opened with O_DIRECT once a read wanted it; null before. */
   private volatile FileChannel directChannel;
@@ -150,13 +165,24 @@ public final class HostFile implements AutoCloseable {
     }
   }
 
+  /** Turns reads around the page cache on or off for files read from now on (tests). */
+  static void directReads(boolean on) {
+    directReads = on;
+  }
+
   /**
-   * One positional read: around the page cache when {@link #directPossible} and the cache holds
-   * none of the range, through it otherwise (and whenever a direct read fails: an error then comes
-   * from the ordinary read of the same range).
+   * One positional read: around the page cache when {@link #directPossible} and the cache does not
+   * hold all of the range, through it otherwise (and whenever a direct read fails: an error then
+   * comes from the ordinary read of the same range).
+   *
+   * <p>A range cached in part is read directly too. Known gap: the header and table reads at open
+   * go through the cache, and the kernel's readahead behind them can cache the first data clusters
+   * in full; those are then read through the cache, and each readahead mark they hit reads further
+   * ahead, so a cold {@code dd} of the in-order bench image sometimes ended with the whole image
+   * cached (2.1-4.3 GB; 7-11 s instead of 3-4 s).
    */
   private int read(ByteBuffer dst, long pos) throws IOException {
-    if (directPossible(dst, pos) && !cached(pos, dst.remaining())) {
+    if (directPossible(dst, pos) && !allCached(pos, dst.remaining())) {
       FileChannel direct = directChannel();
       if (direct != null) {
         int start = dst.position();
@@ -173,7 +199,7 @@ public final class HostFile implements AutoCloseable {
   }
 
   private boolean directPossible(ByteBuffer dst, long pos) {
-    return DIRECT_READS
+    return directReads
         && !noDirect
         && !noCachestat
         && dst.isDirect()
@@ -183,16 +209,18 @@ public final class HostFile implements AutoCloseable {
   }
 
   /**
-   * Whether the page cache holds any page of {@code [pos, pos + bytes)} ({@code cachestat}); true
+   * Whether the page cache holds every page of {@code [pos, pos + bytes)} ({@code cachestat}); true
    * when that cannot be told.
    */
-  private boolean cached(long pos, long bytes) throws IOException {
+  private boolean allCached(long pos, long bytes) throws IOException {
     long[] stat = new long[Posix.CACHESTAT_FIELDS];
     if (Posix.LIBC.syscall(Posix.SYS_CACHESTAT, fd(), new long[] {pos, bytes}, stat, 0) != 0) {
+      LOG.debug(
+          "{}: cachestat failed (errno {}): reads go through the page cache", path, Posix.errno());
       noCachestat = true;
       return true;
     }
-    return stat[0] != 0;
+    return stat[0] * PAGE_BYTES >= bytes;
   }
 
   private FileChannel directChannel() {
@@ -276,28 +304,32 @@ public final class HostFile implements AutoCloseable {
   }
 
   private int fd() throws IOException {
-    int fd = seekFd;
+    int fd = ownFd;
     if (fd >= 0) {
       return fd;
     }
     synchronized (this) {
-      if (seekFd < 0) {
+      if (closed) {
+        throw new java.nio.channels.ClosedChannelException();
+      }
+      if (ownFd < 0) {
         int opened = Posix.LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
         if (opened < 0) {
-          throw new IOException(path + ": open for lseek failed: errno " + Posix.errno());
+          throw new IOException(path + ": open failed: errno " + Posix.errno());
         }
-        seekFd = opened;
+        ownFd = opened;
       }
-      return seekFd;
+      return ownFd;
     }
   }
 
   @Override
   public void close() throws IOException {
     synchronized (this) {
-      if (seekFd >= 0) {
-        Posix.LIBC.close(seekFd);
-        seekFd = -1;
+      closed = true;
+      if (ownFd >= 0) {
+        Posix.LIBC.close(ownFd);
+        ownFd = -1;
       }
       if (directChannel != null) {
         directChannel.close();

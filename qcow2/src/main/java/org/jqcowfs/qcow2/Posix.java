@@ -59,6 +59,8 @@ public interface Posix {
   @SaveError
   long syscall(long number, int fd, @In long[] range, @Out long[] cstat, int flags);
 
+  int getpagesize();
+
   /** The errno saved by the calling thread's last call above. */
   static int errno() {
     return Runtime.getRuntime(LIBC).getLastError();

@@ -9,14 +9,16 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Reads of data the page cache does not hold go around it ({@link HostFile}): the bytes equal
- * qemu-img convert's, and the image's cached bytes ({@code fincore}) do not grow by what was read.
- * Ranges that are cached, and reads into unaligned buffers, go through the cache.
+ * With direct reads on, reads of data the page cache does not hold go around it ({@link HostFile}):
+ * the bytes equal qemu-img convert's, and the image's cached bytes ({@code fincore}) do not grow by
+ * what was read. Reads into unaligned buffers go through the cache; ranges cached in full or in
+ * part read right.
  */
 class HostFileDirectReadTest {
   private static final int MIB = 1 << 20;
@@ -29,6 +31,7 @@ class HostFileDirectReadTest {
   /** 8 MiB of data in one qcow2 image (contiguous host clusters), out of the page cache. */
   @BeforeEach
   void image() throws Exception {
+    HostFile.directReads(true);
     Qemu.img(dir, "create", "-q", "-f", "qcow2", "a.qcow2", "8M");
     Qemu.io(dir, "a.qcow2", "write -q -P 0x5a 0 3M", "write -q -P 0xa5 3M 5M");
     image = dir.resolve("a.qcow2");
@@ -62,6 +65,11 @@ class HostFileDirectReadTest {
       q.read(buf, 2 * MIB);
       assertArrayEquals(Arrays.copyOfRange(want, 2 * MIB, 8 * MIB), bytes(buf.flip()));
     }
+  }
+
+  @AfterEach
+  void defaults() {
+    HostFile.directReads(Boolean.getBoolean("jqcowfs.directReads"));
   }
 
   private static ByteBuffer aligned(int bytes) {
