@@ -18,16 +18,15 @@ import org.slf4j.LoggerFactory;
  * checked against the file's current length: a read past the end is an error, never zeros.
  * Thread-safe.
  *
- * <p>With {@code -Djqcowfs.directReads=true}, reads of data the page cache does not hold go around
- * it when they can ({@link #DIRECT_ALIGNMENT}-aligned file range and direct buffer, Linux 6.5's
- * {@code cachestat} to ask, and a file that opens with {@code O_DIRECT}): the disk writes straight
- * into the caller's buffer, which a reader reuses, instead of into fresh page-cache pages that are
- * then copied. Ranges the cache holds in full are read through it. Off by default: on this 2-core
- * VM a cold {@code dd bs=1M} of a 4 GiB image through a mount took 3.9-4.2 s instead of 4.5-6.8 s
- * in order and 3.9-5.5 s instead of 5.1-6.6 s fragmented, but an 8-worker {@code convert} of an
- * image the cache holds took 2.6-3.5 s instead of 1.5-1.9 s (system time 4.0-5.6 s against 2.2-2.7
- * s), although one thread reading the same image cached was as fast either way (343 and 356 ms for
- * 2000 MiB); the cause is not found yet.
+ * <p>Reads of data the page cache does not hold go around it when they can ({@link
+ * #DIRECT_ALIGNMENT}-aligned file range and direct buffer, Linux 6.5's {@code cachestat} to ask,
+ * and a file that opens with {@code O_DIRECT}): the disk writes straight into the caller's buffer,
+ * which a reader reuses, instead of into fresh page-cache pages that are then copied once more
+ * (each fresh page costs this VM a host fault). Data the cache holds ({@link #warm}) is read
+ * through it. A cold {@code dd bs=1M} of a 4 GiB image through a mount, 4 runs each interleaved: in
+ * order 2.8-4.6 s (median 3.2) against 4.5-11.9 s (4.9), fragmented 3.3-4.2 s (3.9) against 6.7-8.9
+ * s (7.9), and the image leaves 4 MiB in the page cache instead of all its 4 GiB. {@code
+ * -Djqcowfs.directReads=false} turns it off.
  */
 public final class HostFile implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(HostFile.class);
@@ -38,11 +37,15 @@ public final class HostFile implements AutoCloseable {
    */
   public static final int DIRECT_ALIGNMENT = 4096;
 
+  /** Whether reads may go around the page cache ({@code -Djqcowfs.directReads}, default true). */
+  private static volatile boolean directReads =
+      !"false".equals(System.getProperty("jqcowfs.directReads"));
+
   /**
-   * Whether reads may go around the page cache: {@code -Djqcowfs.directReads=true}, off by default
-   * (see the class comment for what it gains and costs).
+   * How far past a cached range the cache must hold the file too for the range to be read through
+   * it, in bytes: beyond the kernel's readahead (twice {@code read_ahead_kb}, 8 MiB here).
    */
-  private static volatile boolean directReads = Boolean.getBoolean("jqcowfs.directReads");
+  static final long WARM_PROBE_BYTES = 64L << 20;
 
   /** The page size in bytes: {@code cachestat} counts pages. */
   private static final long PAGE_BYTES = Posix.LIBC.getpagesize();
@@ -175,14 +178,11 @@ public final class HostFile implements AutoCloseable {
    * hold all of the range, through it otherwise (and whenever a direct read fails: an error then
    * comes from the ordinary read of the same range).
    *
-   * <p>A range cached in part is read directly too. Known gap: the header and table reads at open
-   * go through the cache, and the kernel's readahead behind them can cache the first data clusters
-   * in full; those are then read through the cache, and each readahead mark they hit reads further
-   * ahead, so a cold {@code dd} of the in-order bench image sometimes ended with the whole image
-   * cached (2.1-4.3 GB; 7-11 s instead of 3-4 s).
+   * <p>A range cached in part is read directly too, and so is a cached range when the cache does
+   * not also hold the page {@link #WARM_PROBE_BYTES} further on ({@link #warm}).
    */
   private int read(ByteBuffer dst, long pos) throws IOException {
-    if (directPossible(dst, pos) && !allCached(pos, dst.remaining())) {
+    if (directPossible(dst, pos) && !warm(pos, dst.remaining())) {
       FileChannel direct = directChannel();
       if (direct != null) {
         int start = dst.position();
@@ -206,6 +206,24 @@ public final class HostFile implements AutoCloseable {
         && (pos & (DIRECT_ALIGNMENT - 1)) == 0
         && (dst.remaining() & (DIRECT_ALIGNMENT - 1)) == 0
         && dst.alignmentOffset(dst.position(), DIRECT_ALIGNMENT) == 0;
+  }
+
+  /**
+   * Whether {@code [pos, pos + bytes)} is to be read through the page cache: the cache holds all of
+   * it, and also the page {@link #WARM_PROBE_BYTES} past its end (when the file reaches that far),
+   * as it does for a file someone has read or is reading. Readahead alone does not reach that far:
+   * the header and table reads at open, and a probe of the format, leave readahead marks behind
+   * them, and a cached range read through the cache that holds one starts the kernel's readahead
+   * further on, which caches the next ranges in full, and so on to the end of the file. A cold
+   * {@code dd} of the in-order bench image went through the page cache that way in 3 of 4 runs
+   * (4.3-7.3 s and the whole image cached, against 2.7 s and 8 MiB).
+   */
+  private boolean warm(long pos, long bytes) throws IOException {
+    if (!allCached(pos, bytes)) {
+      return false;
+    }
+    long probe = pos + bytes + WARM_PROBE_BYTES;
+    return probe + PAGE_BYTES > length() || allCached(probe - probe % PAGE_BYTES, PAGE_BYTES);
   }
 
   /**

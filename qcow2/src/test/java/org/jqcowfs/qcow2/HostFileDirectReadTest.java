@@ -15,10 +15,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * With direct reads on, reads of data the page cache does not hold go around it ({@link HostFile}):
- * the bytes equal qemu-img convert's, and the image's cached bytes ({@code fincore}) do not grow by
- * what was read. Reads into unaligned buffers go through the cache; ranges cached in full or in
- * part read right.
+ * Reads of data the page cache does not hold go around it ({@link HostFile}): the bytes equal
+ * qemu-img convert's, and the image's cached bytes ({@code fincore}) do not grow by what was read.
+ * Reads into unaligned buffers go through the cache; ranges cached in full or in part read right.
  */
 class HostFileDirectReadTest {
   private static final int MIB = 1 << 20;
@@ -69,7 +68,7 @@ class HostFileDirectReadTest {
 
   @AfterEach
   void defaults() {
-    HostFile.directReads(Boolean.getBoolean("jqcowfs.directReads"));
+    HostFile.directReads(!"false".equals(System.getProperty("jqcowfs.directReads")));
   }
 
   private static ByteBuffer aligned(int bytes) {
