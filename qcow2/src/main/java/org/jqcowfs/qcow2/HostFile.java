@@ -80,15 +80,16 @@ public final class HostFile implements AutoCloseable {
 
   private boolean closed; // guarded by this
 
-  /** The file opened with O_DIRECT once a read wanted it; null before. */
-  private volatile FileChannel directChannel;
+  /** The file opened with {@code O_DIRECT}, or null ({@link #openDirect}). */
+  private final FileChannel directChannel;
 
-  /** This file cannot be read with O_DIRECT (the open or a read failed): never try again. */
+  /** A direct read of this file failed: never try again. */
   private volatile boolean noDirect;
 
-  private HostFile(Path path, FileChannel channel) {
+  private HostFile(Path path, FileChannel channel, FileChannel directChannel) {
     this.path = path;
     this.channel = channel;
+    this.directChannel = directChannel;
   }
 
   /**
@@ -107,7 +108,8 @@ public final class HostFile implements AutoCloseable {
     if (!Files.isRegularFile(path) && !isBlockDevice(path)) {
       throw new IOException(path + ": not a regular file or block device");
     }
-    return new HostFile(path, FileChannel.open(path, StandardOpenOption.READ));
+    FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
+    return new HostFile(path, channel, openDirect(path));
   }
 
   private static boolean isBlockDevice(Path path) {
@@ -183,7 +185,7 @@ public final class HostFile implements AutoCloseable {
    */
   private int read(ByteBuffer dst, long pos) throws IOException {
     if (directPossible(dst, pos) && !warm(pos, dst.remaining())) {
-      FileChannel direct = directChannel();
+      FileChannel direct = directChannel;
       if (direct != null) {
         int start = dst.position();
         try {
@@ -241,22 +243,20 @@ public final class HostFile implements AutoCloseable {
     return stat[0] * PAGE_BYTES >= bytes;
   }
 
-  private FileChannel directChannel() {
-    FileChannel c = directChannel;
-    if (c != null || noDirect) {
-      return c;
+  /**
+   * The file opened with {@code O_DIRECT}, when direct reads are on and the file system takes it;
+   * else null (tmpfs before Linux 6.6, some FUSE file systems). Opened with the file, so that a
+   * daemon's descriptors do not change under load.
+   */
+  private static FileChannel openDirect(Path path) {
+    if (!directReads) {
+      return null;
     }
-    synchronized (this) {
-      if (directChannel == null && !noDirect) {
-        try {
-          directChannel =
-              FileChannel.open(
-                  path, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
-        } catch (IOException | UnsupportedOperationException e) {
-          noDirect = true; // tmpfs before Linux 6.6, some FUSE file systems
-        }
-      }
-      return directChannel;
+    try {
+      return FileChannel.open(
+          path, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
+    } catch (IOException | UnsupportedOperationException e) {
+      return null;
     }
   }
 
