@@ -176,12 +176,9 @@ public final class HostFile implements AutoCloseable {
   }
 
   /**
-   * One positional read: around the page cache when {@link #directPossible} and the cache does not
-   * hold all of the range, through it otherwise (and whenever a direct read fails: an error then
-   * comes from the ordinary read of the same range).
-   *
-   * <p>A range cached in part is read directly too, and so is a cached range when the cache does
-   * not also hold the page {@link #WARM_PROBE_BYTES} further on ({@link #warm}).
+   * One positional read: around the page cache when {@link #directPossible} and the range is not
+   * {@link #warm}, through it otherwise, and whenever a direct read fails: an error then comes from
+   * the ordinary read of the same range, and this file is read through the cache from then on.
    */
   private int read(ByteBuffer dst, long pos) throws IOException {
     if (directPossible(dst, pos) && !warm(pos, dst.remaining())) {
@@ -235,9 +232,11 @@ public final class HostFile implements AutoCloseable {
   private boolean allCached(long pos, long bytes) throws IOException {
     long[] stat = new long[Posix.CACHESTAT_FIELDS];
     if (Posix.LIBC.syscall(Posix.SYS_CACHESTAT, fd(), new long[] {pos, bytes}, stat, 0) != 0) {
-      LOG.debug(
-          "{}: cachestat failed (errno {}): reads go through the page cache", path, Posix.errno());
-      noCachestat = true;
+      int errno = Posix.errno();
+      if (errno == Posix.ENOSYS) {
+        LOG.debug("no cachestat (Linux before 6.5): reads go through the page cache");
+        noCachestat = true;
+      }
       return true;
     }
     return stat[0] * PAGE_BYTES >= bytes;

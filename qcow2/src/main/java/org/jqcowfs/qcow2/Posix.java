@@ -23,6 +23,7 @@ public interface Posix {
   int SEEK_DATA = 3;
   int SEEK_HOLE = 4;
   int ENXIO = 6;
+  int ENOSYS = 38;
 
   /** {@code cachestat(2)}'s system call number (Linux 6.5; the same on x86_64 and aarch64). */
   long SYS_CACHESTAT = 451;
