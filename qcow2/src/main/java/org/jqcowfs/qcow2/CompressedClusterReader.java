@@ -81,7 +81,7 @@ final class CompressedClusterReader {
         groupBytes += lengths[to];
         to++;
       }
-      readGroup(parts, from, to, starts, lengths, groupBytes);
+      readGroup(parts, from, to, starts, lengths, groupBytes, fileLength);
       from = to;
     }
   }
@@ -92,14 +92,19 @@ final class CompressedClusterReader {
 
   /**
    * Reads the streams of {@code parts[from, to)} ({@code total} bytes; neighbours with one pread),
-   * then decompresses them.
+   * then decompresses them. Each pread covers its streams widened to {@link
+   * HostFile#DIRECT_ALIGNMENT} boundaries (cut at {@code fileLength}) into an aligned buffer, so
+   * that streams the page cache does not hold are read around it, as plain clusters are.
    */
   private void readGroup(
-      List<Part> parts, int from, int to, long[] starts, int[] lengths, long total)
+      List<Part> parts, int from, int to, long[] starts, int[] lengths, long total, long fileLength)
       throws IOException {
     int n = to - from;
-    // Each span may also hold the gaps between its streams: at most MAX_GAP_BYTES per stream.
-    ByteBuffer streams = streamBuffer(Math.toIntExact(total + (long) n * MAX_GAP_BYTES));
+    long align = HostFile.DIRECT_ALIGNMENT;
+    // Each span may also hold the gaps between its streams (at most MAX_GAP_BYTES per stream) and
+    // up to one alignment unit before and after it.
+    ByteBuffer streams =
+        streamBuffer(Math.toIntExact(total + (long) n * (MAX_GAP_BYTES + 2 * align)));
     ByteBuffer[] inputs = new ByteBuffer[n];
     int at = 0;
     for (int i = from; i < to; ) {
@@ -111,22 +116,27 @@ final class CompressedClusterReader {
         spanEnd = Math.max(spanEnd, starts[j] + lengths[j]);
         j++;
       }
-      file.readFully(streams.slice(at, (int) (spanEnd - spanStart)), spanStart);
+      long readStart = spanStart - spanStart % align;
+      long readEnd = Math.min(fileLength, (spanEnd + align - 1) / align * align);
+      file.readFully(streams.slice(at, (int) (readEnd - readStart)), readStart);
       for (int k = i; k < j; k++) {
-        inputs[k - from] = streams.slice(at + (int) (starts[k] - spanStart), lengths[k]);
+        inputs[k - from] = streams.slice(at + (int) (starts[k] - readStart), lengths[k]);
       }
-      at += (int) (spanEnd - spanStart);
+      at += (int) ((readEnd - readStart + align - 1) / align * align);
       i = j;
     }
     ParallelTasks.runCpuBound(n, i -> decompress(parts.get(from + i), inputs[i]));
   }
 
-  /** This thread's buffer for compressed streams, at least {@code bytes} long. */
+  /** This thread's buffer for compressed streams, aligned, at least {@code bytes} long. */
   private ByteBuffer streamBuffer(int bytes) {
     ByteBuffer b = streamBuffers.get();
     if (b == null || b.capacity() < bytes) {
       int clusterBytes = (int) geometry.clusterSize();
-      b = ByteBuffer.allocateDirect(Math.max(bytes, clusterBytes + (clusterBytes >> 3) + 1024));
+      int align = HostFile.DIRECT_ALIGNMENT;
+      int capacity = Math.max(bytes, clusterBytes + (clusterBytes >> 3) + 1024);
+      capacity = (capacity + align - 1) / align * align; // so the aligned slice keeps it all
+      b = ByteBuffer.allocateDirect(capacity + align).alignedSlice(align);
       streamBuffers.set(b);
     }
     return b.clear();

@@ -19,14 +19,14 @@ import org.slf4j.LoggerFactory;
  * Thread-safe.
  *
  * <p>Reads of data the page cache does not hold go around it when they can ({@link
- * #DIRECT_ALIGNMENT}-aligned file range and direct buffer, Linux 6.5's {@code cachestat} to ask,
- * and a file that opens with {@code O_DIRECT}): the disk writes straight into the caller's buffer,
- * which a reader reuses, instead of into fresh page-cache pages that are then copied once more
- * (each fresh page costs this VM a host fault). Data the cache holds ({@link #warm}) is read
- * through it. A cold {@code dd bs=1M} of a 4 GiB image through a mount, 4 runs each interleaved: in
- * order 2.8-4.6 s (median 3.2) against 4.5-11.9 s (4.9), fragmented 3.3-4.2 s (3.9) against 6.7-8.9
- * s (7.9), and the image leaves 4 MiB in the page cache instead of all its 4 GiB. {@code
- * -Djqcowfs.directReads=false} turns it off.
+ * #DIRECT_ALIGNMENT}-aligned file offset and direct buffer, whole pages, Linux 6.5's {@code
+ * cachestat} to ask, and a file that opens with {@code O_DIRECT}): the disk writes straight into
+ * the caller's buffer, which a reader reuses, instead of into fresh page-cache pages that are then
+ * copied once more (each fresh page costs this VM a host fault). Data the cache holds ({@link
+ * #warm}) is read through it. A cold {@code dd bs=1M} of a 4 GiB image through a mount, 4 runs each
+ * interleaved: in order 2.8-4.6 s (median 3.2) against 4.5-11.9 s (4.9), fragmented 3.3-4.2 s (3.9)
+ * against 6.7-8.9 s (7.9), and the image leaves 4 MiB in the page cache instead of all its 4 GiB.
+ * {@code -Djqcowfs.directReads=false} turns it off.
  */
 public final class HostFile implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(HostFile.class);
@@ -181,17 +181,21 @@ public final class HostFile implements AutoCloseable {
    * the ordinary read of the same range, and this file is read through the cache from then on.
    */
   private int read(ByteBuffer dst, long pos) throws IOException {
-    if (directPossible(dst, pos) && !warm(pos, dst.remaining())) {
-      FileChannel direct = directChannel;
-      if (direct != null) {
-        int start = dst.position();
-        try {
-          return direct.read(dst, pos);
-        } catch (IOException e) {
-          noDirect = true;
-          dst.position(start);
-          LOG.debug("{}: direct read at {} failed, reading through the page cache", path, pos, e);
-        }
+    // The whole pages of the range; a tail shorter than a page (a file that ends mid-page) is read
+    // through the cache by the next call.
+    int pages = dst.remaining() & -DIRECT_ALIGNMENT;
+    FileChannel direct = directChannel;
+    if (direct != null && pages > 0 && directPossible(dst, pos) && !warm(pos, pages)) {
+      int start = dst.position();
+      int limit = dst.limit();
+      try {
+        return direct.read(dst.limit(start + pages), pos);
+      } catch (IOException e) {
+        noDirect = true;
+        dst.position(start);
+        LOG.debug("{}: direct read at {} failed, reading through the page cache", path, pos, e);
+      } finally {
+        dst.limit(limit);
       }
     }
     return channel.read(dst, pos);
@@ -203,7 +207,6 @@ public final class HostFile implements AutoCloseable {
         && !noCachestat
         && dst.isDirect()
         && (pos & (DIRECT_ALIGNMENT - 1)) == 0
-        && (dst.remaining() & (DIRECT_ALIGNMENT - 1)) == 0
         && dst.alignmentOffset(dst.position(), DIRECT_ALIGNMENT) == 0;
   }
 
