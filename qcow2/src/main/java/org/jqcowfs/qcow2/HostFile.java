@@ -33,7 +33,7 @@ public final class HostFile implements AutoCloseable {
 
   /**
    * Alignment in bytes of the file offset, length and buffer address of a read that may bypass the
-   * page cache: the page size, a multiple of every logical block size O_DIRECT asks for.
+   * page cache: 4 KiB, a multiple of every logical block size O_DIRECT asks for (512 or 4096).
    */
   public static final int DIRECT_ALIGNMENT = 4096;
 
