@@ -67,9 +67,7 @@ public final class Converter {
       // (see writeRuns).
       Runnable worker =
           () -> {
-            ByteBuffer buf =
-                ByteBuffer.allocateDirect(CHUNK + HostFile.DIRECT_ALIGNMENT)
-                    .alignedSlice(HostFile.DIRECT_ALIGNMENT);
+            ByteBuffer buf = HostFile.alignedBuffer(CHUNK);
             int[] runs = new int[2 * (CHUNK / ZERO_BLOCK / 2 + 1)];
             try {
               for (Planner.Chunk c; failure.get() == null && (c = planner.next()) != null; ) {

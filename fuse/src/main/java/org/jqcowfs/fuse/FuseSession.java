@@ -145,8 +145,7 @@ public final class FuseSession implements Closeable {
     // the image file, and a cold dd of an in-order image then drifted back to the page cache.
     int align = HostFile.DIRECT_ALIGNMENT;
     ByteBuffer buffer =
-        ByteBuffer.allocateDirect(2 * align + FuseOps.MAX_READ_BYTES)
-            .alignedSlice(align)
+        HostFile.alignedBuffer(align + FuseOps.MAX_READ_BYTES)
             .slice(align - OUT_HEADER_BYTES, OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
             .order(ByteOrder.nativeOrder());
     ByteBuffer iov =

@@ -295,9 +295,7 @@ final class SequentialReader implements AutoCloseable {
     ByteBuffer buffer = returned.poll();
     if (buffer == null && buffers < MAX_BUFFERS) {
       // aligned, so that reads of uncached data go around the page cache (HostFile)
-      buffer =
-          ByteBuffer.allocateDirect(WINDOW_BYTES + HostFile.DIRECT_ALIGNMENT)
-              .alignedSlice(HostFile.DIRECT_ALIGNMENT);
+      buffer = HostFile.alignedBuffer(WINDOW_BYTES);
       buffers++;
     }
     return buffer;

@@ -133,10 +133,7 @@ final class CompressedClusterReader {
     ByteBuffer b = streamBuffers.get();
     if (b == null || b.capacity() < bytes) {
       int clusterBytes = (int) geometry.clusterSize();
-      int align = HostFile.DIRECT_ALIGNMENT;
-      int capacity = Math.max(bytes, clusterBytes + (clusterBytes >> 3) + 1024);
-      capacity = (capacity + align - 1) / align * align; // so the aligned slice keeps it all
-      b = ByteBuffer.allocateDirect(capacity + align).alignedSlice(align);
+      b = HostFile.alignedBuffer(Math.max(bytes, clusterBytes + (clusterBytes >> 3) + 1024));
       streamBuffers.set(b);
     }
     return b.clear();

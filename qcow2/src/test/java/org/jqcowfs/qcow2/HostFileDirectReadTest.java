@@ -42,7 +42,7 @@ class HostFileDirectReadTest {
   @Test
   void uncachedDataReadIntoAnAlignedBufferBypassesThePageCache() throws Exception {
     long before = cachedBytes();
-    ByteBuffer buf = aligned(8 * MIB);
+    ByteBuffer buf = HostFile.alignedBuffer(8 * MIB);
     try (Qcow2Image q = Qcow2Image.open(image)) {
       q.read(buf, 0);
     }
@@ -70,7 +70,7 @@ class HostFileDirectReadTest {
       image = dir.resolve(name);
       evict();
       long before = cachedBytes();
-      ByteBuffer buf = aligned(8 * MIB);
+      ByteBuffer buf = HostFile.alignedBuffer(8 * MIB);
       try (Qcow2Image q = Qcow2Image.open(image)) {
         q.read(buf, 0);
       }
@@ -87,13 +87,14 @@ class HostFileDirectReadTest {
   @Test
   void cachedDataAndUnalignedBuffersReadThroughThePageCache() throws Exception {
     try (Qcow2Image q = Qcow2Image.open(image)) {
-      ByteBuffer unaligned = aligned(4 * MIB + 4096).position(16).slice().limit(4 * MIB);
+      ByteBuffer unaligned =
+          HostFile.alignedBuffer(4 * MIB + 4096).position(16).slice().limit(4 * MIB);
       q.read(unaligned, 0);
       assertArrayEquals(Arrays.copyOf(want, 4 * MIB), bytes(unaligned.flip()));
       assertTrue(cachedBytes() >= 4 * MIB, "an unaligned read left " + cachedBytes() + " cached");
 
       // Half of this range is cached now, half is not: both halves read right.
-      ByteBuffer buf = aligned(6 * MIB);
+      ByteBuffer buf = HostFile.alignedBuffer(6 * MIB);
       q.read(buf, 2 * MIB);
       assertArrayEquals(Arrays.copyOfRange(want, 2 * MIB, 8 * MIB), bytes(buf.flip()));
     }
@@ -102,12 +103,6 @@ class HostFileDirectReadTest {
   @AfterEach
   void defaults() {
     HostFile.directReads(!"false".equals(System.getProperty("jqcowfs.directReads")));
-  }
-
-  private static ByteBuffer aligned(int bytes) {
-    return ByteBuffer.allocateDirect(bytes + HostFile.DIRECT_ALIGNMENT)
-        .alignedSlice(HostFile.DIRECT_ALIGNMENT)
-        .limit(bytes);
   }
 
   private static byte[] bytes(ByteBuffer b) {
