@@ -9,6 +9,8 @@ import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.concurrent.locks.ReadWriteLock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import jnr.ffi.Pointer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -86,13 +88,24 @@ public final class HostFile implements AutoCloseable {
   /** The file opened with {@code O_DIRECT}, or null ({@link #openDirect}). */
   private final FileChannel directChannel;
 
+  /**
+   * The file opened with {@code O_DIRECT} as a descriptor of our own, for {@link #readRanges}'s
+   * Linux AIO batches; -1 when there is none. Guarded by {@link #directFdLock}: a batch holds the
+   * read lock while it is in flight, so that {@link #close} never frees the number under it (a
+   * reused number would read another file).
+   */
+  private volatile int directFd;
+
+  private final ReadWriteLock directFdLock = new ReentrantReadWriteLock();
+
   /** A direct read of this file failed: never try again. */
   private volatile boolean noDirect;
 
-  private HostFile(Path path, FileChannel channel, FileChannel directChannel) {
+  private HostFile(Path path, FileChannel channel, FileChannel directChannel, int directFd) {
     this.path = path;
     this.channel = channel;
     this.directChannel = directChannel;
+    this.directFd = directFd;
   }
 
   /**
@@ -112,7 +125,12 @@ public final class HostFile implements AutoCloseable {
       throw new IOException(path + ": not a regular file or block device");
     }
     FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
-    return new HostFile(path, channel, openDirect(path));
+    FileChannel direct = openDirect(path);
+    int directFd =
+        direct != null && LinuxAio.available()
+            ? Posix.LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
+            : -1;
+    return new HostFile(path, channel, direct, Math.max(-1, directFd));
   }
 
   private static boolean isBlockDevice(Path path) {
@@ -146,8 +164,119 @@ public final class HostFile implements AutoCloseable {
    *     error
    */
   public void readFully(ByteBuffer dst, long position) throws IOException {
-    long want = dst.remaining();
     long length = length();
+    checkRange(position, dst.remaining(), length);
+    readLoop(dst, position, length, false);
+  }
+
+  /**
+   * Reads {@code dst}'s remaining bytes at {@code position}, through the page cache when {@code
+   * cached}, else as {@link #read} decides; each read is shown to the {@link ReadObserver} first.
+   */
+  private void readLoop(ByteBuffer dst, long position, long length, boolean cached)
+      throws IOException {
+    long pos = position;
+    ReadObserver o = observer;
+    while (dst.hasRemaining()) {
+      if (o != null) {
+        o.read(path, pos, dst.remaining());
+      }
+      int n = cached ? channel.read(dst, pos) : read(dst, pos, length);
+      if (n < 0) {
+        throw new IOException(path + ": unexpected end of file at " + hex(pos));
+      }
+      pos += n;
+    }
+  }
+
+  /**
+   * Reads, of the ranges {@code dsts[i]} (their remaining bytes) at file offsets {@code
+   * positions[i]}, those made of whole aligned pages (as {@link #readFully} reads around the page
+   * cache), each in full, on the calling thread: the ones the page cache does not hold (see {@link
+   * #warm}) with Linux AIO batches ({@link LinuxAio}) of at most {@link LinuxAio#MAX_BATCH} reads,
+   * the ones it holds copied from it. The others, and any whose direct read fails, are left
+   * untouched for the caller to read with {@link #readFully}, on threads of its own if it likes.
+   * Nothing is read when fewer than two ranges qualify, or when this file has no AIO descriptor.
+   *
+   * @return for each range, whether it was read (its buffer's position is then its limit)
+   * @throws IOException if a range runs past the end of the file (naming the range), before any
+   *     read; or if a read through the page cache fails
+   */
+  public boolean[] readRanges(ByteBuffer[] dsts, long[] positions) throws IOException {
+    int n = dsts.length;
+    boolean[] done = new boolean[n];
+    if (directFd < 0 || noDirect || noCachestat || n < 2 || !LinuxAio.available()) {
+      return done;
+    }
+    long length = length();
+    int[] picked = new int[n];
+    int[] cached = new int[n];
+    int m = 0;
+    int c = 0;
+    for (int i = 0; i < n; i++) {
+      int bytes = dsts[i].remaining();
+      checkRange(positions[i], bytes, length);
+      if (bytes > 0
+          && (bytes & (DIRECT_ALIGNMENT - 1)) == 0
+          && directPossible(dsts[i], positions[i])) {
+        if (warm(positions[i], bytes, length)) {
+          cached[c++] = i;
+        } else {
+          picked[m++] = i;
+        }
+      }
+    }
+    if (m + c < 2) {
+      return done;
+    }
+    // Asked once: the cached ranges are not asked about again by readFully.
+    for (int k = 0; k < c; k++) {
+      readLoop(dsts[cached[k]], positions[cached[k]], length, true);
+      done[cached[k]] = true;
+    }
+    if (m == 0) {
+      return done;
+    }
+    ByteBuffer[] batch = new ByteBuffer[Math.min(m, LinuxAio.MAX_BATCH)];
+    long[] batchPositions = new long[batch.length];
+    long[] results = new long[batch.length];
+    ReadObserver o = observer;
+    for (int from = 0; from < m; from += batch.length) {
+      int count = Math.min(batch.length, m - from);
+      for (int j = 0; j < count; j++) {
+        batch[j] = dsts[picked[from + j]];
+        batchPositions[j] = positions[picked[from + j]];
+        if (o != null) {
+          o.read(path, batchPositions[j], batch[j].remaining());
+        }
+      }
+      directFdLock.readLock().lock();
+      try {
+        if (directFd < 0) {
+          throw new java.nio.channels.ClosedChannelException();
+        }
+        LinuxAio.read(directFd, batch, batchPositions, count, results);
+      } finally {
+        directFdLock.readLock().unlock();
+      }
+      for (int j = 0; j < count; j++) {
+        if (results[j] == batch[j].remaining()) {
+          batch[j].position(batch[j].limit());
+          done[picked[from + j]] = true;
+        } else if (results[j] < 0 && results[j] != Long.MIN_VALUE) {
+          noDirect = true;
+          LOG.debug(
+              "{}: direct read at {} failed (errno {}), reading through the page cache",
+              path,
+              batchPositions[j],
+              -results[j]);
+        }
+      }
+    }
+    return done;
+  }
+
+  private void checkRange(long position, long want, long length) throws IOException {
     if (position < 0 || position > length || want > length - position) {
       throw new IOException(
           path
@@ -158,18 +287,6 @@ public final class HostFile implements AutoCloseable {
               + " runs past the end of the file ("
               + hex(length)
               + ")");
-    }
-    long pos = position;
-    ReadObserver o = observer;
-    while (dst.hasRemaining()) {
-      if (o != null) {
-        o.read(path, pos, dst.remaining());
-      }
-      int n = read(dst, pos, length);
-      if (n < 0) {
-        throw new IOException(path + ": unexpected end of file at " + hex(pos));
-      }
-      pos += n;
     }
   }
 
@@ -367,6 +484,15 @@ public final class HostFile implements AutoCloseable {
       if (directChannel != null) {
         directChannel.close();
       }
+    }
+    directFdLock.writeLock().lock();
+    try {
+      if (directFd >= 0) {
+        Posix.LIBC.close(directFd);
+        directFd = -1;
+      }
+    } finally {
+      directFdLock.writeLock().unlock();
     }
     channel.close();
   }

@@ -19,6 +19,13 @@ public interface Posix {
   Posix LIBC = LibraryLoader.create(Posix.class).load("c");
 
   int O_RDONLY = 0;
+
+  /** {@code O_DIRECT}: 040000 on x86_64, 0200000 on aarch64. */
+  int O_DIRECT =
+      jnr.ffi.Platform.getNativePlatform().getCPU() == jnr.ffi.Platform.CPU.X86_64
+          ? 040000
+          : 0200000;
+
   int O_CLOEXEC = 02000000;
   int SEEK_DATA = 3;
   int SEEK_HOLE = 4;
@@ -59,6 +66,25 @@ public interface Posix {
    */
   @SaveError
   long syscall(long number, int fd, @In long[] range, @Out long[] cstat, int flags);
+
+  /**
+   * {@code syscall(number, a, ctx)}: {@code io_setup(nr_events, &ctx)}. {@code ctx} is copied in as
+   * well as out: the kernel refuses a context id that is not 0 on entry.
+   */
+  @SaveError
+  long syscall(long number, long a, @In @Out long[] ctx);
+
+  /** {@code syscall(number, a)}: {@code io_destroy(ctx)}. */
+  @SaveError
+  long syscall(long number, long a);
+
+  /** {@code syscall(number, a, b, c)}: {@code io_submit(ctx, nr, iocbpp)}. */
+  @SaveError
+  long syscall(long number, long a, long b, long c);
+
+  /** {@code syscall(number, a, b, c, d, e)}: {@code io_getevents(ctx, min_nr, nr, events, tmo)}. */
+  @SaveError
+  long syscall(long number, long a, long b, long c, long d, long e);
 
   int getpagesize();
 

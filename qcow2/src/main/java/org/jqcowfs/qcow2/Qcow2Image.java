@@ -247,15 +247,42 @@ public final class Qcow2Image implements Image {
       pos += n;
     }
     if (hostReads != null) {
-      List<HostRead> reads = hostReads;
-      ParallelTasks.run(
-          reads.size(),
-          ParallelTasks.IO_HELPERS,
-          i -> dataFile.readFully(reads.get(i).dst(), reads.get(i).hostOffset()));
+      readHostRanges(hostReads);
     }
     if (compressed != null) {
       compressedReader.read(compressed);
     }
+  }
+
+  /**
+   * Reads separate ranges of the data file (a fragmented image): on this thread those the page
+   * cache does not hold in Linux AIO batches and those it holds from it ({@link
+   * HostFile#readRanges}), any others in parallel on {@link ParallelTasks}' I/O helpers, as before
+   * there was AIO. The figures are in {@link LinuxAio}.
+   */
+  private void readHostRanges(List<HostRead> reads) throws IOException {
+    int n = reads.size();
+    boolean[] done = new boolean[n];
+    if (n > 1) {
+      ByteBuffer[] dsts = new ByteBuffer[n];
+      long[] positions = new long[n];
+      for (int i = 0; i < n; i++) {
+        dsts[i] = reads.get(i).dst();
+        positions[i] = reads.get(i).hostOffset();
+      }
+      done = dataFile.readRanges(dsts, positions);
+    }
+    int[] left = new int[n];
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+      if (!done[i]) {
+        left[count++] = i;
+      }
+    }
+    ParallelTasks.run(
+        count,
+        ParallelTasks.IO_HELPERS,
+        k -> dataFile.readFully(reads.get(left[k]).dst(), reads.get(left[k]).hostOffset()));
   }
 
   /** A contiguous range of the data file and where its bytes go. */

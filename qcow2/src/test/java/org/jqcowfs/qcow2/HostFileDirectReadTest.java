@@ -7,7 +7,10 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
 import java.util.Random;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.AfterEach;
@@ -81,6 +84,52 @@ class HostFileDirectReadTest {
           type + ": cached bytes grew by " + grown + " of " + stored + " stored");
       byte[] qemu = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve(type + ".raw"), null));
       assertArrayEquals(qemu, bytes(buf.flip()), type);
+    }
+  }
+
+  /**
+   * A fragmented image (64 KiB clusters written in random order): the separate host ranges of one
+   * read that the cache does not hold go in Linux AIO batches, those it holds are copied from it,
+   * and the bytes equal qemu-img's either way.
+   */
+  @Test
+  void uncachedFragmentedClustersAreReadInLinuxAioBatches() throws Exception {
+    assumeTrue(Files.exists(Path.of("/proc/sys/fs/aio-max-nr")), "no Linux AIO in this kernel");
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "f.qcow2", "32M");
+    List<Integer> order = new ArrayList<>();
+    for (int i = 0; i < 512; i++) {
+      order.add(i);
+    }
+    Collections.shuffle(order, new Random(7));
+    List<String> writes = new ArrayList<>();
+    for (int c : order) {
+      writes.add("write -q -P " + (c % 251 + 1) + " " + c * 64 + "k 64k");
+    }
+    Qemu.io(dir, "f.qcow2", writes.toArray(String[]::new));
+    image = dir.resolve("f.qcow2");
+    byte[] qemu = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("f.raw"), null));
+    evict();
+    long before = cachedBytes();
+    long batched = LinuxAio.completedReads();
+    try (Qcow2Image q = Qcow2Image.open(image)) {
+      ByteBuffer buf = HostFile.alignedBuffer(32 * MIB);
+      q.read(buf, 0);
+      assertArrayEquals(qemu, bytes(buf.flip()));
+      // Most of 512 ranges went in batches (a range that happens to follow the one before it in
+      // the file is read together with it).
+      long inBatches = LinuxAio.completedReads() - batched;
+      assertTrue(inBatches >= 256, inBatches + " of 512 ranges read in AIO batches");
+      long grown = cachedBytes() - before;
+      assertTrue(grown < MIB, "cached bytes grew by " + grown + " reading 32 MiB of data");
+
+      // The head of the file in the cache (2 MiB, and what the kernel reads ahead of it), the rest
+      // not: each read mixes both kinds of range.
+      Qemu.run(dir, "dd", "if=" + image, "of=/dev/null", "bs=64k", "count=32", "status=none");
+      batched = LinuxAio.completedReads();
+      ByteBuffer again = HostFile.alignedBuffer(32 * MIB);
+      q.read(again, 0);
+      assertArrayEquals(qemu, bytes(again.flip()));
+      assertTrue(LinuxAio.completedReads() > batched, "no AIO batch for the uncached half");
     }
   }
 

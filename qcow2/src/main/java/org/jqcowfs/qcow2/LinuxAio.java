@@ -1,0 +1,221 @@
+package org.jqcowfs.qcow2;
+
+import java.nio.ByteBuffer;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.LongAdder;
+import jnr.ffi.Platform;
+import jnr.ffi.Pointer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Batches of positional reads of an {@code O_DIRECT} descriptor through Linux native AIO ({@code
+ * io_setup(2)}, {@code io_submit(2)}, {@code io_getevents(2)}): the calling thread submits every
+ * read of a batch with one system call and waits once for all of them, where a pool of threads
+ * would take one hand-off and one wake-up per read. A fragmented image's 1 MiB read is 16 separate
+ * 64 KiB host ranges; QEMU's {@code aio=native} does the same ({@code laio_co_submit}). The kernel
+ * also plugs the batch's requests and tells the disk once. Thread-safe: each batch uses an AIO
+ * context of its own from a small pool.
+ *
+ * <p>Cold {@code dd bs=1M} of the 4 GiB fragmented bench image through a mount, output on tmpfs, 3
+ * runs each interleaved: the daemon used 2.53-2.65 s of CPU against 3.11-3.33 s with a thread per
+ * read ({@code -Djqcowfs.linuxAio=false}), and took 2.81-3.39 s (median 2.85) against 3.08-3.37 s
+ * (3.30). A cached fragmented image converts in the same time either way (1.45-1.87 s against
+ * 1.55-1.60 s). More depth (4 read-ahead threads, 6 windows, 2 MiB windows) did not help: fio's 64
+ * KiB random reads of the file, at any queue depth, reach 1.7 GB/s here, and its 1 MiB sequential
+ * ones 2.0-2.5 GB/s.
+ */
+final class LinuxAio {
+  private static final Logger LOG = LoggerFactory.getLogger(LinuxAio.class);
+
+  /** Most reads in one batch, and the events each AIO context holds. */
+  static final int MAX_BATCH = 64;
+
+  /** Most AIO contexts the process sets up (the system's limit is {@code fs.aio-max-nr} events). */
+  static final int MAX_CONTEXTS = 64;
+
+  /** {@code sizeof(struct iocb)} and {@code sizeof(struct io_event)}, in bytes. */
+  private static final int IOCB_BYTES = 64;
+
+  private static final int EVENT_BYTES = 32;
+
+  /** {@code IOCB_CMD_PREAD}. */
+  private static final int IOCB_CMD_PREAD = 0;
+
+  private static final int EINTR = 4;
+  private static final int EAGAIN = 11;
+
+  /** System call numbers: io_setup, io_destroy, io_getevents, io_submit; null on other CPUs. */
+  private static final long[] NR = numbers();
+
+  private static final ConcurrentLinkedQueue<Context> IDLE = new ConcurrentLinkedQueue<>();
+  private static final AtomicInteger CONTEXTS = new AtomicInteger();
+
+  /**
+   * No batches in this process: {@code -Djqcowfs.linuxAio=false}, a CPU without known numbers, or
+   * io_setup failed for good (a kernel without AIO).
+   */
+  private static volatile boolean unavailable =
+      NR == null || "false".equals(System.getProperty("jqcowfs.linuxAio"));
+
+  /** Reads that completed in full through a batch, since the process started. */
+  private static final LongAdder COMPLETED_READS = new LongAdder();
+
+  private LinuxAio() {}
+
+  /** Reads that completed in full through a batch so far (for tests and statistics). */
+  static long completedReads() {
+    return COMPLETED_READS.sum();
+  }
+
+  private static long[] numbers() {
+    return switch (Platform.getNativePlatform().getCPU()) {
+      case X86_64 -> new long[] {206, 207, 208, 209};
+      case AARCH64 -> new long[] {0, 1, 4, 2};
+      default -> null;
+    };
+  }
+
+  /** Whether batches can be submitted in this process (as far as is known yet). */
+  static boolean available() {
+    return !unavailable;
+  }
+
+  /**
+   * Reads {@code dsts[i].remaining()} bytes at file offset {@code positions[i]} of {@code fd} into
+   * each {@code dsts[i]} for {@code i < count} (at most {@link #MAX_BATCH}), all submitted at once,
+   * and returns when the kernel has completed every read it took. Buffer positions are left alone:
+   * the caller moves those whose read completed in full.
+   *
+   * <p>The buffers must be direct, and offsets, lengths and addresses fit for {@code O_DIRECT}.
+   *
+   * @param results receives, for each read, the bytes read, a negative errno, or {@link
+   *     Long#MIN_VALUE} for a read that was not submitted (no context, or {@code io_submit} refused
+   *     it)
+   * @return false when nothing was submitted (AIO unavailable or no context free)
+   */
+  static boolean read(int fd, ByteBuffer[] dsts, long[] positions, int count, long[] results) {
+    if (count > MAX_BATCH) {
+      throw new IllegalArgumentException("batch of " + count + " reads, most " + MAX_BATCH);
+    }
+    java.util.Arrays.fill(results, 0, count, Long.MIN_VALUE);
+    Context c = take();
+    if (c == null) {
+      return false;
+    }
+    boolean keep = true;
+    try {
+      for (int i = 0; i < count; i++) {
+        long iocb = c.iocbs.address() + (long) i * IOCB_BYTES;
+        c.iocbs.setMemory((long) i * IOCB_BYTES, IOCB_BYTES, (byte) 0);
+        c.iocbs.putLong((long) i * IOCB_BYTES, i); // aio_data: the read's index
+        c.iocbs.putShort((long) i * IOCB_BYTES + 16, (short) IOCB_CMD_PREAD);
+        c.iocbs.putInt((long) i * IOCB_BYTES + 20, fd);
+        c.iocbs.putLong((long) i * IOCB_BYTES + 24, address(dsts[i]));
+        c.iocbs.putLong((long) i * IOCB_BYTES + 32, dsts[i].remaining());
+        c.iocbs.putLong((long) i * IOCB_BYTES + 40, positions[i]);
+        c.pointers.putLong((long) i * Long.BYTES, iocb);
+      }
+      int submitted = 0;
+      while (submitted < count) {
+        long r =
+            Posix.LIBC.syscall(
+                NR[3],
+                c.id,
+                count - submitted,
+                c.pointers.address() + (long) submitted * Long.BYTES);
+        if (r < 0) {
+          int errno = Posix.errno();
+          if (errno == EINTR) {
+            continue;
+          }
+          LOG.debug("io_submit of {} reads failed: errno {}", count - submitted, errno);
+          break; // the rest stay MIN_VALUE: the caller reads them another way
+        }
+        submitted += (int) r;
+      }
+      int completed = 0;
+      while (completed < submitted) {
+        long r = Posix.LIBC.syscall(NR[2], c.id, 1, submitted - completed, c.events.address(), 0L);
+        if (r < 0) {
+          int errno = Posix.errno();
+          if (errno == EINTR) {
+            continue;
+          }
+          // Cannot happen with a valid context; io_destroy waits for the reads still in flight,
+          // so that no buffer is written after this returns.
+          LOG.warn("io_getevents failed: errno {}; Linux AIO turned off", errno);
+          unavailable = true;
+          keep = false;
+          Posix.LIBC.syscall(NR[1], c.id);
+          for (int i = 0; i < count; i++) {
+            results[i] = Long.MIN_VALUE;
+          }
+          return submitted > 0;
+        }
+        for (int k = 0; k < r; k++) {
+          int index = (int) c.events.getLong((long) k * EVENT_BYTES);
+          results[index] = c.events.getLong((long) k * EVENT_BYTES + 16);
+          if (results[index] == dsts[index].remaining()) {
+            COMPLETED_READS.increment();
+          }
+        }
+        completed += (int) r;
+      }
+      return submitted > 0;
+    } finally {
+      if (keep) {
+        IDLE.add(c);
+      }
+    }
+  }
+
+  /** The native address of {@code b}'s position (a direct buffer). */
+  private static long address(ByteBuffer b) {
+    return com.kenai.jffi.MemoryIO.getInstance().getDirectBufferAddress(b) + b.position();
+  }
+
+  /** An idle context, a new one while there are fewer than {@link #MAX_CONTEXTS}, or null. */
+  private static Context take() {
+    Context c = IDLE.poll();
+    if (c != null || unavailable) {
+      return c;
+    }
+    if (CONTEXTS.incrementAndGet() > MAX_CONTEXTS) {
+      CONTEXTS.decrementAndGet();
+      return null;
+    }
+    long[] id = new long[1];
+    if (Posix.LIBC.syscall(NR[0], MAX_BATCH, id) != 0) {
+      int errno = Posix.errno();
+      CONTEXTS.decrementAndGet();
+      if (errno != EAGAIN) {
+        LOG.debug("io_setup failed: errno {}; Linux AIO turned off", errno);
+        unavailable = true;
+      }
+      return null;
+    }
+    return new Context(id[0]);
+  }
+
+  /**
+   * Native memory that the kernel reads and writes by address ({@link Posix#allocate} may give Java
+   * heap memory, which jnr-ffi copies around a call), kept as long as the context.
+   */
+  private static Pointer nativeMemory(int bytes) {
+    return jnr.ffi.Memory.allocateDirect(jnr.ffi.Runtime.getRuntime(Posix.LIBC), bytes, true);
+  }
+
+  /** One AIO context (never destroyed: the process's contexts end with it) and its memory. */
+  private static final class Context {
+    final long id;
+    final Pointer iocbs = nativeMemory(MAX_BATCH * IOCB_BYTES);
+    final Pointer pointers = nativeMemory(MAX_BATCH * Long.BYTES);
+    final Pointer events = nativeMemory(MAX_BATCH * EVENT_BYTES);
+
+    Context(long id) {
+      this.id = id;
+    }
+  }
+}
