@@ -4,8 +4,13 @@ import java.nio.ByteBuffer;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
+import jnr.ffi.LibraryLoader;
 import jnr.ffi.Platform;
 import jnr.ffi.Pointer;
+import jnr.ffi.Runtime;
+import jnr.ffi.annotations.In;
+import jnr.ffi.annotations.Out;
+import jnr.ffi.annotations.SaveError;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -64,6 +69,39 @@ final class LinuxAio {
 
   private LinuxAio() {}
 
+  /**
+   * The AIO system calls through libc's {@code syscall}, a binding of their own, loaded at the
+   * first batch: jnr-ffi generates a binding's stubs when it loads, and every start of the command
+   * line would pay for these in {@link Posix}. Public: jnr-ffi implements it from a class loader of
+   * its own.
+   */
+  public interface Syscalls {
+    /** {@code syscall(number, a, ctx)}: {@code io_setup(nr_events, &ctx)}. */
+    @SaveError
+    long syscall(long number, long a, @In @Out long[] ctx);
+
+    /** {@code syscall(number, a)}: {@code io_destroy(ctx)}. */
+    @SaveError
+    long syscall(long number, long a);
+
+    /** {@code syscall(number, a, b, c)}: {@code io_submit(ctx, nr, iocbpp)}. */
+    @SaveError
+    long syscall(long number, long a, long b, long c);
+
+    /** {@code syscall(number, a, b, c, d, e)}: {@code io_getevents(ctx, min, nr, events, tmo)}. */
+    @SaveError
+    long syscall(long number, long a, long b, long c, long d, long e);
+  }
+
+  /** The binding, loaded on first use. */
+  private static final class Libc {
+    static final Syscalls LIBC = LibraryLoader.create(Syscalls.class).load("c");
+
+    static int errno() {
+      return Runtime.getRuntime(LIBC).getLastError();
+    }
+  }
+
   /** Reads that completed in full through a batch so far (for tests and statistics). */
   static long completedReads() {
     return COMPLETED_READS.sum();
@@ -120,13 +158,13 @@ final class LinuxAio {
       int submitted = 0;
       while (submitted < count) {
         long r =
-            Posix.LIBC.syscall(
+            Libc.LIBC.syscall(
                 NR[3],
                 c.id,
                 count - submitted,
                 c.pointers.address() + (long) submitted * Long.BYTES);
         if (r < 0) {
-          int errno = Posix.errno();
+          int errno = Libc.errno();
           if (errno == EINTR) {
             continue;
           }
@@ -137,9 +175,9 @@ final class LinuxAio {
       }
       int completed = 0;
       while (completed < submitted) {
-        long r = Posix.LIBC.syscall(NR[2], c.id, 1, submitted - completed, c.events.address(), 0L);
+        long r = Libc.LIBC.syscall(NR[2], c.id, 1, submitted - completed, c.events.address(), 0L);
         if (r < 0) {
-          int errno = Posix.errno();
+          int errno = Libc.errno();
           if (errno == EINTR) {
             continue;
           }
@@ -148,7 +186,7 @@ final class LinuxAio {
           LOG.warn("io_getevents failed: errno {}; Linux AIO turned off", errno);
           unavailable = true;
           keep = false;
-          Posix.LIBC.syscall(NR[1], c.id);
+          Libc.LIBC.syscall(NR[1], c.id);
           for (int i = 0; i < count; i++) {
             results[i] = Long.MIN_VALUE;
           }
@@ -187,8 +225,17 @@ final class LinuxAio {
       return null;
     }
     long[] id = new long[1];
-    if (Posix.LIBC.syscall(NR[0], MAX_BATCH, id) != 0) {
-      int errno = Posix.errno();
+    long r;
+    try {
+      r = Libc.LIBC.syscall(NR[0], MAX_BATCH, id);
+    } catch (RuntimeException | LinkageError e) {
+      LOG.debug("no libc syscall binding; Linux AIO turned off", e);
+      unavailable = true;
+      CONTEXTS.decrementAndGet();
+      return null;
+    }
+    if (r != 0) {
+      int errno = Libc.errno();
       CONTEXTS.decrementAndGet();
       if (errno != EAGAIN) {
         LOG.debug("io_setup failed: errno {}; Linux AIO turned off", errno);
@@ -204,7 +251,7 @@ final class LinuxAio {
    * heap memory, which jnr-ffi copies around a call), kept as long as the context.
    */
   private static Pointer nativeMemory(int bytes) {
-    return jnr.ffi.Memory.allocateDirect(jnr.ffi.Runtime.getRuntime(Posix.LIBC), bytes, true);
+    return jnr.ffi.Memory.allocateDirect(Runtime.getRuntime(Libc.LIBC), bytes, true);
   }
 
   /** One AIO context (never destroyed: the process's contexts end with it) and its memory. */

@@ -67,25 +67,6 @@ public interface Posix {
   @SaveError
   long syscall(long number, int fd, @In long[] range, @Out long[] cstat, int flags);
 
-  /**
-   * {@code syscall(number, a, ctx)}: {@code io_setup(nr_events, &ctx)}. {@code ctx} is copied in as
-   * well as out: the kernel refuses a context id that is not 0 on entry.
-   */
-  @SaveError
-  long syscall(long number, long a, @In @Out long[] ctx);
-
-  /** {@code syscall(number, a)}: {@code io_destroy(ctx)}. */
-  @SaveError
-  long syscall(long number, long a);
-
-  /** {@code syscall(number, a, b, c)}: {@code io_submit(ctx, nr, iocbpp)}. */
-  @SaveError
-  long syscall(long number, long a, long b, long c);
-
-  /** {@code syscall(number, a, b, c, d, e)}: {@code io_getevents(ctx, min_nr, nr, events, tmo)}. */
-  @SaveError
-  long syscall(long number, long a, long b, long c, long d, long e);
-
   int getpagesize();
 
   /** The errno saved by the calling thread's last call above. */
