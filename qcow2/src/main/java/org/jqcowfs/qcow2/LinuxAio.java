@@ -129,33 +129,32 @@ final class LinuxAio {
    * <p>The buffers must be direct, and offsets, lengths and addresses fit for {@code O_DIRECT}.
    *
    * @param results receives, for each read, the bytes read, a negative errno, or {@link
-   *     Long#MIN_VALUE} for a read that was not submitted (no context, or {@code io_submit} refused
-   *     it)
-   * @return false when nothing was submitted (AIO unavailable or no context free)
+   *     Long#MIN_VALUE} for a read that was not submitted (AIO unavailable, no context free, or
+   *     {@code io_submit} refused it): the caller reads those another way
    */
-  static boolean read(int fd, ByteBuffer[] dsts, long[] positions, int count, long[] results) {
+  static void read(int fd, ByteBuffer[] dsts, long[] positions, int count, long[] results) {
     if (count > MAX_BATCH) {
       throw new IllegalArgumentException("batch of " + count + " reads, most " + MAX_BATCH);
     }
     java.util.Arrays.fill(results, 0, count, Long.MIN_VALUE);
     Context c = take();
     if (c == null) {
-      return false;
+      return;
     }
-    boolean keep = true;
+    int submitted = 0;
+    int completed = 0;
     try {
       for (int i = 0; i < count; i++) {
-        long iocb = c.iocbs.address() + (long) i * IOCB_BYTES;
-        c.iocbs.setMemory((long) i * IOCB_BYTES, IOCB_BYTES, (byte) 0);
-        c.iocbs.putLong((long) i * IOCB_BYTES, i); // aio_data: the read's index
-        c.iocbs.putShort((long) i * IOCB_BYTES + 16, (short) IOCB_CMD_PREAD);
-        c.iocbs.putInt((long) i * IOCB_BYTES + 20, fd);
-        c.iocbs.putLong((long) i * IOCB_BYTES + 24, address(dsts[i]));
-        c.iocbs.putLong((long) i * IOCB_BYTES + 32, dsts[i].remaining());
-        c.iocbs.putLong((long) i * IOCB_BYTES + 40, positions[i]);
-        c.pointers.putLong((long) i * Long.BYTES, iocb);
+        long at = (long) i * IOCB_BYTES;
+        c.iocbs.setMemory(at, IOCB_BYTES, (byte) 0);
+        c.iocbs.putLong(at, i); // aio_data: the read's index
+        c.iocbs.putShort(at + 16, (short) IOCB_CMD_PREAD);
+        c.iocbs.putInt(at + 20, fd);
+        c.iocbs.putLong(at + 24, address(dsts[i]));
+        c.iocbs.putLong(at + 32, dsts[i].remaining());
+        c.iocbs.putLong(at + 40, positions[i]);
+        c.pointers.putLong((long) i * Long.BYTES, c.iocbs.address() + at);
       }
-      int submitted = 0;
       while (submitted < count) {
         long r =
             Libc.LIBC.syscall(
@@ -163,17 +162,16 @@ final class LinuxAio {
                 c.id,
                 count - submitted,
                 c.pointers.address() + (long) submitted * Long.BYTES);
-        if (r < 0) {
+        if (r <= 0) {
           int errno = Libc.errno();
-          if (errno == EINTR) {
+          if (r < 0 && errno == EINTR) {
             continue;
           }
           LOG.debug("io_submit of {} reads failed: errno {}", count - submitted, errno);
-          break; // the rest stay MIN_VALUE: the caller reads them another way
+          break; // the rest stay MIN_VALUE
         }
         submitted += (int) r;
       }
-      int completed = 0;
       while (completed < submitted) {
         long r = Libc.LIBC.syscall(NR[2], c.id, 1, submitted - completed, c.events.address(), 0L);
         if (r < 0) {
@@ -181,16 +179,9 @@ final class LinuxAio {
           if (errno == EINTR) {
             continue;
           }
-          // Cannot happen with a valid context; io_destroy waits for the reads still in flight,
-          // so that no buffer is written after this returns.
           LOG.warn("io_getevents failed: errno {}; Linux AIO turned off", errno);
-          unavailable = true;
-          keep = false;
-          Libc.LIBC.syscall(NR[1], c.id);
-          for (int i = 0; i < count; i++) {
-            results[i] = Long.MIN_VALUE;
-          }
-          return submitted > 0;
+          java.util.Arrays.fill(results, 0, count, Long.MIN_VALUE);
+          return; // the finally waits for the reads still in flight
         }
         for (int k = 0; k < r; k++) {
           int index = (int) c.events.getLong((long) k * EVENT_BYTES);
@@ -201,10 +192,14 @@ final class LinuxAio {
         }
         completed += (int) r;
       }
-      return submitted > 0;
     } finally {
-      if (keep) {
+      if (completed == submitted) {
         IDLE.add(c);
+      } else {
+        // Reads still in flight (io_getevents failed, or an exception): io_destroy waits for them,
+        // so that no buffer is written after this returns, and the context is not used again.
+        unavailable = true;
+        Libc.LIBC.syscall(NR[1], c.id);
       }
     }
   }
