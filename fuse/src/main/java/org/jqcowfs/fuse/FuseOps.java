@@ -232,7 +232,9 @@ final class FuseOps {
    *
    * <p>Measured (cp --sparse=always of the plain OS image to tmpfs, 3 runs each): FOPEN_DIRECT_IO
    * 3.2-4.4 s, because cp waits for every 128 KiB READ (a wake-up across CPUs costs about 26 us
-   * each way on this VM); cached without drop-behind 6.3-8.9 s; cached with it 2.4-3.4 s.
+   * each way on this VM); cached without drop-behind 6.3-8.9 s; cached with it 2.4-3.4 s. Again on
+   * 2026-11-30, each cp right after a convert to tmpfs (the bench's slower place), 3 interleaved
+   * runs: FOPEN_DIRECT_IO 3.3-4.3 s against 2.2-3.2 s.
    */
   private int open(long nodeid, int flags, ByteBuffer out) {
     if (nodeid == FlatFileSystem.ROOT_INODE) {
