@@ -130,7 +130,7 @@ public final class HostFile implements AutoCloseable {
         direct != null && LinuxAio.available()
             ? Posix.LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
             : -1;
-    return new HostFile(path, channel, direct, Math.max(-1, directFd));
+    return new HostFile(path, channel, direct, directFd); // open gives -1 on failure
   }
 
   private static boolean isBlockDevice(Path path) {

@@ -48,9 +48,6 @@ final class LinuxAio {
   /** {@code IOCB_CMD_PREAD}. */
   private static final int IOCB_CMD_PREAD = 0;
 
-  private static final int EINTR = 4;
-  private static final int EAGAIN = 11;
-
   /** System call numbers: io_setup, io_destroy, io_getevents, io_submit; null on other CPUs. */
   private static final long[] NR = numbers();
 
@@ -164,7 +161,7 @@ final class LinuxAio {
                 c.pointers.address() + (long) submitted * Long.BYTES);
         if (r <= 0) {
           int errno = Libc.errno();
-          if (r < 0 && errno == EINTR) {
+          if (r < 0 && errno == Posix.EINTR) {
             continue;
           }
           LOG.debug("io_submit of {} reads failed: errno {}", count - submitted, errno);
@@ -176,7 +173,7 @@ final class LinuxAio {
         long r = Libc.LIBC.syscall(NR[2], c.id, 1, submitted - completed, c.events.address(), 0L);
         if (r < 0) {
           int errno = Libc.errno();
-          if (errno == EINTR) {
+          if (errno == Posix.EINTR) {
             continue;
           }
           LOG.warn("io_getevents failed: errno {}; Linux AIO turned off", errno);
@@ -232,7 +229,7 @@ final class LinuxAio {
     if (r != 0) {
       int errno = Libc.errno();
       CONTEXTS.decrementAndGet();
-      if (errno != EAGAIN) {
+      if (errno != Posix.EAGAIN) {
         LOG.debug("io_setup failed: errno {}; Linux AIO turned off", errno);
         unavailable = true;
       }

@@ -29,7 +29,9 @@ public interface Posix {
   int O_CLOEXEC = 02000000;
   int SEEK_DATA = 3;
   int SEEK_HOLE = 4;
+  int EINTR = 4;
   int ENXIO = 6;
+  int EAGAIN = 11;
   int ENOSYS = 38;
 
   /** {@code cachestat(2)}'s system call number (Linux 6.5; the same on x86_64 and aarch64). */
