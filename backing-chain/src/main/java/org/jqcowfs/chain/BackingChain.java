@@ -5,6 +5,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.jqcowfs.qcow2.CachedView;
 import org.jqcowfs.qcow2.Closeables;
 import org.jqcowfs.qcow2.Extent;
 import org.jqcowfs.qcow2.Image;
@@ -55,6 +56,31 @@ public final class BackingChain implements Image {
   @Override
   public void read(ByteBuffer dst, long guestOffset) throws IOException {
     views.get(0).read(dst, guestOffset);
+  }
+
+  /**
+   * A view of the range from the first layer that allocates it, when that layer stores all of it
+   * raw and cached ({@link Image#cachedView}); null otherwise, also when the range is allocated in
+   * part only, or reaches past the end of a shorter backing file (zeros there).
+   */
+  @Override
+  public CachedView cachedView(long guestOffset, int length) throws IOException {
+    Image.checkRange(guestOffset, length, size());
+    for (int depth = 0; depth < layers.size(); depth++) {
+      Image layer = layers.get(depth);
+      if (guestOffset + length > layer.size()) {
+        return null;
+      }
+      CachedView view = layer.cachedView(guestOffset, length);
+      if (view != null || depth + 1 == layers.size()) {
+        return view;
+      }
+      Extent e = layer.blockStatus(guestOffset, length);
+      if (e.allocated() || e.length() < length) {
+        return null;
+      }
+    }
+    return null;
   }
 
   /** Layer {@code index} reading through to the layers below it. */

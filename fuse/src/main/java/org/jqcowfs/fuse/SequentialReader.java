@@ -13,6 +13,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.jqcowfs.qcow2.CachedView;
 import org.jqcowfs.qcow2.HostFile;
 
 /**
@@ -79,13 +80,24 @@ final class SequentialReader implements AutoCloseable {
   private static final int DROPPED = 1 << 30;
 
   /**
-   * One window: bytes [index x WINDOW_BYTES, + length) of the file once {@code done}. Its buffer
-   * goes back to {@link #returned} when it has been dropped, its read has ended and no request
-   * copies from it any more.
+   * One window: bytes [index x WINDOW_BYTES, + length) of the file once {@code done}, in {@link
+   * #bytes()}. Its buffer goes back to {@link #returned} when it has been dropped, its read has
+   * ended and no request copies from it any more; a window whose bytes are a view of the page cache
+   * gives its buffer back at once and closes the view then instead.
    */
   private final class Window {
     final long index;
+
+    /** The window's own buffer; not used once {@link #view} is set. */
     final ByteBuffer buffer;
+
+    /**
+     * The page cache's bytes, mapped ({@link CachedView}), when the image stores the window raw in
+     * one cached host range; set before {@link #done} completes, so any thread that has seen {@code
+     * done} sees it.
+     */
+    volatile CachedView view;
+
     final CompletableFuture<Integer> done = new CompletableFuture<>();
 
     /** Requests copying from or lending the buffer, plus {@link #DROPPED} once dropped. */
@@ -120,7 +132,21 @@ final class SequentialReader implements AutoCloseable {
     }
 
     private void recycle() {
-      done.whenComplete((length, failure) -> returned.add(buffer));
+      done.whenComplete(
+          (length, failure) -> {
+            CachedView v = view;
+            if (v != null) {
+              v.close();
+            } else {
+              returned.add(buffer);
+            }
+          });
+    }
+
+    /** The window's bytes, once {@link #done}: the view's, or the buffer's. */
+    ByteBuffer bytes() {
+      CachedView v = view;
+      return v != null ? v.bytes() : buffer;
     }
   }
 
@@ -154,6 +180,9 @@ final class SequentialReader implements AutoCloseable {
 
   /** Bytes requests read themselves (not from a window). */
   private final LongAdder directBytes = new LongAdder();
+
+  /** Bytes of windows that were views of the page cache ({@link CachedView}). */
+  private final LongAdder mappedBytes = new LongAdder();
 
   SequentialReader(FlatFile file) {
     this.file = file;
@@ -259,12 +288,21 @@ final class SequentialReader implements AutoCloseable {
     return lentBytes.sum();
   }
 
+  /** Bytes of windows that were views of the page cache so far (for tests). */
+  long mappedBytes() {
+    return mappedBytes.sum();
+  }
+
   /** Bytes requests read themselves so far, in the file's range (for tests). */
   long directBytes() {
     return directBytes.sum();
   }
 
-  /** Starts reading window {@code index} into {@code buffer} in the background. */
+  /**
+   * Starts reading window {@code index} in the background: a view of the page cache when the image
+   * stores the window raw in one cached host range ({@link CachedView}; {@code buffer} then goes
+   * back at once), else read into {@code buffer}.
+   */
   private Window start(long index, ByteBuffer buffer, long size) {
     long from = index * WINDOW_BYTES;
     int length = (int) Math.min(WINDOW_BYTES, size - from);
@@ -272,6 +310,14 @@ final class SequentialReader implements AutoCloseable {
     PREFETCH.execute(
         () -> {
           try {
+            CachedView v = file.chain().cachedView(from, length);
+            if (v != null) {
+              w.view = v;
+              returned.add(buffer);
+              mappedBytes.add(length);
+              w.done.complete(length);
+              return;
+            }
             w.done.complete(FlatFileSystem.readRange(file, buffer.clear().limit(length), from));
           } catch (Throwable t) {
             w.done.completeExceptionally(t);
@@ -313,7 +359,7 @@ final class SequentialReader implements AutoCloseable {
       return false;
     }
     try {
-      to.put(0, w.buffer, (int) (at - w.index * WINDOW_BYTES), to.remaining());
+      to.put(0, w.bytes(), (int) (at - w.index * WINDOW_BYTES), to.remaining());
       return true;
     } finally {
       w.unpin();
@@ -336,7 +382,7 @@ final class SequentialReader implements AutoCloseable {
         payload.release();
         return false;
       }
-      if (!payload.lend(w.buffer.slice((int) (at - w.index * WINDOW_BYTES), part), w::unpin)) {
+      if (!payload.lend(w.bytes().slice((int) (at - w.index * WINDOW_BYTES), part), w::unpin)) {
         w.unpin();
         payload.release();
         return false;

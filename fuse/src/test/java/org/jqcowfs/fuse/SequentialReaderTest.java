@@ -242,6 +242,50 @@ class SequentialReaderTest {
     }
   }
 
+  /**
+   * An uncompressed image the page cache holds: the windows are views of the cache ({@link
+   * org.jqcowfs.qcow2.CachedView}), lent to the replies with QEMU's bytes, at most {@link
+   * SequentialReader#MAX_BUFFERS} mapped at a time, and unmapped once the reader is closed.
+   */
+  @Test
+  void cachedRawWindowsAreViewsOfThePageCacheAndUnmappedAfterUse(@TempDir Path dir)
+      throws Exception {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "p.qcow2", "12M");
+    Qemu.io(dir, "p.qcow2", "write -q -P 0x5a 0 5M", "write -q -P 0xa5 5M 7M");
+    Path image = dir.resolve("p.qcow2");
+    byte[] want = reference(image, dir);
+    Files.readAllBytes(image); // in the page cache
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+      ReplyPayload payload = new ReplyPayload();
+      ByteBuffer dst = ByteBuffer.allocateDirect(MIB);
+      try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+        for (long offset = 0; offset < want.length; offset += MIB) {
+          int n = r.read(dst.clear(), offset, payload);
+          assertEquals(MIB, n);
+          assertRange(
+              want, offset, payload.lent().isEmpty() ? bytes(dst.flip()) : bytes(payload.lent()));
+          assertTrue(mappings(image) <= SequentialReader.MAX_BUFFERS, mappings(image) + " maps");
+          payload.release();
+        }
+        assertTrue(r.mappedBytes() >= 8 * MIB, r.mappedBytes() + " bytes of windows mapped");
+        assertTrue(r.lentBytes() >= 8 * MIB, r.lentBytes() + " bytes lent");
+      }
+      // Closed: every window is dropped; one whose read still ran unmaps when it ends.
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+      while (mappings(image) > 0 && System.nanoTime() < deadline) {
+        Thread.sleep(10);
+      }
+      assertEquals(0, mappings(image), "mappings of the image left after close");
+    }
+  }
+
+  /** The mappings of {@code file} in this process ({@code /proc/self/maps}). */
+  private static long mappings(Path file) throws IOException {
+    return Files.readAllLines(Path.of("/proc/self/maps")).stream()
+        .filter(line -> line.endsWith(" " + file))
+        .count();
+  }
+
   private static byte[] bytes(ByteBuffer b) {
     return bytes(List.of(b));
   }

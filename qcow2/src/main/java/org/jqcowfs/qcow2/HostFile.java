@@ -55,6 +55,13 @@ public final class HostFile implements AutoCloseable {
   /** The page size in bytes: {@code cachestat} counts pages. */
   private static final long PAGE_BYTES = Posix.LIBC.getpagesize();
 
+  /**
+   * Whether {@link #mapCached} maps cached ranges ({@code -Djqcowfs.mappedReads}, default true);
+   * when false it always answers null.
+   */
+  private static volatile boolean mappedReads =
+      !"false".equals(System.getProperty("jqcowfs.mappedReads"));
+
   /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
   private static volatile boolean noCachestat;
 
@@ -78,8 +85,8 @@ public final class HostFile implements AutoCloseable {
   private final FileChannel channel;
 
   /**
-   * A descriptor of our own (not the channel's), opened at first use: {@code lseek}, {@code fstat}
-   * and {@code cachestat}.
+   * A descriptor of our own (not the channel's), opened at first use: {@code lseek}, {@code fstat},
+   * {@code cachestat} and {@code mmap} ({@link #mapCached} holds {@link #fdLock}'s read lock).
    */
   private volatile int ownFd = -1;
 
@@ -90,13 +97,17 @@ public final class HostFile implements AutoCloseable {
 
   /**
    * The file opened with {@code O_DIRECT} as a descriptor of our own, for {@link #readRanges}'s
-   * Linux AIO batches; -1 when there is none. Guarded by {@link #directFdLock}: a batch holds the
-   * read lock while it is in flight, so that {@link #close} never frees the number under it (a
-   * reused number would read another file).
+   * Linux AIO batches; -1 when there is none. Guarded by {@link #fdLock}.
    */
   private volatile int directFd;
 
-  private final ReadWriteLock directFdLock = new ReentrantReadWriteLock();
+  /**
+   * Held for reading while a descriptor number is in use by a call that must not land on another
+   * file (an AIO batch in flight on {@link #directFd}, an {@code mmap} of {@link #ownFd}); {@link
+   * #close} closes both under the write lock, so it never frees a number under such a call (a
+   * reused number would read or map another file).
+   */
+  private final ReadWriteLock fdLock = new ReentrantReadWriteLock();
 
   /** A direct read of this file failed: never try again. */
   private volatile boolean noDirect;
@@ -250,14 +261,14 @@ public final class HostFile implements AutoCloseable {
           o.read(path, batchPositions[j], batch[j].remaining());
         }
       }
-      directFdLock.readLock().lock();
+      fdLock.readLock().lock();
       try {
         if (directFd < 0) {
           throw new java.nio.channels.ClosedChannelException();
         }
         LinuxAio.read(directFd, batch, batchPositions, count, results);
       } finally {
-        directFdLock.readLock().unlock();
+        fdLock.readLock().unlock();
       }
       for (int j = 0; j < count; j++) {
         if (results[j] == batch[j].remaining()) {
@@ -274,6 +285,53 @@ public final class HostFile implements AutoCloseable {
       }
     }
     return done;
+  }
+
+  /**
+   * The {@code length} bytes at {@code position}, mapped read-only from the page cache when it
+   * holds every page of them ({@code cachestat}); null when it does not, when that cannot be told,
+   * when mapping is off ({@code -Djqcowfs.mappedReads=false}) or when {@code mmap} fails: the
+   * caller then reads the range. The caller closes the view (see {@link CachedView} for the rules).
+   * Shown to the {@link ReadObserver} as a read.
+   *
+   * <p>Mapping a cached MiB and unmapping it takes 30-48 us on this machine, reading it into a
+   * buffer 150 us ({@code pread} against {@code mmap(MAP_POPULATE)} and {@code munmap}, 2000 MiB of
+   * the plain OS bench image, the higher figure with another thread of the process running).
+   *
+   * @throws IOException if the range runs past the end of the file (naming the range)
+   */
+  public CachedView mapCached(long position, int length) throws IOException {
+    if (!mappedReads || noCachestat || length <= 0) {
+      return null;
+    }
+    checkRange(position, length, length());
+    if (!allCached(position, length) || noCachestat) {
+      return null;
+    }
+    ReadObserver o = observer;
+    if (o != null) {
+      o.read(path, position, length);
+    }
+    long start = position - position % PAGE_BYTES;
+    long bytes = position + length - start;
+    fdLock.readLock().lock();
+    try {
+      Pointer mapping =
+          Posix.LIBC.mmap(
+              null, bytes, Posix.PROT_READ, Posix.MAP_SHARED | Posix.MAP_POPULATE, fd(), start);
+      if (mapping == null || mapping.address() == -1) {
+        LOG.debug("{}: mmap of {} bytes at {} failed: errno {}", path, bytes, start, Posix.errno());
+        return null;
+      }
+      return new CachedView(mapping, bytes, (int) (position - start), length);
+    } finally {
+      fdLock.readLock().unlock();
+    }
+  }
+
+  /** Turns {@link #mapCached} on or off (tests). */
+  static void mappedReads(boolean on) {
+    mappedReads = on;
   }
 
   private void checkRange(long position, long want, long length) throws IOException {
@@ -475,24 +533,24 @@ public final class HostFile implements AutoCloseable {
 
   @Override
   public void close() throws IOException {
-    synchronized (this) {
-      closed = true;
-      if (ownFd >= 0) {
-        Posix.LIBC.close(ownFd);
-        ownFd = -1;
-      }
-      if (directChannel != null) {
-        directChannel.close();
-      }
-    }
-    directFdLock.writeLock().lock();
+    fdLock.writeLock().lock();
     try {
+      synchronized (this) {
+        closed = true;
+        if (ownFd >= 0) {
+          Posix.LIBC.close(ownFd);
+          ownFd = -1;
+        }
+      }
       if (directFd >= 0) {
         Posix.LIBC.close(directFd);
         directFd = -1;
       }
     } finally {
-      directFdLock.writeLock().unlock();
+      fdLock.writeLock().unlock();
+    }
+    if (directChannel != null) {
+      directChannel.close();
     }
     channel.close();
   }

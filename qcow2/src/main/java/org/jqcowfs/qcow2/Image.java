@@ -35,6 +35,23 @@ public interface Image extends Closeable {
   void read(ByteBuffer dst, long guestOffset) throws IOException;
 
   /**
+   * The {@code length} guest bytes at {@code guestOffset} as a read-only view of the page cache
+   * ({@link HostFile#mapCached}), when one host file stores all of them raw, in one contiguous
+   * range that the cache holds; else null, and the caller reads them with {@link #read}. The view
+   * holds what {@link #read} would write. The caller closes it. This default has no view.
+   *
+   * @param guestOffset offset in bytes, with {@code [guestOffset, guestOffset + length)} in {@code
+   *     [0, size())}
+   * @param length bytes, {@code >= 1}
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException on an I/O error or a corrupt L1/L2 entry in the range
+   */
+  default CachedView cachedView(long guestOffset, int length) throws IOException {
+    checkRange(guestOffset, length, size());
+    return null;
+  }
+
+  /**
    * The block status of this layer alone at {@code guestOffset}: one {@link Extent} starting at
    * {@code guestOffset} whose status holds for all its bytes, of length in {@code [1, maxLength]}.
    * Matches QEMU's {@code bdrv_co_block_status} for this node (qcow2: {@code

@@ -6,6 +6,8 @@ import jnr.ffi.Runtime;
 import jnr.ffi.annotations.In;
 import jnr.ffi.annotations.Out;
 import jnr.ffi.annotations.SaveError;
+import jnr.ffi.types.off_t;
+import jnr.ffi.types.size_t;
 
 /**
  * The few libc calls the qcow2 core needs beyond {@link java.nio.channels.FileChannel}: {@code
@@ -33,6 +35,12 @@ public interface Posix {
   int ENXIO = 6;
   int EAGAIN = 11;
   int ENOSYS = 38;
+
+  int PROT_READ = 1;
+  int MAP_SHARED = 1;
+
+  /** {@code MAP_POPULATE}: map every page of the range at once (0x8000 on x86_64 and aarch64). */
+  int MAP_POPULATE = 0x8000;
 
   /** {@code cachestat(2)}'s system call number (Linux 6.5; the same on x86_64 and aarch64). */
   long SYS_CACHESTAT = 451;
@@ -70,6 +78,19 @@ public interface Posix {
   long syscall(long number, int fd, @In long[] range, @Out long[] cstat, int flags);
 
   int getpagesize();
+
+  /**
+   * {@code mmap(addr, length, prot, flags, fd, offset)}: the mapping, or address -1 ({@code
+   * MAP_FAILED}) with errno set. {@code offset} must be a multiple of the page size. (Declared with
+   * plain {@code long} for every argument, jnr-ffi 2.2.16 passed glibc a wrong offset: EINVAL
+   * before any system call.)
+   */
+  @SaveError
+  Pointer mmap(Pointer addr, @size_t long length, int prot, int flags, int fd, @off_t long offset);
+
+  /** {@code munmap(addr, length)}: 0, or -1 with errno set. */
+  @SaveError
+  int munmap(Pointer addr, @size_t long length);
 
   /** The errno saved by the calling thread's last call above. */
   static int errno() {

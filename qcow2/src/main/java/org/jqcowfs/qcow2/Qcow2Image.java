@@ -285,6 +285,21 @@ public final class Qcow2Image implements Image {
         k -> dataFile.readFully(reads.get(left[k]).dst(), reads.get(left[k]).hostOffset()));
   }
 
+  /**
+   * A view of the range when one {@link SubclusterType#NORMAL} run maps all of it (contiguous in
+   * the data file, as {@link #read} would read it with one {@code readFully}) and the page cache
+   * holds it; null for anything else: zero, unallocated or compressed parts, runs split between
+   * host ranges or L2 tables, or bytes not cached.
+   */
+  @Override
+  public CachedView cachedView(long guestOffset, int length) throws IOException {
+    Image.checkRange(guestOffset, length, virtualSize);
+    Run run = mapRun(guestOffset, length);
+    return run.type() == SubclusterType.NORMAL && run.length() == length
+        ? dataFile.mapCached(run.hostOffset(), length)
+        : null;
+  }
+
   /** A contiguous range of the data file and where its bytes go. */
   private record HostRead(long hostOffset, ByteBuffer dst) {}
 

@@ -56,6 +56,16 @@ public final class RawImage implements Image {
     Qcow2Image.fillZeros(dst);
   }
 
+  /**
+   * A view of the range when the file holds all of it (not the zeros past its end) and it is
+   * cached.
+   */
+  @Override
+  public CachedView cachedView(long guestOffset, int length) throws IOException {
+    Image.checkRange(guestOffset, length, size);
+    return guestOffset + length <= fileLength ? file.mapCached(guestOffset, length) : null;
+  }
+
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, size);
