@@ -30,7 +30,7 @@ OUT=${BENCH_OUT:-/dev/shm/jqcowfs-bench}
 RUNS=${RUNS:-4}
 FIO_SECONDS=${FIO_SECONDS:-20}
 CP_TIMEOUT=${CP_TIMEOUT:-300}
-PREWARM_MIB=${PREWARM_MIB:-0}
+PREWARM_MIB=${PREWARM_MIB:-8192}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
 # A slice for a quick look: KINDS=zstd runs only the OS-image measures of those kinds and prints
 # them (bench/results.* and the README are left as they are)
@@ -139,15 +139,25 @@ warm() {
   "$JQ" info "$1" >/dev/null; qemu-img info "$1" >/dev/null; qemu-storage-daemon --version >/dev/null
   prewarm
 }
-# prewarm: writes and deletes PREWARM_MIB (default 0: off) on tmpfs right before a timed run. This
-# VM hands freed memory back to the host (free page reporting, min_free_ms 0), and the first write
-# to a page the host took back costs far more than a copy: dd of 3000 MiB to tmpfs took 1.5-5.8 s
-# without this step and 1.0-1.5 s after writing 8192 MiB. It takes the VM's page cost out of the
-# comparison (closer to bare metal) and shrinks cp's lead over qemu-storage-daemon, whose page
-# cache grows by the whole file: plain cp 2.26-2.61 s against 2.81-5.49 s with PREWARM_MIB=8192.
+# prewarm: writes and deletes PREWARM_MIB (default 8192; 0: off) on tmpfs right before a timed run.
+# This VM hands freed memory back to the host (free page reporting, min_free_ms 0), and the first
+# write to a page the host took back costs far more than a copy: dd of 3000 MiB to tmpfs took
+# 1.5-5.8 s without this step and 1.0-1.5 s after writing 8192 MiB. It takes most of the VM's page
+# cost out of the comparison (closer to bare metal), which also makes qemu-storage-daemon's page
+# cache (it grows by the whole file) cheaper. Two RUNS=6 runs, without it (7798256) and with it
+# (d4e6b11, mapped windows added): plain cp took jqcowfs 1.70-3.25 s and 1.91-2.13 s, qsd 2.69-3.25
+# s and 2.50-3.06 s, the same ratio (1.29, 1.31); plain convert jqcowfs 1.10-2.59 s and 1.29-1.60
+# s, qemu-img 1.12-3.05 s and 1.31-1.54 s; zstd convert jqcowfs 2.76-4.03 s and 2.35-3.16 s.
+# At most half of the memory available and of the room left on the tmpfs.
 prewarm() {
   [ "$PREWARM_MIB" -gt 0 ] || return 0
-  dd if=/dev/zero of="$OUT/prewarm" bs=1M count="$PREWARM_MIB" status=none; rm -f "$OUT/prewarm"
+  local avail room mib
+  avail=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+  room=$(df -m --output=avail "$OUT" | tail -1)
+  mib=$PREWARM_MIB
+  ((mib <= avail / 2)) || mib=$((avail / 2))
+  ((mib <= room / 2)) || mib=$((room / 2))
+  dd if=/dev/zero of="$OUT/prewarm" bs=1M count="$mib" status=none; rm -f "$OUT/prewarm"
 }
 # sha FILE: a SHA-256 of the content, the same for a sparse and a dense copy (bench/content-sha.py)
 sha() { python3 "$ROOT/bench/content-sha.py" "$1"; }

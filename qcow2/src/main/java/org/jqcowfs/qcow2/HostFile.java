@@ -59,7 +59,7 @@ public final class HostFile implements AutoCloseable {
    * Whether {@link #mapCached} maps cached ranges ({@code -Djqcowfs.mappedReads}, default true);
    * when false it always answers null.
    */
-  private static volatile boolean mappedReads =
+  private static final boolean MAPPED_READS =
       !"false".equals(System.getProperty("jqcowfs.mappedReads"));
 
   /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
@@ -301,7 +301,7 @@ public final class HostFile implements AutoCloseable {
    * @throws IOException if the range runs past the end of the file (naming the range)
    */
   public CachedView mapCached(long position, int length) throws IOException {
-    if (!mappedReads || noCachestat || length <= 0) {
+    if (!MAPPED_READS || noCachestat || length <= 0) {
       return null;
     }
     checkRange(position, length, length());
@@ -327,11 +327,6 @@ public final class HostFile implements AutoCloseable {
     } finally {
       fdLock.readLock().unlock();
     }
-  }
-
-  /** Turns {@link #mapCached} on or off (tests). */
-  static void mappedReads(boolean on) {
-    mappedReads = on;
   }
 
   private void checkRange(long position, long want, long length) throws IOException {
