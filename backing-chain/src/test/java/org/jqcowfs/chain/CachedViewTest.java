@@ -89,7 +89,37 @@ class CachedViewTest {
     }
   }
 
+  /** A data cluster cut off by a truncated file: an error naming the file, never a mapping. */
+  @Test
+  void aClusterPastTheEndOfTheFileIsAnError() throws Exception {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "cut.qcow2", "4M");
+    Qemu.io(dir, "cut.qcow2", "write -q -P 0x44 0 1M");
+    Path cut = dir.resolve("cut.qcow2");
+    try (java.nio.channels.FileChannel f =
+        java.nio.channels.FileChannel.open(cut, java.nio.file.StandardOpenOption.WRITE)) {
+      f.truncate(f.size() - 65536);
+    }
+    Files.readAllBytes(cut);
+    try (BackingChain chain = ChainOpener.open(cut)) {
+      java.io.IOException e =
+          assertThrows(java.io.IOException.class, () -> chain.cachedView(0, MIB));
+      assertTrue(e.getMessage().contains(cut.toString()), e.getMessage());
+      assertTrue(e.getMessage().contains("past the end of the file"), e.getMessage());
+      assertView(chain, 0, MIB - 65536, cut); // the clusters still in the file are fine
+    }
+  }
+
   private void assertView(BackingChain chain, long offset, int length) throws Exception {
+    assertView(chain, offset, length, top);
+  }
+
+  /** Asserts that the range is a view holding qemu-img convert's bytes of {@code image}. */
+  private void assertView(BackingChain chain, long offset, int length, Path image)
+      throws Exception {
+    byte[] want =
+        image.equals(top)
+            ? this.want
+            : Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("ref.raw"), null));
     try (CachedView view = chain.cachedView(offset, length)) {
       assertNotNull(view, "no view of " + length + " bytes at " + offset);
       ByteBuffer bytes = view.bytes();

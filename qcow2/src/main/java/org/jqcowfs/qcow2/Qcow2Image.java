@@ -388,8 +388,9 @@ public final class Qcow2Image implements Image {
   }
 
   /**
-   * A run of guest bytes with one subcluster type inside one L2 table; for {@link
-   * SubclusterType#NORMAL} runs the host bytes are contiguous.
+   * A run of guest bytes with one subcluster type inside one L2 table, or, unallocated, across L1
+   * entries that map no L2 table; for {@link SubclusterType#NORMAL} runs the host bytes are
+   * contiguous.
    *
    * @param length bytes, {@code >= 1}
    * @param type never INVALID

@@ -48,6 +48,31 @@ class Qcow2ImageTest {
   }
 
   /**
+   * A 1 TiB image with one cluster written at 600 GiB: the unallocated L1 entries before it (1200
+   * of 512 MiB) are one block status answer, as long as qemu-img map's first extent, and the
+   * written cluster comes next.
+   */
+  @Test
+  void unallocatedL1EntriesInARowAreOneBlockStatusAnswer() throws Exception {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "a.qcow2", "1T");
+    Qemu.io(dir, "a.qcow2", "write -q -P 7 600G 64k");
+    String map = Qemu.mapJson(dir.resolve("a.qcow2"));
+    java.util.regex.Matcher first =
+        java.util.regex.Pattern.compile("\\{[^}]*\"start\": 0, \"length\": (\\d+)").matcher(map);
+    assertTrue(first.find(), map);
+    long qemuLength = Long.parseLong(first.group(1));
+    try (Qcow2Image q = Qcow2Image.open(dir.resolve("a.qcow2"))) {
+      Extent e = q.blockStatus(0, q.size());
+      assertEquals(600L << 30, qemuLength, map);
+      assertEquals(qemuLength, e.length(), e.toString());
+      assertTrue(!e.allocated() && !e.data(), e.toString());
+      Extent next = q.blockStatus(e.end(), q.size() - e.end());
+      assertTrue(next.allocated() && next.data(), next.toString());
+      assertEquals(65536, next.length(), next.toString());
+    }
+  }
+
+  /**
    * One read spanning many clusters, gathered and done in parallel: compressed streams that lie
    * side by side (qemu-img convert -c, more than one 8 MiB group of streams), compressed and plain
    * clusters written in reverse guest order (host offsets falling as the guest offset rises), for
