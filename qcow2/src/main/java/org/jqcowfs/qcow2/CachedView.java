@@ -54,11 +54,6 @@ public final class CachedView implements AutoCloseable {
     return bytes.duplicate();
   }
 
-  /** The viewed length in bytes. */
-  public int length() {
-    return bytes.capacity();
-  }
-
   /** Unmaps the bytes; later calls do nothing. See the class comment for what must precede it. */
   @Override
   public void close() {

@@ -81,9 +81,9 @@ public interface Posix {
 
   /**
    * {@code mmap(addr, length, prot, flags, fd, offset)}: the mapping, or address -1 ({@code
-   * MAP_FAILED}) with errno set. {@code offset} must be a multiple of the page size. (Declared with
-   * plain {@code long} for every argument, jnr-ffi 2.2.16 passed glibc a wrong offset: EINVAL
-   * before any system call.)
+   * MAP_FAILED}) with errno set. {@code offset} must be a multiple of the page size. (Declared as
+   * {@code long mmap(long, long, int, int, int, long)}, jnr-ffi 2.2.16 passed glibc a wrong offset:
+   * EINVAL before any system call. This declaration works.)
    */
   @SaveError
   Pointer mmap(Pointer addr, @size_t long length, int prot, int flags, int fd, @off_t long offset);
