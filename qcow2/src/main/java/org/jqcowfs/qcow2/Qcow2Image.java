@@ -467,35 +467,67 @@ public final class Qcow2Image implements Image {
       }
     }
     long scBytes = 1L << geometry.subclusterBits();
-    long clusterStart = pos - geometry.offsetInCluster(pos);
     long runEnd = (pos & ~(scBytes - 1)) + first.sameTypeRun(geometry, sc, type) * scBytes;
     long wanted = pos + limit;
     if (type != SubclusterType.COMPRESSED) {
-      long nextCluster = clusterStart + geometry.clusterSize();
-      long expectedHost = first.hostClusterOffset();
-      for (int i = l2Index + 1;
-          runEnd == nextCluster && runEnd < wanted && i < geometry.l2Entries();
-          i++) {
-        L2Entry e = entry(table, i);
-        if (e.type(geometry, 0, header.version() >= 3, dataFile != file) != type) {
-          break;
-        }
-        if (type.hasHostOffset()) {
-          expectedHost += geometry.clusterSize();
-          if (e.hostClusterOffset() != expectedHost) {
-            break;
-          }
-          if (dataFile != file && expectedHost != nextCluster) {
-            break;
-          }
-        }
-        runEnd = nextCluster + e.sameTypeRun(geometry, 0, type) * scBytes;
-        nextCluster += geometry.clusterSize();
-      }
+      long clusterEnd = pos - geometry.offsetInCluster(pos) + geometry.clusterSize();
+      runEnd =
+          extendRun(table, l2Index, type, first.hostClusterOffset(), clusterEnd, runEnd, wanted);
     }
     long length = Math.min(runEnd, wanted) - pos;
     checkInFile(type, first, host, length, l1Index, l2Index, pos);
     return new Run(pos, length, type, host, first, l1Index, l2Index);
+  }
+
+  /**
+   * Extends a run of {@code type} that ends at {@code runEnd} over the L2 entries after {@code
+   * l2Index} that continue it: the same type from their first subcluster, and for data, the next
+   * host cluster after {@code hostCluster} (the run's entry's). The run goes on only if it reaches
+   * {@code clusterEnd}, the end of entry {@code l2Index}'s cluster; it stops at {@code wanted}, at
+   * the end of {@code table} and where a run ends inside a cluster. Offsets are guest offsets in
+   * bytes but {@code hostCluster}, a host offset; returns the run's new end.
+   *
+   * <p>A method of its own for the JIT: this loop is what makes mapping hot (a 1 MiB window of 64
+   * KiB clusters walks 16 entries, a block status query up to a whole table). Inside {@link
+   * #mapRun}, C2 compiled the loop with all of mapRun, L2 cache lookup included, twice in a cp of
+   * the plain bench image through a fresh mount (0.13 s each, -XX:+LogCompilation: once early, then
+   * after a branch first taken near the disk's end). Alone it is a 0.02 s compile, and mapRun stays
+   * with C1; the compile time during that cp fell from 0.49-0.81 s to 0.37-0.45 s
+   * (java.ci.totalTime, 5 interleaved runs each).
+   */
+  private long extendRun(
+      long[] table,
+      int l2Index,
+      SubclusterType type,
+      long hostCluster,
+      long clusterEnd,
+      long runEnd,
+      long wanted) {
+    long scBytes = 1L << geometry.subclusterBits();
+    boolean v3 = header.version() >= 3;
+    boolean external = dataFile != file;
+    long nextCluster = clusterEnd;
+    long expectedHost = hostCluster;
+    for (int i = l2Index + 1;
+        runEnd == nextCluster && runEnd < wanted && i < geometry.l2Entries();
+        i++) {
+      L2Entry e = entry(table, i);
+      if (e.type(geometry, 0, v3, external) != type) {
+        break;
+      }
+      if (type.hasHostOffset()) {
+        expectedHost += geometry.clusterSize();
+        if (e.hostClusterOffset() != expectedHost) {
+          break;
+        }
+        if (external && expectedHost != nextCluster) {
+          break;
+        }
+      }
+      runEnd = nextCluster + e.sameTypeRun(geometry, 0, type) * scBytes;
+      nextCluster += geometry.clusterSize();
+    }
+    return runEnd;
   }
 
   /**
