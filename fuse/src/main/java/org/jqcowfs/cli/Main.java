@@ -40,11 +40,12 @@ public final class Main implements Runnable {
   }
 
   /**
-   * The command line for {@code args}: when the first argument names a subcommand, the model of
-   * that one only. picocli reads every option of every subcommand it is given before it parses a
-   * word, and that was a third of a convert's start: 85 ms with all of them, 50 ms with convert's
-   * alone (a probe timing {@code new CommandLine(...)} in a fresh JVM, 3 runs each). Help, options
-   * of {@code jqcowfs} itself and unknown words get all of them, so usage and errors list them all.
+   * The command line for {@code args}: when the first argument names a subcommand (or one of its
+   * aliases), the model of that one only. picocli reads every option of every subcommand it is
+   * given before it parses a word: {@code new CommandLine(...)} took 85 ms in a fresh JVM with all
+   * of them and 50 ms with convert's alone (3 runs each), and a convert of a 64 MiB image took
+   * 0.18-0.20 s instead of 0.19-0.27 s. Help, options of {@code jqcowfs} itself and unknown words
+   * get every subcommand, so usage, {@code help COMMAND} and "did you mean" work as before.
    */
   static CommandLine commandLine(String[] args) {
     for (Class<?> c : COMMANDS) {
