@@ -409,10 +409,14 @@ public final class Qcow2Image implements Image {
       long l1Index,
       int l2Index) {}
 
+  /** L1 entry {@code index}; 0 (no L2 table) past the end of a table shorter than the disk. */
+  private long l1Entry(long index) {
+    return index < l1Table.length ? l1Table[(int) index] : 0;
+  }
+
   /** Whether L1 entry {@code index} maps no L2 table and has no reserved bits set. */
   private boolean unallocatedL1Entry(long index) {
-    long entry = index < l1Table.length ? l1Table[(int) index] : 0;
-    return (entry & (L2Entry.L1E_RESERVED_MASK | L2Entry.L1E_OFFSET_MASK)) == 0;
+    return (l1Entry(index) & (L2Entry.L1E_RESERVED_MASK | L2Entry.L1E_OFFSET_MASK)) == 0;
   }
 
   /**
@@ -426,7 +430,7 @@ public final class Qcow2Image implements Image {
     long l1Index = geometry.l1Index(pos);
     long tableEnd = (l1Index + 1) * geometry.bytesPerL2Table();
     long limit = Math.min(maxBytes, tableEnd - pos);
-    long l1Entry = l1Index < l1Table.length ? l1Table[(int) l1Index] : 0;
+    long l1Entry = l1Entry(l1Index);
     if ((l1Entry & L2Entry.L1E_RESERVED_MASK) != 0) {
       throw corruptAt(l1Index, -1, "L1 entry " + hex(l1Entry) + ": reserved bits set", pos);
     }
