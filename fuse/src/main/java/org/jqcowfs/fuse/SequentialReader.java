@@ -2,7 +2,6 @@ package org.jqcowfs.fuse;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.util.Iterator;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ConcurrentSkipListMap;
@@ -24,11 +23,13 @@ import org.jqcowfs.qcow2.HostFile;
  * O_DIRECT readers get none from it.
  *
  * <p>A read is sequential when it starts where the stream has got to, or, once windows are being
- * read, up to {@link #WINDOW_BYTES} past it; one that starts up to {@link #LATE_BYTES} before it is
- * a READ of the stream answered late and changes nothing. The kernel's readahead sends several
- * READs at once, and the FUSE workers may take them in any order. Windows are aligned to their
- * length; a read takes the parts it finds in completed or running windows and reads the rest
- * itself. A window whose read failed is never served: the read that needs it reads that range
+ * read, up to {@link #WINDOW_BYTES} past it; one that starts before it, up to {@link #LATE_BYTES}
+ * or in a window still kept, is a READ of the stream answered late and changes nothing. The
+ * kernel's readahead sends several READs at once, and the FUSE workers may take them in any order.
+ * Windows are aligned to their length; a read takes the parts it finds in completed or running
+ * windows and reads the rest itself. A window is dropped once all its bytes have been served, when
+ * the stream is {@link #KEEP_BYTES} past it, or on a jump; so a READ answered late finds its
+ * window. A window whose read failed is never served: the read that needs it reads that range
  * itself, so an error is EIO for the affected request only. Random readers (fio) never start a
  * window.
  *
@@ -72,9 +73,24 @@ final class SequentialReader implements AutoCloseable {
 
   /**
    * How far behind the stream a READ may start and still count as one of its own answered late (it
-   * changes nothing); further back is a jump.
+   * changes nothing), also when its window is gone; further back, outside the windows kept, is a
+   * jump.
    */
   static final long LATE_BYTES = (long) (DEPTH + 1) * WINDOW_BYTES;
+
+  /**
+   * How far behind the stream a window whose bytes have not all been served is kept. The kernel's
+   * readahead asks for up to twice {@link KernelBackend#READ_AHEAD_KIB} at once (cp's
+   * FADV_SEQUENTIAL doubles it), and a worker may answer one of those READs after the other worker
+   * has answered all the rest.
+   *
+   * <p>Measured, cp --sparse=always of the plain OS image: with windows dropped as soon as a READ
+   * started past them, and READs more than {@link #LATE_BYTES} back taken as jumps, 30 READs a cp
+   * came 6 MiB late (each a jump back and one forward, dropping every window) and 1500 more found
+   * their window dropped by a later READ (mostly 2-6 MiB late): 0.5 of 3.2 GB were read by the
+   * READs themselves instead of lent. With windows kept until served, 2 MB.
+   */
+  static final long KEEP_BYTES = 2L * KernelBackend.READ_AHEAD_KIB * 1024 + WINDOW_BYTES;
 
   /** Set in {@link Window#pins} once the window is dropped: no new pins. */
   private static final int DROPPED = 1 << 30;
@@ -87,6 +103,12 @@ final class SequentialReader implements AutoCloseable {
    */
   private final class Window {
     final long index;
+
+    /** The window's bytes in the file: {@link #WINDOW_BYTES}, less at the end of the file. */
+    final int length;
+
+    /** Bytes served from the window so far; at {@link #length} it is dropped. */
+    private final AtomicInteger served = new AtomicInteger();
 
     /** The window's own buffer; not used once {@link #view} is set. */
     final ByteBuffer buffer;
@@ -103,8 +125,9 @@ final class SequentialReader implements AutoCloseable {
     /** Requests copying from or lending the buffer, plus {@link #DROPPED} once dropped. */
     private final AtomicInteger pins = new AtomicInteger();
 
-    Window(long index, ByteBuffer buffer) {
+    Window(long index, int length, ByteBuffer buffer) {
       this.index = index;
+      this.length = length;
       this.buffer = buffer;
     }
 
@@ -122,6 +145,11 @@ final class SequentialReader implements AutoCloseable {
       if (pins.decrementAndGet() == DROPPED) {
         recycle();
       }
+    }
+
+    /** Counts {@code n} bytes served; true once all of the window's bytes have been. */
+    boolean serve(int n) {
+      return served.addAndGet(n) >= length;
     }
 
     /** Called once, by the thread that removed the window from {@link #windows}. */
@@ -248,7 +276,8 @@ final class SequentialReader implements AutoCloseable {
     lock.lock();
     try {
       long index = offset / WINDOW_BYTES;
-      if (offset < nextOffset && offset >= nextOffset - LATE_BYTES) {
+      if (offset < nextOffset
+          && (offset >= nextOffset - LATE_BYTES || windows.containsKey(index))) {
         return; // a READ answered after later ones: the stream has moved on already
       }
       boolean sequential =
@@ -262,7 +291,7 @@ final class SequentialReader implements AutoCloseable {
       }
       nextOffset = Math.max(nextOffset, offset + n);
       long front = (nextOffset - 1) / WINDOW_BYTES;
-      drop(Long.MIN_VALUE, Math.min(index, front - 1)); // one behind, for a READ answered late
+      drop(Long.MIN_VALUE, Math.floorDiv(nextOffset - KEEP_BYTES, WINDOW_BYTES));
       long last = Math.min(front + DEPTH, (size - 1) / WINDOW_BYTES);
       for (long i = index + 1; i <= last && !closed; i++) {
         if (!windows.containsKey(i)) {
@@ -306,7 +335,7 @@ final class SequentialReader implements AutoCloseable {
   private Window start(long index, ByteBuffer buffer, long size) {
     long from = index * WINDOW_BYTES;
     int length = (int) Math.min(WINDOW_BYTES, size - from);
-    Window w = new Window(index, buffer);
+    Window w = new Window(index, length, buffer);
     PREFETCH.execute(
         () -> {
           try {
@@ -360,6 +389,7 @@ final class SequentialReader implements AutoCloseable {
     }
     try {
       to.put(0, w.bytes(), (int) (at - w.index * WINDOW_BYTES), to.remaining());
+      served(w, to.remaining());
       return true;
     } finally {
       w.unpin();
@@ -387,6 +417,7 @@ final class SequentialReader implements AutoCloseable {
         payload.release();
         return false;
       }
+      served(w, part);
       pos += part;
     }
     return true;
@@ -427,14 +458,29 @@ final class SequentialReader implements AutoCloseable {
     return w;
   }
 
+  /**
+   * Counts {@code n} bytes served from window {@code w} (pinned by the caller, so its buffer stays
+   * until the copy or loan ends) and drops it once all its bytes have been.
+   */
+  private void served(Window w, int n) {
+    if (w.serve(n)) {
+      drop(w);
+    }
+  }
+
   /** Drops the windows with indexes in [from, to); their buffers are reused once unused. */
   private void drop(long from, long to) {
     if (from < to) {
-      for (Iterator<Window> it = windows.subMap(from, to).values().iterator(); it.hasNext(); ) {
-        Window w = it.next();
-        it.remove();
-        w.drop();
+      for (Window w : windows.subMap(from, to).values()) {
+        drop(w);
       }
+    }
+  }
+
+  /** Takes {@code w} out of {@link #windows} and drops it, unless another thread already has. */
+  private void drop(Window w) {
+    if (windows.remove(w.index, w)) {
+      w.drop();
     }
   }
 

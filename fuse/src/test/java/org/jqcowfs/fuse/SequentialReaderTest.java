@@ -188,6 +188,30 @@ class SequentialReaderTest {
   }
 
   /**
+   * One READ of the kernel's readahead answered after the six that followed it (its worker was
+   * descheduled while the other answered the rest) still finds its window, and the stream goes on
+   * from the windows: only the first READ reads for itself. Before windows were kept until served,
+   * the later READs dropped that window and the late READ, 6 MiB back, counted as a jump that
+   * dropped all the others.
+   */
+  @Test
+  void aReadAnsweredSixMibLateStillComesFromItsWindow(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
+        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      for (long mib : new long[] {0, 1, 2, 4, 5, 6, 7, 8, 9, 3, 10, 11}) {
+        assertRange(want, mib * MIB, read(r, mib * MIB, MIB));
+      }
+      assertEquals(MIB, r.directBytes(), "bytes the READs read themselves");
+      assertEquals(want.length - MIB, r.windowBytes(), "bytes served from windows");
+      assertTrue(
+          r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
+          r.buffersAllocated() + " window buffers");
+    }
+  }
+
+  /**
    * READs that windows hold are lent to the reply from the windows, without a copy, as one run or
    * two (a 1 MiB READ not aligned to the windows, as the kernel's readahead sends them after cp
    * starts an extent); a lent window keeps its bytes while later READs move the stream on and drop
