@@ -379,8 +379,14 @@ final class SequentialReader implements AutoCloseable {
   /**
    * Copies the window's bytes at file offset {@code at} into {@code to}, once the window is read.
    *
-   * @return false if there is no such window, it was dropped, or its read failed or was interrupted
-   *     (the caller reads the range)
+   * <p>A window that is a view of the page cache ({@link CachedView}) is not copied from: a Java
+   * access to a mapping whose file shrank under it faults, and the JDK reports that as an
+   * InternalError at some later point of the thread (in compiled code), where no catch can tie it
+   * to this read. The caller's own read of the range costs the same copy, from the same cache, and
+   * reports a shrunk image as an IOException.
+   *
+   * @return false if there is no such window, it was dropped, its read failed or was interrupted,
+   *     or it is a view (the caller reads the range)
    */
   private boolean copy(long at, ByteBuffer to) {
     Window w = pinned(at, to.remaining());
@@ -388,9 +394,12 @@ final class SequentialReader implements AutoCloseable {
       return false;
     }
     try {
-      to.put(0, w.bytes(), (int) (at - w.index * WINDOW_BYTES), to.remaining());
+      boolean view = w.view != null;
+      if (!view) {
+        to.put(0, w.buffer, (int) (at - w.index * WINDOW_BYTES), to.remaining());
+      }
       served(w, to.remaining());
-      return true;
+      return !view;
     } finally {
       w.unpin();
     }

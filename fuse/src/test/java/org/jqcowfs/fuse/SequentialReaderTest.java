@@ -267,6 +267,36 @@ class SequentialReaderTest {
   }
 
   /**
+   * A READ that cannot be lent copies from its window; when that window is a view of the page cache
+   * and the image file shrank under it, the copy faults. The READ then fails with an IOException
+   * naming the image (EIO for that request), not with the JDK's InternalError.
+   */
+  @Test
+  void aWindowWhoseImageShrankUnderItsMappingFailsWithAnIoError(@TempDir Path dir)
+      throws Exception {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "p.qcow2", "12M");
+    Qemu.io(dir, "p.qcow2", "write -q -P 0x5a 0 12M");
+    Path image = dir.resolve("p.qcow2");
+    byte[] want = reference(image, dir);
+    Files.readAllBytes(image); // in the page cache
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
+        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      assertRange(want, 0, read(r, 0, MIB));
+      assertRange(want, MIB, read(r, MIB, MIB));
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+      while (r.mappedBytes() < 4 * MIB && System.nanoTime() < deadline) {
+        Thread.sleep(10); // windows 2, 3 and 4 mapped
+      }
+      assertTrue(r.mappedBytes() >= 4 * MIB, r.mappedBytes() + " bytes of windows mapped");
+      try (FileChannel ch = FileChannel.open(image, StandardOpenOption.WRITE)) {
+        ch.truncate(MIB);
+      }
+      IOException e = assertThrows(IOException.class, () -> read(r, 2 * MIB, MIB));
+      assertTrue(e.getMessage().contains(image.toString()), e.getMessage());
+    }
+  }
+
+  /**
    * An uncompressed image the page cache holds: the windows are views of the cache ({@link
    * org.jqcowfs.qcow2.CachedView}), lent to the replies with QEMU's bytes, at most {@link
    * SequentialReader#MAX_BUFFERS} mapped at a time, and unmapped once the reader is closed.
