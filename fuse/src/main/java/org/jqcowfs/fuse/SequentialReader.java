@@ -28,10 +28,10 @@ import org.jqcowfs.qcow2.HostFile;
  * kernel's readahead sends several READs at once, and the FUSE workers may take them in any order.
  * Windows are aligned to their length; a read takes the parts it finds in completed or running
  * windows and reads the rest itself. A window is dropped once all its bytes have been served, when
- * the stream is {@link #KEEP_BYTES} past it, or on a jump; so a READ answered late finds its
- * window. A window whose read failed is never served: the read that needs it reads that range
- * itself, so an error is EIO for the affected request only. Random readers (fio) never start a
- * window.
+ * the stream is {@link #KEEP_BYTES} past it, on a jump, or once the stream has passed it and its
+ * buffer is needed for a window ahead; so a READ answered late finds its window. A window whose
+ * read failed is never served: the read that needs it reads that range itself, so an error is EIO
+ * for the affected request only. Random readers (fio) never start a window.
  *
  * <p>Thread-safe. Every request, on whichever worker, is served from the windows: a short lock
  * guards only which windows exist (no I/O and no waiting under it), and a request pins the window
@@ -296,8 +296,12 @@ final class SequentialReader implements AutoCloseable {
       for (long i = index + 1; i <= last && !closed; i++) {
         if (!windows.containsKey(i)) {
           ByteBuffer buffer = takeBuffer();
+          if (buffer == null) { // every buffer is in use: the windows passed give theirs back
+            drop(Long.MIN_VALUE, Math.min(index, front - 1));
+            buffer = takeBuffer();
+          }
           if (buffer == null) {
-            break; // every buffer is in use
+            break;
           }
           windows.put(i, start(i, buffer, size));
         }

@@ -267,6 +267,30 @@ class SequentialReaderTest {
   }
 
   /**
+   * A reader that reads the first quarter of every MiB runs sequentially but never reads all of a
+   * window. The windows it has passed are kept for late READs only while buffers are spare: once
+   * all {@link SequentialReader#MAX_BUFFERS} are in use they give theirs back, and every READ after
+   * the first still comes from a window.
+   */
+  @Test
+  void aReaderThatSkipsPartOfEachWindowKeepsGettingWindows(@TempDir Path dir) throws Exception {
+    Path image = image(dir);
+    byte[] want = reference(image, dir);
+    int quarter = MIB / 4;
+    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
+        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      for (long offset = 0; offset < want.length; offset += MIB) {
+        assertRange(want, offset, read(r, offset, quarter));
+      }
+      assertEquals(quarter, r.directBytes(), "bytes the READs read themselves");
+      assertEquals(want.length / 4 - quarter, r.windowBytes(), "bytes served from windows");
+      assertTrue(
+          r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
+          r.buffersAllocated() + " window buffers");
+    }
+  }
+
+  /**
    * A READ that cannot be lent copies from its window; when that window is a view of the page cache
    * and the image file shrank under it, the copy faults. The READ then fails with an IOException
    * naming the image (EIO for that request), not with the JDK's InternalError.
