@@ -473,7 +473,9 @@ final class SequentialReader implements AutoCloseable {
 
   /**
    * Counts {@code n} bytes served from window {@code w} (pinned by the caller, so its buffer stays
-   * until the copy or loan ends) and drops it once all its bytes have been.
+   * until the copy or loan ends) and drops it once all its bytes have been. A loan given back
+   * because a later part of its READ could not be lent stays counted, and the READ's copy counts it
+   * again: the window then goes early (its bytes are read again if asked for), never late.
    */
   private void served(Window w, int n) {
     if (w.serve(n)) {
