@@ -309,7 +309,7 @@ class SequentialReaderTest {
       assertRange(want, MIB, read(r, MIB, MIB));
       long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
       while (r.mappedBytes() < 4 * MIB && System.nanoTime() < deadline) {
-        Thread.sleep(10); // windows 2, 3 and 4 mapped
+        Thread.sleep(10); // windows 1 to 4 mapped (1 is served and unmapped by now)
       }
       assertTrue(r.mappedBytes() >= 4 * MIB, r.mappedBytes() + " bytes of windows mapped");
       try (FileChannel ch = FileChannel.open(image, StandardOpenOption.WRITE)) {
