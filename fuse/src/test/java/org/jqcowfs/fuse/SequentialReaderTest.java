@@ -68,6 +68,13 @@ class SequentialReaderTest {
     return got;
   }
 
+  /** The reader has allocated at most {@link SequentialReader#MAX_BUFFERS} window buffers. */
+  private static void assertBuffersBounded(SequentialReader r) {
+    assertTrue(
+        r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
+        r.buffersAllocated() + " window buffers");
+  }
+
   private static void assertRange(byte[] want, long offset, byte[] got) {
     int end = (int) Math.min(want.length, offset + got.length);
     assertArrayEquals(Arrays.copyOfRange(want, (int) offset, end), got, "at " + offset);
@@ -134,9 +141,7 @@ class SequentialReaderTest {
         workers.shutdownNow();
       }
       assertTrue(r.windowBytes() > 0, "no READ came from a window");
-      assertTrue(
-          r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
-          r.buffersAllocated() + " window buffers");
+      assertBuffersBounded(r);
     }
   }
 
@@ -205,9 +210,7 @@ class SequentialReaderTest {
       }
       assertEquals(MIB, r.directBytes(), "bytes the READs read themselves");
       assertEquals(want.length - MIB, r.windowBytes(), "bytes served from windows");
-      assertTrue(
-          r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
-          r.buffersAllocated() + " window buffers");
+      assertBuffersBounded(r);
     }
   }
 
@@ -252,9 +255,7 @@ class SequentialReaderTest {
         assertRange(want, heldAt, bytes(held.lent())); // its windows were dropped long ago
         held.release();
         assertEquals(lentWant, r.lentBytes());
-        assertTrue(
-            r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
-            r.buffersAllocated() + " window buffers");
+        assertBuffersBounded(r);
         for (long offset = 0; offset < want.length; offset += MIB) { // buffers reused, bytes right
           int n = r.read(dst.clear(), offset, payload);
           assertRange(
@@ -284,9 +285,7 @@ class SequentialReaderTest {
       }
       assertEquals(quarter, r.directBytes(), "bytes the READs read themselves");
       assertEquals(want.length / 4 - quarter, r.windowBytes(), "bytes served from windows");
-      assertTrue(
-          r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
-          r.buffersAllocated() + " window buffers");
+      assertBuffersBounded(r);
     }
   }
 
