@@ -126,7 +126,6 @@ public final class Converter {
     private final LongConsumer progress;
     private final ArrayDeque<Slot> free = new ArrayDeque<>();
     private final ArrayDeque<Slot> filled = new ArrayDeque<>();
-    private int slots;
 
     Worker(FileChannel channel, AtomicLong done, LongConsumer progress) {
       this.channel = channel;
@@ -136,7 +135,8 @@ public final class Converter {
 
     void run(Planner planner, AtomicReference<IOException> failure) throws IOException {
       for (Planner.Chunk c; failure.get() == null && (c = planner.next()) != null; ) {
-        Slot s = free.isEmpty() ? newSlot() : free.pop();
+        // made only when none is free, and filled holds fewer than SLOTS here: at most SLOTS made
+        Slot s = free.isEmpty() ? new Slot() : free.pop();
         s.chunk = c;
         chain.read(s.buf.clear().limit(c.length()), c.start());
         s.count = nonZeroRuns(s.buf.flip(), s.runs);
@@ -145,17 +145,12 @@ public final class Converter {
           writeFilled();
         } else if (writeLock.tryLock()) {
           writeFilledAndUnlock();
-        } else if (slots == SLOTS && free.isEmpty()) {
+        } else if (filled.size() == SLOTS) {
           writeLock.lock();
           writeFilledAndUnlock();
         }
       }
       writeFilled();
-    }
-
-    private Slot newSlot() {
-      slots++;
-      return new Slot();
     }
 
     private void writeFilledAndUnlock() throws IOException {
