@@ -71,6 +71,7 @@ demo: deps build
 install: build
 	install -d $(PREFIX)/lib/jqcowfs $(PREFIX)/bin
 	install -m 644 fuse/target/lib/*.jar fuse/target/jqcowfs-fuse-*.jar $(PREFIX)/lib/jqcowfs/
+	cp -r fuse/target/lib/native $(PREFIX)/lib/jqcowfs/
 	install -m 755 bin/jqcowfs $(PREFIX)/lib/jqcowfs/jqcowfs
 	ln -sf $(PREFIX)/lib/jqcowfs/jqcowfs $(PREFIX)/bin/jqcowfs
 	@bin/cds-archive $(PREFIX)/bin/jqcowfs $(PREFIX)/lib/jqcowfs/jqcowfs.jsa
