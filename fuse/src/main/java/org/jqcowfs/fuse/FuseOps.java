@@ -238,13 +238,14 @@ final class FuseOps {
    *
    * <p>Also measured and left out (2026-11-30): pushing a sequential reader's next bytes into the
    * page cache ({@code FUSE_NOTIFY_STORE}) instead of waiting for its READs. By itself a push is
-   * cheaper: 4 GiB pushed took 1.63-1.75 s of daemon CPU, page allocation included, where answering
-   * cat's READs of them took 2.08 s (the kernel takes a request's lock twice for every 4 KiB page
-   * of a READ reply, and not for a push). But the daemon then learns where the reader is only from
-   * the READs it still sends (here: one 4 KiB page left out of every 8 MiB pushed), and on 2 cores
-   * the pushing thread did not stay ahead of the kernel's readahead: a prototype's cp of the plain
-   * OS image still had 1.1-1.9 of its 3.2 GB answered by READs (each range copied twice where both
-   * got there), and took 2.3-2.5 s against 1.8-2.1 s.
+   * cheaper: 4 GiB pushed took 1.63-1.75 s of daemon CPU (2 runs), page allocation included, where
+   * answering cat's READs of them took 2.08 s (1 run); among the costs a push does not have, the
+   * kernel takes the READ request's lock twice for every 4 KiB page of its reply. But the daemon
+   * then learns where the reader is only from the READs it still sends (here: one 4 KiB page left
+   * out of every 8 MiB pushed), and on 2 cores the pushing thread did not stay ahead of the
+   * kernel's readahead: a prototype's cp of the plain OS image still had 1.1-1.9 of its 3.2 GB
+   * answered by READs (each range copied twice where both got there), and took 2.3-2.5 s against
+   * 1.8-2.1 s.
    */
   private int open(long nodeid, int flags, ByteBuffer out) {
     if (nodeid == FlatFileSystem.ROOT_INODE) {
