@@ -3,6 +3,7 @@ package org.jqcowfs.cli;
 import java.io.PrintWriter;
 import java.util.List;
 import org.jqcowfs.qcow2.Posix;
+import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -89,23 +90,24 @@ public final class Main implements Runnable {
   }
 
   public static void main(String[] args) {
-    preloadLibc();
+    preload();
     System.exit(commandLine(args).execute(args));
   }
 
   /**
-   * Loads the qcow2 core's libc binding ({@link Posix}, needed by every command that opens an
-   * image, for its lock) on a second thread while picocli reads the command line: jnr-ffi generates
-   * the binding's stubs at first use, about 50 ms of a convert's 0.40 s start (8 interleaved runs
-   * each of a convert of the 1 TiB bench image: median 0.35 s against 0.40 s without). A failure is
-   * left to the thread that uses the binding, where it is reported.
+   * Readies, on a second thread while picocli reads the command line, what every command that opens
+   * an image needs next: the qcow2 core's libc binding ({@link Posix}, for the image's lock; jffi's
+   * native library is loaded then) and SLF4J, whose set-up looks through the class path for a
+   * provider (13 ms on the main thread, in a logged start of a convert). A failure is left to the
+   * thread that uses them, where it is reported.
    */
-  private static void preloadLibc() {
+  private static void preload() {
     Thread t =
         new Thread(
             () -> {
               try {
-                Posix.LIBC.getClass();
+                Posix.load();
+                LoggerFactory.getILoggerFactory();
               } catch (LinkageError e) {
                 // reported where the binding is used
               }

@@ -13,10 +13,11 @@ import org.jqcowfs.qcow2.Posix;
 /**
  * The C library calls the FUSE transport needs, bound with jnr-ffi. Only what Java cannot do
  * itself: {@code /dev/fuse} I/O, the clone ioctl, mount(2), and passing a file descriptor over a
- * socket (the fusermount3 protocol). open and close, with O_CLOEXEC, come from the qcow2 core's
- * {@link Posix}. Buffers passed here are direct and used from position 0.
+ * socket (the fusermount3 protocol), and open and close for those descriptors. Buffers passed here
+ * are direct and used from position 0. (The qcow2 core's calls are bound apart, in {@link Posix},
+ * so that commands that do not mount never generate this binding.)
  */
-public interface LibC extends Posix {
+public interface LibC {
   /** The library, loaded once. */
   LibC INSTANCE = LibraryLoader.create(LibC.class).load("c");
 
@@ -24,6 +25,7 @@ public interface LibC extends Posix {
   Runtime RUNTIME = Runtime.getRuntime(INSTANCE);
 
   int O_RDWR = 02;
+  int O_CLOEXEC = Posix.O_CLOEXEC;
   int AF_UNIX = 1;
   int SOCK_STREAM = 1;
   int SOCK_CLOEXEC = 02000000;
@@ -36,6 +38,12 @@ public interface LibC extends Posix {
 
   /** {@code _IOR(229, 0, uint32_t)}: attach a fresh /dev/fuse fd to an existing session. */
   long FUSE_DEV_IOC_CLONE = 0x8004E500L;
+
+  @SaveError
+  int open(String path, int flags);
+
+  @SaveError
+  int close(int fd);
 
   @SaveError
   long read(int fd, @Out ByteBuffer buf, long count);

@@ -144,21 +144,21 @@ class ConverterTest {
   /** The 4 KiB blocks of {@code file} that SEEK_DATA / SEEK_HOLE report as data. */
   private static BitSet dataBlocks(Path file, long length) throws IOException {
     BitSet data = new BitSet();
-    int fd = Posix.LIBC.open(file.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
+    int fd = Posix.open(file.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
     assertTrue(fd >= 0, "open " + file);
     try {
       long pos = 0;
       while (pos < length) {
-        long start = Posix.LIBC.lseek(fd, pos, Posix.SEEK_DATA);
+        long start = Posix.lseek(fd, pos, Posix.SEEK_DATA);
         if (start < 0) {
           break; // ENXIO: no data after pos
         }
-        long end = Posix.LIBC.lseek(fd, start, Posix.SEEK_HOLE);
+        long end = Posix.lseek(fd, start, Posix.SEEK_HOLE);
         data.set((int) (start / 4096), (int) ((end + 4095) / 4096));
         pos = end;
       }
     } finally {
-      Posix.LIBC.close(fd);
+      Posix.close(fd);
     }
     return data;
   }

@@ -2,7 +2,6 @@ package org.jqcowfs.qcow2;
 
 import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicBoolean;
-import jnr.ffi.Pointer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -29,23 +28,23 @@ import org.slf4j.LoggerFactory;
 public final class CachedView implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(CachedView.class);
 
-  private final Pointer mapping;
+  private final long mapping;
   private final long mapBytes;
   private final ByteBuffer bytes;
   private final AtomicBoolean closed = new AtomicBoolean();
 
   /**
-   * @param mapping what {@code mmap} returned
+   * @param mapping the address {@code mmap} returned
    * @param mapBytes the bytes mapped there
    * @param offset where the viewed bytes start in the mapping, in bytes
    * @param length the bytes viewed
    */
-  CachedView(Pointer mapping, long mapBytes, int offset, int length) {
+  CachedView(long mapping, long mapBytes, int offset, int length) {
     this.mapping = mapping;
     this.mapBytes = mapBytes;
     this.bytes =
         com.kenai.jffi.MemoryIO.getInstance()
-            .newDirectByteBuffer(mapping.address() + offset, length)
+            .newDirectByteBuffer(mapping + offset, length)
             .asReadOnlyBuffer();
   }
 
@@ -57,7 +56,7 @@ public final class CachedView implements AutoCloseable {
   /** Unmaps the bytes; later calls do nothing. See the class comment for what must precede it. */
   @Override
   public void close() {
-    if (closed.compareAndSet(false, true) && Posix.LIBC.munmap(mapping, mapBytes) != 0) {
+    if (closed.compareAndSet(false, true) && Posix.munmap(mapping, mapBytes) != 0) {
       LOG.warn("munmap of {} bytes failed: errno {}", mapBytes, Posix.errno());
     }
   }

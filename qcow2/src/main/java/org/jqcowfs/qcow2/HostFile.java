@@ -11,7 +11,6 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
-import jnr.ffi.Pointer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -53,7 +52,7 @@ public final class HostFile implements AutoCloseable {
   static final long WARM_PROBE_BYTES = 64L << 20;
 
   /** The page size in bytes: {@code cachestat} counts pages. */
-  private static final long PAGE_BYTES = Posix.LIBC.getpagesize();
+  private static final long PAGE_BYTES = Posix.getpagesize();
 
   /**
    * Whether {@link #mapCached} maps cached ranges ({@code -Djqcowfs.mappedReads}, default true);
@@ -139,7 +138,7 @@ public final class HostFile implements AutoCloseable {
     FileChannel direct = openDirect(path);
     int directFd =
         direct != null && LinuxAio.available()
-            ? Posix.LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
+            ? Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
             : -1;
     return new HostFile(path, channel, direct, directFd); // open gives -1 on failure
   }
@@ -316,10 +315,9 @@ public final class HostFile implements AutoCloseable {
     long bytes = position + length - start;
     fdLock.readLock().lock();
     try {
-      Pointer mapping =
-          Posix.LIBC.mmap(
-              null, bytes, Posix.PROT_READ, Posix.MAP_SHARED | Posix.MAP_POPULATE, fd(), start);
-      if (mapping == null || mapping.address() == -1) {
+      long mapping =
+          Posix.mmap(bytes, Posix.PROT_READ, Posix.MAP_SHARED | Posix.MAP_POPULATE, fd(), start);
+      if (mapping == Posix.MAP_FAILED) {
         LOG.debug("{}: mmap of {} bytes at {} failed: errno {}", path, bytes, start, Posix.errno());
         return null;
       }
@@ -416,8 +414,8 @@ public final class HostFile implements AutoCloseable {
    * when that cannot be told.
    */
   private boolean allCached(long pos, long bytes) throws IOException {
-    long[] stat = new long[Posix.CACHESTAT_FIELDS];
-    if (Posix.LIBC.syscall(Posix.SYS_CACHESTAT, fd(), new long[] {pos, bytes}, stat, 0) != 0) {
+    long cached = Posix.cachedPages(fd(), pos, bytes);
+    if (cached < 0) {
       int errno = Posix.errno();
       if (errno == Posix.ENOSYS) {
         LOG.debug("no cachestat (Linux before 6.5): reads go through the page cache");
@@ -425,7 +423,7 @@ public final class HostFile implements AutoCloseable {
       }
       return true;
     }
-    return stat[0] * PAGE_BYTES >= bytes;
+    return cached * PAGE_BYTES >= bytes;
   }
 
   /**
@@ -486,15 +484,15 @@ public final class HostFile implements AutoCloseable {
 
   /** Bytes the file occupies on disk ({@code st_blocks * 512}). */
   public long allocatedBytes() throws IOException {
-    Pointer stat = Posix.allocate(Posix.STAT_BYTES);
-    if (Posix.LIBC.fstat(fd(), stat) != 0) {
+    long blocks = Posix.stBlocks(fd());
+    if (blocks < 0) {
       throw new IOException(path + ": fstat failed: errno " + Posix.errno());
     }
-    return stat.getLong(Posix.STAT_BLOCKS_OFFSET) * 512;
+    return blocks * 512;
   }
 
   private long seek(long offset, int whence) throws IOException {
-    long r = Posix.LIBC.lseek(fd(), offset, whence);
+    long r = Posix.lseek(fd(), offset, whence);
     if (r < 0) {
       int errno = Posix.errno();
       if (errno == Posix.ENXIO) {
@@ -516,7 +514,7 @@ public final class HostFile implements AutoCloseable {
         throw new java.nio.channels.ClosedChannelException();
       }
       if (ownFd < 0) {
-        int opened = Posix.LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
+        int opened = Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
         if (opened < 0) {
           throw new IOException(path + ": open failed: errno " + Posix.errno());
         }
@@ -533,12 +531,12 @@ public final class HostFile implements AutoCloseable {
       synchronized (this) {
         closed = true;
         if (ownFd >= 0) {
-          Posix.LIBC.close(ownFd);
+          Posix.close(ownFd);
           ownFd = -1;
         }
       }
       if (directFd >= 0) {
-        Posix.LIBC.close(directFd);
+        Posix.close(directFd);
         directFd = -1;
       }
     } finally {

@@ -3,7 +3,6 @@ package org.jqcowfs.qcow2;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.file.Path;
-import jnr.ffi.Pointer;
 
 /**
  * QEMU's image locking for a reader: open file description (OFD) byte locks on the image file, the
@@ -33,11 +32,6 @@ public final class ImageLock implements Closeable {
   private static final short F_WRLCK = 1;
   private static final short F_UNLCK = 2;
 
-  /** {@code struct flock}: l_type (short), l_whence (short), l_start, l_len (off_t), l_pid. */
-  private static final int FLOCK_BYTES = 32;
-
-  private static final Posix LIBC = Posix.LIBC;
-
   private final Path path;
   private int fd;
 
@@ -54,7 +48,7 @@ public final class ImageLock implements Closeable {
    *     the image, or does not share reading it; or if the file cannot be opened or locked
    */
   public static ImageLock acquire(Path path) throws IOException {
-    int fd = LIBC.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
+    int fd = Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
     if (fd < 0) {
       throw new IOException(path + ": open for locking failed: errno " + errno());
     }
@@ -79,8 +73,7 @@ public final class ImageLock implements Closeable {
   }
 
   private void set(int offset) throws IOException {
-    Pointer f = flock(F_RDLCK, offset);
-    if (LIBC.fcntl(fd, F_OFD_SETLK, f) < 0) {
+    if (Posix.fcntlLock(fd, F_OFD_SETLK, F_RDLCK, offset, 1) < 0) {
       int errno = errno();
       throw new IOException(
           path
@@ -94,11 +87,11 @@ public final class ImageLock implements Closeable {
 
   /** QEMU's wording: {@code Failed to get shared "write" lock}. */
   private void refuseIfHeld(int offset, String what, String why) throws IOException {
-    Pointer f = flock(F_WRLCK, offset);
-    if (LIBC.fcntl(fd, F_OFD_GETLK, f) < 0) {
+    int held = Posix.fcntlLock(fd, F_OFD_GETLK, F_WRLCK, offset, 1);
+    if (held < 0) {
       throw new IOException(path + ": F_OFD_GETLK on byte " + offset + ": errno " + errno());
     }
-    if (f.getShort(0) != F_UNLCK) {
+    if (held != F_UNLCK) {
       throw new IOException(
           path
               + ": failed to get "
@@ -109,16 +102,6 @@ public final class ImageLock implements Closeable {
               + offset
               + "). Use --force-share to read it anyway, at the risk of data changing underneath");
     }
-  }
-
-  private static Pointer flock(short type, long offset) {
-    Pointer f = Posix.allocate(FLOCK_BYTES);
-    f.putShort(0, type);
-    f.putShort(2, (short) 0); // SEEK_SET
-    f.putLong(8, offset);
-    f.putLong(16, 1);
-    f.putInt(24, 0); // l_pid must be 0 for OFD locks
-    return f;
   }
 
   private static int errno() {
@@ -134,7 +117,7 @@ public final class ImageLock implements Closeable {
   @Override
   public synchronized void close() {
     if (fd >= 0) {
-      LIBC.close(fd);
+      Posix.close(fd);
       fd = -1;
     }
   }

@@ -1,18 +1,19 @@
 package org.jqcowfs.qcow2;
 
+import com.kenai.jffi.CallContext;
+import com.kenai.jffi.CallingConvention;
+import com.kenai.jffi.Invoker;
+import com.kenai.jffi.Library;
+import com.kenai.jffi.MemoryIO;
+import com.kenai.jffi.Type;
 import java.nio.ByteBuffer;
-import jnr.ffi.LibraryLoader;
-import jnr.ffi.Pointer;
-import jnr.ffi.annotations.In;
-import jnr.ffi.annotations.Out;
-import jnr.ffi.byref.NativeLongByReference;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * libdeflate's raw-deflate decompressor (Debian package libdeflate0), bound with jnr-ffi: about
- * twice as fast as zlib on qcow2 clusters. Absent library: {@link #available()} is false and
- * callers use {@link java.util.zip.Inflater}.
+ * libdeflate's raw-deflate decompressor (Debian package libdeflate0), called through jffi like
+ * {@link Posix}: about twice as fast as zlib on qcow2 clusters. Absent library: {@link
+ * #available()} is false and callers use {@link java.util.zip.Inflater}.
  */
 final class LibDeflate {
   private static final Logger LOG = LoggerFactory.getLogger(LibDeflate.class);
@@ -20,44 +21,71 @@ final class LibDeflate {
   /** {@code enum libdeflate_result}: LIBDEFLATE_SUCCESS. */
   static final int SUCCESS = 0;
 
-  /** The C functions used, from {@code libdeflate.h}. */
-  public interface Native {
-    Pointer libdeflate_alloc_decompressor();
+  private static final MemoryIO MEMORY = MemoryIO.getInstance();
 
-    /**
-     * Buffers are direct; jnr-ffi passes the address at their position.
-     *
-     * @return a {@code libdeflate_result}
-     */
-    int libdeflate_deflate_decompress(
-        Pointer decompressor,
-        @In ByteBuffer in,
-        long inBytes,
-        @Out ByteBuffer out,
-        long outBytesAvailable,
-        @Out NativeLongByReference actualOutBytes);
-  }
+  /** The library's two functions, or null without it. */
+  private static final Functions NATIVE = load();
 
-  private static final Native NATIVE = load();
-
-  private static final ThreadLocal<Pointer> DECOMPRESSORS =
-      ThreadLocal.withInitial(() -> NATIVE.libdeflate_alloc_decompressor());
+  /**
+   * Each thread's decompressor (reused, as libdeflate intends) and the native {@code size_t} that
+   * receives the bytes produced; never freed (the threads are the process's pools).
+   */
+  private static final ThreadLocal<long[]> DECOMPRESSORS =
+      ThreadLocal.withInitial(
+          () -> new long[] {NATIVE.allocDecompressor(), MEMORY.allocateMemory(Long.BYTES, true)});
 
   private LibDeflate() {}
 
-  private static Native load() {
+  /**
+   * {@code struct libdeflate_decompressor *libdeflate_alloc_decompressor(void)} and {@code enum
+   * libdeflate_result libdeflate_deflate_decompress(struct libdeflate_decompressor *, const void
+   * *in, size_t in_nbytes, void *out, size_t out_nbytes_avail, size_t *actual_out_nbytes_ret)},
+   * from {@code libdeflate.h}.
+   */
+  private record Functions(long alloc, long decompress) {
+    private static final CallContext ALLOC =
+        CallContext.getCallContext(Type.POINTER, new Type[0], CallingConvention.DEFAULT, false);
+    private static final CallContext DECOMPRESS =
+        CallContext.getCallContext(
+            Type.SINT32,
+            new Type[] {
+              Type.POINTER, Type.POINTER, Type.UINT64, Type.POINTER, Type.UINT64, Type.POINTER
+            },
+            CallingConvention.DEFAULT,
+            false);
+
+    long allocDecompressor() {
+      return Invoker.getInstance().invokeN0(ALLOC, alloc);
+    }
+
+    int decompress(long d, long in, long inBytes, long out, long outBytes, long produced) {
+      return (int)
+          Invoker.getInstance()
+              .invokeN6(DECOMPRESS, decompress, d, in, inBytes, out, outBytes, produced);
+    }
+  }
+
+  private static Functions load() {
     if (Boolean.getBoolean("jqcowfs.noLibdeflate")) {
       return null;
     }
-    for (String name : new String[] {"libdeflate.so.0", "deflate"}) {
-      try {
-        return LibraryLoader.create(Native.class).failImmediately().load(name);
-      } catch (LinkageError | RuntimeException e) {
-        LOG.debug("libdeflate as {}: {}", name, e.toString());
-      }
+    Library lib = null;
+    for (String name : new String[] {"libdeflate.so.0", "libdeflate.so"}) {
+      lib = lib != null ? lib : Library.getCachedInstance(name, Library.LAZY | Library.LOCAL);
     }
-    LOG.debug("libdeflate not found; deflate clusters use java.util.zip.Inflater");
-    return null;
+    if (lib == null) {
+      LOG.debug(
+          "libdeflate not found ({}); deflate clusters use java.util.zip.Inflater",
+          Library.getLastError());
+      return null;
+    }
+    long alloc = lib.getSymbolAddress("libdeflate_alloc_decompressor");
+    long decompress = lib.getSymbolAddress("libdeflate_deflate_decompress");
+    if (alloc == 0 || decompress == 0) {
+      LOG.debug("libdeflate lacks its decompressor; deflate clusters use java.util.zip.Inflater");
+      return null;
+    }
+    return new Functions(alloc, decompress);
   }
 
   /** Whether libdeflate was loaded. */
@@ -67,20 +95,20 @@ final class LibDeflate {
 
   /**
    * Decompresses the whole stream in {@code src} (position to limit) into {@code dst} (position to
-   * limit), without moving either position.
+   * limit), without moving either position. Both buffers are direct.
    *
    * @return the bytes produced, or -1 if libdeflate reports anything but success (bad data, more
-   *     output than {@code dst} holds); the caller then decides with zlib's rules
+   *     output than {@code dst} holds) or could not allocate a decompressor; the caller then
+   *     decides with zlib's rules
    */
   static long decompress(ByteBuffer src, ByteBuffer dst) {
-    Pointer d = DECOMPRESSORS.get();
-    if (d == null) {
+    long[] d = DECOMPRESSORS.get();
+    if (d[0] == 0 || d[1] == 0) {
       return -1;
     }
-    NativeLongByReference produced = new NativeLongByReference();
-    int r =
-        NATIVE.libdeflate_deflate_decompress(
-            d, src, src.remaining(), dst, dst.remaining(), produced);
-    return r == SUCCESS ? produced.getValue().longValue() : -1;
+    long in = MEMORY.getDirectBufferAddress(src) + src.position();
+    long out = MEMORY.getDirectBufferAddress(dst) + dst.position();
+    int r = NATIVE.decompress(d[0], in, src.remaining(), out, dst.remaining(), d[1]);
+    return r == SUCCESS ? MEMORY.getLong(d[1]) : -1;
   }
 }

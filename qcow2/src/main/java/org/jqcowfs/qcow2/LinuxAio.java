@@ -1,16 +1,10 @@
 package org.jqcowfs.qcow2;
 
+import com.kenai.jffi.MemoryIO;
 import java.nio.ByteBuffer;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
-import jnr.ffi.LibraryLoader;
-import jnr.ffi.Platform;
-import jnr.ffi.Pointer;
-import jnr.ffi.Runtime;
-import jnr.ffi.annotations.In;
-import jnr.ffi.annotations.Out;
-import jnr.ffi.annotations.SaveError;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -66,38 +60,7 @@ final class LinuxAio {
 
   private LinuxAio() {}
 
-  /**
-   * The AIO system calls through libc's {@code syscall}, a binding of their own, loaded at the
-   * first batch: jnr-ffi generates a binding's stubs when it loads, and every start of the command
-   * line would pay for these in {@link Posix}. Public: jnr-ffi implements it from a class loader of
-   * its own.
-   */
-  public interface Syscalls {
-    /** {@code syscall(number, a, ctx)}: {@code io_setup(nr_events, &ctx)}. */
-    @SaveError
-    long syscall(long number, long a, @In @Out long[] ctx);
-
-    /** {@code syscall(number, a)}: {@code io_destroy(ctx)}. */
-    @SaveError
-    long syscall(long number, long a);
-
-    /** {@code syscall(number, a, b, c)}: {@code io_submit(ctx, nr, iocbpp)}. */
-    @SaveError
-    long syscall(long number, long a, long b, long c);
-
-    /** {@code syscall(number, a, b, c, d, e)}: {@code io_getevents(ctx, min, nr, events, tmo)}. */
-    @SaveError
-    long syscall(long number, long a, long b, long c, long d, long e);
-  }
-
-  /** The binding, loaded on first use. */
-  private static final class Libc {
-    static final Syscalls LIBC = LibraryLoader.create(Syscalls.class).load("c");
-
-    static int errno() {
-      return Runtime.getRuntime(LIBC).getLastError();
-    }
-  }
+  private static final MemoryIO MEMORY = MemoryIO.getInstance();
 
   /** Reads that completed in full through a batch so far (for tests and statistics). */
   static long completedReads() {
@@ -105,9 +68,9 @@ final class LinuxAio {
   }
 
   private static long[] numbers() {
-    return switch (Platform.getNativePlatform().getCPU()) {
-      case X86_64 -> new long[] {206, 207, 208, 209};
-      case AARCH64 -> new long[] {0, 1, 4, 2};
+    return switch (System.getProperty("os.arch")) {
+      case "amd64", "x86_64" -> new long[] {206, 207, 208, 209};
+      case "aarch64" -> new long[] {0, 1, 4, 2};
       default -> null;
     };
   }
@@ -142,25 +105,22 @@ final class LinuxAio {
     int completed = 0;
     try {
       for (int i = 0; i < count; i++) {
-        long at = (long) i * IOCB_BYTES;
-        c.iocbs.setMemory(at, IOCB_BYTES, (byte) 0);
-        c.iocbs.putLong(at, i); // aio_data: the read's index
-        c.iocbs.putShort(at + 16, (short) IOCB_CMD_PREAD);
-        c.iocbs.putInt(at + 20, fd);
-        c.iocbs.putLong(at + 24, address(dsts[i]));
-        c.iocbs.putLong(at + 32, dsts[i].remaining());
-        c.iocbs.putLong(at + 40, positions[i]);
-        c.pointers.putLong((long) i * Long.BYTES, c.iocbs.address() + at);
+        long iocb = c.iocbs + (long) i * IOCB_BYTES;
+        MEMORY.setMemory(iocb, IOCB_BYTES, (byte) 0);
+        MEMORY.putLong(iocb, i); // aio_data: the read's index
+        MEMORY.putShort(iocb + 16, (short) IOCB_CMD_PREAD);
+        MEMORY.putInt(iocb + 20, fd);
+        MEMORY.putLong(iocb + 24, address(dsts[i]));
+        MEMORY.putLong(iocb + 32, dsts[i].remaining());
+        MEMORY.putLong(iocb + 40, positions[i]);
+        MEMORY.putLong(c.pointers + (long) i * Long.BYTES, iocb);
       }
       while (submitted < count) {
         long r =
-            Libc.LIBC.syscall(
-                NR[3],
-                c.id,
-                count - submitted,
-                c.pointers.address() + (long) submitted * Long.BYTES);
+            Posix.syscall(
+                NR[3], c.id, count - submitted, c.pointers + (long) submitted * Long.BYTES, 0, 0);
         if (r <= 0) {
-          int errno = Libc.errno();
+          int errno = Posix.errno();
           if (r < 0 && errno == Posix.EINTR) {
             continue;
           }
@@ -170,9 +130,9 @@ final class LinuxAio {
         submitted += (int) r;
       }
       while (completed < submitted) {
-        long r = Libc.LIBC.syscall(NR[2], c.id, 1, submitted - completed, c.events.address(), 0L);
+        long r = Posix.syscall(NR[2], c.id, 1, submitted - completed, c.events, 0);
         if (r < 0) {
-          int errno = Libc.errno();
+          int errno = Posix.errno();
           if (errno == Posix.EINTR) {
             continue;
           }
@@ -181,8 +141,9 @@ final class LinuxAio {
           return; // the finally waits for the reads still in flight
         }
         for (int k = 0; k < r; k++) {
-          int index = (int) c.events.getLong((long) k * EVENT_BYTES);
-          results[index] = c.events.getLong((long) k * EVENT_BYTES + 16);
+          long event = c.events + (long) k * EVENT_BYTES;
+          int index = (int) MEMORY.getLong(event);
+          results[index] = MEMORY.getLong(event + 16);
           if (results[index] == dsts[index].remaining()) {
             COMPLETED_READS.increment();
           }
@@ -196,14 +157,14 @@ final class LinuxAio {
         // Reads still in flight (io_getevents failed, or an exception): io_destroy waits for them,
         // so that no buffer is written after this returns, and the context is not used again.
         unavailable = true;
-        Libc.LIBC.syscall(NR[1], c.id);
+        Posix.syscall(NR[1], c.id, 0, 0, 0, 0);
       }
     }
   }
 
   /** The native address of {@code b}'s position (a direct buffer). */
   private static long address(ByteBuffer b) {
-    return com.kenai.jffi.MemoryIO.getInstance().getDirectBufferAddress(b) + b.position();
+    return MEMORY.getDirectBufferAddress(b) + b.position();
   }
 
   /** An idle context, a new one while there are fewer than {@link #MAX_CONTEXTS}, or null. */
@@ -216,18 +177,21 @@ final class LinuxAio {
       CONTEXTS.decrementAndGet();
       return null;
     }
-    long[] id = new long[1];
+    long id;
     long r;
     try {
-      r = Libc.LIBC.syscall(NR[0], MAX_BATCH, id);
+      id = nativeMemory(Long.BYTES); // aio_context_t, 0 before io_setup
+      r = Posix.syscall(NR[0], MAX_BATCH, id, 0, 0, 0);
     } catch (RuntimeException | LinkageError e) {
       LOG.debug("no libc syscall binding; Linux AIO turned off", e);
       unavailable = true;
       CONTEXTS.decrementAndGet();
       return null;
     }
+    long context = MEMORY.getLong(id);
+    MEMORY.freeMemory(id);
     if (r != 0) {
-      int errno = Libc.errno();
+      int errno = Posix.errno();
       CONTEXTS.decrementAndGet();
       if (errno != Posix.EAGAIN) {
         LOG.debug("io_setup failed: errno {}; Linux AIO turned off", errno);
@@ -235,23 +199,27 @@ final class LinuxAio {
       }
       return null;
     }
-    return new Context(id[0]);
+    return new Context(context);
+  }
+
+  /** {@code bytes} bytes of native memory, zeroed, at an address the kernel reads and writes. */
+  private static long nativeMemory(int bytes) {
+    long address = MEMORY.allocateMemory(bytes, true);
+    if (address == 0) {
+      throw new OutOfMemoryError("no native memory for " + bytes + " bytes of an AIO context");
+    }
+    return address;
   }
 
   /**
-   * Native memory that the kernel reads and writes by address ({@link Posix#allocate} may give Java
-   * heap memory, which jnr-ffi copies around a call), kept as long as the context.
+   * One AIO context (never destroyed: the process's contexts end with it) and its native memory
+   * (never freed, for the same reason).
    */
-  private static Pointer nativeMemory(int bytes) {
-    return jnr.ffi.Memory.allocateDirect(Runtime.getRuntime(Libc.LIBC), bytes, true);
-  }
-
-  /** One AIO context (never destroyed: the process's contexts end with it) and its memory. */
   private static final class Context {
     final long id;
-    final Pointer iocbs = nativeMemory(MAX_BATCH * IOCB_BYTES);
-    final Pointer pointers = nativeMemory(MAX_BATCH * Long.BYTES);
-    final Pointer events = nativeMemory(MAX_BATCH * EVENT_BYTES);
+    final long iocbs = nativeMemory(MAX_BATCH * IOCB_BYTES);
+    final long pointers = nativeMemory(MAX_BATCH * Long.BYTES);
+    final long events = nativeMemory(MAX_BATCH * EVENT_BYTES);
 
     Context(long id) {
       this.id = id;

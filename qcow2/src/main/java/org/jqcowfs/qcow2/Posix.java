@@ -1,104 +1,219 @@
 package org.jqcowfs.qcow2;
 
-import jnr.ffi.LibraryLoader;
-import jnr.ffi.Pointer;
-import jnr.ffi.Runtime;
-import jnr.ffi.annotations.In;
-import jnr.ffi.annotations.Out;
-import jnr.ffi.annotations.SaveError;
-import jnr.ffi.types.off_t;
-import jnr.ffi.types.size_t;
+import com.kenai.jffi.CallContext;
+import com.kenai.jffi.CallingConvention;
+import com.kenai.jffi.Invoker;
+import com.kenai.jffi.LastError;
+import com.kenai.jffi.Library;
+import com.kenai.jffi.MemoryIO;
+import com.kenai.jffi.Type;
+import java.nio.charset.StandardCharsets;
 
 /**
  * The few libc calls the qcow2 core needs beyond {@link java.nio.channels.FileChannel}: {@code
- * lseek(SEEK_DATA | SEEK_HOLE)}, {@code fstat} for {@code st_blocks}, {@code fcntl} OFD locks, and
- * {@code cachestat} (whether a range is in the page cache). One small jnr-ffi binding instead of
- * jnr-posix, whose full libc binding cost 0.16 s at every start. Constants and layouts are Linux's
- * on x86_64 and aarch64.
+ * lseek(SEEK_DATA | SEEK_HOLE)}, {@code fstat} for {@code st_blocks}, {@code fcntl} OFD locks,
+ * {@code cachestat} (whether a range is in the page cache) and {@code mmap}. Every call returns
+ * what the C function does (-1 on failure) and saves {@code errno} for {@link #errno()}. Constants
+ * and layouts are Linux's on x86_64 and aarch64.
+ *
+ * <p>Called through jffi, the library beneath jnr-ffi, with one call context per C signature, not
+ * through a jnr-ffi interface: jnr-ffi generates an interface's stubs at run time (ASM classes and
+ * a proxy class per annotation type, 11 of them here), which the class data sharing archive cannot
+ * hold, and every command that opens an image waited for that. In a fresh JVM without the archive,
+ * binding these calls took 150-185 ms through jnr-ffi and 37-41 ms through jffi (3-4 runs each);
+ * see {@code Main.preload} for what it did to a convert. Before this binding, jnr-posix's full libc
+ * binding had cost 0.16 s at every start.
  */
-public interface Posix {
-  /** The binding, loaded once. */
-  Posix LIBC = LibraryLoader.create(Posix.class).load("c");
-
-  int O_RDONLY = 0;
+public final class Posix {
+  public static final int O_RDONLY = 0;
 
   /** {@code O_DIRECT}: 040000 on x86_64, 0200000 on aarch64. */
-  int O_DIRECT =
-      jnr.ffi.Platform.getNativePlatform().getCPU() == jnr.ffi.Platform.CPU.X86_64
-          ? 040000
-          : 0200000;
+  public static final int O_DIRECT =
+      "aarch64".equals(System.getProperty("os.arch")) ? 0200000 : 040000;
 
-  int O_CLOEXEC = 02000000;
-  int SEEK_DATA = 3;
-  int SEEK_HOLE = 4;
-  int EINTR = 4;
-  int ENXIO = 6;
-  int EAGAIN = 11;
-  int ENOSYS = 38;
+  public static final int O_CLOEXEC = 02000000;
+  public static final int SEEK_DATA = 3;
+  public static final int SEEK_HOLE = 4;
+  public static final int EINTR = 4;
+  public static final int ENXIO = 6;
+  public static final int EAGAIN = 11;
+  public static final int ENOSYS = 38;
 
-  int PROT_READ = 1;
-  int MAP_SHARED = 1;
+  public static final int PROT_READ = 1;
+  public static final int MAP_SHARED = 1;
 
   /** {@code MAP_POPULATE}: map every page of the range at once (0x8000 on x86_64 and aarch64). */
-  int MAP_POPULATE = 0x8000;
+  public static final int MAP_POPULATE = 0x8000;
+
+  /** {@code MAP_FAILED}, what {@link #mmap} returns on failure. */
+  public static final long MAP_FAILED = -1;
 
   /** {@code cachestat(2)}'s system call number (Linux 6.5; the same on x86_64 and aarch64). */
-  long SYS_CACHESTAT = 451;
-
-  /** Counters {@code cachestat(2)} writes ({@code struct cachestat}: five {@code __u64}). */
-  int CACHESTAT_FIELDS = 5;
+  static final long SYS_CACHESTAT = 451;
 
   /** {@code sizeof(struct stat)} in bytes (144 on x86_64, 128 on aarch64; the larger is used). */
-  int STAT_BYTES = 144;
+  private static final int STAT_BYTES = 144;
 
   /** Byte offset of {@code st_blocks} (512-byte units) in {@code struct stat}, on both. */
-  int STAT_BLOCKS_OFFSET = 64;
-
-  @SaveError
-  int open(String path, int flags);
-
-  @SaveError
-  int close(int fd);
-
-  @SaveError
-  long lseek(int fd, long offset, int whence);
-
-  @SaveError
-  int fstat(int fd, Pointer stat);
-
-  @SaveError
-  int fcntl(int fd, int cmd, Pointer flock);
+  private static final int STAT_BLOCKS_OFFSET = 64;
 
   /**
-   * {@code syscall(SYS_CACHESTAT, fd, range, cstat, flags)}: how many pages of {@code range}
-   * ({@code struct cachestat_range}: offset and length in bytes) the page cache holds, in {@code
-   * cstat[0]} ({@code nr_cache}). Reads nothing and starts no I/O. -1 with ENOSYS before Linux 6.5.
+   * {@code struct flock}, 32 bytes: l_type (short, offset 0), l_whence (short, 2), l_start (off_t,
+   * 8), l_len (off_t, 16), l_pid (int, 24; 0 for OFD locks).
    */
-  @SaveError
-  long syscall(long number, int fd, @In long[] range, @Out long[] cstat, int flags);
+  private static final int FLOCK_BYTES = 32;
 
-  int getpagesize();
+  private static final Type INT = Type.SINT32;
+  private static final Type LONG = Type.SINT64;
+  private static final Type POINTER = Type.POINTER;
 
-  /**
-   * {@code mmap(addr, length, prot, flags, fd, offset)}: the mapping, or address -1 ({@code
-   * MAP_FAILED}) with errno set. {@code offset} must be a multiple of the page size. (Declared as
-   * {@code long mmap(long, long, int, int, int, long)}, jnr-ffi 2.2.16 passed glibc a wrong offset:
-   * EINVAL before any system call. This declaration works.)
-   */
-  @SaveError
-  Pointer mmap(Pointer addr, @size_t long length, int prot, int flags, int fd, @off_t long offset);
+  private static final Invoker INVOKER = Invoker.getInstance();
+  private static final MemoryIO MEMORY = MemoryIO.getInstance();
 
-  /** {@code munmap(addr, length)}: 0, or -1 with errno set. */
-  @SaveError
-  int munmap(Pointer addr, @size_t long length);
+  private static final Call OPEN = new Call("open", INT, POINTER, INT);
+  private static final Call CLOSE = new Call("close", INT, INT);
+  private static final Call LSEEK = new Call("lseek", LONG, INT, LONG, INT);
+  private static final Call FSTAT = new Call("fstat", INT, INT, POINTER);
+  private static final Call FCNTL = new Call("fcntl", INT, INT, INT, POINTER);
+  private static final Call GETPAGESIZE = new Call("getpagesize", INT);
+  private static final Call MMAP = new Call("mmap", POINTER, POINTER, LONG, INT, INT, INT, LONG);
+  private static final Call MUNMAP = new Call("munmap", INT, POINTER, LONG);
 
-  /** The errno saved by the calling thread's last call above. */
-  static int errno() {
-    return Runtime.getRuntime(LIBC).getLastError();
+  /** {@code long syscall(long number, ...)}: variadic after the number; five arguments passed. */
+  private static final Call SYSCALL =
+      new Call("syscall", 1, LONG, LONG, LONG, LONG, LONG, LONG, LONG);
+
+  private Posix() {}
+
+  /** A libc function and its C signature. */
+  private record Call(long function, CallContext context) {
+    Call(String name, Type returns, Type... parameters) {
+      this(name, parameters.length, returns, parameters);
+    }
+
+    Call(String name, int fixedParameters, Type returns, Type... parameters) {
+      this(
+          symbol(name),
+          CallContext.getCallContext(
+              returns, fixedParameters, parameters, CallingConvention.DEFAULT, true));
+    }
+
+    private static long symbol(String name) {
+      long address = Library.getDefault().getSymbolAddress(name);
+      if (address == 0) {
+        throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
+      }
+      return address;
+    }
   }
 
-  /** Native memory of {@code bytes} bytes, freed by the garbage collector. */
-  static Pointer allocate(int bytes) {
-    return jnr.ffi.Memory.allocate(Runtime.getRuntime(LIBC), bytes);
+  /** Makes sure the calls are bound (loads jffi's native library); a no-op once done. */
+  public static void load() {
+    // the static initialiser did it
+  }
+
+  /** {@code open(path, flags)}: a file descriptor, or -1. */
+  public static int open(String path, int flags) {
+    byte[] name = path.getBytes(StandardCharsets.UTF_8);
+    long buf = MEMORY.allocateMemory(name.length + 1, false);
+    try {
+      MEMORY.putZeroTerminatedByteArray(buf, name, 0, name.length);
+      return (int) INVOKER.invokeN2(OPEN.context, OPEN.function, buf, flags);
+    } finally {
+      MEMORY.freeMemory(buf);
+    }
+  }
+
+  /** {@code close(fd)}: 0, or -1. */
+  public static int close(int fd) {
+    return (int) INVOKER.invokeN1(CLOSE.context, CLOSE.function, fd);
+  }
+
+  /** {@code lseek(fd, offset, whence)}: the new offset in bytes, or -1. */
+  public static long lseek(int fd, long offset, int whence) {
+    return INVOKER.invokeN3(LSEEK.context, LSEEK.function, fd, offset, whence);
+  }
+
+  /** {@code fstat(fd)}'s {@code st_blocks} (units of 512 bytes), or -1. */
+  public static long stBlocks(int fd) {
+    long stat = MEMORY.allocateMemory(STAT_BYTES, true);
+    try {
+      if ((int) INVOKER.invokeN2(FSTAT.context, FSTAT.function, fd, stat) != 0) {
+        return -1;
+      }
+      return MEMORY.getLong(stat + STAT_BLOCKS_OFFSET);
+    } finally {
+      MEMORY.freeMemory(stat);
+    }
+  }
+
+  /**
+   * {@code fcntl(fd, cmd, &flock)} with a {@code struct flock} of {@code type} on {@code length}
+   * bytes at byte {@code start} ({@code SEEK_SET}, {@code l_pid} 0, as OFD locks require).
+   *
+   * @return the {@code l_type} the call left in the struct (for {@code F_OFD_GETLK}: {@code
+   *     F_UNLCK} when nothing conflicts), or -1 when the call failed
+   */
+  public static int fcntlLock(int fd, int cmd, short type, long start, long length) {
+    long flock = MEMORY.allocateMemory(FLOCK_BYTES, true);
+    try {
+      MEMORY.putShort(flock, type);
+      MEMORY.putLong(flock + 8, start);
+      MEMORY.putLong(flock + 16, length);
+      if ((int) INVOKER.invokeN3(FCNTL.context, FCNTL.function, fd, cmd, flock) < 0) {
+        return -1;
+      }
+      return MEMORY.getShort(flock);
+    } finally {
+      MEMORY.freeMemory(flock);
+    }
+  }
+
+  /**
+   * {@code syscall(number, a, b, c, d, e)}: what the system call returns, or -1. A call that takes
+   * fewer arguments ignores the rest (pass 0).
+   */
+  public static long syscall(long number, long a, long b, long c, long d, long e) {
+    return INVOKER.invokeN6(SYSCALL.context, SYSCALL.function, number, a, b, c, d, e);
+  }
+
+  /**
+   * {@code syscall(SYS_CACHESTAT, fd, &range, &cstat, 0)}: how many pages of {@code bytes} bytes at
+   * {@code offset} the page cache holds ({@code nr_cache}), or -1 (ENOSYS before Linux 6.5). Reads
+   * nothing and starts no I/O.
+   */
+  public static long cachedPages(int fd, long offset, long bytes) {
+    long mem = MEMORY.allocateMemory(16 + 40, true); // struct cachestat_range, struct cachestat
+    try {
+      MEMORY.putLong(mem, offset);
+      MEMORY.putLong(mem + 8, bytes);
+      long r = syscall(SYS_CACHESTAT, fd, mem, mem + 16, 0, 0);
+      return r != 0 ? -1 : MEMORY.getLong(mem + 16);
+    } finally {
+      MEMORY.freeMemory(mem);
+    }
+  }
+
+  /** {@code getpagesize()}: the page size in bytes. */
+  public static int getpagesize() {
+    return (int) INVOKER.invokeN0(GETPAGESIZE.context, GETPAGESIZE.function);
+  }
+
+  /**
+   * {@code mmap(NULL, length, prot, flags, fd, offset)}: the mapping's address, or {@link
+   * #MAP_FAILED}. {@code offset} must be a multiple of the page size.
+   */
+  public static long mmap(long length, int prot, int flags, int fd, long offset) {
+    return INVOKER.invokeN6(MMAP.context, MMAP.function, 0, length, prot, flags, fd, offset);
+  }
+
+  /** {@code munmap(address, length)}: 0, or -1. */
+  public static int munmap(long address, long length) {
+    return (int) INVOKER.invokeN2(MUNMAP.context, MUNMAP.function, address, length);
+  }
+
+  /** The errno saved by the calling thread's last call above. */
+  public static int errno() {
+    return LastError.getInstance().get();
   }
 }
