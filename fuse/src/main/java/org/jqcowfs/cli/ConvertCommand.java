@@ -24,8 +24,10 @@ final class ConvertCommand implements Callable<Integer> {
   @Option(
       names = "-m",
       paramLabel = "THREADS",
-      description = "Parallel readers (default: ${DEFAULT-VALUE}).")
-  int threads = Math.max(2, Runtime.getRuntime().availableProcessors() * 2);
+      description =
+          "Parallel readers (default: ${DEFAULT-VALUE}, twice the CPUs, which is also the most"
+              + " used: more would only take turns on the CPUs).")
+  int threads = Converter.MAX_THREADS;
 
   @Option(
       names = {"-l", "--snapshot"},
