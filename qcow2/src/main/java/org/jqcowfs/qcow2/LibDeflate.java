@@ -42,7 +42,7 @@ final class LibDeflate {
    * *in, size_t in_nbytes, void *out, size_t out_nbytes_avail, size_t *actual_out_nbytes_ret)},
    * from {@code libdeflate.h}.
    */
-  private record Functions(long alloc, long decompress) {
+  private record Functions(long allocFunction, long decompressFunction) {
     private static final CallContext ALLOC =
         CallContext.getCallContext(Type.POINTER, new Type[0], CallingConvention.DEFAULT, false);
     private static final CallContext DECOMPRESS =
@@ -55,13 +55,13 @@ final class LibDeflate {
             false);
 
     long allocDecompressor() {
-      return Invoker.getInstance().invokeN0(ALLOC, alloc);
+      return Invoker.getInstance().invokeN0(ALLOC, allocFunction);
     }
 
     int decompress(long d, long in, long inBytes, long out, long outBytes, long produced) {
       return (int)
           Invoker.getInstance()
-              .invokeN6(DECOMPRESS, decompress, d, in, inBytes, out, outBytes, produced);
+              .invokeN6(DECOMPRESS, decompressFunction, d, in, inBytes, out, outBytes, produced);
     }
   }
 
