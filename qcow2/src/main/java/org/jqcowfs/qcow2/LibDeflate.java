@@ -1,7 +1,5 @@
 package org.jqcowfs.qcow2;
 
-import com.kenai.jffi.CallContext;
-import com.kenai.jffi.CallingConvention;
 import com.kenai.jffi.Invoker;
 import com.kenai.jffi.Library;
 import com.kenai.jffi.MemoryIO;
@@ -42,26 +40,23 @@ final class LibDeflate {
    * *in, size_t in_nbytes, void *out, size_t out_nbytes_avail, size_t *actual_out_nbytes_ret)},
    * from {@code libdeflate.h}.
    */
-  private record Functions(long allocFunction, long decompressFunction) {
-    private static final CallContext ALLOC =
-        CallContext.getCallContext(Type.POINTER, new Type[0], CallingConvention.DEFAULT, false);
-    private static final CallContext DECOMPRESS =
-        CallContext.getCallContext(
-            Type.SINT32,
-            new Type[] {
-              Type.POINTER, Type.POINTER, Type.UINT64, Type.POINTER, Type.UINT64, Type.POINTER
-            },
-            CallingConvention.DEFAULT,
-            false);
-
+  private record Functions(NativeFunction alloc, NativeFunction decompress) {
     long allocDecompressor() {
-      return Invoker.getInstance().invokeN0(ALLOC, allocFunction);
+      return Invoker.getInstance().invokeN0(alloc.context(), alloc.address());
     }
 
     int decompress(long d, long in, long inBytes, long out, long outBytes, long produced) {
       return (int)
           Invoker.getInstance()
-              .invokeN6(DECOMPRESS, decompressFunction, d, in, inBytes, out, outBytes, produced);
+              .invokeN6(
+                  decompress.context(),
+                  decompress.address(),
+                  d,
+                  in,
+                  inBytes,
+                  out,
+                  outBytes,
+                  produced);
     }
   }
 
@@ -79,9 +74,22 @@ final class LibDeflate {
           Library.getLastError());
       return null;
     }
-    long alloc = lib.getSymbolAddress("libdeflate_alloc_decompressor");
-    long decompress = lib.getSymbolAddress("libdeflate_deflate_decompress");
-    if (alloc == 0 || decompress == 0) {
+    NativeFunction alloc =
+        NativeFunction.find(lib, "libdeflate_alloc_decompressor", false, 0, Type.POINTER);
+    NativeFunction decompress =
+        NativeFunction.find(
+            lib,
+            "libdeflate_deflate_decompress",
+            false,
+            6,
+            Type.SINT32,
+            Type.POINTER,
+            Type.POINTER,
+            Type.UINT64,
+            Type.POINTER,
+            Type.UINT64,
+            Type.POINTER);
+    if (alloc == null || decompress == null) {
       LOG.debug("libdeflate lacks its decompressor; deflate clusters use java.util.zip.Inflater");
       return null;
     }

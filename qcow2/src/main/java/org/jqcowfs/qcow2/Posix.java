@@ -1,7 +1,5 @@
 package org.jqcowfs.qcow2;
 
-import com.kenai.jffi.CallContext;
-import com.kenai.jffi.CallingConvention;
 import com.kenai.jffi.Invoker;
 import com.kenai.jffi.LastError;
 import com.kenai.jffi.Library;
@@ -70,41 +68,35 @@ public final class Posix {
   private static final Invoker INVOKER = Invoker.getInstance();
   private static final MemoryIO MEMORY = MemoryIO.getInstance();
 
-  private static final Call OPEN = new Call("open", INT, POINTER, INT);
-  private static final Call CLOSE = new Call("close", INT, INT);
-  private static final Call LSEEK = new Call("lseek", LONG, INT, LONG, INT);
-  private static final Call FSTAT = new Call("fstat", INT, INT, POINTER);
-  private static final Call FCNTL = new Call("fcntl", INT, INT, INT, POINTER);
-  private static final Call GETPAGESIZE = new Call("getpagesize", INT);
-  private static final Call MMAP = new Call("mmap", POINTER, POINTER, LONG, INT, INT, INT, LONG);
-  private static final Call MUNMAP = new Call("munmap", INT, POINTER, LONG);
+  private static final NativeFunction OPEN = libc("open", INT, POINTER, INT);
+  private static final NativeFunction CLOSE = libc("close", INT, INT);
+  private static final NativeFunction LSEEK = libc("lseek", LONG, INT, LONG, INT);
+  private static final NativeFunction FSTAT = libc("fstat", INT, INT, POINTER);
+  private static final NativeFunction FCNTL = libc("fcntl", INT, INT, INT, POINTER);
+  private static final NativeFunction GETPAGESIZE = libc("getpagesize", INT);
+  private static final NativeFunction MMAP =
+      libc("mmap", POINTER, POINTER, LONG, INT, INT, INT, LONG);
+  private static final NativeFunction MUNMAP = libc("munmap", INT, POINTER, LONG);
 
   /** {@code long syscall(long number, ...)}: variadic after the number; five arguments passed. */
-  private static final Call SYSCALL =
-      new Call("syscall", 1, LONG, LONG, LONG, LONG, LONG, LONG, LONG);
+  private static final NativeFunction SYSCALL =
+      libc("syscall", 1, LONG, LONG, LONG, LONG, LONG, LONG, LONG);
 
   private Posix() {}
 
-  /** A libc function and its C signature. */
-  private record Call(long function, CallContext context) {
-    Call(String name, Type returns, Type... parameters) {
-      this(name, parameters.length, returns, parameters);
-    }
+  private static NativeFunction libc(String name, Type returns, Type... parameters) {
+    return libc(name, parameters.length, returns, parameters);
+  }
 
-    Call(String name, int fixedParameters, Type returns, Type... parameters) {
-      this(
-          symbol(name),
-          CallContext.getCallContext(
-              returns, fixedParameters, parameters, CallingConvention.DEFAULT, true));
+  /** A libc function, errno saved after each call; a missing one fails the class's set-up. */
+  private static NativeFunction libc(
+      String name, int fixedParameters, Type returns, Type... parameters) {
+    NativeFunction f =
+        NativeFunction.find(Library.getDefault(), name, true, fixedParameters, returns, parameters);
+    if (f == null) {
+      throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
     }
-
-    private static long symbol(String name) {
-      long address = Library.getDefault().getSymbolAddress(name);
-      if (address == 0) {
-        throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
-      }
-      return address;
-    }
+    return f;
   }
 
   /** Makes sure the calls are bound (loads jffi's native library); a no-op once done. */
@@ -118,7 +110,7 @@ public final class Posix {
     long buf = MEMORY.allocateMemory(name.length + 1, false);
     try {
       MEMORY.putZeroTerminatedByteArray(buf, name, 0, name.length);
-      return (int) INVOKER.invokeN2(OPEN.context, OPEN.function, buf, flags);
+      return (int) INVOKER.invokeN2(OPEN.context(), OPEN.address(), buf, flags);
     } finally {
       MEMORY.freeMemory(buf);
     }
@@ -126,19 +118,19 @@ public final class Posix {
 
   /** {@code close(fd)}: 0, or -1. */
   public static int close(int fd) {
-    return (int) INVOKER.invokeN1(CLOSE.context, CLOSE.function, fd);
+    return (int) INVOKER.invokeN1(CLOSE.context(), CLOSE.address(), fd);
   }
 
   /** {@code lseek(fd, offset, whence)}: the new offset in bytes, or -1. */
   public static long lseek(int fd, long offset, int whence) {
-    return INVOKER.invokeN3(LSEEK.context, LSEEK.function, fd, offset, whence);
+    return INVOKER.invokeN3(LSEEK.context(), LSEEK.address(), fd, offset, whence);
   }
 
   /** {@code fstat(fd)}'s {@code st_blocks} (units of 512 bytes), or -1. */
   public static long stBlocks(int fd) {
     long stat = MEMORY.allocateMemory(STAT_BYTES, true);
     try {
-      if ((int) INVOKER.invokeN2(FSTAT.context, FSTAT.function, fd, stat) != 0) {
+      if ((int) INVOKER.invokeN2(FSTAT.context(), FSTAT.address(), fd, stat) != 0) {
         return -1;
       }
       return MEMORY.getLong(stat + STAT_BLOCKS_OFFSET);
@@ -160,7 +152,7 @@ public final class Posix {
       MEMORY.putShort(flock, type);
       MEMORY.putLong(flock + 8, start);
       MEMORY.putLong(flock + 16, length);
-      if ((int) INVOKER.invokeN3(FCNTL.context, FCNTL.function, fd, cmd, flock) < 0) {
+      if ((int) INVOKER.invokeN3(FCNTL.context(), FCNTL.address(), fd, cmd, flock) < 0) {
         return -1;
       }
       return MEMORY.getShort(flock);
@@ -174,7 +166,7 @@ public final class Posix {
    * fewer arguments ignores the rest (pass 0).
    */
   public static long syscall(long number, long a, long b, long c, long d, long e) {
-    return INVOKER.invokeN6(SYSCALL.context, SYSCALL.function, number, a, b, c, d, e);
+    return INVOKER.invokeN6(SYSCALL.context(), SYSCALL.address(), number, a, b, c, d, e);
   }
 
   /**
@@ -196,7 +188,7 @@ public final class Posix {
 
   /** {@code getpagesize()}: the page size in bytes. */
   public static int getpagesize() {
-    return (int) INVOKER.invokeN0(GETPAGESIZE.context, GETPAGESIZE.function);
+    return (int) INVOKER.invokeN0(GETPAGESIZE.context(), GETPAGESIZE.address());
   }
 
   /**
@@ -204,12 +196,12 @@ public final class Posix {
    * #MAP_FAILED}. {@code offset} must be a multiple of the page size.
    */
   public static long mmap(long length, int prot, int flags, int fd, long offset) {
-    return INVOKER.invokeN6(MMAP.context, MMAP.function, 0, length, prot, flags, fd, offset);
+    return INVOKER.invokeN6(MMAP.context(), MMAP.address(), 0, length, prot, flags, fd, offset);
   }
 
   /** {@code munmap(address, length)}: 0, or -1. */
   public static int munmap(long address, long length) {
-    return (int) INVOKER.invokeN2(MUNMAP.context, MUNMAP.function, address, length);
+    return (int) INVOKER.invokeN2(MUNMAP.context(), MUNMAP.address(), address, length);
   }
 
   /** The errno saved by the calling thread's last call above. */
