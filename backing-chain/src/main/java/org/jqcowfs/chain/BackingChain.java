@@ -7,6 +7,7 @@ import java.util.ArrayList;
 import java.util.List;
 import org.jqcowfs.qcow2.CachedView;
 import org.jqcowfs.qcow2.Closeables;
+import org.jqcowfs.qcow2.DamagedRangeException;
 import org.jqcowfs.qcow2.Extent;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.ImageLock;
@@ -159,13 +160,43 @@ public final class BackingChain implements Image {
   /**
    * The merged chain-wide map of {@code [guestOffset, guestOffset + length)}: the objects of {@code
    * qemu-img map --output=json}.
+   *
+   * @throws IOException from block status, a damaged range ({@link DamagedRangeException}) too
    */
   public List<ChainExtent> map(long guestOffset, long length) throws IOException {
+    return map(
+        guestOffset,
+        length,
+        d -> {
+          throw d;
+        });
+  }
+
+  /**
+   * As {@link #map(long, long)}, but a damaged range is handed to {@code onDamage} and left out of
+   * the map, and the walk goes on after it.
+   *
+   * @param onDamage told each damaged range, in guest order; it may throw to stop the walk
+   * @throws IOException from block status (other than a damaged range), or from {@code onDamage}
+   */
+  public List<ChainExtent> map(long guestOffset, long length, DamageHandler onDamage)
+      throws IOException {
     List<ChainExtent> out = new ArrayList<>();
     long end = guestOffset + length;
     ChainExtent current = null;
     for (long pos = guestOffset; pos < end; ) {
-      ChainExtent next = chainStatus(pos, end - pos);
+      ChainExtent next;
+      try {
+        next = chainStatus(pos, end - pos);
+      } catch (DamagedRangeException d) {
+        onDamage.damaged(d);
+        if (current != null) {
+          out.add(current);
+          current = null;
+        }
+        pos = skip(d, pos);
+        continue;
+      }
       pos = next.end();
       if (current != null && current.mergeableWith(next)) {
         current = current.extendBy(next.length());
@@ -180,6 +211,26 @@ public final class BackingChain implements Image {
       out.add(current);
     }
     return out;
+  }
+
+  /** Told of a damaged range met by a walk over the disk. */
+  @FunctionalInterface
+  public interface DamageHandler {
+    /**
+     * @throws IOException to stop the walk
+     */
+    void damaged(DamagedRangeException d) throws IOException;
+  }
+
+  /**
+   * Where a walk that met damage at {@code pos} goes on: the end of the damaged range. A range that
+   * does not hold {@code pos} cannot be skipped safely, and is rethrown.
+   */
+  private long skip(DamagedRangeException d, long pos) throws DamagedRangeException {
+    if (!d.covers(pos)) {
+      throw d;
+    }
+    return Math.min(d.end(), size());
   }
 
   @Override
@@ -198,14 +249,25 @@ public final class BackingChain implements Image {
 
   /**
    * {@code lseek(SEEK_DATA)} as QEMU's FUSE export answers it ({@code fuse_lseek}): the first
-   * offset at or after {@code offset} where some layer holds data.
+   * offset at or after {@code offset} where some layer holds data. A damaged range counts as data
+   * that cannot be read: a walk that reaches one stops there, and a search from inside one fails.
    *
    * @return the offset, or -1 for ENXIO (no data at or after {@code offset}, or {@code offset >=
    *     size()})
+   * @throws DamagedRangeException if {@code offset} lies in a damaged range (EIO)
    */
   public long seekData(long offset) throws IOException {
     for (long pos = offset; pos < size(); ) {
-      ChainExtent e = chainStatus(pos, Long.MAX_VALUE);
+      ChainExtent e;
+      try {
+        e = chainStatus(pos, Long.MAX_VALUE);
+      } catch (DamagedRangeException d) {
+        if (pos == offset) {
+          throw d;
+        }
+        skip(d, pos);
+        return pos;
+      }
       if (e.data()) {
         return pos;
       }
@@ -217,15 +279,27 @@ public final class BackingChain implements Image {
   /**
    * {@code lseek(SEEK_HOLE)} as QEMU's FUSE export answers it: the first offset at or after {@code
    * offset} that is not data (zero clusters and unallocated ranges are holes), or {@link #size()}.
+   * A damaged range counts as data (never as a hole, which a copy would skip as zeros), and a
+   * search from inside one fails.
    *
    * @return the offset, or -1 for ENXIO ({@code offset > size()})
+   * @throws DamagedRangeException if {@code offset} lies in a damaged range (EIO)
    */
   public long seekHole(long offset) throws IOException {
     if (offset > size()) {
       return -1;
     }
     for (long pos = offset; pos < size(); ) {
-      ChainExtent e = chainStatus(pos, Long.MAX_VALUE);
+      ChainExtent e;
+      try {
+        e = chainStatus(pos, Long.MAX_VALUE);
+      } catch (DamagedRangeException d) {
+        if (pos == offset) {
+          throw d;
+        }
+        pos = skip(d, pos);
+        continue;
+      }
       if (!e.data()) {
         return pos;
       }
@@ -234,11 +308,23 @@ public final class BackingChain implements Image {
     return size();
   }
 
-  /** Bytes that read as data (the sum of data extents), for {@code st_blocks}. */
-  public long dataBytes() throws IOException {
+  /**
+   * Bytes that read as data (the sum of data extents), for {@code st_blocks}. Damaged ranges are
+   * not counted; each is handed to {@code onDamage}.
+   *
+   * @throws IOException from block status (other than a damaged range), or from {@code onDamage}
+   */
+  public long dataBytes(DamageHandler onDamage) throws IOException {
     long total = 0;
     for (long pos = 0; pos < size(); ) {
-      ChainExtent e = chainStatus(pos, Long.MAX_VALUE);
+      ChainExtent e;
+      try {
+        e = chainStatus(pos, Long.MAX_VALUE);
+      } catch (DamagedRangeException d) {
+        onDamage.damaged(d);
+        pos = skip(d, pos);
+        continue;
+      }
       if (e.data()) {
         total += e.length();
       }

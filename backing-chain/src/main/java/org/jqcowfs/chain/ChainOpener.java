@@ -7,12 +7,13 @@ import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HexFormat;
 import java.util.List;
 import org.jqcowfs.qcow2.Closeables;
-import org.jqcowfs.qcow2.FileNames;
 import org.jqcowfs.qcow2.Header;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.ImageLock;
+import org.jqcowfs.qcow2.NamePolicy;
 import org.jqcowfs.qcow2.Qcow2FormatException;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
@@ -21,13 +22,18 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Opens an image with its whole backing chain. Backing names resolve relative to the directory of
- * the image that names them; the backing format comes from header extension 0xE2792ACA (qcow2 or
- * raw), and without it a qcow2 magic means qcow2 and anything else raw, with a warning. Refused at
- * open, naming the files: a cycle, a missing backing file, a directory or FIFO, a {@code json:} or
- * protocol name, an unknown backing format, a chain deeper than the cap. Unless told to force
- * sharing, every file (images and external data files) is locked as QEMU locks a reader, and a file
- * that another process writes is refused ({@link ImageLock}).
+ * Opens an image with its whole backing chain. The top image is qcow2 unless the options say raw
+ * (never probed). Backing names resolve relative to the directory of the image that names them, and
+ * are followed only inside the allowed directories ({@link NamePolicy}: the top image's directory
+ * and below, plus {@link ChainOptions#allowDirs}), at every layer, external data files included.
+ * The backing format comes from header extension 0xE2792ACA (qcow2 or raw); without it, a file
+ * without the qcow2 magic is read as raw with a warning, and one with it is refused unless {@link
+ * ChainOptions#probeBackingFormat} (a raw disk whose guest wrote a qcow2 header would otherwise
+ * reach host files through that header's backing name: CVE-2008-2004). Refused at open, naming the
+ * files: a cycle, a missing backing file, a directory or FIFO, a {@code json:} or protocol name, an
+ * unknown backing format, a chain deeper than the cap. Unless told to force sharing, every file
+ * (images and external data files) is locked as QEMU locks a reader, and a file that another
+ * process writes is refused ({@link ImageLock}).
  */
 public final class ChainOpener {
   private static final Logger LOG = LoggerFactory.getLogger(ChainOpener.class);
@@ -40,16 +46,18 @@ public final class ChainOpener {
 
   private ChainOpener() {}
 
-  /** Opens {@code top} (format probed) and its chain with default options. */
+  /** Opens {@code top} (qcow2) and its chain with default options. */
   public static BackingChain open(Path top) throws IOException {
     return open(top, ChainOptions.DEFAULT);
   }
 
   /**
-   * Opens {@code top} (its format probed: qcow2 magic or raw) and every backing file below it.
+   * Opens {@code top} (in the format {@link ChainOptions#topFormat} says) and every backing file
+   * below it.
    *
    * @throws Qcow2FormatException if a layer is refused; the message names the file and the name
-   *     that led to it
+   *     that led to it (a name outside the allowed directories, a format-less backing file with the
+   *     qcow2 magic, a top image without it when qcow2 is expected)
    * @throws IOException if a file cannot be opened or read
    */
   public static BackingChain open(Path top, ChainOptions options) throws IOException {
@@ -58,7 +66,12 @@ public final class ChainOpener {
     List<Path> seen = new ArrayList<>();
     try {
       Path current = top;
-      Format format = probe(top, null);
+      Format format = options.topFormat();
+      checkOpenable(top, null);
+      if (format == Format.QCOW2) {
+        checkQcow2Magic(top);
+      }
+      NamePolicy names = namePolicy(top, options);
       String snapshot = options.snapshot();
       Path namedBy = null;
       while (current != null) {
@@ -84,7 +97,7 @@ public final class ChainOpener {
           break;
         }
         Qcow2Image image =
-            Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot));
+            Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot, names));
         layers.add(image);
         if (!options.forceShare() && !image.dataFilePath().equals(image.path())) {
           locks.add(ImageLock.acquire(image.dataFilePath()));
@@ -94,8 +107,8 @@ public final class ChainOpener {
         if (name == null) {
           break;
         }
-        Path next = FileNames.resolve(current, name, "backing file");
-        format = backingFormat(image, next);
+        Path next = names.resolve(current, name, "backing file");
+        format = backingFormat(image, next, options.probeBackingFormat());
         namedBy = current;
         current = next;
       }
@@ -118,10 +131,57 @@ public final class ChainOpener {
     return b.toString();
   }
 
-  private static Format backingFormat(Qcow2Image image, Path next) throws IOException {
+  /** The top image's directory and the extra allowed ones, or QEMU's follow-anything. */
+  private static NamePolicy namePolicy(Path top, ChainOptions options) throws IOException {
+    if (options.unsafeBacking()) {
+      return NamePolicy.UNSAFE;
+    }
+    List<Path> dirs = new ArrayList<>();
+    dirs.add(NamePolicy.directoryOf(top));
+    dirs.addAll(options.allowDirs());
+    return NamePolicy.confinedTo(dirs);
+  }
+
+  /** Refuses a top image that should be qcow2 but lacks the magic (an empty file too). */
+  private static void checkQcow2Magic(Path top) throws IOException {
+    byte[] magic = new byte[4];
+    int n;
+    try (InputStream in = Files.newInputStream(top)) {
+      n = in.readNBytes(magic, 0, 4);
+    }
+    if (n < 4 || ByteBuffer.wrap(magic).getInt() != Header.QCOW_MAGIC) {
+      String found =
+          n == 0
+              ? "the file is empty"
+              : "magic 0x" + HexFormat.of().formatHex(magic, 0, n) + ", not QFI\\xfb (0x514649fb)";
+      throw new Qcow2FormatException(
+          top,
+          "not a qcow2 image ("
+              + found
+              + "); if it is a raw disk image, say so with -f raw (--format raw)");
+    }
+  }
+
+  private static Format backingFormat(Qcow2Image image, Path next, boolean probeQcow2)
+      throws IOException {
     String stored = image.backingFormat().orElse(null);
     if (stored == null) {
       Format probed = probe(next, image.path());
+      if (probed == Format.QCOW2 && !probeQcow2) {
+        throw new Qcow2FormatException(
+            image.path(),
+            "backing file '"
+                + image.backingFileName().orElse("")
+                + "' ("
+                + next
+                + ") has no stored format and starts with the qcow2 magic; it is not probed"
+                + " into qcow2 (a raw disk whose guest wrote a qcow2 header would reach other"
+                + " files). Record its format with 'qemu-img rebase -u -F qcow2 -b "
+                + image.backingFileName().orElse("")
+                + " "
+                + image.path()
+                + "', or pass --probe-backing-format if the image is trusted");
+      }
       LOG.warn(
           "{}: no backing format stored for '{}'; probed as {}",
           image.path(),

@@ -1,5 +1,8 @@
 package org.jqcowfs.chain;
 
+import java.nio.file.Path;
+import java.util.List;
+
 /**
  * How to open a backing chain.
  *
@@ -9,27 +12,102 @@ package org.jqcowfs.chain;
  * @param forceShare true: take no QEMU-compatible locks ({@code qemu-img -U}), and so read images
  *     that another process writes; false: lock every file as a reader ({@link
  *     org.jqcowfs.qcow2.ImageLock})
+ * @param allowDirs directories besides the top image's own where backing and data file names may
+ *     lead ({@code --allow-dir})
+ * @param unsafeBacking follow any backing or data file name, as QEMU does ({@code
+ *     --unsafe-backing})
+ * @param probeBackingFormat probe a backing file with no stored format into qcow2 when it has the
+ *     qcow2 magic ({@code --probe-backing-format}); false: refuse such a file
+ * @param topFormat the top image's format ({@code --format}); never probed
  */
-public record ChainOptions(int maxDepth, long l2CacheBytes, String snapshot, boolean forceShare) {
+public record ChainOptions(
+    int maxDepth,
+    long l2CacheBytes,
+    String snapshot,
+    boolean forceShare,
+    List<Path> allowDirs,
+    boolean unsafeBacking,
+    boolean probeBackingFormat,
+    ChainOpener.Format topFormat) {
   /** The default cap on chain depth. */
   public static final int DEFAULT_MAX_DEPTH = 64;
 
-  /** Defaults: depth cap 64, QEMU's cache size, the active image, locks taken. */
-  public static final ChainOptions DEFAULT = new ChainOptions(DEFAULT_MAX_DEPTH, -1, null, false);
+  /**
+   * Defaults: depth cap 64, QEMU's cache size, the active image, locks taken, names confined to the
+   * top image's directory, no probing into qcow2, a qcow2 top image.
+   */
+  public static final ChainOptions DEFAULT =
+      new ChainOptions(
+          DEFAULT_MAX_DEPTH, -1, null, false, List.of(), false, false, ChainOpener.Format.QCOW2);
 
   public ChainOptions {
     if (maxDepth < 1) {
       throw new IllegalArgumentException("maxDepth must be >= 1: " + maxDepth);
     }
+    allowDirs = List.copyOf(allowDirs);
+    if (topFormat == null) {
+      throw new IllegalArgumentException("topFormat is null");
+    }
   }
 
   /** These options with a snapshot of the top image (null: the active image). */
   public ChainOptions withSnapshot(String idOrName) {
-    return new ChainOptions(maxDepth, l2CacheBytes, idOrName, forceShare);
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        idOrName,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat);
   }
 
   /** These options with {@code forceShare} set as given. */
   public ChainOptions withForceShare(boolean share) {
-    return new ChainOptions(maxDepth, l2CacheBytes, snapshot, share);
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        share,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat);
+  }
+
+  /** These options with this L2 cache capacity in bytes (-1: QEMU's default). */
+  public ChainOptions withL2CacheBytes(long bytes) {
+    return new ChainOptions(
+        maxDepth,
+        bytes,
+        snapshot,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat);
+  }
+
+  /**
+   * These options with the rules for names stored in images: extra allowed directories, QEMU's
+   * follow-anything, probing a format-less backing file into qcow2.
+   */
+  public ChainOptions withNames(List<Path> dirs, boolean unsafe, boolean probe) {
+    return new ChainOptions(
+        maxDepth, l2CacheBytes, snapshot, forceShare, dirs, unsafe, probe, topFormat);
+  }
+
+  /** These options with the top image's format. */
+  public ChainOptions withTopFormat(ChainOpener.Format format) {
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        format);
   }
 }

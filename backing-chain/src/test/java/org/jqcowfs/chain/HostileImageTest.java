@@ -2,6 +2,7 @@ package org.jqcowfs.chain;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -20,8 +21,10 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.jqcowfs.qcow2.DamagedRangeException;
 import org.jqcowfs.qcow2.HostFile;
 import org.jqcowfs.qcow2.Qcow2FormatException;
+import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -39,7 +42,9 @@ class HostileImageTest {
   enum Outcome {
     REFUSED,
     EIO,
-    OK
+    OK,
+    /** The snapshot table is damaged: the active image reads right, a snapshot is refused. */
+    SNAPSHOTS_IGNORED
   }
 
   @FunctionalInterface
@@ -55,7 +60,7 @@ class HostileImageTest {
   }
 
   private static final AtomicInteger[] TALLY = {
-    new AtomicInteger(), new AtomicInteger(), new AtomicInteger()
+    new AtomicInteger(), new AtomicInteger(), new AtomicInteger(), new AtomicInteger()
   };
   private static final AtomicInteger HANGS = new AtomicInteger();
   private static final AtomicInteger CRASHES = new AtomicInteger();
@@ -137,7 +142,32 @@ class HostileImageTest {
   static List<Case> cases() {
     List<Case> c = new ArrayList<>();
     // --- header fields ---
-    c.add(ok("bad magic: probed as raw, as qemu-img does", d -> set(base(d), 0, 0x51464900)));
+    c.add(
+        refused(
+            "bad magic: not probed as raw",
+            d -> set(base(d), 0, 0x51464900),
+            "not a qcow2 image",
+            "magic 0x51464900",
+            "-f raw"));
+    c.add(
+        refused(
+            "empty file",
+            d -> Files.write(d.resolve("h.qcow2"), new byte[0]),
+            "not a qcow2 image",
+            "the file is empty",
+            "-f raw"));
+    c.add(
+        refused(
+            "size near 2^63: the L1 table it needs passes QEMU's limit",
+            d -> setLong(base(d), SIZE, Long.MAX_VALUE & ~511L),
+            "size 9223372036854775296",
+            "too large"));
+    c.add(
+        refused(
+            "size 2^50 with 4 KiB clusters: 2^21 L2 tables' worth passes the L1 limit",
+            d -> setLong(base(d), SIZE, 1L << 50),
+            "size 1125899906842624",
+            "too large"));
     c.add(refused("version 1", d -> set(base(d), VERSION, 1), "version 1"));
     c.add(refused("version 4", d -> set(base(d), VERSION, 4), "version 4"));
     c.add(refused("cluster_bits 8", d -> set(base(d), CLUSTER_BITS, 8), "cluster_bits 8"));
@@ -348,7 +378,7 @@ class HostileImageTest {
             "bitmap"));
     // --- snapshots ---
     c.add(
-        refused(
+        snapshotsIgnored(
             "snapshot extra_data_size huge",
             d -> {
               Path f = base(d);
@@ -358,7 +388,7 @@ class HostileImageTest {
             "snapshot 0",
             "extra_data_size 1073741824"));
     c.add(
-        refused(
+        snapshotsIgnored(
             "snapshot L1 past EOF",
             d -> {
               Path f = base(d);
@@ -497,7 +527,7 @@ class HostileImageTest {
             d -> setLong(set(base(d), NB_SNAPSHOTS, 1), SNAPSHOTS_OFFSET, 0x1008),
             "snapshots_offset 0x1008"));
     c.add(
-        refused(
+        snapshotsIgnored(
             "snapshot l1_size huge",
             d -> {
               Path f = base(d);
@@ -580,13 +610,17 @@ class HostileImageTest {
             "external data file 'dat'",
             "is a directory"));
     c.add(
-        ok(
-            "qcow2 backing without format probed as qcow2",
+        refused(
+            "qcow2 backing without format: not probed into qcow2",
             d -> {
               Path b = base(d);
               Files.move(b, d.resolve("b.qcow2"));
               return backedBy(d, "b.qcow2", newImage(d, "8M"), null);
-            }));
+            },
+            "backing file 'b.qcow2'",
+            "no stored format",
+            "qemu-img rebase -u -F qcow2 -b b.qcow2",
+            "--probe-backing-format"));
     return c;
   }
 
@@ -689,6 +723,10 @@ class HostileImageTest {
     return new Case(name, Outcome.EIO, b, expect);
   }
 
+  static Case snapshotsIgnored(String name, Build b, String... expect) {
+    return new Case(name, Outcome.SNAPSHOTS_IGNORED, b, expect);
+  }
+
   static Case ok(String name, Build b) {
     return new Case(name, Outcome.OK, b);
   }
@@ -758,11 +796,44 @@ class HostileImageTest {
           byte[] want = new byte[65536];
           Arrays.fill(want, (byte) 2);
           assertArrayEquals(want, b.array(), "the unaffected range must still read right");
+          DamagedRangeException d = assertInstanceOf(DamagedRangeException.class, e);
+          assertTrue(d.covers(0), "the damaged range holds the bad read: " + d.rangeText());
+          assertTrue(d.end() <= good || d.guestOffset() > good, "the good range is not damaged");
           if (!c.name().contains("payload")) { // only decompression finds a bad payload
             assertThrows(
                 IOException.class, () -> chain.seekData(0), "block status of the bad range");
+            // Walks over the disk skip the damaged range and go on.
+            List<DamagedRangeException> seen = new ArrayList<>();
+            long data = chain.dataBytes(seen::add);
+            assertEquals(1, seen.size(), "one damaged range");
+            assertTrue(data >= 65536, "the good data is counted: " + data);
+            List<ChainExtent> map = chain.map(0, chain.size(), x -> {});
+            assertEquals(seen.get(0).end(), map.get(0).start(), "the map goes on after it");
+            assertEquals(chain.size(), map.get(map.size() - 1).end());
+            long next = chain.seekData(seen.get(0).end());
+            assertTrue(next >= seen.get(0).end() && next <= good, "SEEK_DATA past it: " + next);
           }
         }
+      }
+      case SNAPSHOTS_IGNORED -> {
+        try (BackingChain chain = ChainOpener.open(image)) {
+          Qcow2Image top = (Qcow2Image) chain.top();
+          assertEquals(List.of(), top.snapshots());
+          assertTrue(top.snapshotTableDamage().isPresent(), "the damage is kept for the user");
+          assertMentions(new IOException(top.snapshotTableDamage().get()), image, c.expect());
+          // base(): 0x01 in the first 64 KiB, 0x02 in the 64 KiB at 4 MiB, zeros elsewhere
+          ByteBuffer b = ByteBuffer.allocate((int) chain.size());
+          chain.read(b, 0);
+          byte[] want = new byte[(int) chain.size()];
+          Arrays.fill(want, 0, 65536, (byte) 1);
+          Arrays.fill(want, 4 << 20, (4 << 20) + 65536, (byte) 2);
+          assertArrayEquals(want, b.array(), "the active image reads right");
+        }
+        IOException e =
+            assertThrows(
+                IOException.class,
+                () -> ChainOpener.open(image, ChainOptions.DEFAULT.withSnapshot("s1")).close());
+        assertMentions(e, image, c.expect());
       }
       case OK -> {
         Path ref = dir.resolve("ref.raw");
@@ -790,11 +861,13 @@ class HostileImageTest {
   static void summary() {
     System.out.printf(
         Locale.ROOT,
-        "hostile images: cases %d, refused %d, eio %d, ok %d, hangs %d, crashes %d%n",
+        "hostile images: cases %d, refused %d, eio %d, ok %d, snapshots ignored %d, hangs %d,"
+            + " crashes %d%n",
         cases().size(),
         TALLY[0].get(),
         TALLY[1].get(),
         TALLY[2].get(),
+        TALLY[3].get(),
         HANGS.get(),
         CRASHES.get());
   }

@@ -1,17 +1,23 @@
 package org.jqcowfs.cli;
 
+import java.io.IOException;
+import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicInteger;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.DamagedRangeException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
 
 /** {@code jqcowfs convert}: the virtual disk as a sparse raw file. */
 @Command(
@@ -41,7 +47,24 @@ final class ConvertCommand implements Callable<Integer> {
       description = "Show a progress bar (default: on a terminal).")
   Boolean progress;
 
-  @Mixin ForceShareOption share = new ForceShareOption();
+  @Option(
+      names = {"-f", "--format"},
+      paramLabel = "qcow2|raw",
+      converter = ImageOptions.FormatConverter.class,
+      description = "The image's format (default: qcow2; never probed).")
+  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+
+  @Mixin ImageOptions share = new ImageOptions();
+
+  @Option(
+      names = "--salvage",
+      description =
+          "Write zeros where the image is damaged (a bad L1/L2 entry or compressed cluster),"
+              + " list each such range on stderr, and finish (exit status 1), as qemu-img convert"
+              + " --salvage; without it, the first damaged range fails the convert.")
+  boolean salvage;
+
+  @Spec CommandSpec spec;
 
   @Parameters(index = "0", paramLabel = "IMAGE")
   Path image;
@@ -52,23 +75,48 @@ final class ConvertCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     try (BackingChain chain =
-        ChainOpener.open(image, share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot)))) {
-      Converter converter = new Converter(chain, threads);
+        ChainOpener.open(
+            image,
+            share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot).withTopFormat(format)))) {
+      PrintWriter err = spec.commandLine().getErr();
+      AtomicInteger damaged = new AtomicInteger();
+      BackingChain.DamageHandler report =
+          d -> {
+            damaged.incrementAndGet();
+            synchronized (err) {
+              err.println(
+                  "jqcowfs: convert --salvage: zeros written for guest range "
+                      + d.rangeText()
+                      + ": "
+                      + d.getMessage());
+              err.flush();
+            }
+          };
+      Converter converter = new Converter(chain, threads, salvage ? report : null);
       boolean show = progress != null ? progress : System.console() != null;
-      if (!show) {
-        converter.convert(out, done -> {});
-        return 0;
+      try {
+        if (!show) {
+          converter.convert(out, done -> {});
+        } else {
+          try (ProgressBar bar =
+              new ProgressBarBuilder()
+                  .setTaskName("convert")
+                  .setInitialMax(chain.size())
+                  .setUnit(" MiB", 1 << 20)
+                  .setStyle(ProgressBarStyle.ASCII)
+                  .build()) {
+            converter.convert(out, done -> bar.stepTo(done));
+          }
+        }
+      } catch (DamagedRangeException d) {
+        throw new IOException(
+            d.getMessage()
+                + "; guest range "
+                + d.rangeText()
+                + " cannot be read (--salvage writes zeros there and goes on)",
+            d);
       }
-      try (ProgressBar bar =
-          new ProgressBarBuilder()
-              .setTaskName("convert")
-              .setInitialMax(chain.size())
-              .setUnit(" MiB", 1 << 20)
-              .setStyle(ProgressBarStyle.ASCII)
-              .build()) {
-        converter.convert(out, done -> bar.stepTo(done));
-      }
+      return damaged.get() == 0 ? 0 : 1;
     }
-    return 0;
   }
 }

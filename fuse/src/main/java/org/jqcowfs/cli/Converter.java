@@ -16,7 +16,9 @@ import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongConsumer;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainExtent;
+import org.jqcowfs.qcow2.DamagedRangeException;
 import org.jqcowfs.qcow2.HostFile;
+import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
  * Writes a backing chain's virtual disk to a raw file, the job of {@code qemu-img convert -O raw
@@ -51,6 +53,9 @@ public final class Converter {
   private final BackingChain chain;
   private final int threads;
 
+  /** Told each damaged range written as zeros; null: a damaged range fails the convert. */
+  private final BackingChain.DamageHandler salvage;
+
   /** Taken by workers writing decompressed chunks (see {@link Worker}). */
   private final ReentrantLock writeLock = new ReentrantLock();
 
@@ -59,11 +64,23 @@ public final class Converter {
    * @param threads parallel readers, {@code >= 1}; at most {@link #MAX_THREADS} are started
    */
   public Converter(BackingChain chain, int threads) {
+    this(chain, threads, null);
+  }
+
+  /**
+   * A converter that salvages (qemu-img convert {@code --salvage}): a damaged range ({@link
+   * DamagedRangeException}: a bad L1/L2 entry, a compressed cluster that does not decompress) is
+   * left as zeros and handed to {@code salvage}, from any worker thread, and the convert goes on.
+   *
+   * @param salvage told each damaged range (null: the first one fails the convert)
+   */
+  public Converter(BackingChain chain, int threads, BackingChain.DamageHandler salvage) {
     if (threads < 1) {
       throw new IllegalArgumentException("threads must be >= 1: " + threads);
     }
     this.chain = chain;
     this.threads = Math.min(threads, MAX_THREADS);
+    this.salvage = salvage;
   }
 
   /**
@@ -78,7 +95,8 @@ public final class Converter {
       raf.setLength(chain.size());
       FileChannel channel = raf.getChannel();
       AtomicLong done = new AtomicLong();
-      Planner planner = new Planner(chain, skipped -> progress.accept(done.addAndGet(skipped)));
+      Planner planner =
+          new Planner(chain, skipped -> progress.accept(done.addAndGet(skipped)), salvage);
       AtomicReference<IOException> failure = new AtomicReference<>();
       // The workers take their chunks from the planner themselves: no thread hands out work, so
       // none is woken per chunk (each wake-up across CPUs leaves a core idle for tens of
@@ -148,7 +166,7 @@ public final class Converter {
         // made only when none is free, and filled holds fewer than SLOTS here: at most SLOTS made
         Slot s = free.isEmpty() ? new Slot() : free.pop();
         s.chunk = c;
-        chain.read(s.buf.clear().limit(c.length()), c.start());
+        read(s.buf.clear().limit(c.length()), c.start());
         s.count = nonZeroRuns(s.buf.flip(), s.runs);
         filled.add(s);
         if (!c.compressed()) {
@@ -180,6 +198,33 @@ public final class Converter {
     }
   }
 
+  /**
+   * Reads {@code dst.remaining()} guest bytes at {@code start}; when salvaging, a damaged range in
+   * them is zeros (and reported) and the bytes around it are read.
+   */
+  private void read(ByteBuffer dst, long start) throws IOException {
+    try {
+      chain.read(dst.duplicate(), start);
+    } catch (DamagedRangeException d) {
+      long end = start + dst.remaining();
+      long from = Math.max(d.guestOffset(), start);
+      long to = Math.min(d.end(), end);
+      if (salvage == null || from >= to) {
+        throw d;
+      }
+      salvage.damaged(d);
+      int at = (int) (from - start);
+      if (from > start) {
+        read(dst.slice(dst.position(), at), start);
+      }
+      Qcow2Image.fillZeros(dst.slice(dst.position() + at, (int) (to - from)));
+      if (to < end) {
+        read(dst.slice(dst.position() + (int) (to - start), (int) (end - to)), to);
+      }
+    }
+    dst.position(dst.limit());
+  }
+
   /** A chunk buffer ({@link #CHUNK} bytes, direct) and the non-zero runs read into it. */
   private static final class Slot {
     final ByteBuffer buf = HostFile.alignedBuffer(CHUNK);
@@ -204,17 +249,21 @@ public final class Converter {
     private final BackingChain chain;
     private final long size;
     private final LongConsumer skipped;
+    private final BackingChain.DamageHandler salvage;
     private long pos;
     private long dataEnd;
     private boolean dataCompressed;
 
     /**
-     * @param skipped told the bytes of each skipped range (no data there)
+     * @param skipped told the bytes of each skipped range (no data there, or damaged)
+     * @param salvage told each damaged range, which is then skipped (left as zeros); null: a
+     *     damaged range fails {@link #next}
      */
-    Planner(BackingChain chain, LongConsumer skipped) {
+    Planner(BackingChain chain, LongConsumer skipped, BackingChain.DamageHandler salvage) {
       this.chain = chain;
       this.size = chain.size();
       this.skipped = skipped;
+      this.salvage = salvage;
     }
 
     /**
@@ -227,7 +276,22 @@ public final class Converter {
       boolean compressed = false;
       while (pos < size) {
         if (pos >= dataEnd) {
-          ChainExtent e = chain.chainStatus(pos, size - pos);
+          ChainExtent e;
+          try {
+            e = chain.chainStatus(pos, size - pos);
+          } catch (DamagedRangeException d) {
+            if (salvage == null || !d.covers(pos)) {
+              throw d;
+            }
+            if (start >= 0) {
+              break; // the chunk ends here; the next call reports the damage and skips it
+            }
+            salvage.damaged(d);
+            long end = Math.min(d.end(), size);
+            skipped.accept(end - pos);
+            pos = end;
+            continue;
+          }
           if (!e.data()) {
             if (start >= 0) {
               break; // the chunk ends where the data does; the next call skips the rest

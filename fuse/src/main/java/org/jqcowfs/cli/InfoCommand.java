@@ -36,7 +36,14 @@ final class InfoCommand implements Callable<Integer> {
   @Option(names = "--backing-chain", description = "Show every image of the backing chain.")
   boolean backingChain;
 
-  @Mixin ForceShareOption share = new ForceShareOption();
+  @Option(
+      names = {"-f", "--format"},
+      paramLabel = "qcow2|raw",
+      converter = ImageOptions.FormatConverter.class,
+      description = "The image's format (default: qcow2; never probed).")
+  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+
+  @Mixin ImageOptions share = new ImageOptions();
 
   @Parameters(paramLabel = "IMAGE")
   Path image;
@@ -45,7 +52,8 @@ final class InfoCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     ObjectMapper json = new ObjectMapper();
-    try (BackingChain chain = ChainOpener.open(image, share.apply(ChainOptions.DEFAULT))) {
+    try (BackingChain chain =
+        ChainOpener.open(image, share.apply(ChainOptions.DEFAULT.withTopFormat(format)))) {
       List<Image> layers = backingChain ? chain.layers() : List.of(chain.top());
       ArrayNode all = json.createArrayNode();
       for (int i = 0; i < layers.size(); i++) {

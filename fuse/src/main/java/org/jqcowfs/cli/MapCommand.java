@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainExtent;
 import org.jqcowfs.chain.ChainOpener;
@@ -19,7 +20,11 @@ import picocli.CommandLine.Spec;
 @Command(
     name = "map",
     mixinStandardHelpOptions = true,
-    description = "Show where each range of the virtual disk comes from, as qemu-img map does.")
+    description = {
+      "Show where each range of the virtual disk comes from, as qemu-img map does.",
+      "A damaged range (a bad L1/L2 entry) is reported on stderr and left out; the rest is"
+          + " mapped, and the exit status is 1."
+    })
 final class MapCommand implements Callable<Integer> {
   @Spec picocli.CommandLine.Model.CommandSpec spec;
 
@@ -32,7 +37,14 @@ final class MapCommand implements Callable<Integer> {
       description = "Map a snapshot.")
   String snapshot;
 
-  @Mixin ForceShareOption share = new ForceShareOption();
+  @Option(
+      names = {"-f", "--format"},
+      paramLabel = "qcow2|raw",
+      converter = ImageOptions.FormatConverter.class,
+      description = "The image's format (default: qcow2; never probed).")
+  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+
+  @Mixin ImageOptions share = new ImageOptions();
 
   @Parameters(paramLabel = "IMAGE")
   Path image;
@@ -40,9 +52,25 @@ final class MapCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
+    PrintWriter err = spec.commandLine().getErr();
+    AtomicInteger damaged = new AtomicInteger();
     try (BackingChain chain =
-        ChainOpener.open(image, share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot)))) {
-      List<ChainExtent> map = chain.map(0, chain.size());
+        ChainOpener.open(
+            image,
+            share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot).withTopFormat(format)))) {
+      List<ChainExtent> map =
+          chain.map(
+              0,
+              chain.size(),
+              d -> {
+                damaged.incrementAndGet();
+                err.println(
+                    "jqcowfs: "
+                        + d.getMessage()
+                        + "; guest range "
+                        + d.rangeText()
+                        + " left out of the map");
+              });
       if (output == OutputFormat.json) {
         out.print("[");
         for (int i = 0; i < map.size(); i++) {
@@ -76,7 +104,8 @@ final class MapCommand implements Callable<Integer> {
       }
     }
     out.flush();
-    return 0;
+    err.flush();
+    return damaged.get() == 0 ? 0 : 1;
   }
 
   /** One object in qemu-img's JSON map format (QEMU >= 8.2 keys, with "compressed"). */

@@ -12,6 +12,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
+import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.fuse.FlatFileSystem;
 import org.jqcowfs.fuse.FuseMount;
@@ -89,7 +90,9 @@ final class MountCommand implements Callable<Integer> {
       names = "-o",
       paramLabel = "OPTS",
       description =
-          "Mount options, comma-separated: allow_other, fsname=NAME, noexec, noatime"
+          "Mount options, comma-separated: allow_other, fsname=NAME, noexec, noatime, uid=N,"
+              + " gid=N, umask=M (the flat files' owner, group and mode; by default the image"
+              + " file's owner and group and its read bits: 0600 -> 0400)"
               + " (ro, nosuid, nodev are always on).")
   List<String> mountOptions = new ArrayList<>();
 
@@ -108,7 +111,14 @@ final class MountCommand implements Callable<Integer> {
       description = "The flat file's name (one image only; default: IMAGE with .raw).")
   String name;
 
-  @Mixin ForceShareOption share = new ForceShareOption();
+  @Option(
+      names = "--format",
+      paramLabel = "qcow2|raw",
+      converter = ImageOptions.FormatConverter.class,
+      description = "The images' format (default: qcow2; never probed).")
+  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+
+  @Mixin ImageOptions share = new ImageOptions();
 
   @Option(names = "--notify-ready", hidden = true)
   boolean notifyReady;
@@ -143,8 +153,12 @@ final class MountCommand implements Callable<Integer> {
     }
     List<Path> images = paths.subList(0, paths.size() - 1);
     ChainOptions chainOptions =
-        new ChainOptions(ChainOptions.DEFAULT_MAX_DEPTH, cacheBytes, snapshot, share.forceShare);
-    try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions)) {
+        share.apply(
+            ChainOptions.DEFAULT
+                .withL2CacheBytes(cacheBytes)
+                .withSnapshot(snapshot)
+                .withTopFormat(format));
+    try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions, options.ownership())) {
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
       AtomicReference<Mounted> live = new AtomicReference<>();
       AtomicBoolean mounting = new AtomicBoolean();

@@ -14,6 +14,8 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Closeables;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The filesystem both FUSE backends serve: a read-only root directory holding one flat file per
@@ -21,6 +23,8 @@ import org.jqcowfs.qcow2.Closeables;
  * bytes, errors are exceptions ({@link FuseException} for an errno answer).
  */
 public final class FlatFileSystem implements Closeable {
+  private static final Logger LOG = LoggerFactory.getLogger(FlatFileSystem.class);
+
   /** The root directory's inode (FUSE_ROOT_ID). */
   public static final long ROOT_INODE = 1;
 
@@ -40,9 +44,20 @@ public final class FlatFileSystem implements Closeable {
    * @param chain the backing chain it shows
    * @param dataBytes bytes that read as data (for st_blocks = dataBytes / 512, rounded up)
    * @param mtimeMillis the top image's modification time, milliseconds since the epoch
+   * @param uid st_uid: the top image file's owner, or the {@code uid=} option
+   * @param gid st_gid: the top image file's group, or the {@code gid=} option
+   * @param permissions st_mode's permission bits: the top image file's read bits (0600 -> 0400), or
+   *     {@code 0444 & ~umask} with the {@code umask=} option
    */
   public record FlatFile(
-      String name, long inode, BackingChain chain, long dataBytes, long mtimeMillis) {
+      String name,
+      long inode,
+      BackingChain chain,
+      long dataBytes,
+      long mtimeMillis,
+      int uid,
+      int gid,
+      int permissions) {
     /** The virtual disk's length in bytes (st_size). */
     public long size() {
       return chain.size();
@@ -52,6 +67,19 @@ public final class FlatFileSystem implements Closeable {
     public long blocks() {
       return (dataBytes + 511) / 512;
     }
+  }
+
+  /**
+   * Who owns the flat files and who may read them, each -1 to follow the top image file ({@code -o
+   * uid=N,gid=N,umask=M}, as FUSE filesystems spell them).
+   *
+   * @param uid st_uid of every flat file, or -1
+   * @param gid st_gid of every flat file, or -1
+   * @param umask permission bits taken away from 0444, or -1 for the image's read bits
+   */
+  public record Ownership(int uid, int gid, int umask) {
+    /** Everything from the image. */
+    public static final Ownership FROM_IMAGE = new Ownership(-1, -1, -1);
   }
 
   private final List<FlatFile> files;
@@ -77,6 +105,20 @@ public final class FlatFileSystem implements Closeable {
    */
   public static FlatFileSystem open(List<Path> images, String name, ChainOptions options)
       throws IOException {
+    return open(images, name, options, Ownership.FROM_IMAGE);
+  }
+
+  /**
+   * As {@link #open(List, String, ChainOptions)}, the files owned and readable as {@code ownership}
+   * says. A damaged range of a disk does not refuse it: the data count skips it and logs it once (a
+   * READ or LSEEK there gives EIO).
+   *
+   * @throws IllegalArgumentException as {@link #open(List, String, ChainOptions)}
+   * @throws IOException as {@link #open(List, String, ChainOptions)}
+   */
+  public static FlatFileSystem open(
+      List<Path> images, String name, ChainOptions options, Ownership ownership)
+      throws IOException {
     if (name != null && images.size() != 1) {
       throw new IllegalArgumentException("--name needs exactly one image, not " + images.size());
     }
@@ -97,14 +139,42 @@ public final class FlatFileSystem implements Closeable {
         BackingChain chain = ChainOpener.open(image, options);
         long mtime;
         long dataBytes;
+        int uid;
+        int gid;
+        int permissions;
         try {
           mtime = Files.getLastModifiedTime(image).toMillis();
-          dataBytes = chain.dataBytes();
+          dataBytes =
+              chain.dataBytes(
+                  d ->
+                      LOG.error(
+                          "{}; reads of guest range {} give EIO", d.getMessage(), d.rangeText()));
+          uid =
+              ownership.uid() >= 0
+                  ? ownership.uid()
+                  : (Integer) Files.getAttribute(image, "unix:uid");
+          gid =
+              ownership.gid() >= 0
+                  ? ownership.gid()
+                  : (Integer) Files.getAttribute(image, "unix:gid");
+          permissions =
+              ownership.umask() >= 0
+                  ? 0444 & ~ownership.umask()
+                  : 0444 & (Integer) Files.getAttribute(image, "unix:mode");
         } catch (IOException | RuntimeException e) {
           chain.close();
           throw e;
         }
-        files.add(new FlatFile(fileName, ROOT_INODE + 1 + files.size(), chain, dataBytes, mtime));
+        files.add(
+            new FlatFile(
+                fileName,
+                ROOT_INODE + 1 + files.size(),
+                chain,
+                dataBytes,
+                mtime,
+                uid,
+                gid,
+                permissions));
       }
     } catch (IOException | RuntimeException e) {
       try {

@@ -190,6 +190,8 @@ final class FuseOps {
     long millis;
     int mode;
     int nlink;
+    int owner = uid;
+    int group = gid;
     if (nodeid == FlatFileSystem.ROOT_INODE) {
       size = 0;
       blocks = 0;
@@ -201,8 +203,10 @@ final class FuseOps {
       size = f.size();
       blocks = f.blocks();
       millis = f.mtimeMillis();
-      mode = S_IFREG | 0444;
+      mode = S_IFREG | f.permissions();
       nlink = 1;
+      owner = f.uid();
+      group = f.gid();
     }
     long seconds = Math.floorDiv(millis, 1000);
     int nanos = (int) Math.floorMod(millis, 1000) * 1_000_000;
@@ -217,8 +221,8 @@ final class FuseOps {
         .putInt(at + 56, nanos)
         .putInt(at + 60, mode)
         .putInt(at + 64, nlink)
-        .putInt(at + 68, uid)
-        .putInt(at + 72, gid)
+        .putInt(at + 68, owner)
+        .putInt(at + 72, group)
         .putInt(at + 76, 0) // rdev
         .putInt(at + 80, BLKSIZE)
         .putInt(at + 84, 0); // flags

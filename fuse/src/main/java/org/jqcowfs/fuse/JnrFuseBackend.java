@@ -142,7 +142,9 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
         return 0;
       }
       FlatFile f = fs.file(ino);
-      stat.st_mode.set(FileStat.S_IFREG | 0444);
+      stat.st_mode.set(FileStat.S_IFREG | f.permissions());
+      stat.st_uid.set(f.uid());
+      stat.st_gid.set(f.gid());
       stat.st_nlink.set(1);
       stat.st_size.set(f.size());
       stat.st_blocks.set(f.blocks());

@@ -11,10 +11,18 @@ import java.util.List;
  * @param fsname the source shown in /proc/mounts
  * @param noexec mount noexec
  * @param noatime mount noatime
+ * @param ownership the flat files' owner, group and mode ({@code uid=}, {@code gid=}, {@code
+ *     umask=}); by default the top image file's owner and group and its read bits
  */
-public record MountOptions(boolean allowOther, String fsname, boolean noexec, boolean noatime) {
-  /** The defaults: private to the mounting user, source "jqcowfs". */
-  public static final MountOptions DEFAULT = new MountOptions(false, "jqcowfs", false, false);
+public record MountOptions(
+    boolean allowOther,
+    String fsname,
+    boolean noexec,
+    boolean noatime,
+    FlatFileSystem.Ownership ownership) {
+  /** The defaults: private to the mounting user, source "jqcowfs", ownership from the image. */
+  public static final MountOptions DEFAULT =
+      new MountOptions(false, "jqcowfs", false, false, FlatFileSystem.Ownership.FROM_IMAGE);
 
   public MountOptions {
     if (fsname.isEmpty() || fsname.contains(",") || fsname.contains(" ")) {
@@ -24,16 +32,20 @@ public record MountOptions(boolean allowOther, String fsname, boolean noexec, bo
 
   /**
    * Parses comma-separated {@code -o} options onto these: allow_other, fsname=NAME, noexec,
-   * noatime, and the ones that are always on (ro, nosuid, nodev, default_permissions,
-   * auto_unmount).
+   * noatime, uid=N, gid=N, umask=M (octal), and the ones that are always on (ro, nosuid, nodev,
+   * default_permissions, auto_unmount).
    *
-   * @throws IllegalArgumentException naming an option jqcowfs does not know or cannot honour (rw)
+   * @throws IllegalArgumentException naming an option jqcowfs does not know or cannot honour (rw),
+   *     or a value out of range
    */
   public MountOptions with(String commaSeparated) {
     boolean allow = allowOther;
     String name = fsname;
     boolean exec = noexec;
     boolean atime = noatime;
+    int uid = ownership.uid();
+    int gid = ownership.gid();
+    int umask = ownership.umask();
     for (String o : commaSeparated.split(",")) {
       if (o.isEmpty()) {
         continue;
@@ -47,13 +59,39 @@ public record MountOptions(boolean allowOther, String fsname, boolean noexec, bo
         default -> {
           if (o.startsWith("fsname=")) {
             name = o.substring("fsname=".length());
+          } else if (o.startsWith("uid=")) {
+            uid = number(o, 10, 0x7fffffff);
+          } else if (o.startsWith("gid=")) {
+            gid = number(o, 10, 0x7fffffff);
+          } else if (o.startsWith("umask=")) {
+            umask = number(o, 8, 0777);
           } else {
             throw new IllegalArgumentException("unknown mount option '" + o + "'");
           }
         }
       }
     }
-    return new MountOptions(allow, name, exec, atime);
+    return new MountOptions(
+        allow, name, exec, atime, new FlatFileSystem.Ownership(uid, gid, umask));
+  }
+
+  /** The value of {@code key=value} in {@code radix}, in {@code [0, max]}. */
+  private static int number(String option, int radix, int max) {
+    String value = option.substring(option.indexOf('=') + 1);
+    try {
+      int n = Integer.parseInt(value, radix);
+      if (n >= 0 && n <= max) {
+        return n;
+      }
+    } catch (NumberFormatException e) {
+      // reported below
+    }
+    throw new IllegalArgumentException(
+        "mount option '"
+            + option
+            + "': not a"
+            + (radix == 8 ? "n octal mode" : " number")
+            + " in range");
   }
 
   /** The option string for fusermount3 (its {@code -o}). */

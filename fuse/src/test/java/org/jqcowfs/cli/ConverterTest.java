@@ -92,7 +92,7 @@ class ConverterTest {
     assertTrue(compressed.cardinality() > 0, "the chain has compressed clusters");
     try (BackingChain chain = ChainOpener.open(image, ChainOptions.DEFAULT)) {
       AtomicLong skipped = new AtomicLong();
-      Converter.Planner planner = new Converter.Planner(chain, skipped::addAndGet);
+      Converter.Planner planner = new Converter.Planner(chain, skipped::addAndGet, null);
       BitSet got = new BitSet();
       long planned = 0;
       long previousEnd = 0;

@@ -69,6 +69,7 @@ public record Geometry(int clusterBits, boolean extendedL2) {
   /** L1 entries needed to map {@code virtualSize} bytes (QEMU {@code size_to_l1}). */
   public long l1EntriesFor(long virtualSize) {
     long perTable = bytesPerL2Table();
-    return (virtualSize + perTable - 1) / perTable;
+    // unsigned, as QEMU's: a size near 2^63 must not wrap to a negative count
+    return Long.divideUnsigned(virtualSize + perTable - 1, perTable);
   }
 }

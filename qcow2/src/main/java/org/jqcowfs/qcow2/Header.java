@@ -361,6 +361,19 @@ public record Header(
       throw new Qcow2FormatException(
           p, "l1_size " + l1Size + " too large (L1 table over " + MAX_L1_BYTES + " bytes)");
     }
+    if (g.l1EntriesFor(size) > MAX_L1_BYTES / 8) {
+      // QEMU qcow2_do_open: "Image is too big" (the L1 table it needs would pass QCOW_MAX_L1_SIZE)
+      throw new Qcow2FormatException(
+          p,
+          "size "
+              + size
+              + " too large: with cluster_bits "
+              + clusterBits
+              + " it needs "
+              + g.l1EntriesFor(size)
+              + " L1 entries, over the limit of "
+              + MAX_L1_BYTES / 8);
+    }
     if (g.l1EntriesFor(size) > l1Size) {
       throw new Qcow2FormatException(
           p,

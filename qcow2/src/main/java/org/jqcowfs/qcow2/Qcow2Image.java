@@ -29,6 +29,7 @@ public final class Qcow2Image implements Image {
   private final long[] l1Table;
   private final long virtualSize;
   private final List<Snapshot> snapshots;
+  private final String snapshotDamage;
   private final Snapshot snapshot;
   private final L2Cache l2Cache;
   private final CompressedClusterReader compressedReader;
@@ -41,6 +42,7 @@ public final class Qcow2Image implements Image {
       long[] l1Table,
       long virtualSize,
       List<Snapshot> snapshots,
+      String snapshotDamage,
       Snapshot snapshot,
       long l2CacheBytes) {
     this.path = file.path();
@@ -51,6 +53,7 @@ public final class Qcow2Image implements Image {
     this.l1Table = l1Table;
     this.virtualSize = virtualSize;
     this.snapshots = snapshots;
+    this.snapshotDamage = snapshotDamage;
     this.snapshot = snapshot;
     long cacheBytes =
         l2CacheBytes >= 0 ? l2CacheBytes : L2Cache.defaultBytes(geometry, virtualSize);
@@ -67,7 +70,9 @@ public final class Qcow2Image implements Image {
 
   /**
    * Opens a qcow2 image read-only: header, extensions, L1 table and snapshot table are read and
-   * checked; the external data file, if any, is opened (named relative to the image).
+   * checked; the external data file, if any, is opened (named relative to the image, and followed
+   * only as {@link Qcow2Options#names} allows). A damaged snapshot table is ignored with a warning
+   * ({@link #snapshotTableDamage}) unless a snapshot is asked for.
    *
    * @throws Qcow2FormatException if the image is refused (message names file, field, value)
    * @throws IOException if a file cannot be opened or read
@@ -83,7 +88,19 @@ public final class Qcow2Image implements Image {
       if (h.hasIncompatible(Header.INCOMPAT_DIRTY)) {
         LOG.warn("{}: the dirty bit is set (refcounts may be stale); reading is unaffected", path);
       }
-      List<Snapshot> snapshots = Snapshot.readTable(file, h);
+      List<Snapshot> snapshots;
+      String snapshotDamage = null;
+      try {
+        snapshots = Snapshot.readTable(file, h);
+      } catch (Qcow2FormatException e) {
+        if (options.snapshot() != null) {
+          throw e;
+        }
+        // The active image does not need the table: a damaged one hides the snapshots only.
+        LOG.warn("{}; the snapshot table is ignored", e.getMessage());
+        snapshots = List.of();
+        snapshotDamage = e.getMessage();
+      }
       long l1Offset = h.l1TableOffset();
       int l1Size = h.l1Size();
       long size = h.virtualSize();
@@ -102,7 +119,11 @@ public final class Qcow2Image implements Image {
         b.asLongBuffer().get(l1);
       }
       if (h.dataFileName() != null) {
-        Path dataPath = FileNames.resolve(path, h.dataFileName(), "external data file");
+        NamePolicy names =
+            options.names() != null
+                ? options.names()
+                : NamePolicy.confinedTo(List.of(NamePolicy.directoryOf(path)));
+        Path dataPath = names.resolve(path, h.dataFileName(), "external data file");
         try {
           dataFile = HostFile.open(dataPath);
         } catch (IOException e) {
@@ -117,6 +138,7 @@ public final class Qcow2Image implements Image {
           l1,
           size,
           snapshots,
+          snapshotDamage,
           chosen,
           options.l2CacheBytes());
     } catch (IOException | RuntimeException e) {
@@ -163,9 +185,17 @@ public final class Qcow2Image implements Image {
     return geometry;
   }
 
-  /** The internal snapshots, in table order. */
+  /** The internal snapshots, in table order; empty when the table is damaged. */
   public List<Snapshot> snapshots() {
     return snapshots;
+  }
+
+  /**
+   * Why the snapshot table was ignored: it is damaged (the message names the snapshot and field),
+   * and the active image was opened without it. Empty when the table was read.
+   */
+  public Optional<String> snapshotTableDamage() {
+    return Optional.ofNullable(snapshotDamage);
   }
 
   /** The snapshot this view shows, if it is a snapshot view. */
@@ -627,9 +657,20 @@ public final class Qcow2Image implements Image {
     return corruptAt(run.l1Index(), run.l2Index(), what, run.guestOffset());
   }
 
-  private Qcow2FormatException corruptAt(long l1Index, int l2Index, String what, long pos) {
+  /**
+   * A damaged entry: an L1 entry ({@code l2Index < 0}) spoils the guest range of its whole L2
+   * table, an L2 entry the cluster holding {@code pos}.
+   */
+  private DamagedRangeException corruptAt(long l1Index, int l2Index, String what, long pos) {
     String place = "L1[" + l1Index + "]" + (l2Index >= 0 ? "/L2[" + l2Index + "]" : "");
-    return new Qcow2FormatException(path, place + " (guest offset " + hex(pos) + "): " + what);
+    long start =
+        l2Index < 0 ? l1Index * geometry.bytesPerL2Table() : pos - geometry.offsetInCluster(pos);
+    long bytes = l2Index < 0 ? geometry.bytesPerL2Table() : geometry.clusterSize();
+    return new DamagedRangeException(
+        path,
+        place + " (guest offset " + hex(pos) + "): " + what,
+        start,
+        Math.min(bytes, virtualSize - start));
   }
 
   @Override

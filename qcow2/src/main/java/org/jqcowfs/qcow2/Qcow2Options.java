@@ -7,13 +7,15 @@ package org.jqcowfs.qcow2;
  *     whole disk, up to 32 MiB)
  * @param snapshot the id or name of an internal snapshot whose read-only view to open, or null for
  *     the active image
+ * @param names which files an external data file name may reach; null: the image's own directory
+ *     and below ({@link NamePolicy#confinedTo})
  */
-public record Qcow2Options(long l2CacheBytes, String snapshot) {
-  /** The defaults: QEMU's cache size, the active image. */
-  public static final Qcow2Options DEFAULT = new Qcow2Options(-1, null);
+public record Qcow2Options(long l2CacheBytes, String snapshot, NamePolicy names) {
+  /** The defaults: QEMU's cache size, the active image, names confined to the image's directory. */
+  public static final Qcow2Options DEFAULT = new Qcow2Options(-1, null, null);
 
   /** These options with another snapshot (null: the active image). */
   public Qcow2Options withSnapshot(String idOrName) {
-    return new Qcow2Options(l2CacheBytes, idOrName);
+    return new Qcow2Options(l2CacheBytes, idOrName, names);
   }
 }
