@@ -1,6 +1,7 @@
 package org.jqcowfs.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Instant;
@@ -40,6 +41,9 @@ final class SnapshotCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     try (Qcow2Image q = Qcow2Image.open(image)) {
+      if (q.snapshotTableDamage().isPresent()) {
+        throw new IOException(q.snapshotTableDamage().get());
+      }
       if (!q.snapshots().isEmpty()) {
         out.println("Snapshot list:");
         out.println(header());
