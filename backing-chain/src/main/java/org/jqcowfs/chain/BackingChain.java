@@ -5,6 +5,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.BooleanSupplier;
 import org.jqcowfs.qcow2.CachedView;
 import org.jqcowfs.qcow2.Closeables;
 import org.jqcowfs.qcow2.DamagedRangeException;
@@ -57,6 +58,15 @@ public final class BackingChain implements Image {
   @Override
   public void read(ByteBuffer dst, long guestOffset) throws IOException {
     views.get(0).read(dst, guestOffset);
+  }
+
+  @Override
+  public long hostBytes() throws IOException {
+    long total = 0;
+    for (Image layer : layers) {
+      total += layer.hostBytes();
+    }
+    return total;
   }
 
   /**
@@ -115,6 +125,11 @@ public final class BackingChain implements Image {
     @Override
     public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
       return layers.get(index).blockStatus(guestOffset, maxLength);
+    }
+
+    @Override
+    public long hostBytes() throws IOException {
+      return layers.get(index).hostBytes();
     }
 
     @Override
@@ -248,9 +263,10 @@ public final class BackingChain implements Image {
   }
 
   /**
-   * {@code lseek(SEEK_DATA)} as QEMU's FUSE export answers it ({@code fuse_lseek}): the first
-   * offset at or after {@code offset} where some layer holds data. A damaged range counts as data
-   * that cannot be read: a walk that reaches one stops there, and a search from inside one fails.
+   * {@code lseek(SEEK_DATA)}: the first offset at or after {@code offset} where the chain holds
+   * data that does not read as zero ({@link ChainExtent#readsAsData}; QEMU's FUSE export, {@code
+   * fuse_lseek}, also takes preallocated zeros for data). A damaged range counts as data that
+   * cannot be read: a walk that reaches one stops there, and a search from inside one fails.
    *
    * @return the offset, or -1 for ENXIO (no data at or after {@code offset}, or {@code offset >=
    *     size()})
@@ -268,7 +284,7 @@ public final class BackingChain implements Image {
         skip(d, pos);
         return pos;
       }
-      if (e.data()) {
+      if (e.readsAsData()) {
         return pos;
       }
       pos = e.end();
@@ -277,10 +293,10 @@ public final class BackingChain implements Image {
   }
 
   /**
-   * {@code lseek(SEEK_HOLE)} as QEMU's FUSE export answers it: the first offset at or after {@code
-   * offset} that is not data (zero clusters and unallocated ranges are holes), or {@link #size()}.
-   * A damaged range counts as data (never as a hole, which a copy would skip as zeros), and a
-   * search from inside one fails.
+   * {@code lseek(SEEK_HOLE)}: the first offset at or after {@code offset} that reads as zero
+   * ({@link ChainExtent#readsAsData}: zero clusters, unallocated ranges, preallocated host holes),
+   * or {@link #size()}. A damaged range counts as data (never as a hole, which a copy would skip as
+   * zeros), and a search from inside one fails.
    *
    * @return the offset, or -1 for ENXIO ({@code offset > size()})
    * @throws DamagedRangeException if {@code offset} lies in a damaged range (EIO)
@@ -300,7 +316,7 @@ public final class BackingChain implements Image {
         pos = skip(d, pos);
         continue;
       }
-      if (!e.data()) {
+      if (!e.readsAsData()) {
         return pos;
       }
       pos = e.end();
@@ -309,14 +325,27 @@ public final class BackingChain implements Image {
   }
 
   /**
-   * Bytes that read as data (the sum of data extents), for {@code st_blocks}. Damaged ranges are
-   * not counted; each is handed to {@code onDamage}.
+   * Bytes that read as data ({@link ChainExtent#readsAsData}), for {@code st_blocks}. Damaged
+   * ranges are not counted; each is handed to {@code onDamage}.
    *
    * @throws IOException from block status (other than a damaged range), or from {@code onDamage}
    */
   public long dataBytes(DamageHandler onDamage) throws IOException {
+    return dataBytes(onDamage, () -> false);
+  }
+
+  /**
+   * As {@link #dataBytes(DamageHandler)}, asking {@code cancelled} before each step.
+   *
+   * @return the bytes, or -1 if {@code cancelled} said so first
+   * @throws IOException as {@link #dataBytes(DamageHandler)}
+   */
+  public long dataBytes(DamageHandler onDamage, BooleanSupplier cancelled) throws IOException {
     long total = 0;
     for (long pos = 0; pos < size(); ) {
+      if (cancelled.getAsBoolean()) {
+        return -1;
+      }
       ChainExtent e;
       try {
         e = chainStatus(pos, Long.MAX_VALUE);
@@ -325,7 +354,7 @@ public final class BackingChain implements Image {
         pos = skip(d, pos);
         continue;
       }
-      if (e.data()) {
+      if (e.readsAsData()) {
         total += e.length();
       }
       pos = e.end();

@@ -28,6 +28,17 @@ public record ChainExtent(
     long offset,
     Path file) {
 
+  /**
+   * Whether the range is data for SEEK_DATA/SEEK_HOLE, st_blocks and convert: stored data that does
+   * not read as zero. A hole is what the chain reads as zero: unallocated in every layer, a zero
+   * cluster or subcluster, or an allocated cluster whose host range is a hole in the image file
+   * (QEMU's {@code "data": true, "zero": true}, which a metadata-preallocated image reports). Data
+   * that happens to hold zeros stays data: no content is scanned.
+   */
+  public boolean readsAsData() {
+    return data && !zero;
+  }
+
   /** One past the last byte. */
   public long end() {
     return start + length;

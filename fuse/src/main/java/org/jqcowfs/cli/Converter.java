@@ -292,7 +292,7 @@ public final class Converter {
             pos = end;
             continue;
           }
-          if (!e.data()) {
+          if (!e.readsAsData()) {
             if (start >= 0) {
               break; // the chunk ends where the data does; the next call skips the rest
             }

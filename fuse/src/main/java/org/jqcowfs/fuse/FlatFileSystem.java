@@ -42,7 +42,7 @@ public final class FlatFileSystem implements Closeable {
    * @param name its name in the root directory
    * @param inode its inode number (2, 3, ...)
    * @param chain the backing chain it shows
-   * @param dataBytes bytes that read as data (for st_blocks = dataBytes / 512, rounded up)
+   * @param dataCount bytes that read as data (for st_blocks = bytes / 512, rounded up)
    * @param mtimeMillis the top image's modification time, milliseconds since the epoch
    * @param uid st_uid: the top image file's owner, or the {@code uid=} option
    * @param gid st_gid: the top image file's group, or the {@code gid=} option
@@ -53,7 +53,7 @@ public final class FlatFileSystem implements Closeable {
       String name,
       long inode,
       BackingChain chain,
-      long dataBytes,
+      DataCount dataCount,
       long mtimeMillis,
       int uid,
       int gid,
@@ -65,7 +65,38 @@ public final class FlatFileSystem implements Closeable {
 
     /** st_blocks: the bytes that read as data, in 512-byte units, rounded up. */
     public long blocks() {
-      return (dataBytes + 511) / 512;
+      return (dataCount.bytes() + 511) / 512;
+    }
+  }
+
+  /**
+   * The bytes of a flat file that read as data ({@link org.jqcowfs.chain.ChainExtent#readsAsData}),
+   * for st_blocks. At first a bound that costs no walk: the layers' bytes on disk ({@link
+   * BackingChain#hostBytes}), capped by the virtual size, which is enough for cp's {@code st_blocks
+   * < st_size / 512} test for holes; exact once the background walk over block status has reached
+   * the end of the disk. Thread-safe.
+   */
+  public static final class DataCount {
+    private volatile long bytes;
+    private volatile boolean exact;
+
+    DataCount(long bound) {
+      this.bytes = bound;
+    }
+
+    /** The bytes, exact or the bound. */
+    public long bytes() {
+      return bytes;
+    }
+
+    /** Whether {@link #bytes} is the walk's exact count. */
+    public boolean exact() {
+      return exact;
+    }
+
+    void setExact(long exactBytes) {
+      bytes = exactBytes;
+      exact = true;
     }
   }
 
@@ -87,7 +118,14 @@ public final class FlatFileSystem implements Closeable {
   private final long mountMillis = System.currentTimeMillis();
   private final LongAdder readBytes = new LongAdder();
 
+  /** Set by {@link #close}: the data count walk stops. */
+  private volatile boolean closing;
+
+  private final Thread dataCounter;
+
   private FlatFileSystem(List<FlatFile> files) {
+    this.dataCounter = new Thread(this::countData, "jqcowfs-data-count");
+    this.dataCounter.setDaemon(true);
     this.files = List.copyOf(files);
     for (FlatFile f : files) {
       byName.put(f.name(), f);
@@ -110,8 +148,8 @@ public final class FlatFileSystem implements Closeable {
 
   /**
    * As {@link #open(List, String, ChainOptions)}, the files owned and readable as {@code ownership}
-   * says. A damaged range of a disk does not refuse it: the data count skips it and logs it once (a
-   * READ or LSEEK there gives EIO).
+   * says. Nothing walks the disks before this returns: st_blocks starts as a bound and a background
+   * walk makes it exact ({@link DataCount}); a damaged range does not refuse a disk.
    *
    * @throws IllegalArgumentException as {@link #open(List, String, ChainOptions)}
    * @throws IOException as {@link #open(List, String, ChainOptions)}
@@ -138,17 +176,13 @@ public final class FlatFileSystem implements Closeable {
         }
         BackingChain chain = ChainOpener.open(image, options);
         long mtime;
-        long dataBytes;
+        DataCount dataCount;
         int uid;
         int gid;
         int permissions;
         try {
           mtime = Files.getLastModifiedTime(image).toMillis();
-          dataBytes =
-              chain.dataBytes(
-                  d ->
-                      LOG.error(
-                          "{}; reads of guest range {} give EIO", d.getMessage(), d.rangeText()));
+          dataCount = new DataCount(Math.min(chain.size(), chain.hostBytes()));
           uid =
               ownership.uid() >= 0
                   ? ownership.uid()
@@ -170,7 +204,7 @@ public final class FlatFileSystem implements Closeable {
                 fileName,
                 ROOT_INODE + 1 + files.size(),
                 chain,
-                dataBytes,
+                dataCount,
                 mtime,
                 uid,
                 gid,
@@ -184,7 +218,50 @@ public final class FlatFileSystem implements Closeable {
       }
       throw e;
     }
-    return new FlatFileSystem(files);
+    FlatFileSystem fs = new FlatFileSystem(files);
+    fs.dataCounter.start();
+    return fs;
+  }
+
+  /**
+   * The background walk that makes each file's {@link DataCount} exact, file by file. It holds no
+   * lock a READ takes and stops at {@link #close}. A damaged range it meets is logged once (a READ
+   * or LSEEK there gives EIO) and skipped; an I/O error leaves that file's count at its bound.
+   */
+  private void countData() {
+    for (FlatFile f : files) {
+      try {
+        long n =
+            f.chain()
+                .dataBytes(
+                    d ->
+                        LOG.error(
+                            "{}; reads of guest range {} give EIO", d.getMessage(), d.rangeText()),
+                    () -> closing);
+        if (n < 0) {
+          return;
+        }
+        f.dataCount().setExact(n);
+      } catch (IOException | RuntimeException e) {
+        if (closing) {
+          return;
+        }
+        LOG.warn(
+            "{}: counting data bytes failed, st_blocks stays a bound: {}",
+            f.name(),
+            e.getMessage());
+      }
+    }
+  }
+
+  /**
+   * Waits until every file's data count is exact (or the walk gave up on one).
+   *
+   * @return whether the walk ended within {@code millis}
+   */
+  public boolean awaitDataCount(long millis) throws InterruptedException {
+    dataCounter.join(millis);
+    return !dataCounter.isAlive();
   }
 
   /** {@code image.qcow2} -> {@code image.raw}; a name without an extension gets {@code .raw}. */
@@ -313,6 +390,12 @@ public final class FlatFileSystem implements Closeable {
 
   @Override
   public void close() throws IOException {
+    closing = true;
+    try {
+      dataCounter.join(10_000); // a step of the walk reads one L2 table at most
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
     Closeables.closeAll(files.stream().map(FlatFile::chain).toList());
   }
 }

@@ -160,6 +160,16 @@ final class FuseOps {
     return new String(bytes, StandardCharsets.UTF_8);
   }
 
+  /**
+   * How long the kernel may keep {@code nodeid}'s attributes: an hour, but a second while a flat
+   * file's st_blocks is still the bound, so that the exact count reaches stat once it is known.
+   */
+  private long attrValidSeconds(long nodeid) {
+    return nodeid == FlatFileSystem.ROOT_INODE || fs.file(nodeid).dataCount().exact()
+        ? VALID_SECONDS
+        : 1;
+  }
+
   /** FUSE_LOOKUP -> {@code fuse_entry_out} (128 bytes). */
   private int lookup(long parent, String name, ByteBuffer out) {
     if (parent != FlatFileSystem.ROOT_INODE) {
@@ -169,7 +179,7 @@ final class FuseOps {
     out.putLong(0, f.inode())
         .putLong(8, 0) // generation
         .putLong(16, VALID_SECONDS) // entry_valid
-        .putLong(24, VALID_SECONDS) // attr_valid
+        .putLong(24, attrValidSeconds(f.inode())) // attr_valid
         .putInt(32, 0)
         .putInt(36, 0);
     putAttr(out, 40, f.inode());
@@ -178,7 +188,7 @@ final class FuseOps {
 
   /** FUSE_GETATTR -> {@code fuse_attr_out} (104 bytes). */
   private int getattr(long nodeid, ByteBuffer out) {
-    out.putLong(0, VALID_SECONDS).putInt(8, 0).putInt(12, 0);
+    out.putLong(0, attrValidSeconds(nodeid)).putInt(8, 0).putInt(12, 0);
     putAttr(out, 16, nodeid);
     return 104;
   }

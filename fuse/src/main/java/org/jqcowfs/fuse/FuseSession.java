@@ -63,6 +63,15 @@ public final class FuseSession implements Closeable {
   private final CountDownLatch initialized = new CountDownLatch(1);
   private final CountDownLatch finished;
 
+  /**
+   * Test hook ({@code -Djqcowfs.test.holdMillis=N -Djqcowfs.test.holdOffset=OFF}): READ and LSEEK
+   * requests at offset OFF are held N ms before they are answered, so that a test can signal the
+   * caller while its request is in flight. Off (0) unless set.
+   */
+  private static final long HOLD_MILLIS = Long.getLong("jqcowfs.test.holdMillis", 0);
+
+  private static final long HOLD_OFFSET = Long.getLong("jqcowfs.test.holdOffset", -1);
+
   /** Requests being answered: unique -> interrupted (FUSE_INTERRUPT arrived for it). */
   private final ConcurrentHashMap<Long, Boolean> inFlight = new ConcurrentHashMap<>();
 
@@ -205,6 +214,11 @@ public final class FuseSession implements Closeable {
     int error = 0;
     int length;
     try {
+      if (HOLD_MILLIS > 0
+          && (op == FuseOpcode.FUSE_READ || op == FuseOpcode.FUSE_LSEEK)
+          && in.getLong(8) == HOLD_OFFSET) {
+        Thread.sleep(HOLD_MILLIS);
+      }
       length =
           op == FuseOpcode.FUSE_INIT
               ? ops.init(in, out)
@@ -216,10 +230,8 @@ public final class FuseSession implements Closeable {
     if (!tracked) {
       return; // FORGET and BATCH_FORGET have no reply
     }
-    if (Boolean.TRUE.equals(inFlight.remove(unique))) {
-      error = Errno.EINTR;
-      length = 0;
-    }
+    // Answered whether or not FUSE_INTERRUPT came for it: every request here ends soon.
+    inFlight.remove(unique);
     if (error != 0) {
       reply.payload.release();
     }
@@ -252,8 +264,12 @@ public final class FuseSession implements Closeable {
   }
 
   /**
-   * FUSE_INTERRUPT: the answer to {@code target} becomes EINTR if it is still being worked on; if
-   * it is not known yet (another worker has not registered it), EAGAIN asks the kernel to repeat.
+   * FUSE_INTERRUPT, as libfuse treats it for a filesystem that registers no interrupt handler: a
+   * request still being worked on is answered as usual (it ends soon: jqcowfs has no request that
+   * waits without bound), so no caller sees EINTR from a regular file, which most programs do not
+   * retry (QEMU's raw driver took the rest of a disk for data after an EINTR from SEEK_HOLE). A
+   * target not known yet (another worker has not registered it) gets EAGAIN, and the kernel sends
+   * the interrupt again.
    */
   private void interrupt(int fd, long unique, long target, Reply reply) {
     if (inFlight.replace(target, Boolean.TRUE) == null) {

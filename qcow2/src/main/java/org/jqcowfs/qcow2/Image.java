@@ -21,6 +21,15 @@ public interface Image extends Closeable {
   Path path();
 
   /**
+   * Bytes the host files behind this image occupy on disk ({@code st_blocks * 512} of the image
+   * file and of an external data file, of every layer for a chain): a bound for the bytes that read
+   * as data that costs no walk over the disk (compressed clusters can make it smaller).
+   *
+   * @throws IOException if a file cannot be asked
+   */
+  long hostBytes() throws IOException;
+
+  /**
    * Reads {@code dst.remaining()} bytes at {@code guestOffset} into {@code dst}, advancing its
    * position to its limit. Ranges that this image does not allocate read as zeros (a standalone
    * image has no backing file; {@code BackingChain} reads them from the layer below).

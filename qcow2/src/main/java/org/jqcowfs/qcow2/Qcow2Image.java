@@ -218,9 +218,14 @@ public final class Qcow2Image implements Image {
     return dataFile.path();
   }
 
-  /** Bytes the image file occupies on disk. */
+  /** Bytes the image file occupies on disk (qemu-img info's "disk size"). */
   public long allocatedBytes() throws IOException {
     return file.allocatedBytes();
+  }
+
+  @Override
+  public long hostBytes() throws IOException {
+    return file.allocatedBytes() + (dataFile != file ? dataFile.allocatedBytes() : 0);
   }
 
   /** L2 cache counters. */

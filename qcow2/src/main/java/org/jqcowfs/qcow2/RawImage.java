@@ -85,6 +85,11 @@ public final class RawImage implements Image {
   }
 
   @Override
+  public long hostBytes() throws IOException {
+    return file.allocatedBytes();
+  }
+
+  @Override
   public void close() throws IOException {
     file.close();
   }

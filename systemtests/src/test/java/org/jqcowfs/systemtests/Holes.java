@@ -36,15 +36,25 @@ final class Holes {
   }
 
   /**
-   * The data segments QEMU's rules give for {@code image}: the merged runs that {@code qemu-img map
-   * --output=json} reports with "data": true (QEMU's FUSE export answers SEEK_DATA from the same
-   * block status).
+   * The segments that read as non-zero in QEMU's view of {@code image}, where jqcowfs's SEEK_DATA
+   * finds data: the merged runs that {@code qemu-img map --output=json} reports with "data": true
+   * and "zero": false. (A metadata-preallocated image's host holes and a raw layer's holes are
+   * "data": true, "zero": true, which QEMU's FUSE export takes for data.)
    */
   static List<List<Long>> qemu(Path image) throws IOException {
+    return qemu(image, true);
+  }
+
+  /** The merged runs that {@code qemu-img map --output=json} reports with "data": true. */
+  static List<List<Long>> qemuDataFlag(Path image) throws IOException {
+    return qemu(image, false);
+  }
+
+  private static List<List<Long>> qemu(Path image, boolean zeroIsHole) throws IOException {
     JsonNode map = new ObjectMapper().readTree(Qemu.mapJson(image));
     List<List<Long>> want = new ArrayList<>();
     for (JsonNode e : map) {
-      if (!e.get("data").asBoolean()) {
+      if (!e.get("data").asBoolean() || (zeroIsHole && e.get("zero").asBoolean())) {
         continue;
       }
       long s = e.get("start").asLong();

@@ -84,12 +84,16 @@ final class Jqcowfs {
     /** {@code command} must end with {@code mount -f ... MOUNTPOINT}. */
     static Mount start(Path mountpoint, List<String> command)
         throws IOException, InterruptedException {
+      return start(mountpoint, command, java.util.Map.of());
+    }
+
+    /** As {@link #start(Path, List)}, with {@code env} added to the daemon's environment. */
+    static Mount start(Path mountpoint, List<String> command, java.util.Map<String, String> env)
+        throws IOException, InterruptedException {
       Path log = Files.createTempFile("jqcowfs-daemon", ".log");
-      Process p =
-          new ProcessBuilder(command)
-              .redirectErrorStream(true)
-              .redirectOutput(log.toFile())
-              .start();
+      ProcessBuilder pb = new ProcessBuilder(command);
+      pb.environment().putAll(env);
+      Process p = pb.redirectErrorStream(true).redirectOutput(log.toFile()).start();
       Mount m = new Mount(mountpoint, p, log);
       long deadline = System.nanoTime() + 30_000_000_000L;
       while (!mounted(mountpoint)) {

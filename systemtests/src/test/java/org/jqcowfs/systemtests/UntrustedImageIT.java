@@ -185,6 +185,11 @@ class UntrustedImageIT {
           mount.file("d.raw".equals(image.getFileName().toString()) ? "d.raw" : rawName(image));
       assertEquals(reference.length, Files.size(flat));
       if (damage.blockStatusSeesIt()) { // a bad payload is found by the read that decompresses it
+        // the background data count (st_blocks) meets it and logs it
+        long deadline = System.nanoTime() + 20_000_000_000L;
+        while (!mount.log().contains("give EIO") && System.nanoTime() < deadline) {
+          Thread.sleep(50);
+        }
         assertTrue(mount.log().contains("L1["), "the damage is logged: " + mount.log());
       }
       try (FileChannel ch = FileChannel.open(flat, StandardOpenOption.READ)) {
