@@ -8,6 +8,8 @@
 #   frag.qcow2, inorder.qcow2      4 GiB fully written, 64 KiB at a time, in random order / in order
 #                                  (same guest bytes; host clusters allocated in write order)
 #   tb.qcow2                       1 TiB virtual disk holding 64 MiB of /usr data in 64 places
+#   pa16g.qcow2                    16 GiB, preallocation=metadata, 512 MiB of /usr data in 2 runs
+#   pa1t.qcow2, pa4t.qcow2         1 TiB and 4 TiB, preallocation=metadata, 3 MiB of data
 #
 # Measured (each the median of RUNS runs; the two tools of a pair run one after the other, which
 # goes first alternating from run to run, so an even RUNS gives each order the same weight):
@@ -16,7 +18,9 @@
 #             qemu-img convert -O raw -m 8 -W                                     (seconds)
 #   fio       4 KiB random reads, 2 jobs, libaio iodepth 16, O_DIRECT, FIO_SECONDS  (IOPS)
 #   frag      dd bs=1M through a jqcowfs mount, fragmented vs in-order image, cold host cache
-#   mount     jqcowfs mount until the first 4 KiB of the flat file reads; daemon peak RSS (VmHWM)
+#   mount     jqcowfs mount until the first 4 KiB of the flat file reads (image cached, and for
+#             the preallocated images also cold); daemon peak RSS (VmHWM)
+#   sparse    the 16 GiB preallocated image: cp from both mounts, both converts
 # Every copy and conversion is checked against qemu-img convert's output (a SHA-256 of the content
 # that skips holes and zero blocks, so a 1 TiB file hashes in the time of its data).
 # Output goes to tmpfs. The image files are read into the page cache before each run (cold for
@@ -33,7 +37,8 @@ CP_TIMEOUT=${CP_TIMEOUT:-300}
 PREWARM_MIB=${PREWARM_MIB:-8192}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
 # A slice for a quick look: KINDS=zstd runs only the OS-image measures of those kinds and prints
-# them (bench/results.* and the README are left as they are)
+# them (bench/results.* and the README are left as they are); KINDS=sparse runs only the
+# preallocated images' measures (the sparse and mount tables for them) and prints them
 KINDS=${KINDS:-plain deflate zstd}
 JQ="$ROOT/bin/jqcowfs"
 MNT="$OUT/mnt"
@@ -123,10 +128,40 @@ build_tb_image() {
   mv "$CACHE/tb.tmp" "$CACHE/tb.qcow2"
 }
 
+# Metadata-preallocated images: every cluster has a host offset, and QEMU's block status says
+# "data": true, "zero": true for the clusters never written (the image file's holes).
+build_prealloc_images() {
+  if [ ! -f "$CACHE/pa16g.qcow2" ]; then
+    log "building the 16 GiB preallocated image (once)"
+    local i
+    rm -f "$CACHE/pa16g.tmp"
+    qemu-img create -q -f qcow2 -o preallocation=metadata "$CACHE/pa16g.tmp" 16G
+    for i in 0 1; do
+      (find /usr/lib -type f -size +1M | sort | tail -n +$((1 + i * 200)) | head -200 | xargs cat |
+        head -c $((256 << 20))) > "$CACHE/pa.data" 2>/dev/null || true
+      qemu-io -f qcow2 -c "write -q -s $CACHE/pa.data $(((1 + 9 * i) << 30)) $((256 << 20))" \
+        "$CACHE/pa16g.tmp"
+    done
+    rm -f "$CACHE/pa.data"
+    mv "$CACHE/pa16g.tmp" "$CACHE/pa16g.qcow2"
+  fi
+  local size name
+  for size in 1T 4T; do
+    name="pa$(echo "$size" | tr T t)"
+    [ -f "$CACHE/$name.qcow2" ] && continue
+    log "building the $size preallocated image (once)"
+    qemu-img create -q -f qcow2 -o preallocation=metadata "$CACHE/$name.tmp" "$size"
+    qemu-io -f qcow2 -c "write -q -P 1 0 1M" -c "write -q -P 2 1000G 2M" "$CACHE/$name.tmp"
+    mv "$CACHE/$name.tmp" "$CACHE/$name.qcow2"
+  done
+}
+
 # ---------------------------------------------------------------------------------------------
 # helpers
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+min() { printf '%s\n' "$@" | sort -g | head -1; }
+max() { printf '%s\n' "$@" | sort -g | tail -1; }
 ratio() { echo "$1 / $2" | bc -l; }
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
@@ -135,9 +170,26 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # once (so that no tool starts from the disk: the JVM and its jars, qemu-img and its libraries),
 # and PREWARM_MIB of memory touched and freed (see prewarm)
 warm() {
-  drop_caches; cat "$1" > /dev/null
+  drop_caches; cache_file "$1"
   "$JQ" info "$1" >/dev/null; qemu-img info "$1" >/dev/null; qemu-storage-daemon --version >/dev/null
   prewarm
+}
+# cache_file FILE: reads FILE's data into the page cache, skipping its holes (a preallocated 4 TiB
+# image is a 4 TiB file holding 655 MB)
+cache_file() {
+  python3 - "$1" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+end, pos = os.fstat(fd).st_size, 0
+while pos < end:
+    try:
+        pos = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, pos, os.SEEK_HOLE)
+    while pos < hole:
+        pos += len(os.pread(fd, min(1 << 20, hole - pos), pos))
+PY
 }
 # prewarm: writes and deletes PREWARM_MIB (default 8192; 0: off) on tmpfs right before a timed run.
 # This VM hands freed memory back to the host (free page reporting, min_free_ms 0), and the first
@@ -236,9 +288,10 @@ dd_secs() {
   echo "$t"
 }
 
-# mount_ready IMAGE: seconds from jqcowfs mount to the first 4 KiB read (left mounted)
+# mount_ready IMAGE [cold]: seconds from jqcowfs mount to the first 4 KiB read (left mounted);
+# with "cold", the page cache is dropped first (the JVM's own files too)
 mount_ready() {
-  warm "$1"
+  if [ "${2:-}" = cold ]; then drop_caches; else warm "$1"; fi
   local t0; t0=$(now)
   jq_mount "$1"
   dd if="$file" of=/dev/null bs=4k count=1 status=none
@@ -262,11 +315,12 @@ want() {
 
 # ---------------------------------------------------------------------------------------------
 
-build_os_images; build_frag_images; build_tb_image
+if [ "$KINDS" = sparse ]; then build_prealloc_images
+else build_os_images; build_frag_images; build_tb_image; build_prealloc_images; fi
 [ "${BENCH_IMAGES_ONLY:-0}" = 1 ] && exit 0
 make -s build >/dev/null
 mkdir -p "$MNT"
-json=(); conv_rows=(); cp_rows=(); fio_rows=(); frag_rows=(); mount_rows=()
+json=(); conv_rows=(); cp_rows=(); fio_rows=(); frag_rows=(); mount_rows=(); sparse_rows=()
 note() { json+=("$1"); }
 
 convert_qemu_img() { q+=("$(keep "qemu-img convert s" "$(time_convert qemu-img "$img" "$w")")"); }
@@ -275,6 +329,65 @@ cp_jqcowfs() { cj+=("$(keep "cp from jqcowfs s" "$(time_cp jq "$img" "$w")")"); 
 cp_qsd() { cq+=("$(keep "cp from qsd s" "$(time_cp qsd "$img" "$w")")"); }
 fio_jqcowfs() { fj+=("$(keep "fio jqcowfs IOPS" "$(fio_iops jq "$img")")"); }
 fio_qsd() { fq+=("$(keep "fio qsd IOPS" "$(fio_iops qsd "$img")")"); }
+
+# sparse_table: the 16 GiB preallocated image, cp through both mounts and both converts
+sparse_table() {
+  img="$CACHE/pa16g.qcow2"; w=$(want "$img")
+  q=(); j=(); cj=(); cq=()
+  for i in $(seq "$RUNS"); do
+    log "16 GiB preallocated run $i/$RUNS"
+    in_turn "$i" cp_jqcowfs cp_qsd
+    in_turn "$i" convert_qemu_img convert_jqcowfs
+  done
+  local a b c d
+  a=$(median "${cj[@]}"); b=$(median "${cq[@]}"); c=$(median "${q[@]}"); d=$(median "${j[@]}")
+  sparse_rows+=("$(printf '| 16 GiB, 512 MiB written | %.2f (%.2f-%.2f) | %.2f (%.2f-%.2f) | %.2f (%.2f-%.2f) | %.2f (%.2f-%.2f) | **%.2f** |' \
+    "$a" "$(min "${cj[@]}")" "$(max "${cj[@]}")" "$b" "$(min "${cq[@]}")" "$(max "${cq[@]}")" \
+    "$c" "$(min "${q[@]}")" "$(max "${q[@]}")" "$d" "$(min "${j[@]}")" "$(max "${j[@]}")" "$(ratio "$b" "$a")")")
+  note "$(printf '{"image":"pa16g","cp_jqcowfs_s":%.3f,"cp_qsd_s":%.3f,"qemu_img_convert_s":%.3f,"jqcowfs_convert_s":%.3f,"runs_cp_jqcowfs":[%s],"runs_cp_qsd":[%s],"runs_qemu_img":[%s],"runs_jqcowfs":[%s]}' \
+    "$a" "$b" "$c" "$d" "$(IFS=,; echo "${cj[*]}")" "$(IFS=,; echo "${cq[*]}")" "$(IFS=,; echo "${q[*]}")" "$(IFS=,; echo "${j[*]}")")"
+}
+
+# mount_table IMAGE...: mount-ready time (image cached; and cold, page cache dropped, for the
+# preallocated images) and peak RSS after a full cp of the flat file
+mount_table() {
+  local img m c rss mm cm rm_
+  for img in "$@"; do
+    m=(); c=(); rss=()
+    for i in $(seq "$RUNS"); do
+      m+=("$(keep "mount ready s" "$(mount_ready "$img")")")
+      pid=$(pgrep -n -f -- "--notify-ready")
+      cp --sparse=always "$MNT/$(basename "${img%.*}").raw" "$OUT/cp.raw"; rm -f "$OUT/cp.raw"
+      rss+=("$(keep "peak RSS MiB" "$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status")")")
+      jq_unmount
+      case $img in */pa*) c+=("$(keep "mount ready cold s" "$(mount_ready "$img" cold)")"); jq_unmount ;; esac
+    done
+    mm=$(median "${m[@]}"); rm_=$(median "${rss[@]}")
+    if [ ${#c[@]} -gt 0 ]; then cm=$(printf %.2f "$(median "${c[@]}")"); else cm=-; fi
+    mount_rows+=("$(printf '| %s | %.2f | %s | %.0f |' "$(basename "$img")" "$mm" "$cm" "$rm_")")
+    note "$(printf '{"image":"%s","mount_ready_s":%.3f,"mount_ready_cold_s":"%s","peak_rss_mib":%.0f}' "$(basename "$img")" "$mm" "$cm" "$rm_")"
+  done
+}
+
+sparse_header() {
+  echo "### Metadata-preallocated image: cp --sparse=always and convert (seconds, median (min-max))"
+  echo
+  echo "| image | cp from jqcowfs | cp from qemu-storage-daemon | qemu-img convert | jqcowfs convert | cp speed-up vs qsd |"
+  echo "|---|---|---|---|---|---|"
+}
+mount_header() {
+  echo "### Mount"
+  echo
+  echo "| image | mount to first read, image cached (s) | the same, page cache cold (s) | daemon peak RSS after a full cp (MiB) |"
+  echo "|---|---|---|---|"
+}
+
+if [ "$KINDS" = sparse ]; then
+  sparse_table
+  mount_table "$CACHE/pa1t.qcow2" "$CACHE/pa4t.qcow2"
+  { sparse_header; printf '%s\n' "${sparse_rows[@]}"; echo; mount_header; printf '%s\n' "${mount_rows[@]}"; }
+  exit 0
+fi
 
 for kind in $KINDS; do
   img="$CACHE/os-$kind.qcow2"; w=$(want "$img")
@@ -342,20 +455,9 @@ tjm=$(median "${cj[@]}"); tcm=$(median "${q[@]}"); tjcm=$(median "${j[@]}")
 if printf "%s\n" "${cq[@]}" | grep -q timeout; then tqm=">$CP_TIMEOUT"; tqj=null; else tqm=$(printf %.2f "$(median "${cq[@]}")"); tqj=$tqm; fi
 note "$(printf '{"image":"tb","cp_jqcowfs_s":%.3f,"cp_qsd_s":%s,"qemu_img_convert_s":%.3f,"jqcowfs_convert_s":%.3f}' "$tjm" "$tqj" "$tcm" "$tjcm")"
 
-# mount-ready time and peak RSS (after a full cp of the flat file)
-for img in "$CACHE/os-zstd.qcow2" "$CACHE/tb.qcow2"; do
-  m=(); rss=()
-  for i in $(seq "$RUNS"); do
-    m+=("$(keep "mount ready s" "$(mount_ready "$img")")")
-    pid=$(pgrep -n -f -- "--notify-ready")
-    cp --sparse=always "$MNT/$(basename "${img%.*}").raw" "$OUT/cp.raw"; rm -f "$OUT/cp.raw"
-    rss+=("$(keep "peak RSS MiB" "$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status")")")
-    jq_unmount
-  done
-  mm=$(median "${m[@]}"); rm_=$(median "${rss[@]}")
-  mount_rows+=("$(printf '| %s | %.2f | %.0f |' "$(basename "$img")" "$mm" "$rm_")")
-  note "$(printf '{"image":"%s","mount_ready_s":%.3f,"peak_rss_mib":%.0f}' "$(basename "$img")" "$mm" "$rm_")"
-done
+# the 16 GiB preallocated image; mount-ready time and peak RSS (after a full cp of the flat file)
+sparse_table
+mount_table "$CACHE/os-plain.qcow2" "$CACHE/os-zstd.qcow2" "$CACHE/tb.qcow2" "$CACHE/pa1t.qcow2" "$CACHE/pa4t.qcow2"
 
 {
   echo "# jqcowfs benchmark"
@@ -396,10 +498,10 @@ done
   echo "|---|---|---|---|"
   printf '| %.2f | %s | %.2f | %.2f |\n' "$tjm" "$tqm" "$tcm" "$tjcm"
   echo
-  echo "### Mount"
+  sparse_header
+  printf '%s\n' "${sparse_rows[@]}"
   echo
-  echo "| image | mount to first read (s) | daemon peak RSS after a full cp (MiB) |"
-  echo "|---|---|---|"
+  mount_header
   printf '%s\n' "${mount_rows[@]}"
 } | tee bench/results.md
 (IFS=,; echo "[${json[*]}]") | python3 -m json.tool > bench/results.json

@@ -12,6 +12,7 @@ import org.jqcowfs.qcow2.DamagedRangeException;
 import org.jqcowfs.qcow2.Extent;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.ImageLock;
+import org.jqcowfs.qcow2.L2Cache;
 import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
@@ -266,13 +267,18 @@ public final class BackingChain implements Image {
    * {@code lseek(SEEK_DATA)}: the first offset at or after {@code offset} where the chain holds
    * data that does not read as zero ({@link ChainExtent#readsAsData}; QEMU's FUSE export, {@code
    * fuse_lseek}, also takes preallocated zeros for data). A damaged range counts as data that
-   * cannot be read: a walk that reaches one stops there, and a search from inside one fails.
+   * cannot be read: a walk that reaches one stops there, and a search from inside one fails. The
+   * walk is a scan: the L2 tables it reads are not cached ({@link L2Cache#scan}).
    *
    * @return the offset, or -1 for ENXIO (no data at or after {@code offset}, or {@code offset >=
    *     size()})
    * @throws DamagedRangeException if {@code offset} lies in a damaged range (EIO)
    */
   public long seekData(long offset) throws IOException {
+    return L2Cache.scan(() -> findData(offset));
+  }
+
+  private long findData(long offset) throws IOException {
     for (long pos = offset; pos < size(); ) {
       ChainExtent e;
       try {
@@ -296,15 +302,16 @@ public final class BackingChain implements Image {
    * {@code lseek(SEEK_HOLE)}: the first offset at or after {@code offset} that reads as zero
    * ({@link ChainExtent#readsAsData}: zero clusters, unallocated ranges, preallocated host holes),
    * or {@link #size()}. A damaged range counts as data (never as a hole, which a copy would skip as
-   * zeros), and a search from inside one fails.
+   * zeros), and a search from inside one fails. The walk is a scan, as {@link #seekData}'s.
    *
    * @return the offset, or -1 for ENXIO ({@code offset > size()})
    * @throws DamagedRangeException if {@code offset} lies in a damaged range (EIO)
    */
   public long seekHole(long offset) throws IOException {
-    if (offset > size()) {
-      return -1;
-    }
+    return offset > size() ? -1 : L2Cache.scan(() -> findHole(offset));
+  }
+
+  private long findHole(long offset) throws IOException {
     for (long pos = offset; pos < size(); ) {
       ChainExtent e;
       try {
@@ -335,12 +342,18 @@ public final class BackingChain implements Image {
   }
 
   /**
-   * As {@link #dataBytes(DamageHandler)}, asking {@code cancelled} before each step.
+   * As {@link #dataBytes(DamageHandler)}, asking {@code cancelled} before each step. A scan: the L2
+   * tables it reads are not cached ({@link L2Cache#scan}).
    *
    * @return the bytes, or -1 if {@code cancelled} said so first
    * @throws IOException as {@link #dataBytes(DamageHandler)}
    */
   public long dataBytes(DamageHandler onDamage, BooleanSupplier cancelled) throws IOException {
+    return L2Cache.scan(() -> countDataBytes(onDamage, cancelled));
+  }
+
+  private long countDataBytes(DamageHandler onDamage, BooleanSupplier cancelled)
+      throws IOException {
     long total = 0;
     for (long pos = 0; pos < size(); ) {
       if (cancelled.getAsBoolean()) {
