@@ -4,10 +4,10 @@ PREFIX ?= /usr/local
 # Debian packages the tests, the demo and the benchmark need, each with a command that proves it.
 PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common \
         fusermount3:fuse3 mkfs.ext4:e2fsprogs sgdisk:gdisk fio:fio losetup:mount bc:bc \
-        fincore:util-linux-extra
+        fincore:util-linux-extra asciidoctor:asciidoctor
 APT_EXTRA := libfuse2 libdeflate0
 
-.PHONY: all build test lint fmt fuzz bench demo install clean deps
+.PHONY: all build test lint fmt fuzz bench demo install deb clean deps
 
 all: build
 
@@ -26,9 +26,10 @@ build:
 	$(MVN) install -DskipTests -Dspotless.check.skip=true
 	@bin/cds-archive bin/jqcowfs fuse/target/jqcowfs.jsa
 
-## test: every unit, differential and system test, the formatting check, and a short fuzzing slice
+## test: every unit, differential and system test, the Debian package and its install test, the
+## formatting check, and a short fuzzing slice
 test: deps
-	$(MVN) install -DskipITs=false
+	$(MVN) install -DskipITs=false -Pdeb
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
 # Jazzer fuzz targets (qcow2 module); their seeds and any crash inputs are in
@@ -67,13 +68,26 @@ bench: deps build
 demo: deps build
 	bash examples/demo.sh
 
-## install: bin/jqcowfs and its jars under $(PREFIX)
-install: build
-	install -d $(PREFIX)/lib/jqcowfs $(PREFIX)/bin
+## deb: packaging/target/jqcowfs_VERSION_all.deb (jars, launcher, mount helpers, man pages,
+## completions; the class data sharing archive is made by its postinst)
+deb: deps
+	$(MVN) install -DskipTests -Dspotless.check.skip=true -Pdeb -pl packaging -am
+	@ls packaging/target/jqcowfs_*_all.deb
+
+## install: the files of the Debian package under $(PREFIX) (the mount helpers in $(SBINDIR))
+SBINDIR ?= /sbin
+install: deb
+	install -d $(PREFIX)/lib/jqcowfs $(PREFIX)/bin $(SBINDIR) $(PREFIX)/share/man/man1 \
+	  $(PREFIX)/share/bash-completion/completions $(PREFIX)/share/zsh/vendor-completions
 	install -m 644 fuse/target/lib/*.jar fuse/target/jqcowfs-fuse-*.jar $(PREFIX)/lib/jqcowfs/
 	cp -r fuse/target/lib/native $(PREFIX)/lib/jqcowfs/
-	install -m 755 bin/jqcowfs $(PREFIX)/lib/jqcowfs/jqcowfs
+	install -m 755 bin/jqcowfs bin/mount.jqcowfs $(PREFIX)/lib/jqcowfs/
 	ln -sf $(PREFIX)/lib/jqcowfs/jqcowfs $(PREFIX)/bin/jqcowfs
+	ln -sf $(PREFIX)/lib/jqcowfs/mount.jqcowfs $(SBINDIR)/mount.jqcowfs
+	ln -sf $(PREFIX)/lib/jqcowfs/mount.jqcowfs $(SBINDIR)/mount.fuse.jqcowfs
+	install -m 644 packaging/target/generated/man/*.1.gz $(PREFIX)/share/man/man1/
+	install -m 644 packaging/target/generated/completion/jqcowfs $(PREFIX)/share/bash-completion/completions/
+	install -m 644 packaging/target/generated/completion/_jqcowfs $(PREFIX)/share/zsh/vendor-completions/
 	@bin/cds-archive $(PREFIX)/bin/jqcowfs $(PREFIX)/lib/jqcowfs/jqcowfs.jsa
 
 clean:

@@ -91,7 +91,33 @@ public final class Main implements Runnable {
 
   public static void main(String[] args) {
     preload();
-    System.exit(commandLine(args).execute(args));
+    CommandLine cl = commandLine(args);
+    String unknown = unknownCommand(cl, args);
+    if (unknown != null) {
+      System.err.println(unknown);
+      System.exit(2);
+    }
+    System.exit(cl.execute(args));
+  }
+
+  /**
+   * The error for a first word that is not a command (nor an option) followed by a help or version
+   * option, or null: picocli would print the top-level help and exit 0 for {@code jqcowfs
+   * frobnicate --help}. (Without such an option picocli's own error says "did you mean".)
+   */
+  static String unknownCommand(CommandLine cl, String[] args) {
+    if (args.length == 0 || args[0].startsWith("-") || cl.getSubcommands().containsKey(args[0])) {
+      return null;
+    }
+    if (!List.of(args).stream()
+        .anyMatch(a -> List.of("-h", "--help", "-V", "--version").contains(a))) {
+      return null;
+    }
+    return "jqcowfs: unknown command '"
+        + args[0]
+        + "' (the commands: "
+        + String.join(", ", cl.getSubcommands().keySet())
+        + "; see jqcowfs --help)";
   }
 
   /**

@@ -2,6 +2,7 @@ package org.jqcowfs.cli;
 
 import java.io.BufferedReader;
 import java.io.File;
+import java.io.IOException;
 import java.io.InputStreamReader;
 import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
@@ -18,7 +19,6 @@ import org.jqcowfs.fuse.FlatFileSystem;
 import org.jqcowfs.fuse.FuseMount;
 import org.jqcowfs.fuse.JnrFuseBackend;
 import org.jqcowfs.fuse.KernelBackend;
-import org.jqcowfs.fuse.LibC;
 import org.jqcowfs.fuse.MountOptions;
 import org.jqcowfs.fuse.Mounted;
 import org.slf4j.Logger;
@@ -120,6 +120,25 @@ final class MountCommand implements Callable<Integer> {
 
   @Mixin ImageOptions share = new ImageOptions();
 
+  @Option(
+      names = "--log-file",
+      paramLabel = "FILE",
+      description =
+          "Once the mount is live, log to FILE (appended). Without it a background mount logs to"
+              + " syslog (/dev/log), or to the journal when it is stderr ($JOURNAL_STREAM); -f"
+              + " keeps stderr.")
+  Path logFile;
+
+  @Option(
+      names = "--pid-file",
+      paramLabel = "FILE",
+      description =
+          "Write the daemon's process id to FILE once the mount is live (removed at exit).")
+  Path pidFile;
+
+  @Option(names = "--syslog-socket", hidden = true)
+  String syslogSocket = "/dev/log";
+
   @Option(names = "--notify-ready", hidden = true)
   boolean notifyReady;
 
@@ -137,6 +156,10 @@ final class MountCommand implements Callable<Integer> {
       throw new IllegalArgumentException("--threads must be 1..256, not " + threads);
     }
     MountOptions options = MountOptions.DEFAULT.with(allowOther ? "allow_other" : "");
+    String source = paths.size() == 2 ? paths.get(0).toAbsolutePath().normalize().toString() : "";
+    if (!source.isEmpty() && !source.contains(",") && !source.matches(".*\\s.*")) {
+      options = options.with("fsname=" + source); // /proc/mounts shows the image as the source
+    }
     for (String o : mountOptions) {
       options = options.with(o);
     }
@@ -175,12 +198,25 @@ final class MountCommand implements Callable<Integer> {
       for (FlatFileSystem.FlatFile f : fs.files()) {
         LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
       }
+      if (pidFile != null) {
+        Files.writeString(pidFile, ProcessHandle.current().pid() + "\n");
+      }
+      DaemonLog.moveLog(notifyReady, logFile, syslogSocket);
       if (notifyReady) {
         System.out.println(READY);
         System.out.flush();
-        detachFromParent();
+        DaemonLog.closeStdout();
+      }
+      try {
+        DaemonLog.notifySystemd("READY=1");
+      } catch (IOException e) {
+        LOG.warn("NOTIFY_SOCKET: {}", e.getMessage());
       }
       mounted.awaitUnmounted();
+    } finally {
+      if (pidFile != null) {
+        Files.deleteIfExists(pidFile);
+      }
     }
     return 0;
   }
@@ -188,6 +224,11 @@ final class MountCommand implements Callable<Integer> {
   /** Shutdown hook: stops the mount, or detaches one that was still coming up. */
   private static void unmountOnExit(
       AtomicReference<Mounted> live, AtomicBoolean mounting, Path mountpoint) {
+    try {
+      DaemonLog.notifySystemd("STOPPING=1");
+    } catch (IOException e) {
+      LOG.warn("NOTIFY_SOCKET: {}", e.getMessage());
+    }
     Mounted m = live.get();
     if (m != null) {
       m.stop();
@@ -200,17 +241,6 @@ final class MountCommand implements Callable<Integer> {
       } catch (java.io.IOException e) {
         LOG.error("{}", e.getMessage());
       }
-    }
-  }
-
-  /** The daemon's stdout and stderr go to /dev/null once the parent has gone. */
-  private static void detachFromParent() {
-    LibC c = LibC.INSTANCE;
-    int devNull = c.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
-    if (devNull >= 0) {
-      c.dup2(devNull, 1);
-      c.dup2(devNull, 2);
-      c.close(devNull);
     }
   }
 

@@ -277,8 +277,9 @@ public final class FuseMount {
    * -u}. Works on a mount whose daemon has died.
    *
    * @param lazy detach now and finish when the last file is closed ({@code MNT_DETACH})
-   * @throws IOException naming the mountpoint: busy (a file is open or a loop device is attached to
-   *     one), not a mount point, or not permitted
+   * @throws BusyException naming the mountpoint when a file on it is open or a loop device is
+   *     attached to one
+   * @throws IOException naming the mountpoint: not a mount point, or not permitted
    */
   public static void unmount(Path mountpoint, boolean lazy) throws IOException {
     Path mnt = mountpoint.toAbsolutePath().normalize();
@@ -286,7 +287,7 @@ public final class FuseMount {
       LibC c = LibC.INSTANCE;
       if (c.umount2(mnt.toString(), lazy ? LibC.MNT_DETACH : 0) != 0) {
         int err = LibC.errno();
-        throw new IOException(unmountMessage(mnt, err == Errno.EBUSY, c.strerror(err)));
+        throw unmountFailure(mnt, err == Errno.EBUSY, c.strerror(err));
       }
       return;
     }
@@ -307,7 +308,7 @@ public final class FuseMount {
       throw new IOException(mnt + ": interrupted while unmounting", e);
     }
     if (p.exitValue() != 0) {
-      throw new IOException(unmountMessage(mnt, out.contains("busy"), out));
+      throw unmountFailure(mnt, out.contains("busy"), out);
     }
   }
 
@@ -326,6 +327,20 @@ public final class FuseMount {
         LOG.error("{}", e.getMessage());
       }
     }
+  }
+
+  /** An unmount refused because a file on the mount is open (EBUSY). */
+  public static final class BusyException extends IOException {
+    private static final long serialVersionUID = 1L;
+
+    BusyException(String message) {
+      super(message);
+    }
+  }
+
+  private static IOException unmountFailure(Path mnt, boolean busy, String reason) {
+    String m = unmountMessage(mnt, busy, reason);
+    return busy ? new BusyException(m) : new IOException(m);
   }
 
   private static String unmountMessage(Path mnt, boolean busy, String reason) {

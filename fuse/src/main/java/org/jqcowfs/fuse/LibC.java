@@ -13,7 +13,8 @@ import org.jqcowfs.qcow2.Posix;
 /**
  * The C library calls the FUSE transport needs, bound with jnr-ffi. Only what Java cannot do
  * itself: {@code /dev/fuse} I/O, the clone ioctl, mount(2), and passing a file descriptor over a
- * socket (the fusermount3 protocol), and open and close for those descriptors. Buffers passed here
+ * socket (the fusermount3 protocol), datagrams to a Unix socket (syslog, systemd's notify socket:
+ * Java has no Unix datagram sockets), and open and close for those descriptors. Buffers passed here
  * are direct and used from position 0. (The qcow2 core's calls are bound apart, in {@link Posix},
  * so that commands that do not mount never generate this binding.)
  */
@@ -28,6 +29,7 @@ public interface LibC {
   int O_CLOEXEC = Posix.O_CLOEXEC;
   int AF_UNIX = 1;
   int SOCK_STREAM = 1;
+  int SOCK_DGRAM = 2;
   int SOCK_CLOEXEC = 02000000;
   long MS_RDONLY = 1;
   long MS_NOSUID = 2;
@@ -66,6 +68,13 @@ public interface LibC {
 
   @SaveError
   int socketpair(int domain, int type, int protocol, @Out int[] sv);
+
+  @SaveError
+  int socket(int domain, int type, int protocol);
+
+  /** {@code sendto(2)}; {@code addr} holds a {@code struct sockaddr} of {@code addrlen} bytes. */
+  @SaveError
+  long sendto(int fd, @In ByteBuffer buf, long len, int flags, @In ByteBuffer addr, int addrlen);
 
   @SaveError
   long recvmsg(int fd, Pointer msg, int flags);

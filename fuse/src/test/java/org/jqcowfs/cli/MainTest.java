@@ -37,6 +37,18 @@ class MainTest {
   }
 
   @Test
+  void anUnknownCommandIsAnErrorEvenWithHelpAfterIt() {
+    String[] args = {"frobnicate", "--help"};
+    String error = Main.unknownCommand(Main.commandLine(args), args);
+    assertTrue(
+        error != null && error.startsWith("jqcowfs: unknown command 'frobnicate'"), "" + error);
+    for (String[] fine :
+        new String[][] {{"--help"}, {"-V"}, {"umount", "/mnt"}, {"help", "convert"}, {}}) {
+      assertEquals(null, Main.unknownCommand(Main.commandLine(fine), fine), String.join(" ", fine));
+    }
+  }
+
+  @Test
   void helpForOneCommandAndTheSuggestionForATypoAreThoseOfTheFullCommandLine() {
     StringWriter out = new StringWriter();
     CommandLine cl = Main.commandLine(new String[] {"help", "convert"});
