@@ -190,6 +190,19 @@ class DaemonIT {
       assertTrue(busy.err().contains("busy"), busy.err());
       assertTrue(open.size() > 0);
     }
+    // another user may not unmount root's mount: a failure, not "busy" and not "not mounted"
+    Jqcowfs.Run denied =
+        Jqcowfs.exec(
+            List.of(
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                Jqcowfs.LAUNCHER.toString(),
+                "unmount",
+                mnt.toString()));
+    assertEquals(1, denied.code(), "failed: " + denied.err());
+    assertTrue(Jqcowfs.mounted(mnt));
     Jqcowfs.Run r = Jqcowfs.run("unmount", mnt.toString());
     assertEquals(0, r.code(), r.err());
     assertFalse(daemons.get(0).isAlive(), "unmount returned once the daemon had exited");
