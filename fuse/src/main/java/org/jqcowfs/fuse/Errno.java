@@ -53,9 +53,10 @@ public final class Errno {
 
   /**
    * The errno for an operation that failed with {@code e}: the carried errno of a {@link
-   * FuseException} (a refused request, EROFS or EPERM, logged once per kind of request), ENOENT, EACCES, EINVAL for a bad argument, and EIO for every other I/O or
-   * format error (logged once per message, with the place the message names). Unexpected exceptions
-   * are EIO too, logged with their stack.
+   * FuseException} (a refused request, EROFS or EPERM, logged once per kind of request), ENOENT,
+   * EACCES, EINVAL for a bad argument, and EIO for every other I/O or format error (logged once per
+   * message, with the place the message names). Unexpected exceptions are EIO too, logged with
+   * their stack.
    */
   public static int of(Throwable e, String context) {
     if (e instanceof FuseException f) {
