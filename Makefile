@@ -24,7 +24,7 @@ deps:
 ## build: compile and package, then the class data sharing archive; bin/jqcowfs works afterwards
 build:
 	$(MVN) install -DskipTests -Dspotless.check.skip=true
-	@bin/cds-archive bin/jqcowfs fuse/target/jqcowfs.jsa
+	@bin/cds-archive bin/jqcowfs cli/target/jqcowfs.jsa
 
 ## test: every unit, differential and system test, the Debian package and its install test, the
 ## formatting check, and a short fuzzing slice
@@ -79,8 +79,8 @@ SBINDIR ?= /sbin
 install: deb
 	install -d $(PREFIX)/lib/jqcowfs $(PREFIX)/bin $(SBINDIR) $(PREFIX)/share/man/man1 \
 	  $(PREFIX)/share/bash-completion/completions $(PREFIX)/share/zsh/vendor-completions
-	install -m 644 fuse/target/lib/*.jar fuse/target/jqcowfs-fuse-*.jar $(PREFIX)/lib/jqcowfs/
-	cp -r fuse/target/lib/native $(PREFIX)/lib/jqcowfs/
+	install -m 644 cli/target/lib/*.jar cli/target/jqcowfs-cli-*.jar $(PREFIX)/lib/jqcowfs/
+	cp -r cli/target/lib/native $(PREFIX)/lib/jqcowfs/
 	install -m 755 bin/jqcowfs bin/mount.jqcowfs $(PREFIX)/lib/jqcowfs/
 	ln -sf $(PREFIX)/lib/jqcowfs/jqcowfs $(PREFIX)/bin/jqcowfs
 	ln -sf $(PREFIX)/lib/jqcowfs/mount.jqcowfs $(SBINDIR)/mount.jqcowfs

@@ -34,19 +34,19 @@ class LifecycleIT {
             "jqcowfs-user",
             PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwxr-xr-x")));
     Path lib = Files.createDirectory(base.resolve("lib"));
-    try (var jars = Files.list(Jqcowfs.ROOT.resolve("fuse/target/lib"))) {
+    try (var jars = Files.list(Jqcowfs.ROOT.resolve("cli/target/lib"))) {
       for (Path jar : (Iterable<Path>) jars::iterator) {
         Files.copy(jar, lib.resolve(jar.getFileName()));
       }
     }
-    Files.walk(Jqcowfs.ROOT.resolve("fuse/target/classes"))
+    Files.walk(Jqcowfs.ROOT.resolve("cli/target/classes"))
         .forEach(
             p -> {
               try {
                 Path to =
                     base.resolve("classes")
                         .resolve(
-                            Jqcowfs.ROOT.resolve("fuse/target/classes").relativize(p).toString());
+                            Jqcowfs.ROOT.resolve("cli/target/classes").relativize(p).toString());
                 Files.copy(p, to, StandardCopyOption.REPLACE_EXISTING);
               } catch (java.io.IOException e) {
                 throw new java.io.UncheckedIOException(e);

@@ -1,4 +1,4 @@
-package org.jqcowfs.cli;
+package org.jqcowfs.convert;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;

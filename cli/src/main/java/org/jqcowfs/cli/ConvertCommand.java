@@ -11,6 +11,7 @@ import me.tongfei.progressbar.ProgressBarStyle;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.convert.Converter;
 import org.jqcowfs.qcow2.DamagedRangeException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
