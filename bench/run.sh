@@ -37,7 +37,7 @@ CP_TIMEOUT=${CP_TIMEOUT:-300}
 PREWARM_MIB=${PREWARM_MIB:-8192}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
 # A slice for a quick look: KINDS=zstd runs only the OS-image measures of those kinds and prints
-# them (bench/results.* and the README are left as they are); KINDS=sparse runs only the
+# them (bench/results.* and docs/performance.md are left as they are); KINDS=sparse runs only the
 # preallocated images' measures (the sparse and mount tables for them) and prints them
 KINDS=${KINDS:-plain deflate zstd}
 JQ="$ROOT/bin/jqcowfs"
@@ -505,8 +505,8 @@ mount_table "$CACHE/os-plain.qcow2" "$CACHE/os-zstd.qcow2" "$CACHE/tb.qcow2" "$C
   printf '%s\n' "${mount_rows[@]}"
 } | tee bench/results.md
 (IFS=,; echo "[${json[*]}]") | python3 -m json.tool > bench/results.json
-# The README's Speed section shows the same tables, between its bench markers.
-python3 - "$ROOT/README.md" "$ROOT/bench/results.md" <<'PY'
+# docs/performance.md shows the same tables, between its bench markers.
+python3 - "$ROOT/docs/performance.md" "$ROOT/bench/results.md" <<'PY'
 import re, sys
 readme, results = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 body = results.split("\n", 2)[2].replace("### ", "#### ")  # without the title line

@@ -48,12 +48,7 @@ final class ConvertCommand implements Callable<Integer> {
       description = "Show a progress bar (default: on a terminal).")
   Boolean progress;
 
-  @Option(
-      names = {"-f", "--format"},
-      paramLabel = "qcow2|raw",
-      converter = ImageOptions.FormatConverter.class,
-      description = "The image's format (default: qcow2; never probed).")
-  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+  @Mixin FormatOption format = new FormatOption();
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -77,8 +72,7 @@ final class ConvertCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     try (BackingChain chain =
         ChainOpener.open(
-            image,
-            share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot).withTopFormat(format)))) {
+            image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
       PrintWriter err = spec.commandLine().getErr();
       AtomicInteger damaged = new AtomicInteger();
       BackingChain.DamageHandler report =

@@ -36,12 +36,7 @@ final class InfoCommand implements Callable<Integer> {
   @Option(names = "--backing-chain", description = "Show every image of the backing chain.")
   boolean backingChain;
 
-  @Option(
-      names = {"-f", "--format"},
-      paramLabel = "qcow2|raw",
-      converter = ImageOptions.FormatConverter.class,
-      description = "The image's format (default: qcow2; never probed).")
-  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+  @Mixin FormatOption format = new FormatOption();
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -53,7 +48,7 @@ final class InfoCommand implements Callable<Integer> {
     PrintWriter out = spec.commandLine().getOut();
     ObjectMapper json = new ObjectMapper();
     try (BackingChain chain =
-        ChainOpener.open(image, share.apply(ChainOptions.DEFAULT.withTopFormat(format)))) {
+        ChainOpener.open(image, share.apply(format.apply(ChainOptions.DEFAULT)))) {
       List<Image> layers = backingChain ? chain.layers() : List.of(chain.top());
       ArrayNode all = json.createArrayNode();
       for (int i = 0; i < layers.size(); i++) {

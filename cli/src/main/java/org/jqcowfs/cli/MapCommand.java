@@ -37,12 +37,7 @@ final class MapCommand implements Callable<Integer> {
       description = "Map a snapshot.")
   String snapshot;
 
-  @Option(
-      names = {"-f", "--format"},
-      paramLabel = "qcow2|raw",
-      converter = ImageOptions.FormatConverter.class,
-      description = "The image's format (default: qcow2; never probed).")
-  ChainOpener.Format format = ChainOpener.Format.QCOW2;
+  @Mixin FormatOption format = new FormatOption();
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -56,8 +51,7 @@ final class MapCommand implements Callable<Integer> {
     AtomicInteger damaged = new AtomicInteger();
     try (BackingChain chain =
         ChainOpener.open(
-            image,
-            share.apply(ChainOptions.DEFAULT.withSnapshot(snapshot).withTopFormat(format)))) {
+            image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
       List<ChainExtent> map =
           chain.map(
               0,

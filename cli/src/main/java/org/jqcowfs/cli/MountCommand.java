@@ -195,13 +195,13 @@ final class MountCommand implements Callable<Integer> {
               ? KernelBackend.mount(fs, mountpoint, options, threads, debug)
               : JnrFuseBackend.mount(fs, mountpoint, options, debug);
       live.set(mounted);
-      for (FlatFileSystem.FlatFile f : fs.files()) {
-        LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
-      }
       if (pidFile != null) {
         Files.writeString(pidFile, ProcessHandle.current().pid() + "\n");
       }
       DaemonLog.moveLog(notifyReady, logFile, syslogSocket);
+      for (FlatFileSystem.FlatFile f : fs.files()) {
+        LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
+      }
       if (notifyReady) {
         System.out.println(READY);
         System.out.flush();
