@@ -43,10 +43,8 @@ public final class Converter {
   /**
    * Most workers, whatever is asked: twice the CPUs. More only take turns on the CPUs, and a chunk
    * then waits to be written until other workers' reads have pushed it out of the CPU's cache.
-   * Plain OS bench image (3.2 GB of data) on 2 cores, 8 interleaved runs each, medians: {@code -m
-   * 8} 1.78 s against 1.62 s with 2 workers and 1.63 s with 4 (qemu-img {@code -m 8 -W} 1.77 s);
-   * again later, {@code -m 8} 1.61 s against 1.45 s with 4. Reads of data that is not cached still
-   * overlap within a chunk (a batch of reads, {@code LinuxAio}).
+   * Reads of data that is not cached still overlap within a chunk (a batch of reads); the figures
+   * are in docs/decisions/convert-writes.md.
    */
   public static final int MAX_THREADS = 2 * Runtime.getRuntime().availableProcessors();
 
@@ -138,15 +136,7 @@ public final class Converter {
    * one spin until it is done, which costs little, since writes are then the bottleneck. A chunk
    * that had to be decompressed goes through {@link #writeLock} instead: if another worker holds
    * it, this one reads its next chunk into a second buffer rather than spin, and waits (asleep)
-   * only when both buffers are full. Converts of the bench images, 6 interleaved runs each (4 for
-   * deflate), medians against the build before:
-   *
-   * <ul>
-   *   <li>zstd: 2.58 s against 2.64 s, 4.47 s of CPU against 4.68 s (system time 1.48-1.87 s
-   *       against 1.78-2.15 s: the spinning gone); qemu-img 4.85 s.
-   *   <li>deflate: 3.48 s against 3.54 s, system time 1.47-1.72 s against 1.66-2.08 s.
-   *   <li>plain: 1.55 s both (no chunk takes the lock).
-   * </ul>
+   * only when both buffers are full. Figures: docs/decisions/convert-writes.md.
    */
   private final class Worker {
     private final FileChannel channel;
@@ -326,16 +316,8 @@ public final class Converter {
    * lock of ours orders those writes: the kernel does (a buffered write holds the inode lock,
    * {@code i_rwsem}, for its whole copy), and a writer queued there spins while the owner copies,
    * so the next write starts as soon as the last ends ({@link Worker} says when a lock of ours is
-   * taken). Converts of the OS bench images, interleaved runs, median:
-   *
-   * <ul>
-   *   <li>One thread writing every worker's chunks in turn (flat combining), its copies reading
-   *       buffers filled on the other core: plain 3.80 s (2.10-5.27), against 1.44 s (1.40-1.94)
-   *       with each worker writing its own; qemu-img 1.41 s (5 runs each).
-   *   <li>Each worker its own, always behind a lock of ours, where waiting threads sleep and each
-   *       hand-over wakes one: plain 1.79 s (1.49-3.18) against 1.35 s (1.28-2.49), qemu-img 1.28 s
-   *       (7 runs); zstd 5.02 s (2.47-5.17) against 2.26 s (2.08-2.36), qemu-img 3.32 s (5 runs).
-   * </ul>
+   * taken). The alternatives measured (one writer thread, every write behind our lock) are in
+   * docs/decisions/convert-writes.md.
    *
    * @throws IOException if a write fails
    */

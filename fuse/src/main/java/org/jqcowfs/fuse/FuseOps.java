@@ -244,22 +244,8 @@ final class FuseOps {
    * page cache and its readahead, which asks for the next READs while cp is still writing; {@link
    * DropBehind} keeps a sequential reader from filling the cache with the whole file.
    *
-   * <p>Measured (cp --sparse=always of the plain OS image to tmpfs, 3 runs each): FOPEN_DIRECT_IO
-   * 3.2-4.4 s, because cp waits for every 128 KiB READ (a wake-up across CPUs costs about 26 us
-   * each way on this VM); cached without drop-behind 6.3-8.9 s; cached with it 2.4-3.4 s. Again on
-   * 2026-11-30, each cp right after a convert to tmpfs (the bench's slower place), 3 interleaved
-   * runs: FOPEN_DIRECT_IO 3.3-4.3 s against 2.2-3.2 s.
-   *
-   * <p>Also measured and left out (2026-11-30): pushing a sequential reader's next bytes into the
-   * page cache ({@code FUSE_NOTIFY_STORE}) instead of waiting for its READs. By itself a push is
-   * cheaper: 4 GiB pushed took 1.63-1.75 s of daemon CPU (2 runs), page allocation included, where
-   * answering cat's READs of them took 2.08 s (1 run); among the costs a push does not have, the
-   * kernel takes the READ request's lock twice for every 4 KiB page of its reply. But the daemon
-   * then learns where the reader is only from the READs it still sends (here: one 4 KiB page left
-   * out of every 8 MiB pushed), and on 2 cores the pushing thread did not stay ahead of the
-   * kernel's readahead: a prototype's cp of the plain OS image still had 1.1-1.9 of its 3.2 GB
-   * answered by READs (5 runs that counted them; a range both got to was copied twice), and took
-   * 1.8-2.5 s (8 runs, median 2.35 s) against 1.8-2.3 s without.
+   * <p>Why cached with drop-behind, and why no FUSE_NOTIFY_STORE push: the measurements are in
+   * docs/decisions/page-cache-and-push.md.
    */
   private int open(long nodeid, int flags, ByteBuffer out) {
     if (nodeid == FlatFileSystem.ROOT_INODE) {

@@ -24,10 +24,8 @@ import org.slf4j.LoggerFactory;
  * cachestat} to ask, and a file that opens with {@code O_DIRECT}): the disk writes straight into
  * the caller's buffer, which a reader reuses, instead of into fresh page-cache pages that are then
  * copied once more (each fresh page costs this VM a host fault). Data the cache holds ({@link
- * #warm}) is read through it. A cold {@code dd bs=1M} of a 4 GiB image through a mount, 4 runs each
- * interleaved: in order 2.8-4.6 s (median 3.2) against 4.5-11.9 s (4.9), fragmented 3.3-4.2 s (3.9)
- * against 6.7-8.9 s (7.9), and the image leaves 4 MiB in the page cache instead of all its 4 GiB.
- * {@code -Djqcowfs.directReads=false} turns it off.
+ * #warm}) is read through it. {@code -Djqcowfs.directReads=false} turns it off; the figures are in
+ * docs/decisions/direct-reads-and-aio.md.
  */
 public final class HostFile implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(HostFile.class);

@@ -17,13 +17,8 @@ import org.slf4j.LoggerFactory;
  * also plugs the batch's requests and tells the disk once. Thread-safe: each batch uses an AIO
  * context of its own from a small pool.
  *
- * <p>Cold {@code dd bs=1M} of the 4 GiB fragmented bench image through a mount, output on tmpfs, 6
- * interleaved pairs: the daemon used a median 2.64 s of CPU (2.53-3.11) against 3.38 s (3.11-4.35)
- * with a thread per read ({@code -Djqcowfs.linuxAio=false}), less in every pair, and took 2.97 s
- * (2.81-3.43) against 3.45 s (3.08-5.08). A cached fragmented image converts in the same time
- * either way (1.45-1.87 s against 1.55-1.60 s). More depth (4 read-ahead threads, 6 windows, 2 MiB
- * windows) did not help: fio's 64 KiB random reads of the file, at any queue depth, reach 1.7 GB/s
- * here, and its 1 MiB sequential ones 2.0-2.5 GB/s.
+ * <p>{@code -Djqcowfs.linuxAio=false} reads with a thread per read instead; the figures are in
+ * docs/decisions/direct-reads-and-aio.md.
  */
 final class LinuxAio {
   private static final Logger LOG = LoggerFactory.getLogger(LinuxAio.class);

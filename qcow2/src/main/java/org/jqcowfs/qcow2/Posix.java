@@ -17,10 +17,8 @@ import java.nio.charset.StandardCharsets;
  * <p>Called through jffi, the library beneath jnr-ffi, with one call context per C signature, not
  * through a jnr-ffi interface: jnr-ffi generates an interface's stubs at run time (ASM classes and
  * a proxy class per annotation type, 11 of them here), which the class data sharing archive cannot
- * hold, and every command that opens an image waited for that. In a fresh JVM without the archive,
- * binding these calls took 150-185 ms through jnr-ffi and 37-41 ms through jffi (3-4 runs each);
- * see {@code Main.preload} for what it did to a convert. Before this binding, jnr-posix's full libc
- * binding had cost 0.16 s at every start.
+ * hold, and every command that opens an image waited for that (figures:
+ * docs/decisions/native-binding-jffi.md).
  */
 public final class Posix {
   public static final int O_RDONLY = 0;

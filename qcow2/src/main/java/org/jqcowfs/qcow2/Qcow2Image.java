@@ -526,13 +526,7 @@ public final class Qcow2Image implements Image {
    * the end of {@code table} and where a run ends inside a cluster. Offsets are guest offsets in
    * bytes but {@code hostCluster}, a host offset; returns the run's new end.
    *
-   * <p>A method of its own for the JIT: this loop is what makes mapping hot (a 1 MiB window of 64
-   * KiB clusters walks 16 entries, a block status query up to a whole table). Inside {@link
-   * #mapRun}, C2 compiled the loop with all of mapRun, L2 cache lookup included, twice in a cp of
-   * the plain bench image through a fresh mount (0.13 s each, -XX:+LogCompilation: once early, then
-   * after a branch first taken near the disk's end). Alone it is a 0.02 s compile, and mapRun stays
-   * with C1; the compile time during that cp fell from 0.49-0.81 s to 0.37-0.45 s
-   * (java.ci.totalTime, 5 interleaved runs each).
+   * <p>A method of its own so that C2 compiles it alone (docs/decisions/jit-extend-run.md).
    */
   private long extendRun(
       long[] table,
