@@ -8,6 +8,7 @@ import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -170,6 +171,9 @@ final class MountCommand implements Callable<Integer> {
     if (!Files.isDirectory(mountpoint)) {
       throw new IllegalArgumentException(
           mountpoint + ": " + (Files.exists(mountpoint) ? "not a directory" : "no such directory"));
+    }
+    if (logFile != null) { // refused before the mount, not after it is live
+      Files.newOutputStream(logFile, StandardOpenOption.CREATE, StandardOpenOption.APPEND).close();
     }
     if (!foreground) {
       return daemonize();

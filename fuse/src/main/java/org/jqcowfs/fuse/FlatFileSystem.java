@@ -254,16 +254,6 @@ public final class FlatFileSystem implements Closeable {
     }
   }
 
-  /**
-   * Waits until every file's data count is exact (or the walk gave up on one).
-   *
-   * @return whether the walk ended within {@code millis}
-   */
-  public boolean awaitDataCount(long millis) throws InterruptedException {
-    dataCounter.join(millis);
-    return !dataCounter.isAlive();
-  }
-
   /** {@code image.qcow2} -> {@code image.raw}; a name without an extension gets {@code .raw}. */
   public static String rawName(Path image) {
     String base = image.getFileName().toString();
