@@ -13,7 +13,6 @@ import org.jqcowfs.qcow2.Extent;
 import org.jqcowfs.qcow2.Image;
 import org.jqcowfs.qcow2.ImageLock;
 import org.jqcowfs.qcow2.L2Cache;
-import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
  * An image with its backing files, top (index 0) to bottom, seen as one virtual disk. Reads go to
@@ -115,12 +114,9 @@ public final class BackingChain implements Image {
 
     @Override
     public void read(ByteBuffer dst, long guestOffset) throws IOException {
-      Image layer = layers.get(index);
-      if (layer instanceof Qcow2Image q) {
-        q.read(dst, guestOffset, index + 1 < layers.size() ? views.get(index + 1) : null);
-      } else {
-        layer.read(dst, guestOffset);
-      }
+      layers
+          .get(index)
+          .read(dst, guestOffset, index + 1 < layers.size() ? views.get(index + 1) : null);
     }
 
     @Override

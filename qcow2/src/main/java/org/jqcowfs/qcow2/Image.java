@@ -44,6 +44,18 @@ public interface Image extends Closeable {
   void read(ByteBuffer dst, long guestOffset) throws IOException;
 
   /**
+   * As {@link #read(ByteBuffer, long)}, reading the ranges this image does not allocate from {@code
+   * backing}, the image below it in a chain (zeros where {@code backing} is null or shorter). This
+   * default, for an image that never has a backing file (raw), ignores {@code backing}.
+   *
+   * @param backing the image below this one, or null
+   * @throws IOException as {@link #read(ByteBuffer, long)}
+   */
+  default void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
+    read(dst, guestOffset);
+  }
+
+  /**
    * The {@code length} guest bytes at {@code guestOffset} as a read-only view of the page cache
    * ({@link HostFile#mapCached}), when one host file stores all of them raw, in one contiguous
    * range that the cache holds; else null, and the caller reads them with {@link #read}. The view

@@ -250,6 +250,7 @@ public final class Qcow2Image implements Image {
    *     L1/L2 place and guest offset)
    * @throws IOException if a host read fails; the whole request fails
    */
+  @Override
   public void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
     Image.checkRange(guestOffset, dst.remaining(), virtualSize);
     long pos = guestOffset;
