@@ -49,11 +49,14 @@ final class DaemonLog {
     if (!background || stderrIsTheJournal()) {
       return;
     }
-    UnixDatagram syslog;
+    UnixDatagram syslog = null;
     try {
       syslog = UnixDatagram.to(syslogSocket);
       syslog.send(line(6, "logging to syslog from here on"));
     } catch (IOException e) {
+      if (syslog != null) {
+        syslog.close();
+      }
       System.err.println(
           "jqcowfs: no syslog ("
               + e.getMessage()
