@@ -144,16 +144,12 @@ public final class ChainOpener {
 
   /** Refuses a top image that should be qcow2 but lacks the magic (an empty file too). */
   private static void checkQcow2Magic(Path top) throws IOException {
-    byte[] magic = new byte[4];
-    int n;
-    try (InputStream in = Files.newInputStream(top)) {
-      n = in.readNBytes(magic, 0, 4);
-    }
-    if (n < 4 || ByteBuffer.wrap(magic).getInt() != Header.QCOW_MAGIC) {
+    byte[] magic = magic(top);
+    if (!isQcow2Magic(magic)) {
       String found =
-          n == 0
+          magic.length == 0
               ? "the file is empty"
-              : "magic 0x" + HexFormat.of().formatHex(magic, 0, n) + ", not QFI\\xfb (0x514649fb)";
+              : "magic 0x" + HexFormat.of().formatHex(magic) + ", not QFI\\xfb (0x514649fb)";
       throw new Qcow2FormatException(
           top,
           "not a qcow2 image ("
@@ -223,13 +219,17 @@ public final class ChainOpener {
   /** Probes a file's format by its first 4 bytes. */
   static Format probe(Path p, Path namedBy) throws IOException {
     checkOpenable(p, namedBy);
-    byte[] magic = new byte[4];
-    int n;
+    return isQcow2Magic(magic(p)) ? Format.QCOW2 : Format.RAW;
+  }
+
+  /** The file's first 4 bytes, fewer for a shorter file. */
+  private static byte[] magic(Path p) throws IOException {
     try (InputStream in = Files.newInputStream(p)) {
-      n = in.readNBytes(magic, 0, 4);
+      return in.readNBytes(4);
     }
-    return n == 4 && ByteBuffer.wrap(magic).getInt() == Header.QCOW_MAGIC
-        ? Format.QCOW2
-        : Format.RAW;
+  }
+
+  private static boolean isQcow2Magic(byte[] magic) {
+    return magic.length == 4 && ByteBuffer.wrap(magic).getInt() == Header.QCOW_MAGIC;
   }
 }

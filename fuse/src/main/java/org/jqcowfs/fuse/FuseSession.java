@@ -7,6 +7,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -72,8 +73,8 @@ public final class FuseSession implements Closeable {
 
   private static final long HOLD_OFFSET = Long.getLong("jqcowfs.test.holdOffset", -1);
 
-  /** Requests being answered: unique -> interrupted (FUSE_INTERRUPT arrived for it). */
-  private final ConcurrentHashMap<Long, Boolean> inFlight = new ConcurrentHashMap<>();
+  /** The uniques of the requests being answered (an interrupt for another one gets EAGAIN). */
+  private final Set<Long> inFlight = ConcurrentHashMap.newKeySet();
 
   /**
    * A session on {@code devFd} (an open {@code /dev/fuse} mounted somewhere).
@@ -209,7 +210,7 @@ public final class FuseSession implements Closeable {
             .order(ByteOrder.nativeOrder());
     boolean tracked = op != FuseOpcode.FUSE_FORGET && op != FuseOpcode.FUSE_BATCH_FORGET;
     if (tracked) {
-      inFlight.put(unique, Boolean.FALSE);
+      inFlight.add(unique);
     }
     int error = 0;
     int length;
@@ -272,7 +273,7 @@ public final class FuseSession implements Closeable {
    * the interrupt again.
    */
   private void interrupt(int fd, long unique, long target, Reply reply) {
-    if (inFlight.replace(target, Boolean.TRUE) == null) {
+    if (!inFlight.contains(target)) {
       sendReply(fd, reply, unique | FUSE_INT_REQ_BIT, Errno.EAGAIN, 0);
     }
   }

@@ -361,7 +361,8 @@ public record Header(
       throw new Qcow2FormatException(
           p, "l1_size " + l1Size + " too large (L1 table over " + MAX_L1_BYTES + " bytes)");
     }
-    if (g.l1EntriesFor(size) > MAX_L1_BYTES / 8) {
+    long l1Needed = g.l1EntriesFor(size);
+    if (l1Needed > MAX_L1_BYTES / 8) {
       // QEMU qcow2_do_open: "Image is too big" (the L1 table it needs would pass QCOW_MAX_L1_SIZE)
       throw new Qcow2FormatException(
           p,
@@ -370,11 +371,11 @@ public record Header(
               + " too large: with cluster_bits "
               + clusterBits
               + " it needs "
-              + g.l1EntriesFor(size)
+              + l1Needed
               + " L1 entries, over the limit of "
               + MAX_L1_BYTES / 8);
     }
-    if (g.l1EntriesFor(size) > l1Size) {
+    if (l1Needed > l1Size) {
       throw new Qcow2FormatException(
           p,
           "l1_size "
@@ -382,7 +383,7 @@ public record Header(
               + " too small for size "
               + size
               + " (needs "
-              + g.l1EntriesFor(size)
+              + l1Needed
               + " entries)");
     }
     checkTable(p, "l1_table_offset", l1TableOffset, l1Size * 8, clusterSize, fileLength);

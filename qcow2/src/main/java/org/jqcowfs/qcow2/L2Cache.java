@@ -99,17 +99,18 @@ public final class L2Cache {
   public long[] get(long hostOffset, Loader loader) throws IOException {
     CompletableFuture<long[]> future;
     boolean mine = false;
+    boolean uncached = false;
     synchronized (tables) {
       future = tables.get(hostOffset);
       if (future == null && SCANNING.get()) {
-        mine = true; // loaded below for this scan alone
+        uncached = true; // loaded below for this scan alone
       } else if (future == null) {
         future = new CompletableFuture<>();
         tables.put(hostOffset, future);
         mine = true;
       }
     }
-    if (mine && future == null) {
+    if (uncached) {
       misses.increment();
       return loader.load(hostOffset);
     }

@@ -50,16 +50,6 @@ public final class NamePolicy {
     return image.toAbsolutePath().getParent();
   }
 
-  /** Whether every name is followed. */
-  public boolean unsafe() {
-    return unsafe;
-  }
-
-  /** The allowed directories, as real paths (empty when {@link #unsafe}). */
-  public List<Path> allowedDirs() {
-    return allowedDirs;
-  }
-
   /**
    * Resolves {@code name}, stored in {@code image}, and checks that it may be followed. A name
    * whose file does not exist is returned as resolved; opening it then fails.
