@@ -6,12 +6,12 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.BooleanSupplier;
-import org.jqcowfs.qcow2.CachedView;
-import org.jqcowfs.qcow2.Closeables;
-import org.jqcowfs.qcow2.DamagedRangeException;
-import org.jqcowfs.qcow2.Extent;
-import org.jqcowfs.qcow2.Image;
-import org.jqcowfs.qcow2.ImageLock;
+import org.jqcowfs.image.DamagedRangeException;
+import org.jqcowfs.image.Extent;
+import org.jqcowfs.image.Image;
+import org.jqcowfs.io.CachedView;
+import org.jqcowfs.io.Closeables;
+import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.L2Cache;
 
 /**

@@ -9,15 +9,15 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
-import org.jqcowfs.qcow2.Closeables;
-import org.jqcowfs.qcow2.Header;
-import org.jqcowfs.qcow2.Image;
-import org.jqcowfs.qcow2.ImageLock;
-import org.jqcowfs.qcow2.NamePolicy;
-import org.jqcowfs.qcow2.Qcow2FormatException;
+import org.jqcowfs.image.Image;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.image.NamePolicy;
+import org.jqcowfs.io.Closeables;
+import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
-import org.jqcowfs.qcow2.RawImage;
+import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.raw.RawImage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -55,7 +55,7 @@ public final class ChainOpener {
    * Opens {@code top} (in the format {@link ChainOptions#topFormat} says) and every backing file
    * below it.
    *
-   * @throws Qcow2FormatException if a layer is refused; the message names the file and the name
+   * @throws ImageFormatException if a layer is refused; the message names the file and the name
    *     that led to it (a name outside the allowed directories, a format-less backing file with the
    *     qcow2 magic, a top image without it when qcow2 is expected)
    * @throws IOException if a file cannot be opened or read
@@ -78,11 +78,11 @@ public final class ChainOpener {
         checkOpenable(current, namedBy);
         Path real = current.toRealPath();
         if (seen.contains(real)) {
-          throw new Qcow2FormatException(
+          throw new ImageFormatException(
               namedBy, "backing chain cycle: " + chainText(seen) + " -> " + real);
         }
         if (layers.size() > options.maxDepth()) {
-          throw new Qcow2FormatException(
+          throw new ImageFormatException(
               top, "backing chain deeper than the cap of " + options.maxDepth() + " layers");
         }
         seen.add(real);
@@ -91,7 +91,7 @@ public final class ChainOpener {
         }
         if (format == Format.RAW) {
           if (snapshot != null) {
-            throw new Qcow2FormatException(current, "a raw image has no snapshots");
+            throw new ImageFormatException(current, "a raw image has no snapshots");
           }
           layers.add(RawImage.open(current));
           break;
@@ -150,7 +150,7 @@ public final class ChainOpener {
           magic.length == 0
               ? "the file is empty"
               : "magic 0x" + HexFormat.of().formatHex(magic) + ", not QFI\\xfb (0x514649fb)";
-      throw new Qcow2FormatException(
+      throw new ImageFormatException(
           top,
           "not a qcow2 image ("
               + found
@@ -164,7 +164,7 @@ public final class ChainOpener {
     if (stored == null) {
       Format probed = probe(next, image.path());
       if (probed == Format.QCOW2 && !probeQcow2) {
-        throw new Qcow2FormatException(
+        throw new ImageFormatException(
             image.path(),
             "backing file '"
                 + image.backingFileName().orElse("")
@@ -189,7 +189,7 @@ public final class ChainOpener {
       case "qcow2" -> Format.QCOW2;
       case "raw" -> Format.RAW;
       default ->
-          throw new Qcow2FormatException(
+          throw new ImageFormatException(
               image.path(), "backing format '" + stored + "' is not supported (qcow2 or raw)");
     };
   }

@@ -11,7 +11,7 @@ import java.util.List;
  * @param snapshot id or name of an internal snapshot of the top image to show, or null
  * @param forceShare true: take no QEMU-compatible locks ({@code qemu-img -U}), and so read images
  *     that another process writes; false: lock every file as a reader ({@link
- *     org.jqcowfs.qcow2.ImageLock})
+ *     org.jqcowfs.io.ImageLock})
  * @param allowDirs directories besides the top image's own where backing and data file names may
  *     lead ({@code --allow-dir})
  * @param unsafeBacking follow any backing or data file name, as QEMU does ({@code

@@ -16,8 +16,8 @@ import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongConsumer;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainExtent;
-import org.jqcowfs.qcow2.DamagedRangeException;
-import org.jqcowfs.qcow2.HostFile;
+import org.jqcowfs.image.DamagedRangeException;
+import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.Qcow2Image;
 
 /**

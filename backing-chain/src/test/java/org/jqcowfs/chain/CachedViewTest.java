@@ -11,7 +11,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import org.jqcowfs.qcow2.CachedView;
+import org.jqcowfs.io.CachedView;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

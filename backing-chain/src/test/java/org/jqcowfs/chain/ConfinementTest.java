@@ -12,7 +12,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
-import org.jqcowfs.qcow2.Qcow2FormatException;
+import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -59,7 +59,7 @@ class ConfinementTest {
 
   static void assertRefusal(IOException e, Path image, String name, Path resolved) {
     String m = e.getMessage();
-    assertTrue(e instanceof Qcow2FormatException, m);
+    assertTrue(e instanceof ImageFormatException, m);
     assertTrue(m.contains(image.toString()), "names the image: " + m);
     assertTrue(m.contains("'" + name + "'"), "names the name: " + m);
     assertTrue(m.contains("resolves to " + resolved), "says where it resolved: " + m);

@@ -21,9 +21,9 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicInteger;
-import org.jqcowfs.qcow2.DamagedRangeException;
-import org.jqcowfs.qcow2.HostFile;
-import org.jqcowfs.qcow2.Qcow2FormatException;
+import org.jqcowfs.image.DamagedRangeException;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.AfterAll;
@@ -786,7 +786,7 @@ class HostileImageTest {
         try (BackingChain chain = ChainOpener.open(image)) {
           IOException e =
               assertThrows(
-                  Qcow2FormatException.class, () -> chain.read(ByteBuffer.allocate(65536), 0));
+                  ImageFormatException.class, () -> chain.read(ByteBuffer.allocate(65536), 0));
           assertMentions(e, image, c.expect());
           assertTrue(e.getMessage().contains("guest offset 0x"), "names the guest offset: " + e);
           // The good range still reads, with the data qemu-io wrote there.

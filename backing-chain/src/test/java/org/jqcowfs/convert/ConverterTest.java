@@ -19,7 +19,7 @@ import java.util.concurrent.atomic.AtomicLong;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
-import org.jqcowfs.qcow2.Posix;
+import org.jqcowfs.io.Posix;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;

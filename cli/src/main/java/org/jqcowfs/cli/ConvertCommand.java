@@ -12,7 +12,7 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.convert.Converter;
-import org.jqcowfs.qcow2.DamagedRangeException;
+import org.jqcowfs.image.DamagedRangeException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;

@@ -2,7 +2,7 @@ package org.jqcowfs.cli;
 
 import java.io.PrintWriter;
 import java.util.List;
-import org.jqcowfs.qcow2.Posix;
+import org.jqcowfs.io.Posix;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;

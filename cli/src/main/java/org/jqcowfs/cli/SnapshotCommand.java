@@ -10,7 +10,7 @@ import java.time.format.DateTimeFormatter;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.jqcowfs.qcow2.Qcow2Image;
-import org.jqcowfs.qcow2.Snapshot;
+import org.jqcowfs.qcow2.format.Snapshot;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;

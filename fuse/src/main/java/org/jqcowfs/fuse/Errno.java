@@ -7,7 +7,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
-import org.jqcowfs.qcow2.Posix;
+import org.jqcowfs.io.Posix;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

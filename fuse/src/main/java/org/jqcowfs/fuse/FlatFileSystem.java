@@ -13,7 +13,7 @@ import java.util.concurrent.atomic.LongAdder;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
-import org.jqcowfs.qcow2.Closeables;
+import org.jqcowfs.io.Closeables;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

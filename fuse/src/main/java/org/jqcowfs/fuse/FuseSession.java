@@ -12,7 +12,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import jnr.ffi.byref.IntByReference;
-import org.jqcowfs.qcow2.HostFile;
+import org.jqcowfs.io.HostFile;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

@@ -8,7 +8,7 @@ import jnr.ffi.annotations.In;
 import jnr.ffi.annotations.Out;
 import jnr.ffi.annotations.SaveError;
 import jnr.ffi.byref.IntByReference;
-import org.jqcowfs.qcow2.Posix;
+import org.jqcowfs.io.Posix;
 
 /**
  * The C library calls the FUSE transport needs, bound with jnr-ffi. Only what Java cannot do

@@ -12,8 +12,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
-import org.jqcowfs.qcow2.CachedView;
-import org.jqcowfs.qcow2.HostFile;
+import org.jqcowfs.io.CachedView;
+import org.jqcowfs.io.HostFile;
 
 /**
  * The reads of one open flat file, with read-ahead of its own once they run sequentially: while the

@@ -321,7 +321,7 @@ class SequentialReaderTest {
 
   /**
    * An uncompressed image the page cache holds: the windows are views of the cache ({@link
-   * org.jqcowfs.qcow2.CachedView}), lent to the replies with QEMU's bytes, at most {@link
+   * org.jqcowfs.io.CachedView}), lent to the replies with QEMU's bytes, at most {@link
    * SequentialReader#MAX_BUFFERS} mapped at a time, and unmapped once the reader is closed.
    */
   @Test

@@ -1,11 +1,16 @@
 package org.jqcowfs.qcow2;
 
-import static org.jqcowfs.qcow2.Qcow2FormatException.hex;
+import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.zip.DataFormatException;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.compress.Decompressor;
+import org.jqcowfs.qcow2.format.Geometry;
+import org.jqcowfs.qcow2.format.L2Entry;
 
 /**
  * Reads the compressed clusters of one request (QEMU {@code qcow2_co_preadv_compressed}, with the
@@ -29,12 +34,12 @@ final class CompressedClusterReader {
    * @param dst the guest bytes wanted, from position to limit, inside the run's cluster
    * @param guestOffset the guest offset of {@code dst}'s first byte
    */
-  record Part(Qcow2Image.Run run, ByteBuffer dst, long guestOffset) {}
+  record Part(Mapping run, ByteBuffer dst, long guestOffset) {}
 
   /** Builds the error for a part that cannot be decompressed. */
   @FunctionalInterface
   interface Corruption {
-    Qcow2FormatException at(Qcow2Image.Run run, String what);
+    ImageFormatException at(Mapping run, String what);
   }
 
   private final HostFile file;
@@ -58,7 +63,7 @@ final class CompressedClusterReader {
    * Fills every part's {@code dst} (positions are left as they were).
    *
    * @param parts in guest order
-   * @throws IOException the first failure: a read error, or a {@link Qcow2FormatException} naming
+   * @throws IOException the first failure: a read error, or a {@link ImageFormatException} naming
    *     the cluster's L1/L2 place and host offset when a stream does not decompress
    */
   void read(List<Part> parts) throws IOException {

@@ -6,6 +6,8 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.LongAdder;
+import org.jqcowfs.qcow2.format.Geometry;
+import org.jqcowfs.qcow2.format.L2Table;
 
 /**
  * A concurrent cache of immutable L2 tables keyed by host offset, bounded in bytes, least recently
@@ -20,7 +22,7 @@ public final class L2Cache {
   /** Loads the table at a host offset. */
   @FunctionalInterface
   public interface Loader {
-    long[] load(long hostOffset) throws IOException;
+    L2Table load(long hostOffset) throws IOException;
   }
 
   /**
@@ -41,7 +43,7 @@ public final class L2Cache {
   }
 
   private final int capacity;
-  private final Map<Long, CompletableFuture<long[]>> tables;
+  private final Map<Long, CompletableFuture<L2Table>> tables;
   private final LongAdder hits = new LongAdder();
   private final LongAdder misses = new LongAdder();
 
@@ -56,7 +58,7 @@ public final class L2Cache {
           private static final long serialVersionUID = 1L;
 
           @Override
-          protected boolean removeEldestEntry(Map.Entry<Long, CompletableFuture<long[]>> e) {
+          protected boolean removeEldestEntry(Map.Entry<Long, CompletableFuture<L2Table>> e) {
             return size() > capacity;
           }
         };
@@ -96,8 +98,8 @@ public final class L2Cache {
    *
    * @throws IOException the loader's exception, for the caller that loaded and those that waited
    */
-  public long[] get(long hostOffset, Loader loader) throws IOException {
-    CompletableFuture<long[]> future;
+  public L2Table get(long hostOffset, Loader loader) throws IOException {
+    CompletableFuture<L2Table> future;
     boolean mine = false;
     boolean uncached = false;
     synchronized (tables) {
@@ -117,7 +119,7 @@ public final class L2Cache {
     if (mine) {
       misses.increment();
       try {
-        long[] table = loader.load(hostOffset);
+        L2Table table = loader.load(hostOffset);
         future.complete(table);
         return table;
       } catch (IOException | RuntimeException e) {

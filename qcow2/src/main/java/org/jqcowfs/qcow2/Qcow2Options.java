@@ -1,5 +1,7 @@
 package org.jqcowfs.qcow2;
 
+import org.jqcowfs.image.NamePolicy;
+
 /**
  * How to open a qcow2 image.
  *

@@ -1,11 +1,14 @@
 package org.jqcowfs.qcow2;
 
-import static org.jqcowfs.qcow2.Qcow2FormatException.hex;
+import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.HashMap;
 import java.util.Map;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.format.Header;
 
 /**
  * Reads refcounts (spec section 4) of one image, for checks that need them. Not cached beyond the
@@ -34,7 +37,7 @@ final class Refcounts {
   /**
    * The refcount of host cluster {@code clusterIndex} (QEMU {@code qcow2_get_refcount}).
    *
-   * @throws Qcow2FormatException on an unaligned or out-of-file refcount block
+   * @throws ImageFormatException on an unaligned or out-of-file refcount block
    */
   long refcount(long clusterIndex) throws IOException {
     int bits = header.refcountBits();
@@ -48,7 +51,7 @@ final class Refcounts {
       return 0;
     }
     if ((blockOffset & (header.clusterSize() - 1)) != 0) {
-      throw new Qcow2FormatException(
+      throw new ImageFormatException(
           file.path(),
           "refcount table entry "
               + tableIndex

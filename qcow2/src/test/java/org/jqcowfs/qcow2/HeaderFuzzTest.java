@@ -4,9 +4,11 @@ import com.code_intelligence.jazzer.junit.FuzzTest;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.format.Header;
 
 /**
- * Fuzzes the header and header-extension parser ({@link Header#read}, spec sections 1 and 2) with
+ * Fuzzes the header and header-extension parser ({@link Header#decode}, spec sections 1 and 2) with
  * whole first clusters. Only {@link IOException} (a refusal naming field and value) may come out:
  * any other exception, an allocation failure or a hang is a finding. Seeds: first clusters of
  * images made by qemu-img (v2, v3, extended L2, zstd, external data file, backing file, snapshots).
@@ -18,7 +20,7 @@ class HeaderFuzzTest {
   void header(byte[] firstCluster) throws IOException {
     Files.write(FILE, firstCluster);
     try (HostFile f = HostFile.open(FILE)) {
-      Header h = Header.read(f);
+      Header h = Qcow2Opener.readHeader(f);
       h.geometry();
     } catch (IOException expected) {
       // refused: fine

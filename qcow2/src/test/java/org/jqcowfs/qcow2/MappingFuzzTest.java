@@ -7,6 +7,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import org.jqcowfs.image.Extent;
 import org.jqcowfs.qcow2.testing.Qemu;
 
 /**

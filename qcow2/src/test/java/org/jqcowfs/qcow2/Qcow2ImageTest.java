@@ -12,6 +12,8 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
+import org.jqcowfs.image.Extent;
+import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -25,8 +27,8 @@ class Qcow2ImageTest {
     try (RandomAccessFile raf = new RandomAccessFile(dir.resolve("a.qcow2").toFile(), "rw")) {
       raf.writeInt(0x51464900);
     }
-    Qcow2FormatException e =
-        assertThrows(Qcow2FormatException.class, () -> Qcow2Image.open(dir.resolve("a.qcow2")));
+    ImageFormatException e =
+        assertThrows(ImageFormatException.class, () -> Qcow2Image.open(dir.resolve("a.qcow2")));
     assertTrue(e.getMessage().contains("magic 0x51464900"), e.getMessage());
   }
 

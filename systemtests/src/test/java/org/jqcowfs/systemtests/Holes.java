@@ -6,7 +6,7 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import org.jqcowfs.qcow2.HostFile;
+import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.testing.Qemu;
 
 /** Data segments: from a SEEK_DATA/SEEK_HOLE walk over a file, and from QEMU's map. */

@@ -12,7 +12,7 @@ import java.nio.file.attribute.UserDefinedFileAttributeView;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import org.jqcowfs.qcow2.HostFile;
+import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;

@@ -158,7 +158,7 @@ class SparseEverywhereIT {
     assertEquals(0, convert.code(), convert.err());
     cmp = Jqcowfs.exec(List.of("cmp", reference.toString(), converted.toString()));
     assertEquals(0, cmp.code(), "jqcowfs convert differs from qemu-img convert: " + cmp.out());
-    try (org.jqcowfs.qcow2.HostFile f = org.jqcowfs.qcow2.HostFile.open(converted)) {
+    try (org.jqcowfs.io.HostFile f = org.jqcowfs.io.HostFile.open(converted)) {
       assertTrue(
           f.allocatedBytes() <= data + 4 * MIB, "convert wrote holes: " + f.allocatedBytes());
     }

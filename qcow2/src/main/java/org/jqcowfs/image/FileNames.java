@@ -1,0 +1,39 @@
+package org.jqcowfs.image;
+
+import java.nio.file.Path;
+import java.util.regex.Pattern;
+
+/**
+ * Resolves file names stored in an image (backing file, external data file) the way QEMU does for
+ * plain names: relative to the directory of the image that names them, never the working directory.
+ * Pseudo-names that QEMU would parse ({@code json:...}, {@code protocol://...}, {@code nbd:...})
+ * are refused.
+ */
+public final class FileNames {
+  private static final Pattern PROTOCOL = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]*:.*");
+
+  private FileNames() {}
+
+  /**
+   * @param image the file that stores the name
+   * @param name the stored name
+   * @param field what the name is, for the message ("backing file", "external data file")
+   * @return the resolved path
+   * @throws ImageFormatException for an empty, {@code json:} or protocol name
+   */
+  public static Path resolve(Path image, String name, String field) throws ImageFormatException {
+    if (name.isEmpty()) {
+      throw new ImageFormatException(image, field + " name is empty");
+    }
+    if (name.startsWith("json:")) {
+      throw new ImageFormatException(
+          image, field + " name '" + name + "' is a json: pseudo-name, which is refused");
+    }
+    if (PROTOCOL.matcher(name).matches() && !name.startsWith("/")) {
+      throw new ImageFormatException(
+          image, field + " name '" + name + "' names a protocol, which is refused");
+    }
+    Path dir = image.toAbsolutePath().getParent();
+    return dir.resolve(name).normalize();
+  }
+}

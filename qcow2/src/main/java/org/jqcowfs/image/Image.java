@@ -1,0 +1,129 @@
+package org.jqcowfs.image;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.jqcowfs.io.CachedView;
+import org.jqcowfs.io.HostFile;
+
+/**
+ * A disk image seen as a flat run of guest bytes: one layer (qcow2 or raw) or a whole backing
+ * chain. Implementations are thread-safe: {@link #read} and {@link #blockStatus} may be called from
+ * many threads at once.
+ */
+public interface Image extends Closeable {
+
+  /** The virtual disk size in bytes (QEMU's {@code bdrv_getlength}). */
+  long size();
+
+  /** The file this image was opened from. */
+  Path path();
+
+  /**
+   * Bytes the host files behind this image occupy on disk ({@code st_blocks * 512} of the image
+   * file and of an external data file, of every layer for a chain): a bound for the bytes that read
+   * as data that costs no walk over the disk (compressed clusters can make it smaller).
+   *
+   * @throws IOException if a file cannot be asked
+   */
+  long hostBytes() throws IOException;
+
+  /**
+   * Reads {@code dst.remaining()} bytes at {@code guestOffset} into {@code dst}, advancing its
+   * position to its limit. Ranges that this image does not allocate read as zeros (a standalone
+   * image has no backing file; {@code BackingChain} reads them from the layer below).
+   *
+   * @param dst destination; its remaining bytes are filled completely
+   * @param guestOffset offset in bytes into the virtual disk, {@code 0 <= guestOffset} and {@code
+   *     guestOffset + dst.remaining() <= size()}
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException on an I/O error or a corrupt structure in the affected range ({@link
+   *     ImageFormatException} names the place)
+   */
+  void read(ByteBuffer dst, long guestOffset) throws IOException;
+
+  /**
+   * As {@link #read(ByteBuffer, long)}, reading the ranges this image does not allocate from {@code
+   * backing}, the image below it in a chain (zeros where {@code backing} is null or shorter). This
+   * default, for an image that never has a backing file (raw), ignores {@code backing}.
+   *
+   * @param backing the image below this one, or null
+   * @throws IOException as {@link #read(ByteBuffer, long)}
+   */
+  default void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
+    read(dst, guestOffset);
+  }
+
+  /**
+   * The {@code length} guest bytes at {@code guestOffset} as a read-only view of the page cache
+   * ({@link HostFile#mapCached}), when one host file stores all of them raw, in one contiguous
+   * range that the cache holds; else null, and the caller reads them with {@link #read}. The view
+   * holds what {@link #read} would write. The caller closes it. This default has no view.
+   *
+   * @param guestOffset offset in bytes, with {@code [guestOffset, guestOffset + length)} in {@code
+   *     [0, size())}
+   * @param length bytes, {@code >= 1}
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException on an I/O error or a corrupt L1/L2 entry in the range
+   */
+  default CachedView cachedView(long guestOffset, int length) throws IOException {
+    checkRange(guestOffset, length, size());
+    return null;
+  }
+
+  /**
+   * The block status of this layer alone at {@code guestOffset}: one {@link Extent} starting at
+   * {@code guestOffset} whose status holds for all its bytes, of length in {@code [1, maxLength]}.
+   * Matches QEMU's {@code bdrv_co_block_status} for this node (qcow2: {@code
+   * qcow2_co_block_status}; raw: {@code raw_co_block_status} of file-posix).
+   *
+   * @param guestOffset offset in bytes, {@code 0 <= guestOffset < size()}
+   * @param maxLength the most bytes the answer may cover, {@code >= 1}
+   * @throws IOException on an I/O error or a corrupt L1/L2 entry
+   */
+  Extent blockStatus(long guestOffset, long maxLength) throws IOException;
+
+  /**
+   * The block status of {@code [guestOffset, guestOffset + length)} as a list of maximal extents:
+   * neighbours with the same status (and, where present, contiguous host offsets in the same file)
+   * are merged.
+   *
+   * @throws IOException as {@link #blockStatus(long, long)}
+   */
+  default List<Extent> extents(long guestOffset, long length) throws IOException {
+    List<Extent> out = new ArrayList<>();
+    long end = guestOffset + length;
+    long pos = guestOffset;
+    Extent current = null;
+    while (pos < end) {
+      Extent next = blockStatus(pos, end - pos);
+      pos = next.end();
+      if (current != null && current.mergeableWith(next)) {
+        current = current.extendBy(next.length());
+      } else {
+        if (current != null) {
+          out.add(current);
+        }
+        current = next;
+      }
+    }
+    if (current != null) {
+      out.add(current);
+    }
+    return out;
+  }
+
+  /**
+   * Throws {@link IllegalArgumentException} unless {@code [offset, offset + length)} lies in {@code
+   * [0, size)}.
+   */
+  static void checkRange(long offset, long length, long size) {
+    if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+      throw new IllegalArgumentException(
+          "range [" + offset + ", +" + length + ") outside the virtual disk of " + size + " bytes");
+    }
+  }
+}

@@ -1,0 +1,100 @@
+package org.jqcowfs.qcow2;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import org.jqcowfs.image.Extent;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.format.Geometry;
+import org.jqcowfs.qcow2.format.Header;
+
+/**
+ * The block status of one qcow2 layer from its {@link Mapping}s, as QEMU's {@code
+ * qcow2_co_block_status} reports it; in a metadata-preallocated image the host file's holes are
+ * asked too ({@code qcow2_detect_metadata_preallocation}).
+ */
+final class BlockStatus {
+  private final HostFile file;
+  private final HostFile dataFile;
+  private final Header header;
+  private final Geometry geometry;
+  private final ClusterMapper mapper;
+  private volatile Boolean metadataPreallocation;
+
+  BlockStatus(HostFile file, HostFile dataFile, Header header, ClusterMapper mapper) {
+    this.file = file;
+    this.dataFile = dataFile;
+    this.header = header;
+    this.geometry = header.geometry();
+    this.mapper = mapper;
+  }
+
+  /**
+   * The block status at {@code guestOffset} (QEMU {@code qcow2_co_block_status}): one extent of at
+   * most {@code maxLength} bytes, {@code guestOffset + maxLength <= } the disk's bytes.
+   *
+   * @throws IOException as {@link ClusterMapper#map}
+   */
+  Extent at(long guestOffset, long maxLength) throws IOException {
+    Mapping r = mapper.map(guestOffset, maxLength);
+    long len = r.length();
+    Path dataPath = dataFile.path();
+    return switch (r.type()) {
+      case NORMAL ->
+          metadataPreallocation()
+              ? hostFileStatus(guestOffset, len, r.hostOffset())
+              : new Extent(guestOffset, len, true, true, false, false, r.hostOffset(), dataPath);
+      case COMPRESSED -> new Extent(guestOffset, len, true, true, false, true, -1, null);
+      case ZERO_PLAIN -> new Extent(guestOffset, len, true, false, true, false, -1, null);
+      case ZERO_ALLOC ->
+          new Extent(guestOffset, len, true, false, true, false, r.hostOffset(), dataPath);
+      case UNALLOCATED_PLAIN -> Extent.unallocated(guestOffset, len);
+      case UNALLOCATED_ALLOC ->
+          new Extent(guestOffset, len, false, false, false, false, r.hostOffset(), dataPath);
+      case INVALID -> throw new IllegalStateException("map never returns INVALID");
+    };
+  }
+
+  /**
+   * Block status of a data run in a metadata-preallocated image: QEMU asks the host file ({@code
+   * BDRV_BLOCK_RECURSE} in {@code bdrv_co_block_status}), so host holes read as zero data.
+   */
+  private Extent hostFileStatus(long guestOffset, long len, long host) throws IOException {
+    Path dataPath = dataFile.path();
+    long data = dataFile.seekData(host);
+    if (data < 0) {
+      return new Extent(guestOffset, len, true, true, true, false, host, dataPath);
+    }
+    if (data == host) {
+      long hole = dataFile.seekHole(host);
+      long n = hole < 0 ? len : Math.min(len, hole - host);
+      return new Extent(guestOffset, n, true, true, false, false, host, dataPath);
+    }
+    return new Extent(
+        guestOffset, Math.min(len, data - host), true, true, true, false, host, dataPath);
+  }
+
+  /** QEMU {@code qcow2_detect_metadata_preallocation}, computed once. */
+  private boolean metadataPreallocation() {
+    Boolean known = metadataPreallocation;
+    if (known != null) {
+      return known;
+    }
+    boolean result;
+    try {
+      long fileLength = file.length();
+      long realClusters = file.allocatedBytes() / geometry.clusterSize();
+      long threshold = Math.max(realClusters * 10 / 9, realClusters + 2);
+      long endCluster = (fileLength + geometry.clusterSize() - 1) >>> geometry.clusterBits();
+      Refcounts refcounts = new Refcounts(file, header);
+      long count = 0;
+      for (long i = 0; i < endCluster && count < threshold; i++) {
+        count += refcounts.refcount(i) != 0 ? 1 : 0;
+      }
+      result = count >= threshold;
+    } catch (IOException e) {
+      result = false; // as QEMU: an error means "not preallocated"
+    }
+    metadataPreallocation = result;
+    return result;
+  }
+}

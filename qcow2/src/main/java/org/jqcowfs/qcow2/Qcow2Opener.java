@@ -1,0 +1,133 @@
+package org.jqcowfs.qcow2;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.List;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.image.NamePolicy;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.Snapshot;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Opens a qcow2 layer (QEMU {@code qcow2_do_open}): the header, the snapshot table, the L1 table of
+ * the active image or of the snapshot asked for, and the external data file.
+ */
+final class Qcow2Opener {
+  private static final Logger LOG = LoggerFactory.getLogger(Qcow2Image.class);
+
+  private Qcow2Opener() {}
+
+  /** As {@link Qcow2Image#open(Path, Qcow2Options)}. */
+  static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
+    HostFile file = HostFile.open(path);
+    HostFile dataFile = null;
+    try {
+      Header h = readHeader(file);
+      if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
+        LOG.warn("{}: the corrupt bit is set; opening read-only anyway", path);
+      }
+      if (h.hasIncompatible(Header.INCOMPAT_DIRTY)) {
+        LOG.warn("{}: the dirty bit is set (refcounts may be stale); reading is unaffected", path);
+      }
+      List<Snapshot> snapshots;
+      String snapshotDamage = null;
+      try {
+        snapshots = SnapshotTable.read(file, h);
+      } catch (ImageFormatException e) {
+        if (options.snapshot() != null) {
+          throw e;
+        }
+        // The active image does not need the table: a damaged one hides the snapshots only.
+        LOG.warn("{}; the snapshot table is ignored", e.getMessage());
+        snapshots = List.of();
+        snapshotDamage = e.getMessage();
+      }
+      long l1Offset = h.l1TableOffset();
+      int l1Size = h.l1Size();
+      long size = h.virtualSize();
+      Snapshot chosen = null;
+      if (options.snapshot() != null) {
+        chosen = find(snapshots, options.snapshot(), path);
+        l1Offset = chosen.l1TableOffset();
+        l1Size = chosen.l1Size();
+        size = chosen.virtualSize() & ~511L;
+      }
+      long[] l1 = new long[l1Size];
+      if (l1Size > 0) {
+        ByteBuffer b = ByteBuffer.allocate(l1Size * 8);
+        file.readFully(b, l1Offset);
+        b.flip();
+        b.asLongBuffer().get(l1);
+      }
+      if (h.dataFileName() != null) {
+        NamePolicy names =
+            options.names() != null
+                ? options.names()
+                : NamePolicy.confinedTo(List.of(NamePolicy.directoryOf(path)));
+        Path dataPath = names.resolve(path, h.dataFileName(), "external data file");
+        try {
+          dataFile = HostFile.open(dataPath);
+        } catch (IOException e) {
+          throw new ImageFormatException(
+              path, "external data file '" + h.dataFileName() + "': " + e.getMessage());
+        }
+      }
+      return new Qcow2Image(
+          file,
+          dataFile != null ? dataFile : file,
+          h,
+          l1,
+          size,
+          snapshots,
+          snapshotDamage,
+          chosen,
+          options.l2CacheBytes());
+    } catch (IOException | RuntimeException e) {
+      if (dataFile != null) {
+        dataFile.close();
+      }
+      file.close();
+      throw e;
+    }
+  }
+
+  private static Snapshot find(List<Snapshot> snapshots, String idOrName, Path path)
+      throws ImageFormatException {
+    for (Snapshot s : snapshots) {
+      if (s.id().equals(idOrName)) {
+        return s;
+      }
+    }
+    for (Snapshot s : snapshots) {
+      if (s.name().equals(idOrName)) {
+        return s;
+      }
+    }
+    throw new ImageFormatException(path, "no snapshot with id or name '" + idOrName + "'");
+  }
+
+  /**
+   * Reads and decodes the header of {@code file}: its first {@link Header#PREFIX_BYTES}, then the
+   * first cluster that names.
+   *
+   * @throws ImageFormatException as {@link Header#decode}
+   */
+  static Header readHeader(HostFile file) throws IOException {
+    long fileLength = file.length();
+    ByteBuffer prefix = ByteBuffer.allocate((int) Math.min(fileLength, Header.PREFIX_BYTES));
+    file.readFully(prefix, 0);
+    prefix.flip();
+    int bytes = Header.bytesToDecode(prefix, fileLength);
+    ByteBuffer first = prefix;
+    if (bytes > prefix.limit()) {
+      first = ByteBuffer.allocate(bytes);
+      file.readFully(first, 0);
+      first.flip();
+    }
+    return Header.decode(file.path(), first, fileLength);
+  }
+}

@@ -1,0 +1,112 @@
+package org.jqcowfs.qcow2;
+
+import static org.jqcowfs.image.ImageFormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.Snapshot;
+
+/** Reads the internal snapshot table (spec section 5) into {@link Snapshot} entries. */
+final class SnapshotTable {
+  private SnapshotTable() {}
+
+  /**
+   * Reads the snapshot table (QEMU {@code qcow2_read_snapshots}), checking every length against
+   * QEMU's caps and the file.
+   *
+   * @throws ImageFormatException naming the snapshot index and field on a bad entry
+   */
+  static List<Snapshot> read(HostFile file, Header h) throws IOException {
+    Path p = file.path();
+    List<Snapshot> out = new ArrayList<>();
+    long pos = h.snapshotsOffset();
+    long fileLength = file.length();
+    long total = 0;
+    for (int i = 0; i < h.nbSnapshots(); i++) {
+      ByteBuffer fixed = ByteBuffer.allocate(40);
+      readAt(file, fixed, pos, i, "entry", fileLength);
+      long l1Offset = fixed.getLong(0);
+      long l1Size = Integer.toUnsignedLong(fixed.getInt(8));
+      int idLen = fixed.getShort(12) & 0xffff;
+      int nameLen = fixed.getShort(14) & 0xffff;
+      long dateSec = Integer.toUnsignedLong(fixed.getInt(16));
+      long dateNsec = Integer.toUnsignedLong(fixed.getInt(20));
+      long vmClock = fixed.getLong(24);
+      long vmState = Integer.toUnsignedLong(fixed.getInt(32));
+      long extraLen = Integer.toUnsignedLong(fixed.getInt(36));
+      if (extraLen > Snapshot.MAX_EXTRA_DATA) {
+        throw new ImageFormatException(
+            p,
+            "snapshot " + i + ": extra_data_size " + extraLen + " over " + Snapshot.MAX_EXTRA_DATA);
+      }
+      long virtualSize = h.size();
+      if (extraLen > 0) {
+        ByteBuffer extra = ByteBuffer.allocate((int) extraLen);
+        readAt(file, extra, pos + 40, i, "extra data", fileLength);
+        if (extraLen >= 8) {
+          vmState = extra.getLong(0);
+        }
+        if (extraLen >= 16) {
+          virtualSize = extra.getLong(8);
+        }
+      } else if (h.version() >= 3) {
+        throw new ImageFormatException(
+            p, "snapshot " + i + ": extra_data_size 0 in a v3 image (must be >= 16)");
+      }
+      byte[] idName = new byte[idLen + nameLen];
+      readAt(file, ByteBuffer.wrap(idName), pos + 40 + extraLen, i, "id and name", fileLength);
+      String id = new String(idName, 0, idLen, StandardCharsets.UTF_8);
+      String name = new String(idName, idLen, nameLen, StandardCharsets.UTF_8);
+      long entryBytes = (40 + extraLen + idLen + nameLen + 7) & ~7L;
+      total += entryBytes;
+      if (total > Snapshot.MAX_TABLE_BYTES) {
+        throw new ImageFormatException(
+            p, "snapshot table over " + Snapshot.MAX_TABLE_BYTES + " bytes");
+      }
+      if (l1Size * 8 > Header.MAX_L1_BYTES) {
+        throw new ImageFormatException(
+            p, "snapshot " + i + " (" + id + "): l1_size " + l1Size + " too large");
+      }
+      if (virtualSize < 0) {
+        throw new ImageFormatException(
+            p, "snapshot " + i + " (" + id + "): disk size " + virtualSize + " invalid");
+      }
+      if (h.geometry().l1EntriesFor(virtualSize) > l1Size) {
+        throw new ImageFormatException(
+            p,
+            "snapshot " + i + " (" + id + "): l1_size " + l1Size + " too small for " + virtualSize);
+      }
+      Header.checkTable(
+          p,
+          "snapshot " + i + " (" + id + ") L1 table offset",
+          l1Offset,
+          l1Size * 8,
+          h.clusterSize(),
+          fileLength);
+      out.add(
+          new Snapshot(
+              id, name, l1Offset, (int) l1Size, virtualSize, dateSec, dateNsec, vmClock, vmState));
+      pos += entryBytes;
+    }
+    return List.copyOf(out);
+  }
+
+  private static void readAt(
+      HostFile file, ByteBuffer dst, long pos, int index, String what, long fileLength)
+      throws IOException {
+    if (pos > fileLength || dst.remaining() > fileLength - pos) {
+      throw new ImageFormatException(
+          file.path(),
+          "snapshot " + index + ": " + what + " at " + hex(pos) + " runs past the end of the file");
+    }
+    file.readFully(dst, pos);
+    dst.flip();
+  }
+}

@@ -1,0 +1,51 @@
+package org.jqcowfs.qcow2.format;
+
+import java.nio.ByteBuffer;
+
+/**
+ * One L2 table (spec section 3): a cluster of L2 entries, 8 bytes each, or 16 with extended L2
+ * entries (the entry, then its subcluster bitmap). Immutable once decoded.
+ */
+public final class L2Table {
+  private final long[] words;
+  private final boolean extended;
+
+  private L2Table(long[] words, boolean extended) {
+    this.words = words;
+    this.extended = extended;
+  }
+
+  /**
+   * Decodes the table in {@code b}'s remaining bytes, which must be one cluster of {@code g}.
+   *
+   * @throws IllegalArgumentException if {@code b} does not hold exactly one cluster
+   */
+  public static L2Table decode(ByteBuffer b, Geometry g) {
+    if (b.remaining() != g.clusterSize()) {
+      throw new IllegalArgumentException(
+          "an L2 table is " + g.clusterSize() + " bytes, given " + b.remaining());
+    }
+    long[] words = new long[(int) g.clusterSize() / 8];
+    b.asLongBuffer().get(words);
+    return new L2Table(words, g.extendedL2());
+  }
+
+  /** Entries in the table. */
+  public int entries() {
+    return extended ? words.length / 2 : words.length;
+  }
+
+  /** Entry {@code index}, {@code 0 <= index < entries()}. */
+  public L2Entry entry(int index) {
+    return extended
+        ? new L2Entry(words[2 * index], words[2 * index + 1])
+        : new L2Entry(words[index], 0);
+  }
+
+  /** The table as stored: one cluster, big-endian. */
+  public ByteBuffer encode() {
+    ByteBuffer b = ByteBuffer.allocate(words.length * 8);
+    b.asLongBuffer().put(words);
+    return b;
+  }
+}

@@ -1,0 +1,101 @@
+package org.jqcowfs.raw;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import org.jqcowfs.image.Extent;
+import org.jqcowfs.image.Image;
+import org.jqcowfs.io.CachedView;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.Qcow2Image;
+
+/**
+ * A raw image: guest offset = host offset. Its size is the file's length rounded up to 512 bytes,
+ * as QEMU's {@code total_sectors}; the tail past the file reads as zeros. Block status comes from
+ * the file's holes (SEEK_DATA/SEEK_HOLE), as QEMU's file-posix {@code raw_co_block_status}.
+ */
+public final class RawImage implements Image {
+  private final HostFile file;
+  private final long fileLength;
+  private final long size;
+
+  private RawImage(HostFile file, long fileLength) {
+    this.file = file;
+    this.fileLength = fileLength;
+    this.size = (fileLength + 511) & ~511L;
+  }
+
+  /**
+   * Opens a raw image read-only.
+   *
+   * @throws IOException if the file is missing, not a regular file or block device, or unreadable
+   */
+  public static RawImage open(Path path) throws IOException {
+    HostFile f = HostFile.open(path);
+    try {
+      return new RawImage(f, f.length());
+    } catch (IOException | RuntimeException e) {
+      f.close();
+      throw e;
+    }
+  }
+
+  @Override
+  public Path path() {
+    return file.path();
+  }
+
+  @Override
+  public long size() {
+    return size;
+  }
+
+  @Override
+  public void read(ByteBuffer dst, long guestOffset) throws IOException {
+    Image.checkRange(guestOffset, dst.remaining(), size);
+    long inFile = Math.max(0, Math.min(dst.remaining(), fileLength - guestOffset));
+    if (inFile > 0) {
+      file.readFully(dst.slice(dst.position(), (int) inFile), guestOffset);
+      dst.position(dst.position() + (int) inFile);
+    }
+    Qcow2Image.fillZeros(dst);
+  }
+
+  /**
+   * A view of the range when the file holds all of it (not the zeros past its end) and it is
+   * cached.
+   */
+  @Override
+  public CachedView cachedView(long guestOffset, int length) throws IOException {
+    Image.checkRange(guestOffset, length, size);
+    return guestOffset + length <= fileLength ? file.mapCached(guestOffset, length) : null;
+  }
+
+  @Override
+  public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
+    Image.checkRange(guestOffset, 1, size);
+    long len = Math.min(maxLength, size - guestOffset);
+    long data = file.seekData(guestOffset);
+    Path p = file.path();
+    if (data < 0) {
+      return new Extent(guestOffset, len, true, false, true, false, guestOffset, p);
+    }
+    if (data == guestOffset) {
+      long hole = file.seekHole(guestOffset);
+      long n = hole < 0 ? len : Math.min(len, ((hole - guestOffset) + 511) & ~511L);
+      return new Extent(guestOffset, n, true, true, false, false, guestOffset, p);
+    }
+    return new Extent(
+        guestOffset, Math.min(len, data - guestOffset), true, false, true, false, guestOffset, p);
+  }
+
+  @Override
+  public long hostBytes() throws IOException {
+    return file.allocatedBytes();
+  }
+
+  @Override
+  public void close() throws IOException {
+    file.close();
+  }
+}
