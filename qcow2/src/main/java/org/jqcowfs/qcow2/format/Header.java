@@ -517,6 +517,94 @@ public record Header(
         bitmaps);
   }
 
+  /**
+   * Encodes this header as QEMU's {@code qcow2_update_header} lays it out: the header fields
+   * ({@link #headerLength} bytes; 72 for v2), the backing format, external data file name and
+   * feature name table extensions (each padded to 8 bytes), the end marker, then the backing file
+   * name, which {@code backing_file_offset} and {@code backing_file_size} point at.
+   *
+   * @return the encoded bytes, position 0, at most one cluster
+   * @throws IllegalStateException if the header has a bitmaps extension (whose directory this
+   *     record does not keep), or the encoding would not fit in the first cluster or its names'
+   *     limits
+   */
+  public ByteBuffer encode() {
+    if (bitmapsExtension) {
+      throw new IllegalStateException("the bitmaps extension is not kept and cannot be encoded");
+    }
+    ByteBuffer b = ByteBuffer.allocate((int) clusterSize());
+    b.putInt(OFF_MAGIC, QCOW_MAGIC)
+        .putInt(OFF_VERSION, version)
+        .putInt(OFF_CLUSTER_BITS, clusterBits)
+        .putLong(OFF_SIZE, size)
+        .putInt(OFF_CRYPT_METHOD, cryptMethod)
+        .putInt(OFF_L1_SIZE, l1Size)
+        .putLong(OFF_L1_TABLE_OFFSET, l1TableOffset)
+        .putLong(OFF_REFCOUNT_TABLE_OFFSET, refcountTableOffset)
+        .putInt(OFF_REFCOUNT_TABLE_CLUSTERS, refcountTableClusters)
+        .putInt(OFF_NB_SNAPSHOTS, nbSnapshots)
+        .putLong(OFF_SNAPSHOTS_OFFSET, snapshotsOffset);
+    if (version >= 3) {
+      b.putLong(OFF_INCOMPATIBLE_FEATURES, incompatibleFeatures)
+          .putLong(OFF_COMPATIBLE_FEATURES, compatibleFeatures)
+          .putLong(OFF_AUTOCLEAR_FEATURES, autoclearFeatures)
+          .putInt(OFF_REFCOUNT_ORDER, refcountOrder)
+          .putInt(OFF_HEADER_LENGTH, headerLength);
+      if (headerLength > V3_HEADER_BYTES) {
+        b.put(OFF_COMPRESSION_TYPE, (byte) compressionType);
+      }
+    }
+    b.position(headerLength);
+    if (backingFormat != null) {
+      putExtension(b, EXT_BACKING_FORMAT, backingFormat.getBytes(StandardCharsets.US_ASCII));
+    }
+    if (dataFileName != null) {
+      byte[] name = dataFileName.getBytes(StandardCharsets.UTF_8);
+      if (name.length > MAX_DATA_FILE_NAME) {
+        throw new IllegalStateException("external data file name over " + MAX_DATA_FILE_NAME);
+      }
+      putExtension(b, EXT_DATA_FILE, name);
+    }
+    if (!featureNames.isEmpty()) {
+      ByteBuffer table = ByteBuffer.allocate(48 * featureNames.size());
+      featureNames.entrySet().stream()
+          .sorted(Map.Entry.comparingByKey())
+          .forEach(
+              e -> {
+                int at = table.position();
+                byte[] name = e.getValue().getBytes(StandardCharsets.US_ASCII);
+                table.put((byte) (e.getKey() / 64)).put((byte) (e.getKey() % 64));
+                table.put(name, 0, Math.min(name.length, 46)).position(at + 48);
+              });
+      putExtension(b, EXT_FEATURE_TABLE, table.array());
+    }
+    requireRoom(b, 8);
+    b.putInt(EXT_END).putInt(0);
+    if (backingFileName != null) {
+      byte[] name = backingFileName.getBytes(StandardCharsets.UTF_8);
+      if (name.length > MAX_BACKING_NAME) {
+        throw new IllegalStateException("backing file name over " + MAX_BACKING_NAME + " bytes");
+      }
+      requireRoom(b, name.length);
+      b.putLong(OFF_BACKING_FILE_OFFSET, b.position()).putInt(OFF_BACKING_FILE_SIZE, name.length);
+      b.put(name);
+    }
+    return b.flip();
+  }
+
+  private static void putExtension(ByteBuffer b, int type, byte[] data) {
+    int padded = (data.length + 7) & ~7;
+    requireRoom(b, 8 + padded);
+    b.putInt(type).putInt(data.length).put(data);
+    b.position(b.position() + padded - data.length);
+  }
+
+  private static void requireRoom(ByteBuffer b, int bytes) {
+    if (b.remaining() < bytes) {
+      throw new IllegalStateException("the header does not fit in the first cluster");
+    }
+  }
+
   private static boolean isKnown(int type) {
     return type == EXT_BACKING_FORMAT
         || type == EXT_BITMAPS
