@@ -93,11 +93,13 @@ public final class ChainOpener {
           if (snapshot != null) {
             throw new ImageFormatException(current, "a raw image has no snapshots");
           }
-          layers.add(RawImage.open(current));
+          layers.add(RawImage.open(current, options.hostIo()));
           break;
         }
         Qcow2Image image =
-            Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot, names));
+            Qcow2Image.open(
+                current,
+                new Qcow2Options(options.l2CacheBytes(), snapshot, names, options.hostIo()));
         layers.add(image);
         if (!options.forceShare() && !image.dataFilePath().equals(image.path())) {
           locks.add(ImageLock.acquire(image.dataFilePath()));

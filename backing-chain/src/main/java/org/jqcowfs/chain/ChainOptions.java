@@ -2,6 +2,7 @@ package org.jqcowfs.chain;
 
 import java.nio.file.Path;
 import java.util.List;
+import org.jqcowfs.io.HostFileOptions;
 
 /**
  * How to open a backing chain.
@@ -19,6 +20,7 @@ import java.util.List;
  * @param probeBackingFormat probe a backing file with no stored format into qcow2 when it has the
  *     qcow2 magic ({@code --probe-backing-format}); false: refuse such a file
  * @param topFormat the top image's format ({@code --format}); never probed
+ * @param hostIo how each layer's files are opened and read
  */
 public record ChainOptions(
     int maxDepth,
@@ -28,7 +30,8 @@ public record ChainOptions(
     List<Path> allowDirs,
     boolean unsafeBacking,
     boolean probeBackingFormat,
-    ChainOpener.Format topFormat) {
+    ChainOpener.Format topFormat,
+    HostFileOptions hostIo) {
   /** The default cap on chain depth. */
   public static final int DEFAULT_MAX_DEPTH = 64;
 
@@ -38,15 +41,23 @@ public record ChainOptions(
    */
   public static final ChainOptions DEFAULT =
       new ChainOptions(
-          DEFAULT_MAX_DEPTH, -1, null, false, List.of(), false, false, ChainOpener.Format.QCOW2);
+          DEFAULT_MAX_DEPTH,
+          -1,
+          null,
+          false,
+          List.of(),
+          false,
+          false,
+          ChainOpener.Format.QCOW2,
+          HostFileOptions.DEFAULT);
 
   public ChainOptions {
     if (maxDepth < 1) {
       throw new IllegalArgumentException("maxDepth must be >= 1: " + maxDepth);
     }
     allowDirs = List.copyOf(allowDirs);
-    if (topFormat == null) {
-      throw new IllegalArgumentException("topFormat is null");
+    if (topFormat == null || hostIo == null) {
+      throw new IllegalArgumentException("topFormat and hostIo must be given");
     }
   }
 
@@ -60,7 +71,8 @@ public record ChainOptions(
         allowDirs,
         unsafeBacking,
         probeBackingFormat,
-        topFormat);
+        topFormat,
+        hostIo);
   }
 
   /** These options with {@code forceShare} set as given. */
@@ -73,7 +85,8 @@ public record ChainOptions(
         allowDirs,
         unsafeBacking,
         probeBackingFormat,
-        topFormat);
+        topFormat,
+        hostIo);
   }
 
   /** These options with this L2 cache capacity in bytes (-1: QEMU's default). */
@@ -86,7 +99,8 @@ public record ChainOptions(
         allowDirs,
         unsafeBacking,
         probeBackingFormat,
-        topFormat);
+        topFormat,
+        hostIo);
   }
 
   /**
@@ -95,7 +109,7 @@ public record ChainOptions(
    */
   public ChainOptions withNames(List<Path> dirs, boolean unsafe, boolean probe) {
     return new ChainOptions(
-        maxDepth, l2CacheBytes, snapshot, forceShare, dirs, unsafe, probe, topFormat);
+        maxDepth, l2CacheBytes, snapshot, forceShare, dirs, unsafe, probe, topFormat, hostIo);
   }
 
   /** These options with the top image's format. */
@@ -108,6 +122,21 @@ public record ChainOptions(
         allowDirs,
         unsafeBacking,
         probeBackingFormat,
-        format);
+        format,
+        hostIo);
+  }
+
+  /** These options with another way of opening and reading host files. */
+  public ChainOptions withHostIo(HostFileOptions io) {
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat,
+        io);
   }
 }

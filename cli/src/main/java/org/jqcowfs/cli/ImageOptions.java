@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.io.HostFileOptions;
 import picocli.CommandLine;
 import picocli.CommandLine.Option;
 
@@ -44,11 +45,28 @@ final class ImageOptions {
               + " name any file). Only for images you trust.")
   boolean probeBackingFormat;
 
+  // Read policies, each on by default; off only to measure it (docs/performance.md).
+  @Option(names = "--no-direct-reads", hidden = true)
+  boolean noDirectReads;
+
+  @Option(names = "--no-mapped-reads", hidden = true)
+  boolean noMappedReads;
+
+  @Option(names = "--no-linux-aio", hidden = true)
+  boolean noLinuxAio;
+
   /** {@code options} with these choices applied. */
   ChainOptions apply(ChainOptions options) {
+    HostFileOptions io = options.hostIo();
     return options
         .withForceShare(forceShare)
-        .withNames(allowDirs, unsafeBacking, probeBackingFormat);
+        .withNames(allowDirs, unsafeBacking, probeBackingFormat)
+        .withHostIo(
+            new HostFileOptions(
+                io.writable(),
+                io.directReads() && !noDirectReads,
+                io.mappedReads() && !noMappedReads,
+                io.linuxAio() && !noLinuxAio));
   }
 
   /** picocli converter for {@code --format}: qcow2 or raw, as qemu-img spells them. */

@@ -2,70 +2,24 @@ package org.jqcowfs.io;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
-import java.nio.file.Files;
-import java.nio.file.LinkOption;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
-import java.util.concurrent.locks.ReadWriteLock;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
- * A file opened read-only for positional reads (never a shared file position). Every read is
- * checked against the file's current length: a read past the end is an error, never zeros.
- * Thread-safe.
- *
- * <p>Reads of data the page cache does not hold go around it when they can ({@link
- * #DIRECT_ALIGNMENT}-aligned file offset and direct buffer, whole pages, Linux 6.5's {@code
- * cachestat} to ask, and a file that opens with {@code O_DIRECT}): the disk writes straight into
- * the caller's buffer, which a reader reuses, instead of into fresh page-cache pages that are then
- * copied once more (each fresh page costs this VM a host fault). Data the cache holds ({@link
- * #warm}) is read through it. {@code -Djqcowfs.directReads=false} turns it off; the figures are in
- * docs/decisions/direct-reads-and-aio.md.
+ * A file on the host that holds an image's bytes: positional reads and writes, durability, holes.
+ * Implementations are thread-safe; reads and writes at different offsets may run at once. Offsets
+ * and lengths are in bytes.
  */
-public final class HostFile implements AutoCloseable {
-  private static final Logger LOG = LoggerFactory.getLogger(HostFile.class);
+public interface HostFile extends AutoCloseable {
 
   /**
    * Alignment in bytes of the file offset, length and buffer address of a read that may bypass the
    * page cache: 4 KiB, a multiple of every logical block size O_DIRECT asks for (512 or 4096).
    */
-  public static final int DIRECT_ALIGNMENT = 4096;
+  int DIRECT_ALIGNMENT = 4096;
 
-  /**
-   * Whether files opened from now on may be read around the page cache ({@code
-   * -Djqcowfs.directReads}, default true).
-   */
-  private static volatile boolean directReads =
-      !"false".equals(System.getProperty("jqcowfs.directReads"));
-
-  /**
-   * How far past a cached range the cache must hold the file too for the range to be read through
-   * it, in bytes: beyond the kernel's readahead (twice {@code read_ahead_kb}, 8 MiB here).
-   */
-  static final long WARM_PROBE_BYTES = 64L << 20;
-
-  /** The page size in bytes: {@code cachestat} counts pages. */
-  private static final long PAGE_BYTES = Posix.getpagesize();
-
-  /**
-   * Whether {@link #mapCached} maps cached ranges ({@code -Djqcowfs.mappedReads}, default true);
-   * when false it always answers null.
-   */
-  private static final boolean MAPPED_READS =
-      !"false".equals(System.getProperty("jqcowfs.mappedReads"));
-
-  /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
-  private static volatile boolean noCachestat;
-
-  /**
-   * Sees every read a {@code HostFile} issues to the operating system, just before it is issued.
-   * For tests (the hostile-image corpus checks that no read falls outside the file) and tracing.
-   */
+  /** Sees every read a host file issues to the operating system, just before it is issued. */
   @FunctionalInterface
-  public interface ReadObserver {
+  interface ReadObserver {
     /**
      * @param path the file read
      * @param position host offset of the read, in bytes
@@ -74,94 +28,40 @@ public final class HostFile implements AutoCloseable {
     void read(Path path, long position, long bytes);
   }
 
-  private static volatile ReadObserver observer;
+  /** Opens {@code path} read-only with the default read policies ({@link PosixHostFile#open}). */
+  static HostFile open(Path path) throws IOException {
+    return PosixHostFile.open(path, HostFileOptions.DEFAULT);
+  }
 
-  private final Path path;
-  private final FileChannel channel;
-
-  /**
-   * A descriptor of our own (not the channel's), opened at first use: {@code lseek}, {@code fstat},
-   * {@code cachestat} and {@code mmap} ({@link #mapCached} holds {@link #fdLock}'s read lock).
-   */
-  private volatile int ownFd = -1;
-
-  private boolean closed; // guarded by this
-
-  /** The file opened with {@code O_DIRECT}, or null ({@link #openDirect}). */
-  private final FileChannel directChannel;
-
-  /**
-   * The file opened with {@code O_DIRECT} as a descriptor of our own, for {@link #readRanges}'s
-   * Linux AIO batches; -1 when there is none. Guarded by {@link #fdLock}.
-   */
-  private volatile int directFd;
-
-  /**
-   * Held for reading while a descriptor number is in use by a call that must not land on another
-   * file (an AIO batch in flight on {@link #directFd}, an {@code mmap} of {@link #ownFd}); {@link
-   * #close} closes both under the write lock, so it never frees a number under such a call (a
-   * reused number would read or map another file).
-   */
-  private final ReadWriteLock fdLock = new ReentrantReadWriteLock();
-
-  /** A direct read of this file failed: never try again. */
-  private volatile boolean noDirect;
-
-  private HostFile(Path path, FileChannel channel, FileChannel directChannel, int directFd) {
-    this.path = path;
-    this.channel = channel;
-    this.directChannel = directChannel;
-    this.directFd = directFd;
+  /** Opens {@code path} as {@code options} say ({@link PosixHostFile#open}). */
+  static HostFile open(Path path, HostFileOptions options) throws IOException {
+    return PosixHostFile.open(path, options);
   }
 
   /**
-   * Opens a regular file read-only. Directories, FIFOs, sockets and devices other than block
-   * devices are refused before any blocking open.
-   *
-   * @throws IOException if the file is missing, not a regular file or block device, or unreadable
+   * Installs {@code o} (or none, with null) as the observer of every read of every file: for tests
+   * (the hostile-image corpus checks that no read falls outside the file) and tracing.
    */
-  public static HostFile open(Path path) throws IOException {
-    if (!Files.exists(path)) {
-      throw new java.nio.file.NoSuchFileException(path.toString(), null, "no such file");
-    }
-    if (Files.isDirectory(path)) {
-      throw new IOException(path + ": is a directory");
-    }
-    if (!Files.isRegularFile(path) && !isBlockDevice(path)) {
-      throw new IOException(path + ": not a regular file or block device");
-    }
-    FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
-    FileChannel direct = openDirect(path);
-    int directFd =
-        direct != null && LinuxAio.available()
-            ? Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
-            : -1;
-    return new HostFile(path, channel, direct, directFd); // open gives -1 on failure
+  static void observeReads(ReadObserver o) {
+    PosixHostFile.observeReads(o);
   }
 
-  private static boolean isBlockDevice(Path path) {
-    try {
-      Object mode = Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
-      return mode instanceof Integer m && (m & 0170000) == 0060000;
-    } catch (IOException | UnsupportedOperationException e) {
-      return false;
-    }
-  }
-
-  /** Installs {@code o} (or none, with null) as the observer of every read of every file. */
-  public static void observeReads(ReadObserver o) {
-    observer = o;
+  /**
+   * A direct buffer of capacity {@code bytes} whose first byte is {@link
+   * #DIRECT_ALIGNMENT}-aligned, so that reads into it may go around the page cache.
+   */
+  static ByteBuffer alignedBuffer(int bytes) {
+    int rounded = (bytes + DIRECT_ALIGNMENT - 1) & -DIRECT_ALIGNMENT;
+    return ByteBuffer.allocateDirect(rounded + DIRECT_ALIGNMENT)
+        .alignedSlice(DIRECT_ALIGNMENT)
+        .slice(0, bytes);
   }
 
   /** The path the file was opened from. */
-  public Path path() {
-    return path;
-  }
+  Path path();
 
   /** The file's current length in bytes. */
-  public long length() throws IOException {
-    return channel.size();
-  }
+  long length() throws IOException;
 
   /**
    * Reads exactly {@code dst.remaining()} bytes at {@code position}.
@@ -169,380 +69,65 @@ public final class HostFile implements AutoCloseable {
    * @throws IOException if the range runs past the end of the file (naming the range), or on an I/O
    *     error
    */
-  public void readFully(ByteBuffer dst, long position) throws IOException {
-    long length = length();
-    checkRange(position, dst.remaining(), length);
-    readLoop(dst, position, length, false);
-  }
-
-  /**
-   * Reads {@code dst}'s remaining bytes at {@code position}, through the page cache when {@code
-   * cached}, else as {@link #read} decides; each read is shown to the {@link ReadObserver} first.
-   */
-  private void readLoop(ByteBuffer dst, long position, long length, boolean cached)
-      throws IOException {
-    long pos = position;
-    ReadObserver o = observer;
-    while (dst.hasRemaining()) {
-      if (o != null) {
-        o.read(path, pos, dst.remaining());
-      }
-      int n = cached ? channel.read(dst, pos) : read(dst, pos, length);
-      if (n < 0) {
-        throw new IOException(path + ": unexpected end of file at 0x" + Long.toHexString(pos));
-      }
-      pos += n;
-    }
-  }
-
-  /**
-   * Reads, of the ranges {@code dsts[i]} (their remaining bytes) at file offsets {@code
-   * positions[i]}, those made of whole aligned pages (as {@link #readFully} reads around the page
-   * cache), each in full, on the calling thread: the ones the page cache does not hold (see {@link
-   * #warm}) with Linux AIO batches ({@link LinuxAio}) of at most {@link LinuxAio#MAX_BATCH} reads,
-   * the ones it holds copied from it. The others, and any whose direct read fails, are left
-   * untouched for the caller to read with {@link #readFully}, on threads of its own if it likes.
-   * Nothing is read when fewer than two ranges qualify, or when this file has no AIO descriptor.
-   *
-   * @return for each range, whether it was read (its buffer's position is then its limit)
-   * @throws IOException if a range runs past the end of the file (naming the range), before any
-   *     read; or if a read through the page cache fails
-   */
-  public boolean[] readRanges(ByteBuffer[] dsts, long[] positions) throws IOException {
-    int n = dsts.length;
-    boolean[] done = new boolean[n];
-    if (directFd < 0 || noDirect || noCachestat || n < 2 || !LinuxAio.available()) {
-      return done;
-    }
-    long length = length();
-    int[] picked = new int[n];
-    int[] cached = new int[n];
-    int m = 0;
-    int c = 0;
-    for (int i = 0; i < n; i++) {
-      int bytes = dsts[i].remaining();
-      checkRange(positions[i], bytes, length);
-      if (bytes > 0
-          && (bytes & (DIRECT_ALIGNMENT - 1)) == 0
-          && directPossible(dsts[i], positions[i])) {
-        if (warm(positions[i], bytes, length)) {
-          cached[c++] = i;
-        } else {
-          picked[m++] = i;
-        }
-      }
-    }
-    if (m + c < 2) {
-      return done;
-    }
-    // Asked once: the cached ranges are not asked about again by readFully.
-    for (int k = 0; k < c; k++) {
-      readLoop(dsts[cached[k]], positions[cached[k]], length, true);
-      done[cached[k]] = true;
-    }
-    if (m == 0) {
-      return done;
-    }
-    ByteBuffer[] batch = new ByteBuffer[Math.min(m, LinuxAio.MAX_BATCH)];
-    long[] batchPositions = new long[batch.length];
-    long[] results = new long[batch.length];
-    ReadObserver o = observer;
-    for (int from = 0; from < m; from += batch.length) {
-      int count = Math.min(batch.length, m - from);
-      for (int j = 0; j < count; j++) {
-        batch[j] = dsts[picked[from + j]];
-        batchPositions[j] = positions[picked[from + j]];
-        if (o != null) {
-          o.read(path, batchPositions[j], batch[j].remaining());
-        }
-      }
-      fdLock.readLock().lock();
-      try {
-        if (directFd < 0) {
-          throw new java.nio.channels.ClosedChannelException();
-        }
-        LinuxAio.read(directFd, batch, batchPositions, count, results);
-      } finally {
-        fdLock.readLock().unlock();
-      }
-      for (int j = 0; j < count; j++) {
-        if (results[j] == batch[j].remaining()) {
-          batch[j].position(batch[j].limit());
-          done[picked[from + j]] = true;
-        } else if (results[j] < 0 && results[j] != Long.MIN_VALUE) {
-          noDirect = true;
-          LOG.debug(
-              "{}: direct read at {} failed (errno {}), reading through the page cache",
-              path,
-              batchPositions[j],
-              -results[j]);
-        }
-      }
-    }
-    return done;
-  }
-
-  /**
-   * The {@code length} bytes at {@code position}, mapped read-only from the page cache when it
-   * holds every page of them ({@code cachestat}); null when it does not, when that cannot be told,
-   * when mapping is off ({@code -Djqcowfs.mappedReads=false}) or when {@code mmap} fails: the
-   * caller then reads the range. The caller closes the view (see {@link CachedView} for the rules).
-   * Shown to the {@link ReadObserver} as a read.
-   *
-   * <p>Mapping a cached MiB and unmapping it takes 30-48 us on this machine, reading it into a
-   * buffer 150 us ({@code pread} against {@code mmap(MAP_POPULATE)} and {@code munmap}, 2000 MiB of
-   * the plain OS bench image, the higher figure with another thread of the process running).
-   *
-   * @throws IOException if the range runs past the end of the file (naming the range)
-   */
-  public CachedView mapCached(long position, int length) throws IOException {
-    if (!MAPPED_READS || noCachestat || length <= 0) {
-      return null;
-    }
-    checkRange(position, length, length());
-    if (!allCached(position, length) || noCachestat) {
-      return null;
-    }
-    ReadObserver o = observer;
-    if (o != null) {
-      o.read(path, position, length);
-    }
-    long start = position - position % PAGE_BYTES;
-    long bytes = position + length - start;
-    fdLock.readLock().lock();
-    try {
-      long mapping =
-          Posix.mmap(bytes, Posix.PROT_READ, Posix.MAP_SHARED | Posix.MAP_POPULATE, fd(), start);
-      if (mapping == Posix.MAP_FAILED) {
-        LOG.debug("{}: mmap of {} bytes at {} failed: errno {}", path, bytes, start, Posix.errno());
-        return null;
-      }
-      return new CachedView(mapping, bytes, (int) (position - start), length);
-    } finally {
-      fdLock.readLock().unlock();
-    }
-  }
-
-  private void checkRange(long position, long want, long length) throws IOException {
-    if (position < 0 || position > length || want > length - position) {
-      throw new IOException(
-          path
-              + ": read of "
-              + want
-              + " bytes at "
-              + "0x"
-              + Long.toHexString(position)
-              + " runs past the end of the file ("
-              + "0x"
-              + Long.toHexString(length)
-              + ")");
-    }
-  }
-
-  /**
-   * A direct buffer of capacity {@code bytes} whose first byte is {@link
-   * #DIRECT_ALIGNMENT}-aligned, so that reads into it may go around the page cache.
-   */
-  public static ByteBuffer alignedBuffer(int bytes) {
-    int rounded = (bytes + DIRECT_ALIGNMENT - 1) & -DIRECT_ALIGNMENT;
-    return ByteBuffer.allocateDirect(rounded + DIRECT_ALIGNMENT)
-        .alignedSlice(DIRECT_ALIGNMENT)
-        .slice(0, bytes);
-  }
-
-  /** Turns reads around the page cache on or off for files opened from now on (tests). */
-  static void directReads(boolean on) {
-    directReads = on;
-  }
-
-  /**
-   * One positional read: around the page cache when {@link #directPossible} and the range is not
-   * {@link #warm}, through it otherwise, and whenever a direct read fails: an error then comes from
-   * the ordinary read of the same range, and this file is read through the cache from then on.
-   */
-  private int read(ByteBuffer dst, long pos, long fileLength) throws IOException {
-    // The whole pages of the range; a tail shorter than a page (a file that ends mid-page) is read
-    // through the cache by the next call.
-    int pages = dst.remaining() & -DIRECT_ALIGNMENT;
-    FileChannel direct = directChannel;
-    if (direct != null && pages > 0 && directPossible(dst, pos) && !warm(pos, pages, fileLength)) {
-      int start = dst.position();
-      int limit = dst.limit();
-      try {
-        return direct.read(dst.limit(start + pages), pos);
-      } catch (IOException e) {
-        noDirect = true;
-        dst.position(start);
-        LOG.debug("{}: direct read at {} failed, reading through the page cache", path, pos, e);
-      } finally {
-        dst.limit(limit);
-      }
-    }
-    return channel.read(dst, pos);
-  }
-
-  private boolean directPossible(ByteBuffer dst, long pos) {
-    return !noDirect
-        && !noCachestat
-        && dst.isDirect()
-        && (pos & (DIRECT_ALIGNMENT - 1)) == 0
-        && dst.alignmentOffset(dst.position(), DIRECT_ALIGNMENT) == 0;
-  }
-
-  /**
-   * Whether {@code [pos, pos + bytes)} is to be read through the page cache: the cache holds all of
-   * it, and also the page {@link #WARM_PROBE_BYTES} past its end (when the file reaches that far),
-   * as it does for a file someone has read or is reading. Readahead alone does not reach that far:
-   * the header and table reads at open, and a probe of the format, leave readahead marks behind
-   * them, and a cached range read through the cache that holds one starts the kernel's readahead
-   * further on, which caches the next ranges in full, and so on to the end of the file. A cold
-   * {@code dd} of the in-order bench image went through the page cache that way in 3 of 4 runs
-   * (4.3-7.3 s and the whole image cached, against 2.7 s and 8 MiB).
-   */
-  private boolean warm(long pos, long bytes, long fileLength) throws IOException {
-    if (!allCached(pos, bytes)) {
-      return false;
-    }
-    long probe = pos + bytes + WARM_PROBE_BYTES;
-    return probe + PAGE_BYTES > fileLength || allCached(probe - probe % PAGE_BYTES, PAGE_BYTES);
-  }
-
-  /**
-   * Whether the page cache holds every page of {@code [pos, pos + bytes)} ({@code cachestat}); true
-   * when that cannot be told.
-   */
-  private boolean allCached(long pos, long bytes) throws IOException {
-    long cached = Posix.cachedPages(fd(), pos, bytes);
-    if (cached < 0) {
-      int errno = Posix.errno();
-      if (errno == Posix.ENOSYS) {
-        LOG.debug("no cachestat (Linux before 6.5): reads go through the page cache");
-        noCachestat = true;
-      }
-      return true;
-    }
-    return cached * PAGE_BYTES >= bytes;
-  }
-
-  /**
-   * The file opened with {@code O_DIRECT}, when direct reads are on and the file system takes it;
-   * else null (tmpfs before Linux 6.6, some FUSE file systems). Opened with the file, so that a
-   * daemon's descriptors do not change under load.
-   */
-  private static FileChannel openDirect(Path path) {
-    if (!directReads) {
-      return null;
-    }
-    try {
-      return FileChannel.open(
-          path, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
-    } catch (IOException | UnsupportedOperationException e) {
-      return null;
-    }
-  }
+  void readFully(ByteBuffer dst, long position) throws IOException;
 
   /**
    * Reads up to {@code dst.remaining()} bytes at {@code position}, stopping at the end of the file.
    *
    * @return the number of bytes read
    */
-  public int readUpTo(ByteBuffer dst, long position) throws IOException {
-    long length = length();
-    if (position >= length) {
-      return 0;
-    }
-    int before = dst.position();
-    int limit = dst.limit();
-    if (dst.remaining() > length - position) {
-      dst.limit(before + (int) (length - position));
-    }
-    try {
-      readFully(dst, position);
-    } finally {
-      dst.limit(limit);
-    }
-    return dst.position() - before;
-  }
+  int readUpTo(ByteBuffer dst, long position) throws IOException;
 
   /**
-   * {@code lseek(SEEK_DATA)}: the first offset at or after {@code offset} that holds data, or -1
-   * when there is none (ENXIO).
+   * Reads, of the ranges {@code dsts[i]} at {@code positions[i]}, those it can read together in one
+   * batch (Linux AIO around the page cache, or copies from it); the rest are left for the caller's
+   * {@link #readFully}.
+   *
+   * @return for each range, whether it was read (its buffer's position is then its limit)
+   * @throws IOException if a range runs past the end of the file, or a read fails
    */
-  public long seekData(long offset) throws IOException {
-    return seek(offset, Posix.SEEK_DATA);
-  }
+  boolean[] readRanges(ByteBuffer[] dsts, long[] positions) throws IOException;
 
   /**
-   * {@code lseek(SEEK_HOLE)}: the first offset at or after {@code offset} in a hole; the end of the
-   * file counts as a hole. -1 when {@code offset} is at or past the end (ENXIO).
+   * {@code [position, position + length)} as a read-only view of the page cache when the cache
+   * holds all of it; else null. The caller closes the view.
    */
-  public long seekHole(long offset) throws IOException {
-    return seek(offset, Posix.SEEK_HOLE);
-  }
+  CachedView mapCached(long position, int length) throws IOException;
+
+  /** The first offset at or after {@code offset} that holds data, or -1 (SEEK_DATA's ENXIO). */
+  long seekData(long offset) throws IOException;
+
+  /** The first offset at or after {@code offset} in a hole (the end counts), or -1 past the end. */
+  long seekHole(long offset) throws IOException;
 
   /** Bytes the file occupies on disk ({@code st_blocks * 512}). */
-  public long allocatedBytes() throws IOException {
-    long blocks = Posix.stBlocks(fd());
-    if (blocks < 0) {
-      throw new IOException(path + ": fstat failed: errno " + Posix.errno());
-    }
-    return blocks * 512;
-  }
+  long allocatedBytes() throws IOException;
 
-  private long seek(long offset, int whence) throws IOException {
-    long r = Posix.lseek(fd(), offset, whence);
-    if (r < 0) {
-      int errno = Posix.errno();
-      if (errno == Posix.ENXIO) {
-        return -1;
-      }
-      throw new IOException(
-          path + ": lseek(" + offset + ", " + whence + ") failed: errno " + errno);
-    }
-    return r;
-  }
+  /**
+   * Writes all of {@code src}'s remaining bytes at {@code position}, growing the file if needed.
+   * Not durable until {@link #flush}.
+   *
+   * @throws java.nio.channels.NonWritableChannelException if the file was opened read-only
+   * @throws IOException on an I/O error (ENOSPC included)
+   */
+  void write(ByteBuffer src, long position) throws IOException;
 
-  private int fd() throws IOException {
-    int fd = ownFd;
-    if (fd >= 0) {
-      return fd;
-    }
-    synchronized (this) {
-      if (closed) {
-        throw new java.nio.channels.ClosedChannelException();
-      }
-      if (ownFd < 0) {
-        int opened = Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC);
-        if (opened < 0) {
-          throw new IOException(path + ": open failed: errno " + Posix.errno());
-        }
-        ownFd = opened;
-      }
-      return ownFd;
-    }
-  }
+  /**
+   * Makes every completed write durable ({@code fdatasync}).
+   *
+   * @throws java.nio.channels.NonWritableChannelException if the file was opened read-only
+   */
+  void flush() throws IOException;
+
+  /**
+   * Deallocates {@code [position, position + length)}, which then reads as zeros; the length of the
+   * file is kept ({@code fallocate(PUNCH_HOLE | KEEP_SIZE)}).
+   *
+   * @throws java.nio.channels.NonWritableChannelException if the file was opened read-only
+   * @throws IOException if the file system cannot punch holes, or on an I/O error
+   */
+  void punchHole(long position, long length) throws IOException;
 
   @Override
-  public void close() throws IOException {
-    fdLock.writeLock().lock();
-    try {
-      synchronized (this) {
-        closed = true;
-        if (ownFd >= 0) {
-          Posix.close(ownFd);
-          ownFd = -1;
-        }
-      }
-      if (directFd >= 0) {
-        Posix.close(directFd);
-        directFd = -1;
-      }
-    } finally {
-      fdLock.writeLock().unlock();
-    }
-    if (directChannel != null) {
-      directChannel.close();
-    }
-    channel.close();
-  }
+  void close() throws IOException;
 }

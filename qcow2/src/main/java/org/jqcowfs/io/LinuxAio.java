@@ -17,7 +17,7 @@ import org.slf4j.LoggerFactory;
  * also plugs the batch's requests and tells the disk once. Thread-safe: each batch uses an AIO
  * context of its own from a small pool.
  *
- * <p>{@code -Djqcowfs.linuxAio=false} reads with a thread per read instead; the figures are in
+ * <p>{@link HostFileOptions#linuxAio} off reads with a thread per read instead; the figures are in
  * docs/decisions/direct-reads-and-aio.md.
  */
 final class LinuxAio {
@@ -44,11 +44,10 @@ final class LinuxAio {
   private static final AtomicInteger CONTEXTS = new AtomicInteger();
 
   /**
-   * No batches in this process: {@code -Djqcowfs.linuxAio=false}, a CPU without known numbers, or
-   * io_setup failed for good (a kernel without AIO).
+   * No batches in this process: a CPU without known numbers, or io_setup failed for good (a kernel
+   * without AIO).
    */
-  private static volatile boolean unavailable =
-      NR == null || "false".equals(System.getProperty("jqcowfs.linuxAio"));
+  private static volatile boolean unavailable = NR == null;
 
   /** Reads that completed in full through a batch, since the process started. */
   private static final LongAdder COMPLETED_READS = new LongAdder();

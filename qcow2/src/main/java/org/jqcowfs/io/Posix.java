@@ -22,6 +22,9 @@ import java.nio.charset.StandardCharsets;
  */
 public final class Posix {
   public static final int O_RDONLY = 0;
+  public static final int O_RDWR = 2;
+  public static final int FALLOC_FL_KEEP_SIZE = 1;
+  public static final int FALLOC_FL_PUNCH_HOLE = 2;
 
   /** {@code O_DIRECT}: 040000 on x86_64, 0200000 on aarch64. */
   public static final int O_DIRECT =
@@ -74,6 +77,7 @@ public final class Posix {
   private static final NativeFunction GETPAGESIZE = libc("getpagesize", INT);
   private static final NativeFunction MMAP =
       libc("mmap", POINTER, POINTER, LONG, INT, INT, INT, LONG);
+  private static final NativeFunction FALLOCATE = libc("fallocate", INT, INT, INT, LONG, LONG);
   private static final NativeFunction MUNMAP = libc("munmap", INT, POINTER, LONG);
 
   /** {@code long syscall(long number, ...)}: variadic after the number; five arguments passed. */
@@ -112,6 +116,12 @@ public final class Posix {
     } finally {
       MEMORY.freeMemory(buf);
     }
+  }
+
+  /** {@code fallocate(fd, mode, offset, len)}: 0, or -1. */
+  public static int fallocate(int fd, int mode, long offset, long length) {
+    return (int)
+        INVOKER.invokeN4(FALLOCATE.context(), FALLOCATE.address(), fd, mode, offset, length);
   }
 
   /** {@code close(fd)}: 0, or -1. */

@@ -23,7 +23,7 @@ final class Qcow2Opener {
 
   /** As {@link Qcow2Image#open(Path, Qcow2Options)}. */
   static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
-    HostFile file = HostFile.open(path);
+    HostFile file = HostFile.open(path, options.hostIo());
     HostFile dataFile = null;
     try {
       Header h = readHeader(file);
@@ -70,7 +70,7 @@ final class Qcow2Opener {
                 : NamePolicy.confinedTo(List.of(NamePolicy.directoryOf(path)));
         Path dataPath = names.resolve(path, h.dataFileName(), "external data file");
         try {
-          dataFile = HostFile.open(dataPath);
+          dataFile = HostFile.open(dataPath, options.hostIo());
         } catch (IOException e) {
           throw new ImageFormatException(
               path, "external data file '" + h.dataFileName() + "': " + e.getMessage());

@@ -1,6 +1,7 @@
 package org.jqcowfs.qcow2;
 
 import org.jqcowfs.image.NamePolicy;
+import org.jqcowfs.io.HostFileOptions;
 
 /**
  * How to open a qcow2 image.
@@ -11,13 +12,16 @@ import org.jqcowfs.image.NamePolicy;
  *     the active image
  * @param names which files an external data file name may reach; null: the image's own directory
  *     and below ({@link NamePolicy#confinedTo})
+ * @param hostIo how the image file and its data file are opened and read
  */
-public record Qcow2Options(long l2CacheBytes, String snapshot, NamePolicy names) {
+public record Qcow2Options(
+    long l2CacheBytes, String snapshot, NamePolicy names, HostFileOptions hostIo) {
   /** The defaults: QEMU's cache size, the active image, names confined to the image's directory. */
-  public static final Qcow2Options DEFAULT = new Qcow2Options(-1, null, null);
+  public static final Qcow2Options DEFAULT =
+      new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT);
 
   /** These options with another snapshot (null: the active image). */
   public Qcow2Options withSnapshot(String idOrName) {
-    return new Qcow2Options(l2CacheBytes, idOrName, names);
+    return new Qcow2Options(l2CacheBytes, idOrName, names, hostIo);
   }
 }

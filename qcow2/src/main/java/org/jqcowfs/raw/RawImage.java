@@ -7,6 +7,7 @@ import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.io.CachedView;
 import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
@@ -25,13 +26,18 @@ public final class RawImage implements Image {
     this.size = (fileLength + 511) & ~511L;
   }
 
+  /** Opens a raw image read-only with the default read policies. */
+  public static RawImage open(Path path) throws IOException {
+    return open(path, HostFileOptions.DEFAULT);
+  }
+
   /**
-   * Opens a raw image read-only.
+   * Opens a raw image as {@code hostIo} says.
    *
    * @throws IOException if the file is missing, not a regular file or block device, or unreadable
    */
-  public static RawImage open(Path path) throws IOException {
-    HostFile f = HostFile.open(path);
+  public static RawImage open(Path path, HostFileOptions hostIo) throws IOException {
+    HostFile f = HostFile.open(path, hostIo);
     try {
       return new RawImage(f, f.length());
     } catch (IOException | RuntimeException e) {

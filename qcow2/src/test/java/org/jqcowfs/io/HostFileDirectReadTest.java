@@ -14,7 +14,6 @@ import java.util.List;
 import java.util.Random;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.testing.Qemu;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -35,7 +34,6 @@ class HostFileDirectReadTest {
   /** 8 MiB of data in one qcow2 image (contiguous host clusters), out of the page cache. */
   @BeforeEach
   void image() throws Exception {
-    HostFile.directReads(true);
     Qemu.img(dir, "create", "-q", "-f", "qcow2", "a.qcow2", "8M");
     Qemu.io(dir, "a.qcow2", "write -q -P 0x5a 0 3M", "write -q -P 0xa5 3M 5M");
     image = dir.resolve("a.qcow2");
@@ -152,11 +150,6 @@ class HostFileDirectReadTest {
       q.read(buf, 2 * MIB);
       assertArrayEquals(Arrays.copyOfRange(want, 2 * MIB, 8 * MIB), bytes(buf.flip()));
     }
-  }
-
-  @AfterEach
-  void defaults() {
-    HostFile.directReads(!"false".equals(System.getProperty("jqcowfs.directReads")));
   }
 
   private static byte[] bytes(ByteBuffer b) {

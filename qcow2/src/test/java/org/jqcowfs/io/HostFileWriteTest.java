@@ -1,0 +1,51 @@
+package org.jqcowfs.io;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.NonWritableChannelException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@link PosixHostFile}'s write side: what it writes, Java reads; punched holes read as zeros. */
+class HostFileWriteTest {
+  private static final int MIB = 1 << 20;
+
+  @TempDir Path dir;
+
+  @Test
+  void writesGrowTheFileAndPunchedHolesReadAsZeros() throws IOException {
+    Path path = dir.resolve("f");
+    Files.write(path, new byte[0]);
+    byte[] data = new byte[2 * MIB];
+    Arrays.fill(data, (byte) 0x5a);
+    try (HostFile f = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+      f.write(ByteBuffer.wrap(data), MIB);
+      f.flush();
+      assertEquals(3 * MIB, f.length());
+      f.punchHole(MIB, MIB);
+      assertEquals(2 * MIB, f.seekData(0), "the punched MiB and the unwritten one are holes");
+      assertEquals(3 * MIB, f.length(), "punching keeps the length");
+    }
+    byte[] want = new byte[3 * MIB];
+    Arrays.fill(want, 2 * MIB, 3 * MIB, (byte) 0x5a);
+    assertArrayEquals(want, Files.readAllBytes(path));
+  }
+
+  @Test
+  void aReadOnlyFileRefusesWrites() throws IOException {
+    Path path = dir.resolve("ro");
+    Files.write(path, new byte[4096]);
+    try (HostFile f = HostFile.open(path)) {
+      assertThrows(NonWritableChannelException.class, () -> f.write(ByteBuffer.allocate(1), 0));
+      assertThrows(NonWritableChannelException.class, f::flush);
+      assertThrows(NonWritableChannelException.class, () -> f.punchHole(0, 4096));
+    }
+  }
+}
