@@ -142,28 +142,19 @@ public final class BackingChain implements Image {
    * @param maxLength most bytes to cover
    * @throws IOException from a layer's block status
    */
-  public ChainExtent chainStatus(long guestOffset, long maxLength) throws IOException {
+  public Extent chainStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, size());
     long n = Math.min(maxLength, size() - guestOffset);
     for (int depth = 0; ; depth++) {
       Extent e = layers.get(depth).blockStatus(guestOffset, n);
       n = e.length();
       if (e.allocated()) {
-        return new ChainExtent(
-            guestOffset,
-            n,
-            depth,
-            true,
-            e.zero(),
-            e.data(),
-            e.compressed(),
-            e.hostOffset(),
-            e.hostFile());
+        return e.atDepth(depth);
       }
       boolean bottom = depth + 1 == layers.size();
       if (bottom || guestOffset >= layers.get(depth + 1).size()) {
-        return new ChainExtent(
-            guestOffset, n, depth, false, true, false, false, e.hostOffset(), e.hostFile());
+        return new Extent(
+            guestOffset, n, false, false, true, false, e.hostOffset(), e.hostFile(), depth);
       }
       n = Math.min(n, layers.get(depth + 1).size() - guestOffset);
     }
@@ -175,7 +166,7 @@ public final class BackingChain implements Image {
    *
    * @throws IOException from block status, a damaged range ({@link DamagedRangeException}) too
    */
-  public List<ChainExtent> map(long guestOffset, long length) throws IOException {
+  public List<Extent> map(long guestOffset, long length) throws IOException {
     return map(
         guestOffset,
         length,
@@ -191,38 +182,24 @@ public final class BackingChain implements Image {
    * @param onDamage told each damaged range, in guest order; it may throw to stop the walk
    * @throws IOException from block status (other than a damaged range), or from {@code onDamage}
    */
-  public List<ChainExtent> map(long guestOffset, long length, DamageHandler onDamage)
+  public List<Extent> map(long guestOffset, long length, DamageHandler onDamage)
       throws IOException {
-    List<ChainExtent> out = new ArrayList<>();
+    Extent.Merger merger = new Extent.Merger();
     long end = guestOffset + length;
-    ChainExtent current = null;
     for (long pos = guestOffset; pos < end; ) {
-      ChainExtent next;
+      Extent next;
       try {
         next = chainStatus(pos, end - pos);
       } catch (DamagedRangeException d) {
         onDamage.damaged(d);
-        if (current != null) {
-          out.add(current);
-          current = null;
-        }
+        merger.cut();
         pos = skip(d, pos);
         continue;
       }
+      merger.add(next);
       pos = next.end();
-      if (current != null && current.mergeableWith(next)) {
-        current = current.extendBy(next.length());
-      } else {
-        if (current != null) {
-          out.add(current);
-        }
-        current = next;
-      }
     }
-    if (current != null) {
-      out.add(current);
-    }
-    return out;
+    return merger.finish();
   }
 
   /** Told of a damaged range met by a walk over the disk. */
@@ -247,21 +224,12 @@ public final class BackingChain implements Image {
 
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
-    ChainExtent c = chainStatus(guestOffset, maxLength);
-    return new Extent(
-        c.start(),
-        c.length(),
-        c.present(),
-        c.data(),
-        c.zero(),
-        c.compressed(),
-        c.offset(),
-        c.file());
+    return chainStatus(guestOffset, maxLength);
   }
 
   /**
    * {@code lseek(SEEK_DATA)}: the first offset at or after {@code offset} where the chain holds
-   * data that does not read as zero ({@link ChainExtent#readsAsData}; QEMU's FUSE export, {@code
+   * data that does not read as zero ({@link Extent#readsAsData}; QEMU's FUSE export, {@code
    * fuse_lseek}, also takes preallocated zeros for data). A damaged range counts as data that
    * cannot be read: a walk that reaches one stops there, and a search from inside one fails. The
    * walk is a scan: the L2 tables it reads are not cached ({@link L2Cache#scan}).
@@ -276,7 +244,7 @@ public final class BackingChain implements Image {
 
   private long findData(long offset) throws IOException {
     for (long pos = offset; pos < size(); ) {
-      ChainExtent e;
+      Extent e;
       try {
         e = chainStatus(pos, Long.MAX_VALUE);
       } catch (DamagedRangeException d) {
@@ -296,8 +264,8 @@ public final class BackingChain implements Image {
 
   /**
    * {@code lseek(SEEK_HOLE)}: the first offset at or after {@code offset} that reads as zero
-   * ({@link ChainExtent#readsAsData}: zero clusters, unallocated ranges, preallocated host holes),
-   * or {@link #size()}. A damaged range counts as data (never as a hole, which a copy would skip as
+   * ({@link Extent#readsAsData}: zero clusters, unallocated ranges, preallocated host holes), or
+   * {@link #size()}. A damaged range counts as data (never as a hole, which a copy would skip as
    * zeros), and a search from inside one fails. The walk is a scan, as {@link #seekData}'s.
    *
    * @return the offset, or -1 for ENXIO ({@code offset > size()})
@@ -309,7 +277,7 @@ public final class BackingChain implements Image {
 
   private long findHole(long offset) throws IOException {
     for (long pos = offset; pos < size(); ) {
-      ChainExtent e;
+      Extent e;
       try {
         e = chainStatus(pos, Long.MAX_VALUE);
       } catch (DamagedRangeException d) {
@@ -328,8 +296,8 @@ public final class BackingChain implements Image {
   }
 
   /**
-   * Bytes that read as data ({@link ChainExtent#readsAsData}), for {@code st_blocks}. Damaged
-   * ranges are not counted; each is handed to {@code onDamage}.
+   * Bytes that read as data ({@link Extent#readsAsData}), for {@code st_blocks}. Damaged ranges are
+   * not counted; each is handed to {@code onDamage}.
    *
    * @throws IOException from block status (other than a damaged range), or from {@code onDamage}
    */
@@ -355,7 +323,7 @@ public final class BackingChain implements Image {
       if (cancelled.getAsBoolean()) {
         return -1;
       }
-      ChainExtent e;
+      Extent e;
       try {
         e = chainStatus(pos, Long.MAX_VALUE);
       } catch (DamagedRangeException d) {

@@ -15,8 +15,8 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongConsumer;
 import org.jqcowfs.chain.BackingChain;
-import org.jqcowfs.chain.ChainExtent;
 import org.jqcowfs.image.DamagedRangeException;
+import org.jqcowfs.image.Extent;
 import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.Qcow2Image;
 
@@ -266,7 +266,7 @@ public final class Converter {
       boolean compressed = false;
       while (pos < size) {
         if (pos >= dataEnd) {
-          ChainExtent e;
+          Extent e;
           try {
             e = chain.chainStatus(pos, size - pos);
           } catch (DamagedRangeException d) {

@@ -22,6 +22,7 @@ import java.util.Locale;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.image.DamagedRangeException;
+import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.Qcow2Image;
@@ -807,7 +808,7 @@ class HostileImageTest {
             long data = chain.dataBytes(seen::add);
             assertEquals(1, seen.size(), "one damaged range");
             assertTrue(data >= 65536, "the good data is counted: " + data);
-            List<ChainExtent> map = chain.map(0, chain.size(), x -> {});
+            List<Extent> map = chain.map(0, chain.size(), x -> {});
             assertEquals(seen.get(0).end(), map.get(0).start(), "the map goes on after it");
             assertEquals(chain.size(), map.get(map.size() - 1).end());
             long next = chain.seekData(seen.get(0).end());

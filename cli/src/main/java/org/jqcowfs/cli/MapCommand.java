@@ -7,9 +7,9 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.chain.BackingChain;
-import org.jqcowfs.chain.ChainExtent;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.image.Extent;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -52,7 +52,7 @@ final class MapCommand implements Callable<Integer> {
     try (BackingChain chain =
         ChainOpener.open(
             image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
-      List<ChainExtent> map =
+      List<Extent> map =
           chain.map(
               0,
               chain.size(),
@@ -83,16 +83,16 @@ final class MapCommand implements Callable<Integer> {
             "Mapped to",
             "Kind",
             "File");
-        for (ChainExtent e : map) {
+        for (Extent e : map) {
           if (e.data()) {
             out.printf(
                 Locale.ROOT,
                 "%-16s%-16s%-16s%-12s%s%n",
                 "0x" + Long.toHexString(e.start()),
                 "0x" + Long.toHexString(e.length()),
-                e.offset() >= 0 ? "0x" + Long.toHexString(e.offset()) : "-",
+                e.hostOffset() >= 0 ? "0x" + Long.toHexString(e.hostOffset()) : "-",
                 e.compressed() ? "compressed" : e.zero() ? "zero" : "data",
-                e.file() != null ? e.file() : chain.layers().get(e.depth()).path());
+                e.hostFile() != null ? e.hostFile() : chain.layers().get(e.depth()).path());
           }
         }
       }
@@ -103,17 +103,17 @@ final class MapCommand implements Callable<Integer> {
   }
 
   /** One object in qemu-img's JSON map format (QEMU >= 8.2 keys, with "compressed"). */
-  static String json(ChainExtent e) {
+  static String json(Extent e) {
     StringBuilder b = new StringBuilder();
     b.append("{ \"start\": ").append(e.start());
     b.append(", \"length\": ").append(e.length());
     b.append(", \"depth\": ").append(e.depth());
-    b.append(", \"present\": ").append(e.present());
+    b.append(", \"present\": ").append(e.allocated());
     b.append(", \"zero\": ").append(e.zero());
     b.append(", \"data\": ").append(e.data());
     b.append(", \"compressed\": ").append(e.compressed());
-    if (e.offset() >= 0) {
-      b.append(", \"offset\": ").append(e.offset());
+    if (e.hostOffset() >= 0) {
+      b.append(", \"offset\": ").append(e.hostOffset());
     }
     return b.append("}").toString();
   }

@@ -70,8 +70,8 @@ public final class FlatFileSystem implements Closeable {
   }
 
   /**
-   * The bytes of a flat file that read as data ({@link org.jqcowfs.chain.ChainExtent#readsAsData}),
-   * for st_blocks. At first a bound that costs no walk: the layers' bytes on disk ({@link
+   * The bytes of a flat file that read as data ({@link org.jqcowfs.image.Extent#readsAsData}), for
+   * st_blocks. At first a bound that costs no walk: the layers' bytes on disk ({@link
    * BackingChain#hostBytes}), capped by the virtual size, which is enough for cp's {@code st_blocks
    * < st_size / 512} test for holes; exact once the background walk over block status has reached
    * the end of the disk. Thread-safe.

@@ -4,7 +4,6 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import org.jqcowfs.io.CachedView;
 import org.jqcowfs.io.HostFile;
@@ -94,26 +93,14 @@ public interface Image extends Closeable {
    * @throws IOException as {@link #blockStatus(long, long)}
    */
   default List<Extent> extents(long guestOffset, long length) throws IOException {
-    List<Extent> out = new ArrayList<>();
+    Extent.Merger merger = new Extent.Merger();
     long end = guestOffset + length;
-    long pos = guestOffset;
-    Extent current = null;
-    while (pos < end) {
+    for (long pos = guestOffset; pos < end; ) {
       Extent next = blockStatus(pos, end - pos);
+      merger.add(next);
       pos = next.end();
-      if (current != null && current.mergeableWith(next)) {
-        current = current.extendBy(next.length());
-      } else {
-        if (current != null) {
-          out.add(current);
-        }
-        current = next;
-      }
     }
-    if (current != null) {
-      out.add(current);
-    }
-    return out;
+    return merger.finish();
   }
 
   /**
