@@ -20,23 +20,26 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.jqcowfs.raw.RawImage;
+import org.jqcowfs.readahead.ReadAheadImage;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * The {@link Image} contract, one suite for every implementation: {@link RawImage}, {@link
- * Qcow2Image} and {@link BackingChain} (writable images will join it). Each is built by qemu-img
- * and qemu-io, and its answers are checked against {@code qemu-img convert -O raw} of the same
- * file: size, whole and random reads, reads from 8 threads at once, ranges outside the disk, and
- * block status that tiles the disk with extents whose zero ranges read as zeros.
+ * Qcow2Image}, {@link BackingChain} and the {@link ReadAheadImage} decorator (writable images will
+ * join it). Each is built by qemu-img and qemu-io, and its answers are checked against {@code
+ * qemu-img convert -O raw} of the same file: size, whole and random reads, reads from 8 threads at
+ * once, ranges outside the disk, and block status that tiles the disk with extents whose zero
+ * ranges read as zeros.
  */
 class ImageContractTest {
   /** The implementations under test and how each is opened from its file. */
   enum Kind {
     RAW,
     QCOW2,
-    CHAIN
+    CHAIN,
+    READ_AHEAD
   }
 
   record Subject(Image image, byte[] want) {}
@@ -52,7 +55,7 @@ class ImageContractTest {
         switch (kind) {
           case RAW -> Qemu.convertRaw(dir.resolve("top.qcow2"), dir.resolve("disk.raw"), null);
           case QCOW2 -> dir.resolve("base.qcow2");
-          case CHAIN -> dir.resolve("top.qcow2");
+          case CHAIN, READ_AHEAD -> dir.resolve("top.qcow2");
         };
     byte[] want =
         Files.readAllBytes(
@@ -62,6 +65,7 @@ class ImageContractTest {
           case RAW -> RawImage.open(file);
           case QCOW2 -> Qcow2Image.open(file);
           case CHAIN -> ChainOpener.open(file);
+          case READ_AHEAD -> new ReadAheadImage(ChainOpener.open(file), 8L << 20);
         };
     return new Subject(image, want);
   }
@@ -80,6 +84,20 @@ class ImageContractTest {
     try (Image image = s.image()) {
       assertEquals(s.want().length, image.size());
       assertArrayEquals(s.want(), read(image, 0, s.want().length));
+    }
+  }
+
+  @ParameterizedTest
+  @EnumSource(Kind.class)
+  void sequentialReadsInUnalignedPieces(Kind kind, @TempDir Path dir) throws Exception {
+    Subject s = open(kind, dir);
+    try (Image image = s.image()) {
+      int piece = 100_000 + 7;
+      for (int off = 0; off < s.want().length; off += piece) {
+        int len = Math.min(piece, s.want().length - off);
+        assertArrayEquals(
+            Arrays.copyOfRange(s.want(), off, off + len), read(image, off, len), "at " + off);
+      }
     }
   }
 

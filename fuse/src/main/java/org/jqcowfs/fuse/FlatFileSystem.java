@@ -14,6 +14,8 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.io.Closeables;
+import org.jqcowfs.readahead.ReadAheadImage;
+import org.jqcowfs.readahead.ReadAheadStream;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -53,6 +55,7 @@ public final class FlatFileSystem implements Closeable {
       String name,
       long inode,
       BackingChain chain,
+      ReadAheadImage readAhead,
       DataCount dataCount,
       long mtimeMillis,
       int uid,
@@ -204,6 +207,7 @@ public final class FlatFileSystem implements Closeable {
                 fileName,
                 ROOT_INODE + 1 + files.size(),
                 chain,
+                new ReadAheadImage(chain, KernelBackend.READ_AHEAD_KIB * 1024L),
                 dataCount,
                 mtime,
                 uid,
@@ -212,7 +216,7 @@ public final class FlatFileSystem implements Closeable {
       }
     } catch (IOException | RuntimeException e) {
       try {
-        Closeables.closeAll(files.stream().map(FlatFile::chain).toList());
+        Closeables.closeAll(files.stream().map(FlatFile::readAhead).toList());
       } catch (IOException suppressed) {
         e.addSuppressed(suppressed);
       }
@@ -309,12 +313,15 @@ public final class FlatFileSystem implements Closeable {
   /**
    * {@link #read} through {@code reader}, an open file's reader (which may have read ahead): into
    * {@code dst}, or lent to {@code payload} from a read-ahead window ({@link
-   * SequentialReader#read(ByteBuffer, long, ReplyPayload)}).
+   * ReadAheadStream#read(ByteBuffer, long, org.jqcowfs.readahead.Borrower)}).
    *
    * @throws IOException as {@link #read}
    */
-  int read(SequentialReader reader, ByteBuffer dst, long offset, ReplyPayload payload)
+  int read(ReadAheadStream reader, ByteBuffer dst, long offset, ReplyPayload payload)
       throws IOException {
+    if (offset < 0) {
+      throw new FuseException(Errno.EINVAL, "negative offset " + offset);
+    }
     return served(reader.read(dst, offset, payload));
   }
 
@@ -386,6 +393,6 @@ public final class FlatFileSystem implements Closeable {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
-    Closeables.closeAll(files.stream().map(FlatFile::chain).toList());
+    Closeables.closeAll(files.stream().map(FlatFile::readAhead).toList());
   }
 }

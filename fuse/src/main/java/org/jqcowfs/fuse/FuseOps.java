@@ -8,6 +8,7 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.jqcowfs.readahead.ReadAheadStream;
 
 /**
  * The FUSE operations of the read-only flat-file filesystem: each decodes its request body, asks
@@ -64,7 +65,7 @@ final class FuseOps {
   private final InvalInodeNotifier notifier;
 
   /** An open file: its reads, and the drop-behind of its page cache. */
-  private record Handle(SequentialReader reader, DropBehind dropBehind) {}
+  private record Handle(ReadAheadStream reader, DropBehind dropBehind) {}
 
   /** The open files by file handle (fuse_open_out.fh), from FUSE_OPEN to FUSE_RELEASE. */
   private final Map<Long, Handle> open = new ConcurrentHashMap<>();
@@ -260,7 +261,7 @@ final class FuseOps {
     open.put(
         fh,
         new Handle(
-            new SequentialReader(f),
+            f.readAhead().openStream(),
             new DropBehind((offset, length) -> notifier.invalInode(inode, offset, length))));
     out.putLong(0, fh).putInt(8, FOPEN_KEEP_CACHE | FOPEN_NOFLUSH).putInt(12, 0);
     return 16;
@@ -276,7 +277,7 @@ final class FuseOps {
     FlatFile f = fs.file(nodeid);
     int n = Math.min(length, out.capacity());
     Handle h = open.get(fh);
-    if (h == null || h.reader.file() != f) {
+    if (h == null || h.reader.image() != f.readAhead()) {
       return fs.read(f, out.limit(n), offset);
     }
     int read = fs.read(h.reader, out.limit(n), offset, payload);

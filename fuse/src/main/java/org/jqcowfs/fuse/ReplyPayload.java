@@ -3,6 +3,7 @@ package org.jqcowfs.fuse;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
+import org.jqcowfs.readahead.Borrower;
 
 /**
  * Where the payload of one worker's reply is: in the worker's reply buffer (the usual case), or in
@@ -11,7 +12,7 @@ import java.util.List;
  * Lent bytes are written with {@code writev} after the header, without a copy into the reply
  * buffer. Reused by its worker, one reply at a time; not thread-safe.
  */
-final class ReplyPayload {
+final class ReplyPayload implements Borrower {
   /** Most runs one reply may borrow. */
   static final int MAX_PARTS = 4;
 
@@ -24,7 +25,8 @@ final class ReplyPayload {
    *
    * @return false, lending nothing, when {@link #MAX_PARTS} runs are lent already
    */
-  boolean lend(ByteBuffer bytes, Runnable release) {
+  @Override
+  public boolean lend(ByteBuffer bytes, Runnable release) {
     if (parts.size() == MAX_PARTS) {
       return false;
     }
@@ -39,7 +41,8 @@ final class ReplyPayload {
   }
 
   /** Gives the lent runs back, if any; after this the payload is in the reply buffer again. */
-  void release() {
+  @Override
+  public void release() {
     parts.clear();
     for (Runnable r : releases) {
       r.run();

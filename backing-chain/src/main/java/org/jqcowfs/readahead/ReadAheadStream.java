@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.readahead;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -11,16 +11,16 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
-import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.jqcowfs.image.Image;
 import org.jqcowfs.io.CachedView;
 import org.jqcowfs.io.HostFile;
 
 /**
- * The reads of one open flat file, with read-ahead of its own once they run sequentially: while the
- * kernel waits for one READ, the next {@link #DEPTH} windows of {@link #WINDOW_BYTES} are read and
- * decompressed here, on {@link #PREFETCH} threads. The kernel's own readahead asks for only a few
- * READs at a time (128 KiB ones on a mount without root, where its readahead cannot be raised), and
- * O_DIRECT readers get none from it.
+ * The reads of one stream over an {@link ReadAheadImage} (one open file), with read-ahead of its
+ * own once they run sequentially: while the kernel waits for one READ, the next {@link #DEPTH}
+ * windows of {@link #WINDOW_BYTES} are read and decompressed here, on {@link #PREFETCH} threads.
+ * The kernel's own readahead asks for only a few READs at a time (128 KiB ones on a mount without
+ * root, where its readahead cannot be raised), and O_DIRECT readers get none from it.
  *
  * <p>A read is sequential when it starts where the stream has got to, or, once windows are being
  * read, up to {@link #WINDOW_BYTES} past it; one that starts before it, up to {@link #LATE_BYTES}
@@ -39,7 +39,7 @@ import org.jqcowfs.io.HostFile;
  * that found another in progress read its range itself: in a cp of the zstd OS image that was 1.5
  * of 3.2 GB, decompressed twice, once there and once in the window nobody then used.
  */
-final class SequentialReader implements AutoCloseable {
+public final class ReadAheadStream implements AutoCloseable {
   /** Bytes per read-ahead window (and its alignment). */
   static final int WINDOW_BYTES = 1 << 20;
 
@@ -79,10 +79,10 @@ final class SequentialReader implements AutoCloseable {
   static final long LATE_BYTES = (long) (DEPTH + 1) * WINDOW_BYTES;
 
   /**
-   * How far behind the stream a window whose bytes have not all been served is kept. The kernel's
-   * readahead asks for up to twice {@link KernelBackend#READ_AHEAD_KIB} at once (cp's
-   * FADV_SEQUENTIAL doubles it), and a worker may answer one of those READs after the other worker
-   * has answered all the rest.
+   * How far behind the stream a window whose bytes have not all been served is kept, besides twice
+   * the kernel's readahead ({@link ReadAheadImage#ReadAheadImage}): the kernel asks for up to twice
+   * its readahead at once (cp's FADV_SEQUENTIAL doubles it), and a worker may answer one of those
+   * READs after the other worker has answered all the rest.
    *
    * <p>Measured, cp --sparse=always of the plain OS image: with windows dropped as soon as a READ
    * started past them, and READs more than {@link #LATE_BYTES} back taken as jumps, 30 READs a cp
@@ -90,7 +90,7 @@ final class SequentialReader implements AutoCloseable {
    * their window dropped by a later READ (mostly 2-6 MiB late): 0.5 of 3.2 GB were read by the
    * READs themselves instead of lent. With windows kept until served, 2 MB.
    */
-  static final long KEEP_BYTES = 2L * KernelBackend.READ_AHEAD_KIB * 1024 + WINDOW_BYTES;
+  private final long keepBytes;
 
   /** Set in {@link Window#pins} once the window is dropped: no new pins. */
   private static final int DROPPED = 1 << 30;
@@ -178,7 +178,8 @@ final class SequentialReader implements AutoCloseable {
     }
   }
 
-  private final FlatFile file;
+  private final ReadAheadImage owner;
+  private final Image image;
 
   /** Guards which windows exist and where the stream is; never held during I/O or a wait. */
   private final ReentrantLock lock = new ReentrantLock();
@@ -212,37 +213,42 @@ final class SequentialReader implements AutoCloseable {
   /** Bytes of windows that were views of the page cache ({@link CachedView}). */
   private final LongAdder mappedBytes = new LongAdder();
 
-  SequentialReader(FlatFile file) {
-    this.file = file;
+  ReadAheadStream(ReadAheadImage owner, Image image, long kernelReadAheadBytes) {
+    this.owner = owner;
+    this.image = image;
+    this.keepBytes = 2 * kernelReadAheadBytes + WINDOW_BYTES;
   }
 
-  /** The file read. */
-  FlatFile file() {
-    return file;
+  /** The image this stream reads ahead in. */
+  public ReadAheadImage image() {
+    return owner;
   }
 
   /**
-   * Reads {@code dst.remaining()} bytes at {@code offset}, fewer at the end of the file.
+   * Reads {@code dst.remaining()} bytes at {@code offset}, fewer at the end of the image.
    *
+   * @param offset guest offset in bytes, {@code >= 0}
    * @return the bytes read (0 at or past the end)
    * @throws IOException if the range cannot be read (EIO)
    */
-  int read(ByteBuffer dst, long offset) throws IOException {
+  public int read(ByteBuffer dst, long offset) throws IOException {
     return read(dst, offset, null);
   }
 
   /**
-   * Reads {@code dst.remaining()} bytes at {@code offset}, fewer at the end of the file. When one
+   * Reads {@code dst.remaining()} bytes at {@code offset}, fewer at the end of the image. When one
    * read window holds all of them and {@code payload} is given, they are lent to it from the window
    * instead (a slice, pinned until the payload is released) and {@code dst} is left alone.
    *
+   * @param offset guest offset in bytes, {@code >= 0}
    * @return the bytes read or lent (0 at or past the end)
+   * @throws IllegalArgumentException if {@code offset < 0}
    * @throws IOException if the range cannot be read (EIO)
    */
-  int read(ByteBuffer dst, long offset, ReplyPayload payload) throws IOException {
-    long size = file.size();
+  public int read(ByteBuffer dst, long offset, Borrower payload) throws IOException {
+    long size = image.size();
     if (offset < 0 || offset >= size) {
-      return FlatFileSystem.readRange(file, dst, offset);
+      return readRange(dst, offset);
     }
     int n = (int) Math.min(dst.remaining(), size - offset);
     plan(offset, n, size);
@@ -260,7 +266,7 @@ final class SequentialReader implements AutoCloseable {
         windowBytes.add(part);
       } else {
         directBytes.add(part);
-        FlatFileSystem.readRange(file, to, at);
+        readRange(to, at);
       }
       pos += part;
     }
@@ -291,7 +297,7 @@ final class SequentialReader implements AutoCloseable {
       }
       nextOffset = Math.max(nextOffset, offset + n);
       long front = (nextOffset - 1) / WINDOW_BYTES;
-      drop(Long.MIN_VALUE, Math.floorDiv(nextOffset - KEEP_BYTES, WINDOW_BYTES));
+      drop(Long.MIN_VALUE, Math.floorDiv(nextOffset - keepBytes, WINDOW_BYTES));
       long last = Math.min(front + DEPTH, (size - 1) / WINDOW_BYTES);
       for (long i = index + 1; i <= last && !closed; i++) {
         if (!windows.containsKey(i)) {
@@ -312,22 +318,22 @@ final class SequentialReader implements AutoCloseable {
   }
 
   /** Bytes served from read-ahead windows so far (for tests). */
-  long windowBytes() {
+  public long windowBytes() {
     return windowBytes.sum();
   }
 
   /** Bytes lent from windows so far (for tests). */
-  long lentBytes() {
+  public long lentBytes() {
     return lentBytes.sum();
   }
 
   /** Bytes of windows that were views of the page cache so far (for tests). */
-  long mappedBytes() {
+  public long mappedBytes() {
     return mappedBytes.sum();
   }
 
   /** Bytes requests read themselves so far, in the file's range (for tests). */
-  long directBytes() {
+  public long directBytes() {
     return directBytes.sum();
   }
 
@@ -343,7 +349,7 @@ final class SequentialReader implements AutoCloseable {
     PREFETCH.execute(
         () -> {
           try {
-            CachedView v = file.chain().cachedView(from, length);
+            CachedView v = image.cachedView(from, length);
             if (v != null) {
               w.view = v;
               returned.add(buffer);
@@ -351,7 +357,7 @@ final class SequentialReader implements AutoCloseable {
               w.done.complete(length);
               return;
             }
-            w.done.complete(FlatFileSystem.readRange(file, buffer.clear().limit(length), from));
+            w.done.complete(readRange(buffer.clear().limit(length), from));
           } catch (Throwable t) {
             w.done.completeExceptionally(t);
           }
@@ -360,7 +366,7 @@ final class SequentialReader implements AutoCloseable {
   }
 
   /** Window buffers allocated so far, at most {@link #MAX_BUFFERS} (for tests). */
-  int buffersAllocated() {
+  public int buffersAllocated() {
     lock.lock();
     try {
       return buffers;
@@ -416,7 +422,7 @@ final class SequentialReader implements AutoCloseable {
    * @return false, lending nothing, when some part is in no window that {@link #copy} could use, or
    *     the payload takes no more parts
    */
-  private boolean lendAll(long offset, int n, ReplyPayload payload) {
+  private boolean lendAll(long offset, int n, Borrower payload) {
     for (int pos = 0; pos < n; ) {
       long at = offset + pos;
       int part = partInWindow(at, n - pos);
@@ -499,6 +505,40 @@ final class SequentialReader implements AutoCloseable {
     }
   }
 
+  /**
+   * Reads the bytes at {@code offset} from the image itself, fewer at its end (read-ahead and
+   * requests no window holds).
+   */
+  private int readRange(ByteBuffer dst, long offset) throws IOException {
+    if (offset < 0) {
+      throw new IllegalArgumentException("negative offset " + offset);
+    }
+    long size = image.size();
+    if (offset >= size) {
+      return 0;
+    }
+    int n = (int) Math.min(dst.remaining(), size - offset);
+    image.read(dst.slice(dst.position(), n), offset);
+    dst.position(dst.position() + n);
+    return n;
+  }
+
+  /**
+   * Drops the windows that overlap {@code [offset, offset + length)} (bytes), read or being read:
+   * no request that starts after this returns is served from them.
+   */
+  void invalidate(long offset, long length) {
+    if (length <= 0) {
+      return;
+    }
+    lock.lock();
+    try {
+      drop(offset / WINDOW_BYTES, (offset + length - 1) / WINDOW_BYTES + 1);
+    } finally {
+      lock.unlock();
+    }
+  }
+
   /** Stops reading ahead (FUSE_RELEASE); running window reads and copies finish on their own. */
   @Override
   public void close() {
@@ -509,5 +549,6 @@ final class SequentialReader implements AutoCloseable {
     } finally {
       lock.unlock();
     }
+    owner.closed(this);
   }
 }

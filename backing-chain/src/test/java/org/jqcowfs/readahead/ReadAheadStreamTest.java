@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.readahead;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -22,17 +22,18 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * {@link SequentialReader} against {@code qemu-img convert -O raw}: sequential reads of every size
+ * {@link ReadAheadStream} against {@code qemu-img convert -O raw}: sequential reads of every size
  * and alignment are served from its windows and equal QEMU's bytes, jumps and random reads are
  * right too, and a cluster that cannot be read fails only the request that covers it.
  */
-class SequentialReaderTest {
+class ReadAheadStreamTest {
   static final int MIB = 1 << 20;
 
   /**
@@ -55,11 +56,43 @@ class SequentialReaderTest {
     return dir.resolve("c.qcow2");
   }
 
+  /** The image read ahead in, with the kernel readahead of a jqcowfs mount (8 MiB). */
+  private static ReadAheadImage open(Path image) throws IOException {
+    return new ReadAheadImage(ChainOpener.open(image, ChainOptions.DEFAULT), 8L << 20);
+  }
+
+  /** A reply's payload: the runs lent to it, given back on release (as the FUSE reply's). */
+  static final class Payload implements Borrower {
+    private final List<ByteBuffer> parts = new ArrayList<>();
+    private final List<Runnable> giveBacks = new ArrayList<>();
+
+    @Override
+    public boolean lend(ByteBuffer bytes, Runnable giveBack) {
+      if (parts.size() == 4) {
+        return false;
+      }
+      parts.add(bytes);
+      giveBacks.add(giveBack);
+      return true;
+    }
+
+    List<ByteBuffer> lent() {
+      return parts;
+    }
+
+    @Override
+    public void release() {
+      parts.clear();
+      giveBacks.forEach(Runnable::run);
+      giveBacks.clear();
+    }
+  }
+
   private static byte[] reference(Path image, Path dir) throws IOException {
     return Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("ref.raw"), null));
   }
 
-  private static byte[] read(SequentialReader r, long offset, int length) throws IOException {
+  private static byte[] read(ReadAheadStream r, long offset, int length) throws IOException {
     ByteBuffer dst = ByteBuffer.allocateDirect(length);
     int n = r.read(dst, offset);
     assertEquals(n, dst.position());
@@ -68,10 +101,10 @@ class SequentialReaderTest {
     return got;
   }
 
-  /** The reader has allocated at most {@link SequentialReader#MAX_BUFFERS} window buffers. */
-  private static void assertBuffersBounded(SequentialReader r) {
+  /** The reader has allocated at most {@link ReadAheadStream#MAX_BUFFERS} window buffers. */
+  private static void assertBuffersBounded(ReadAheadStream r) {
     assertTrue(
-        r.buffersAllocated() <= SequentialReader.MAX_BUFFERS,
+        r.buffersAllocated() <= ReadAheadStream.MAX_BUFFERS,
         r.buffersAllocated() + " window buffers");
   }
 
@@ -84,9 +117,9 @@ class SequentialReaderTest {
   void sequentialReadsOfEverySizeComeFromWindowsAndMatchQemu(@TempDir Path dir) throws Exception {
     Path image = image(dir);
     byte[] want = reference(image, dir);
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+    try (ReadAheadImage fs = open(image)) {
       for (int size : new int[] {4096, 100_000, MIB, 3 * MIB + 12345}) {
-        try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+        try (ReadAheadStream r = fs.openStream()) {
           long offset = 65536 + 17; // unaligned to windows, clusters and pages
           while (offset < want.length) {
             byte[] got = read(r, offset, size);
@@ -111,8 +144,8 @@ class SequentialReaderTest {
   void outOfOrderReadsFromTwoWorkersStayBoundedAndMatchQemu(@TempDir Path dir) throws Exception {
     Path image = image(dir);
     byte[] want = reference(image, dir);
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
-        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+    try (ReadAheadImage fs = open(image);
+        ReadAheadStream r = fs.openStream()) {
       List<Long> order = new ArrayList<>();
       for (int pass = 0; pass < 40; pass++) { // runs of 4 MiB, each jump drops running windows
         for (long mib : new long[] {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7}) {
@@ -156,9 +189,9 @@ class SequentialReaderTest {
     Path image = image(dir);
     byte[] want = reference(image, dir);
     int pairs = want.length / MIB / 2 - 1; // READs 1 and 2, 3 and 4, ... at once; the last alone
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+    try (ReadAheadImage fs = open(image)) {
       for (int pass = 0; pass < 5; pass++) {
-        try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+        try (ReadAheadStream r = fs.openStream()) {
           assertRange(want, 0, read(r, 0, MIB)); // the first READ comes alone
           CyclicBarrier together = new CyclicBarrier(2);
           ExecutorService workers = Executors.newFixedThreadPool(2);
@@ -203,8 +236,8 @@ class SequentialReaderTest {
   void aReadAnsweredSixMibLateStillComesFromItsWindow(@TempDir Path dir) throws Exception {
     Path image = image(dir);
     byte[] want = reference(image, dir);
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
-        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+    try (ReadAheadImage fs = open(image);
+        ReadAheadStream r = fs.openStream()) {
       for (long mib : new long[] {0, 1, 2, 4, 5, 6, 7, 8, 9, 3, 10, 11}) {
         assertRange(want, mib * MIB, read(r, mib * MIB, MIB));
       }
@@ -225,15 +258,15 @@ class SequentialReaderTest {
     Path image = image(dir);
     byte[] want = reference(image, dir);
     for (long start : new long[] {0, 65536}) {
-      try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
-          SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      try (ReadAheadImage fs = open(image);
+          ReadAheadStream r = fs.openStream()) {
         ByteBuffer dst = ByteBuffer.allocateDirect(MIB);
-        ReplyPayload held = new ReplyPayload();
-        ReplyPayload payload = new ReplyPayload();
+        Payload held = new Payload();
+        Payload payload = new Payload();
         long heldAt = start + 2 * MIB; // this READ's reply is kept to the end
         long lentWant = 0;
         for (long offset = start; offset < want.length; offset += MIB) {
-          ReplyPayload p = offset == heldAt ? held : payload;
+          Payload p = offset == heldAt ? held : payload;
           int n = r.read(dst.clear(), offset, p);
           assertEquals(Math.min(MIB, want.length - offset), n);
           if (offset == start || (start != 0 && offset == start + MIB)) {
@@ -270,7 +303,7 @@ class SequentialReaderTest {
   /**
    * A reader that reads the first quarter of every MiB runs sequentially but never reads all of a
    * window. The windows it has passed are kept for late READs only while buffers are spare: once
-   * all {@link SequentialReader#MAX_BUFFERS} are in use they give theirs back, and every READ after
+   * all {@link ReadAheadStream#MAX_BUFFERS} are in use they give theirs back, and every READ after
    * the first still comes from a window.
    */
   @Test
@@ -278,8 +311,8 @@ class SequentialReaderTest {
     Path image = image(dir);
     byte[] want = reference(image, dir);
     int quarter = MIB / 4;
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
-        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+    try (ReadAheadImage fs = open(image);
+        ReadAheadStream r = fs.openStream()) {
       for (long offset = 0; offset < want.length; offset += MIB) {
         assertRange(want, offset, read(r, offset, quarter));
       }
@@ -302,8 +335,8 @@ class SequentialReaderTest {
     Path image = dir.resolve("p.qcow2");
     byte[] want = reference(image, dir);
     Files.readAllBytes(image); // in the page cache
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
-        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+    try (ReadAheadImage fs = open(image);
+        ReadAheadStream r = fs.openStream()) {
       assertRange(want, 0, read(r, 0, MIB));
       assertRange(want, MIB, read(r, MIB, MIB));
       long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
@@ -322,7 +355,7 @@ class SequentialReaderTest {
   /**
    * An uncompressed image the page cache holds: the windows are views of the cache ({@link
    * org.jqcowfs.io.CachedView}), lent to the replies with QEMU's bytes, at most {@link
-   * SequentialReader#MAX_BUFFERS} mapped at a time, and unmapped once the reader is closed.
+   * ReadAheadStream#MAX_BUFFERS} mapped at a time, and unmapped once the reader is closed.
    */
   @Test
   void cachedRawWindowsAreViewsOfThePageCacheAndUnmappedAfterUse(@TempDir Path dir)
@@ -332,16 +365,16 @@ class SequentialReaderTest {
     Path image = dir.resolve("p.qcow2");
     byte[] want = reference(image, dir);
     Files.readAllBytes(image); // in the page cache
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
-      ReplyPayload payload = new ReplyPayload();
+    try (ReadAheadImage fs = open(image)) {
+      Payload payload = new Payload();
       ByteBuffer dst = ByteBuffer.allocateDirect(MIB);
-      try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      try (ReadAheadStream r = fs.openStream()) {
         for (long offset = 0; offset < want.length; offset += MIB) {
           int n = r.read(dst.clear(), offset, payload);
           assertEquals(MIB, n);
           assertRange(
               want, offset, payload.lent().isEmpty() ? bytes(dst.flip()) : bytes(payload.lent()));
-          assertTrue(mappings(image) <= SequentialReader.MAX_BUFFERS, mappings(image) + " maps");
+          assertTrue(mappings(image) <= ReadAheadStream.MAX_BUFFERS, mappings(image) + " maps");
           payload.release();
         }
         assertTrue(r.mappedBytes() >= 8 * MIB, r.mappedBytes() + " bytes of windows mapped");
@@ -381,9 +414,9 @@ class SequentialReaderTest {
   void jumpsAndRandomReadsMatchQemu(@TempDir Path dir) throws Exception {
     Path image = image(dir);
     byte[] want = reference(image, dir);
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT)) {
+    try (ReadAheadImage fs = open(image)) {
       Random random = new Random(9);
-      try (SequentialReader r = new SequentialReader(fs.files().get(0))) {
+      try (ReadAheadStream r = fs.openStream()) {
         for (int i = 0; i < 300; i++) {
           long offset = random.nextInt(want.length);
           int length = 1 + random.nextInt(2 * MIB);
@@ -400,7 +433,7 @@ class SequentialReaderTest {
         assertRange(want, 11 * MIB, read(r, 11 * MIB, MIB));
         assertTrue(r.windowBytes() > 0);
       }
-      SequentialReader closed = new SequentialReader(fs.files().get(0));
+      ReadAheadStream closed = fs.openStream();
       closed.close();
       assertRange(want, 0, read(closed, 0, MIB));
       assertRange(want, MIB, read(closed, MIB, MIB));
@@ -414,8 +447,8 @@ class SequentialReaderTest {
     byte[] want = reference(image, dir);
     long bad = 5L * MIB + 3 * 65536; // guest offset of the corrupted cluster
     corruptCompressedCluster(image, bad);
-    try (FlatFileSystem fs = FlatFileSystem.open(List.of(image), null, ChainOptions.DEFAULT);
-        SequentialReader r = new SequentialReader(fs.files().get(0))) {
+    try (ReadAheadImage fs = open(image);
+        ReadAheadStream r = fs.openStream()) {
       int failed = 0;
       for (long offset = 0; offset < want.length; offset += MIB) {
         if (offset <= bad && bad < offset + MIB) {
