@@ -32,18 +32,17 @@ final class DaemonLog {
    * @throws IOException if the log file cannot be opened (the message names it)
    */
   static void moveLog(boolean background, Path logFile, String syslogSocket) throws IOException {
-    LibC c = LibC.INSTANCE;
     if (logFile != null) {
       if (!Files.exists(logFile)) {
         Files.createFile(logFile);
       }
-      int fd = c.open(logFile.toString(), 01 | 02000 | LibC.O_CLOEXEC); // O_WRONLY | O_APPEND
+      int fd = LibC.open(logFile.toString(), 01 | 02000 | LibC.O_CLOEXEC); // O_WRONLY | O_APPEND
       if (fd < 0) {
-        throw new IOException(logFile + ": " + c.strerror(LibC.errno()));
+        throw new IOException(logFile + ": " + LibC.strerror(LibC.errno()));
       }
       System.err.flush();
-      c.dup2(fd, 2);
-      c.close(fd);
+      LibC.dup2(fd, 2);
+      LibC.close(fd);
       return;
     }
     if (!background || stderrIsTheJournal()) {
@@ -63,13 +62,13 @@ final class DaemonLog {
               + "): the mount daemon's log is discarded; --log-file FILE keeps it");
       syslog = null;
     }
-    int devNull = c.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
+    int devNull = LibC.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
     if (devNull < 0) {
       return;
     }
     System.err.flush();
-    c.dup2(devNull, 2);
-    c.close(devNull);
+    LibC.dup2(devNull, 2);
+    LibC.close(devNull);
     if (syslog != null) {
       System.setErr(new PrintStream(new SyslogStream(syslog), true, StandardCharsets.UTF_8));
     }
@@ -77,12 +76,11 @@ final class DaemonLog {
 
   /** Points stdout at /dev/null, once the launcher has read the ready line and gone. */
   static void closeStdout() {
-    LibC c = LibC.INSTANCE;
-    int devNull = c.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
+    int devNull = LibC.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
     if (devNull >= 0) {
       System.out.flush();
-      c.dup2(devNull, 1);
-      c.close(devNull);
+      LibC.dup2(devNull, 1);
+      LibC.close(devNull);
     }
   }
 

@@ -1,7 +1,5 @@
 package org.jqcowfs.cli;
 
-import jnr.ffi.Memory;
-import jnr.ffi.Pointer;
 import org.jqcowfs.fuse.LibC;
 import sun.misc.Signal;
 
@@ -24,7 +22,7 @@ final class Signals {
       if (!ignored(number)) {
         continue; // the JVM's own handler runs the shutdown hooks
       }
-      LibC.INSTANCE.signal(number, SIG_DFL);
+      LibC.signal(number, SIG_DFL);
       Signal.handle(
           new Signal(number == SIGHUP ? "HUP" : "TERM"), s -> System.exit(128 + s.getNumber()));
     }
@@ -32,7 +30,11 @@ final class Signals {
 
   /** Whether {@code number}'s disposition is SIG_IGN ({@code struct sigaction}: handler first). */
   private static boolean ignored(int number) {
-    Pointer old = Memory.allocateDirect(LibC.RUNTIME, 256, true);
-    return LibC.INSTANCE.sigaction(number, null, old) == 0 && old.getLong(0) == SIG_IGN;
+    long old = LibC.MEMORY.allocateMemory(256, true);
+    try {
+      return LibC.sigaction(number, 0, old) == 0 && LibC.MEMORY.getLong(old) == SIG_IGN;
+    } finally {
+      LibC.MEMORY.freeMemory(old);
+    }
   }
 }

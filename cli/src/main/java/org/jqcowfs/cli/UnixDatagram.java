@@ -45,9 +45,9 @@ final class UnixDatagram implements Closeable {
     if (abstractName) {
       a.put(2, (byte) 0);
     }
-    int fd = LibC.INSTANCE.socket(LibC.AF_UNIX, LibC.SOCK_DGRAM | LibC.SOCK_CLOEXEC, 0);
+    int fd = LibC.socket(LibC.AF_UNIX, LibC.SOCK_DGRAM | LibC.SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      throw new IOException(name + ": socket: " + LibC.INSTANCE.strerror(LibC.errno()));
+      throw new IOException(name + ": socket: " + LibC.strerror(LibC.errno()));
     }
     return new UnixDatagram(name, fd, a, 2 + path.length + (abstractName ? 0 : 1));
   }
@@ -60,13 +60,13 @@ final class UnixDatagram implements Closeable {
   void send(String text) throws IOException {
     byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
     ByteBuffer b = ByteBuffer.allocateDirect(bytes.length).put(bytes).flip();
-    if (LibC.INSTANCE.sendto(fd, b, bytes.length, 0, address, addressBytes) < 0) {
-      throw new IOException(name + ": " + LibC.INSTANCE.strerror(LibC.errno()));
+    if (LibC.sendto(fd, b, bytes.length, 0, address, addressBytes) < 0) {
+      throw new IOException(name + ": " + LibC.strerror(LibC.errno()));
     }
   }
 
   @Override
   public void close() {
-    LibC.INSTANCE.close(fd);
+    LibC.close(fd);
   }
 }

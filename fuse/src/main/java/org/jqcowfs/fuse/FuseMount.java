@@ -1,5 +1,6 @@
 package org.jqcowfs.fuse;
 
+import com.kenai.jffi.MemoryIO;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -9,9 +10,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
-import jnr.ffi.Memory;
-import jnr.ffi.Pointer;
-import jnr.ffi.byref.IntByReference;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -43,7 +41,7 @@ public final class FuseMount {
 
   /** Whether this process runs as root (mount(2) and bdi readahead are then ours to use). */
   public static boolean privileged() {
-    return LibC.INSTANCE.getuid() == 0;
+    return LibC.getuid() == 0;
   }
 
   /**
@@ -62,21 +60,21 @@ public final class FuseMount {
   }
 
   private static FuseMount mountAsRoot(Path mnt, MountOptions options) throws IOException {
-    LibC c = LibC.INSTANCE;
-    int fd = c.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+    int fd = LibC.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
     if (fd < 0) {
-      throw new IOException("/dev/fuse: " + c.strerror(LibC.errno()));
+      throw new IOException("/dev/fuse: " + LibC.strerror(LibC.errno()));
     }
     String data =
         "fd=%d,rootmode=40000,user_id=%d,group_id=%d,default_permissions%s"
-            .formatted(fd, c.getuid(), c.getgid(), options.allowOther() ? ",allow_other" : "");
+            .formatted(
+                fd, LibC.getuid(), LibC.getgid(), options.allowOther() ? ",allow_other" : "");
     long flags = LibC.MS_RDONLY | LibC.MS_NOSUID | LibC.MS_NODEV;
     flags |= options.noexec() ? 8 : 0; // MS_NOEXEC
     flags |= options.noatime() ? 1024 : 0; // MS_NOATIME
-    if (c.mount(options.fsname(), mnt.toString(), "fuse.jqcowfs", flags, data) != 0) {
+    if (LibC.mount(options.fsname(), mnt.toString(), "fuse.jqcowfs", flags, data) != 0) {
       int err = LibC.errno();
-      c.close(fd);
-      throw new IOException(mnt + ": mount failed: " + c.strerror(err));
+      LibC.close(fd);
+      throw new IOException(mnt + ": mount failed: " + LibC.strerror(err));
     }
     return new FuseMount(mnt, fd, null);
   }
@@ -101,10 +99,9 @@ public final class FuseMount {
 
   /** Runs fusermount3 and returns the /dev/fuse fd it sends back. */
   private static int fusermount(Path mnt, MountOptions options) throws IOException {
-    LibC c = LibC.INSTANCE;
     int[] sv = new int[2];
-    if (c.socketpair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, sv) != 0) {
-      throw new IOException("socketpair: " + c.strerror(LibC.errno()));
+    if (LibC.socketpair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, sv) != 0) {
+      throw new IOException("socketpair: " + LibC.strerror(LibC.errno()));
     }
     int childFd = sv[1] == 3 ? 4 : 3;
     List<String> argv =
@@ -120,18 +117,18 @@ public final class FuseMount {
     try {
       pid = spawn(argv, envp, sv[1], childFd);
     } finally {
-      c.close(sv[1]);
+      LibC.close(sv[1]);
     }
     int fd;
-    IntByReference status = new IntByReference();
+    int[] status = new int[1];
     try {
       fd = receiveFd(sv[0]);
     } finally {
-      c.close(sv[0]);
-      c.waitpid(pid, status, 0);
+      LibC.close(sv[0]);
+      LibC.waitpid(pid, status, 0);
     }
     if (fd < 0) {
-      int code = (status.getValue() >> 8) & 0xff;
+      int code = (status[0] >> 8) & 0xff;
       throw new IOException(mnt + ": fusermount3 failed to mount (exit status " + code + ")");
     }
     return fd;
@@ -167,39 +164,11 @@ public final class FuseMount {
   /** posix_spawnp with {@code fd} as {@code childFd} in the child and every fd above closed. */
   private static int spawn(List<String> argv, List<String> envp, int fd, int childFd)
       throws IOException {
-    LibC c = LibC.INSTANCE;
-    Pointer actions = Memory.allocateDirect(LibC.RUNTIME, 256); // posix_spawn_file_actions_t
-    c.posix_spawn_file_actions_init(actions);
-    try {
-      c.posix_spawn_file_actions_adddup2(actions, fd, childFd);
-      c.posix_spawn_file_actions_addclosefrom_np(actions, childFd + 1);
-      IntByReference pid = new IntByReference();
-      List<Pointer> keep = new ArrayList<>();
-      int rc =
-          c.posix_spawnp(
-              pid, argv.get(0), actions, null, cStrings(argv, keep), cStrings(envp, keep));
-      if (rc != 0) {
-        throw new IOException(argv.get(0) + ": " + c.strerror(rc));
-      }
-      return pid.getValue();
-    } finally {
-      c.posix_spawn_file_actions_destroy(actions);
+    int pid = LibC.spawn(argv, envp, fd, childFd);
+    if (pid < 0) {
+      throw new IOException(argv.get(0) + ": " + LibC.strerror(-pid));
     }
-  }
-
-  /** A NULL-terminated {@code char *[]}; the strings' memory is kept alive in {@code keep}. */
-  private static Pointer cStrings(List<String> strings, List<Pointer> keep) {
-    int ptr = LibC.RUNTIME.addressSize();
-    Pointer array = Memory.allocateDirect(LibC.RUNTIME, (strings.size() + 1) * ptr, true);
-    for (int i = 0; i < strings.size(); i++) {
-      byte[] b = strings.get(i).getBytes(StandardCharsets.UTF_8);
-      Pointer s = Memory.allocateDirect(LibC.RUNTIME, b.length + 1, true);
-      s.put(0, b, 0, b.length);
-      keep.add(s);
-      array.putPointer((long) i * ptr, s);
-    }
-    keep.add(array);
-    return array;
+    return pid;
   }
 
   /**
@@ -209,31 +178,38 @@ public final class FuseMount {
    * @return the fd, or -1 if the sender closed the socket without sending one
    */
   private static int receiveFd(int socket) throws IOException {
-    LibC c = LibC.INSTANCE;
-    Pointer data = Memory.allocateDirect(LibC.RUNTIME, 8, true);
-    Pointer iov = Memory.allocateDirect(LibC.RUNTIME, 16, true);
-    iov.putPointer(0, data);
-    iov.putLong(8, 1);
-    Pointer control = Memory.allocateDirect(LibC.RUNTIME, 64, true);
-    Pointer msg = Memory.allocateDirect(LibC.RUNTIME, 56, true);
-    msg.putPointer(16, iov); // msg_iov
-    msg.putLong(24, 1); // msg_iovlen
-    msg.putPointer(32, control); // msg_control
-    msg.putLong(40, 64); // msg_controllen
-    long n;
-    do {
-      n = c.recvmsg(socket, msg, 0);
-    } while (n < 0 && LibC.errno() == Errno.EINTR);
-    if (n < 0) {
-      throw new IOException("recvmsg from fusermount3: " + c.strerror(LibC.errno()));
+    MemoryIO m = LibC.MEMORY;
+    long data = m.allocateMemory(8, true);
+    long iov = m.allocateMemory(16, true);
+    long control = m.allocateMemory(64, true);
+    long msg = m.allocateMemory(56, true);
+    try {
+      m.putAddress(iov, data);
+      m.putLong(iov + 8, 1);
+      m.putAddress(msg + 16, iov); // msg_iov
+      m.putLong(msg + 24, 1); // msg_iovlen
+      m.putAddress(msg + 32, control); // msg_control
+      m.putLong(msg + 40, 64); // msg_controllen
+      long n;
+      do {
+        n = LibC.recvmsg(socket, msg, 0);
+      } while (n < 0 && LibC.errno() == Errno.EINTR);
+      if (n < 0) {
+        throw new IOException("recvmsg from fusermount3: " + LibC.strerror(LibC.errno()));
+      }
+      if (n == 0 || m.getLong(msg + 40) < 20) {
+        return -1;
+      }
+      if (m.getInt(control + 8) != LibC.SOL_SOCKET || m.getInt(control + 12) != LibC.SCM_RIGHTS) {
+        throw new IOException("fusermount3 sent no file descriptor");
+      }
+      return m.getInt(control + 16);
+    } finally {
+      m.freeMemory(data);
+      m.freeMemory(iov);
+      m.freeMemory(control);
+      m.freeMemory(msg);
     }
-    if (n == 0 || msg.getLong(40) < 20) {
-      return -1;
-    }
-    if (control.getInt(8) != LibC.SOL_SOCKET || control.getInt(12) != LibC.SCM_RIGHTS) {
-      throw new IOException("fusermount3 sent no file descriptor");
-    }
-    return control.getInt(16);
   }
 
   /** The mountpoint, absolute. */
@@ -268,7 +244,7 @@ public final class FuseMount {
 
   /** Closes the /dev/fuse fd and tells the watchdog (unprivileged mounts) that all went well. */
   public void closeFds() {
-    LibC.INSTANCE.close(devFd);
+    LibC.close(devFd);
     dismiss(watchdog);
   }
 
@@ -284,10 +260,9 @@ public final class FuseMount {
   public static void unmount(Path mountpoint, boolean lazy) throws IOException {
     Path mnt = mountpoint.toAbsolutePath().normalize();
     if (privileged()) {
-      LibC c = LibC.INSTANCE;
-      if (c.umount2(mnt.toString(), lazy ? LibC.MNT_DETACH : 0) != 0) {
+      if (LibC.umount2(mnt.toString(), lazy ? LibC.MNT_DETACH : 0) != 0) {
         int err = LibC.errno();
-        throw unmountFailure(mnt, err == Errno.EBUSY, c.strerror(err));
+        throw unmountFailure(mnt, err == Errno.EBUSY, LibC.strerror(err));
       }
       return;
     }

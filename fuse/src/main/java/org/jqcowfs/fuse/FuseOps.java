@@ -78,8 +78,8 @@ final class FuseOps {
   FuseOps(FlatFileSystem fs, InvalInodeNotifier notifier) {
     this.fs = fs;
     this.notifier = notifier;
-    this.uid = LibC.INSTANCE.getuid();
-    this.gid = LibC.INSTANCE.getgid();
+    this.uid = LibC.getuid();
+    this.gid = LibC.getgid();
   }
 
   FlatFileSystem fs() {

@@ -11,7 +11,6 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import jnr.ffi.byref.IntByReference;
 import org.jqcowfs.io.HostFile;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -110,15 +109,14 @@ public final class FuseSession implements Closeable {
   }
 
   private int cloneFd() throws IOException {
-    LibC c = LibC.INSTANCE;
-    int fd = c.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+    int fd = LibC.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
     if (fd < 0) {
-      throw new IOException("/dev/fuse: " + c.strerror(LibC.errno()));
+      throw new IOException("/dev/fuse: " + LibC.strerror(LibC.errno()));
     }
-    if (c.ioctl(fd, LibC.FUSE_DEV_IOC_CLONE, new IntByReference(masterFd)) != 0) {
+    if (LibC.ioctlInt(fd, LibC.FUSE_DEV_IOC_CLONE, masterFd) != 0) {
       int err = LibC.errno();
-      c.close(fd);
-      throw new IOException("FUSE_DEV_IOC_CLONE: " + c.strerror(err));
+      LibC.close(fd);
+      throw new IOException("FUSE_DEV_IOC_CLONE: " + LibC.strerror(err));
     }
     clonedFds.add(fd);
     return fd;
@@ -164,17 +162,16 @@ public final class FuseSession implements Closeable {
             .putLong(0, MemoryIO.getInstance().getDirectBufferAddress(buffer))
             .putLong(8, OUT_HEADER_BYTES); // the header's iovec; the lent runs follow it
     Reply reply = new Reply(buffer, new ReplyPayload(), iov);
-    LibC c = LibC.INSTANCE;
     try {
       while (true) {
-        long n = c.read(fd, request, REQUEST_BUFFER_BYTES);
+        long n = LibC.read(fd, request, REQUEST_BUFFER_BYTES);
         if (n < 0) {
           int err = LibC.errno();
           if (err == Errno.EINTR || err == Errno.EAGAIN || err == Errno.ENOENT) {
             continue; // interrupted, or the request was aborted before we read it
           }
           if (err != Errno.ENODEV) {
-            LOG.error("reading /dev/fuse: {}", c.strerror(err));
+            LOG.error("reading /dev/fuse: {}", LibC.strerror(err));
           }
           return; // ENODEV: unmounted
         }
@@ -182,7 +179,7 @@ public final class FuseSession implements Closeable {
           LOG.error("short FUSE request: {} bytes", n);
           return;
         }
-        request.clear().limit((int) n); // position 0: jnr-ffi passes the address at position
+        request.clear().limit((int) n); // position 0: LibC.read fills from index 0
         handle(fd, request, reply);
       }
     } finally {
@@ -290,7 +287,7 @@ public final class FuseSession implements Closeable {
     List<ByteBuffer> lent = reply.payload.lent();
     long n;
     if (lent.isEmpty()) {
-      n = LibC.INSTANCE.write(fd, reply.buffer, total);
+      n = LibC.write(fd, reply.buffer, total);
     } else {
       MemoryIO memory = MemoryIO.getInstance();
       int at = IOVEC_BYTES;
@@ -299,13 +296,13 @@ public final class FuseSession implements Closeable {
         reply.iov.putLong(at + 8, part.remaining());
         at += IOVEC_BYTES;
       }
-      n = LibC.INSTANCE.writev(fd, reply.iov, 1 + lent.size());
+      n = LibC.writev(fd, reply.iov, 1 + lent.size());
       reply.payload.release();
     }
     if (n < 0) {
       int err = LibC.errno();
       if (err != Errno.ENOENT) { // ENOENT: the request was interrupted and is gone
-        LOG.warn("writing FUSE reply: {}", LibC.INSTANCE.strerror(err));
+        LOG.warn("writing FUSE reply: {}", LibC.strerror(err));
         if (error == 0) { // the kernel refused the reply: answer EIO, or the caller waits forever
           sendReply(fd, reply, unique, Errno.EIO, 0);
         }
@@ -318,7 +315,7 @@ public final class FuseSession implements Closeable {
   public void close() {
     notifier.close();
     for (int fd : clonedFds) {
-      LibC.INSTANCE.close(fd);
+      LibC.close(fd);
     }
     clonedFds.clear();
   }

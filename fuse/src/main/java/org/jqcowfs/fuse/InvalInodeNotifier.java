@@ -67,11 +67,11 @@ final class InvalInodeNotifier implements AutoCloseable {
         .putLong(16, nodeid)
         .putLong(24, offset)
         .putLong(32, length);
-    if (LibC.INSTANCE.write(fd, message, MESSAGE_BYTES) < 0) {
+    if (LibC.write(fd, message, MESSAGE_BYTES) < 0) {
       int err = LibC.errno();
       // ENOENT: the kernel holds no inode (so no cache) for it; ENODEV: unmounted
       if (err != Errno.ENOENT && err != Errno.ENODEV) {
-        LOG.warn("FUSE_NOTIFY_INVAL_INODE of inode {}: {}", nodeid, LibC.INSTANCE.strerror(err));
+        LOG.warn("FUSE_NOTIFY_INVAL_INODE of inode {}: {}", nodeid, LibC.strerror(err));
       }
     }
   }

@@ -26,8 +26,8 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
 
   private final FlatFileSystem fs;
   private final Path mnt;
-  private final int uid = LibC.INSTANCE.getuid();
-  private final int gid = LibC.INSTANCE.getgid();
+  private final int uid = LibC.getuid();
+  private final int gid = LibC.getgid();
   private final ThreadLocal<ByteBuffer> buffers =
       ThreadLocal.withInitial(() -> ByteBuffer.allocate(128 * 1024));
   private Thread loop;

@@ -1,120 +1,314 @@
 package org.jqcowfs.fuse;
 
+import com.kenai.jffi.Invoker;
+import com.kenai.jffi.Library;
+import com.kenai.jffi.MemoryIO;
+import com.kenai.jffi.Type;
 import java.nio.ByteBuffer;
-import jnr.ffi.LibraryLoader;
-import jnr.ffi.Pointer;
-import jnr.ffi.Runtime;
-import jnr.ffi.annotations.In;
-import jnr.ffi.annotations.Out;
-import jnr.ffi.annotations.SaveError;
-import jnr.ffi.byref.IntByReference;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import org.jqcowfs.io.NativeFunction;
 import org.jqcowfs.io.Posix;
 
 /**
- * The C library calls the FUSE transport needs, bound with jnr-ffi. Only what Java cannot do
- * itself: {@code /dev/fuse} I/O, the clone ioctl, mount(2), and passing a file descriptor over a
- * socket (the fusermount3 protocol), datagrams to a Unix socket (syslog, systemd's notify socket:
- * Java has no Unix datagram sockets), and open and close for those descriptors. Buffers passed here
- * are direct and used from position 0. (The qcow2 core's calls are bound apart, in {@link Posix},
- * so that commands that do not mount never generate this binding.)
+ * The C library calls the FUSE transport and the daemon need, bound with jffi as {@link Posix}
+ * binds the file calls (one binding style: {@link NativeFunction}). Only what Java cannot do
+ * itself: {@code /dev/fuse} I/O, the clone ioctl, mount(2), passing a file descriptor over a socket
+ * (the fusermount3 protocol), datagrams to a Unix socket (syslog, systemd's notify socket), signal
+ * dispositions and posix_spawn. Buffers passed here are direct and used from position 0; native
+ * memory is a {@code long} address from {@link #MEMORY}. errno after a call: {@link #errno()}.
  */
-public interface LibC {
-  /** The library, loaded once. */
-  LibC INSTANCE = LibraryLoader.create(LibC.class).load("c");
-
-  /** The jnr runtime of {@link #INSTANCE}, for errno and native memory. */
-  Runtime RUNTIME = Runtime.getRuntime(INSTANCE);
-
-  int O_RDWR = 02;
-  int O_CLOEXEC = Posix.O_CLOEXEC;
-  int AF_UNIX = 1;
-  int SOCK_STREAM = 1;
-  int SOCK_DGRAM = 2;
-  int SOCK_CLOEXEC = 02000000;
-  long MS_RDONLY = 1;
-  long MS_NOSUID = 2;
-  long MS_NODEV = 4;
-  int MNT_DETACH = 2;
-  int SOL_SOCKET = 1;
-  int SCM_RIGHTS = 1;
+public final class LibC {
+  public static final int O_RDWR = 02;
+  public static final int O_CLOEXEC = Posix.O_CLOEXEC;
+  public static final int AF_UNIX = 1;
+  public static final int SOCK_STREAM = 1;
+  public static final int SOCK_DGRAM = 2;
+  public static final int SOCK_CLOEXEC = 02000000;
+  public static final long MS_RDONLY = 1;
+  public static final long MS_NOSUID = 2;
+  public static final long MS_NODEV = 4;
+  public static final int MNT_DETACH = 2;
+  public static final int SOL_SOCKET = 1;
+  public static final int SCM_RIGHTS = 1;
 
   /** {@code _IOR(229, 0, uint32_t)}: attach a fresh /dev/fuse fd to an existing session. */
-  long FUSE_DEV_IOC_CLONE = 0x8004E500L;
+  public static final long FUSE_DEV_IOC_CLONE = 0x8004E500L;
 
-  @SaveError
-  int open(String path, int flags);
+  /** Native memory for the calls' structures. */
+  public static final MemoryIO MEMORY = MemoryIO.getInstance();
 
-  @SaveError
-  int close(int fd);
+  private static final Invoker INVOKER = Invoker.getInstance();
+  private static final Type INT = Type.SINT32;
+  private static final Type LONG = Type.SINT64;
+  private static final Type POINTER = Type.POINTER;
 
-  @SaveError
-  long read(int fd, @Out ByteBuffer buf, long count);
+  private static final NativeFunction READ = libc("read", LONG, INT, POINTER, LONG);
+  private static final NativeFunction WRITE = libc("write", LONG, INT, POINTER, LONG);
+  private static final NativeFunction WRITEV = libc("writev", LONG, INT, POINTER, INT);
+  private static final NativeFunction IOCTL = libc("ioctl", 2, INT, INT, LONG, POINTER);
+  private static final NativeFunction MOUNT =
+      libc("mount", INT, POINTER, POINTER, POINTER, LONG, POINTER);
+  private static final NativeFunction UMOUNT2 = libc("umount2", INT, POINTER, INT);
+  private static final NativeFunction SOCKETPAIR = libc("socketpair", INT, INT, INT, INT, POINTER);
+  private static final NativeFunction SOCKET = libc("socket", INT, INT, INT, INT);
+  private static final NativeFunction SENDTO =
+      libc("sendto", LONG, INT, POINTER, LONG, INT, POINTER, INT);
+  private static final NativeFunction RECVMSG = libc("recvmsg", LONG, INT, POINTER, INT);
+  private static final NativeFunction SIGACTION = libc("sigaction", INT, INT, POINTER, POINTER);
+  private static final NativeFunction SIGNAL = libc("signal", POINTER, INT, POINTER);
+  private static final NativeFunction GETUID = libc("getuid", INT);
+  private static final NativeFunction GETGID = libc("getgid", INT);
+  private static final NativeFunction STRERROR = libc("strerror", POINTER, INT);
+  private static final NativeFunction SPAWN_ACTIONS_INIT =
+      libc("posix_spawn_file_actions_init", INT, POINTER);
+  private static final NativeFunction SPAWN_ACTIONS_ADDDUP2 =
+      libc("posix_spawn_file_actions_adddup2", INT, POINTER, INT, INT);
+  private static final NativeFunction SPAWN_ACTIONS_ADDCLOSEFROM =
+      libc("posix_spawn_file_actions_addclosefrom_np", INT, POINTER, INT);
+  private static final NativeFunction SPAWN_ACTIONS_DESTROY =
+      libc("posix_spawn_file_actions_destroy", INT, POINTER);
+  private static final NativeFunction POSIX_SPAWNP =
+      libc("posix_spawnp", INT, POINTER, POINTER, POINTER, POINTER, POINTER, POINTER);
+  private static final NativeFunction WAITPID = libc("waitpid", INT, INT, POINTER, INT);
+  private static final NativeFunction DUP2 = libc("dup2", INT, INT, INT);
 
-  @SaveError
-  long write(int fd, @In ByteBuffer buf, long count);
+  private LibC() {}
 
-  /** {@code writev(2)}; {@code iov} holds {@code iovcnt} {@code struct iovec} (16 bytes each). */
-  @SaveError
-  long writev(int fd, @In ByteBuffer iov, int iovcnt);
+  private static NativeFunction libc(String name, Type returns, Type... parameters) {
+    return libc(name, parameters.length, returns, parameters);
+  }
 
-  @SaveError
-  int ioctl(int fd, long request, IntByReference arg);
+  /** A libc function, errno saved after each call; a missing one fails the class's set-up. */
+  private static NativeFunction libc(
+      String name, int fixedParameters, Type returns, Type... parameters) {
+    NativeFunction f =
+        NativeFunction.find(Library.getDefault(), name, true, fixedParameters, returns, parameters);
+    if (f == null) {
+      throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
+    }
+    return f;
+  }
 
-  @SaveError
-  int mount(String source, String target, String fstype, long flags, String data);
+  /** The errno saved by the calling thread's last call (of this class or {@link Posix}). */
+  public static int errno() {
+    return Posix.errno();
+  }
 
-  @SaveError
-  int umount2(String target, int flags);
+  /** {@code open(path, flags)}: a file descriptor, or -1. */
+  public static int open(String path, int flags) {
+    return Posix.open(path, flags);
+  }
 
-  @SaveError
-  int socketpair(int domain, int type, int protocol, @Out int[] sv);
+  /** {@code close(fd)}: 0, or -1. */
+  public static int close(int fd) {
+    return Posix.close(fd);
+  }
 
-  @SaveError
-  int socket(int domain, int type, int protocol);
+  /** {@code read(fd, buf, count)} into the direct buffer {@code buf} from its index 0. */
+  public static long read(int fd, ByteBuffer buf, long count) {
+    return INVOKER.invokeN3(READ.context(), READ.address(), fd, address(buf), count);
+  }
 
-  /** {@code sendto(2)}; {@code addr} holds a {@code struct sockaddr} of {@code addrlen} bytes. */
-  @SaveError
-  long sendto(int fd, @In ByteBuffer buf, long len, int flags, @In ByteBuffer addr, int addrlen);
+  /** {@code write(fd, buf, count)} from the direct buffer {@code buf} from its index 0. */
+  public static long write(int fd, ByteBuffer buf, long count) {
+    return INVOKER.invokeN3(WRITE.context(), WRITE.address(), fd, address(buf), count);
+  }
 
-  @SaveError
-  long recvmsg(int fd, Pointer msg, int flags);
+  /**
+   * {@code writev(2)}; {@code iov} (direct) holds {@code iovcnt} {@code struct iovec} of 16 bytes.
+   */
+  public static long writev(int fd, ByteBuffer iov, int iovcnt) {
+    return INVOKER.invokeN3(WRITEV.context(), WRITEV.address(), fd, address(iov), iovcnt);
+  }
 
-  /** {@code sigaction(2)}; {@code act} may be null to only read {@code oldact}. */
-  int sigaction(int signum, Pointer act, Pointer oldact);
+  /** {@code ioctl(fd, request, &value)} with a 4-byte integer argument. */
+  public static int ioctlInt(int fd, long request, int value) {
+    long arg = MEMORY.allocateMemory(4, true);
+    try {
+      MEMORY.putInt(arg, value);
+      return (int) INVOKER.invokeN3(IOCTL.context(), IOCTL.address(), fd, request, arg);
+    } finally {
+      MEMORY.freeMemory(arg);
+    }
+  }
 
-  /** {@code signal(2)}; handler 0 is SIG_DFL. Returns the previous handler. */
-  long signal(int signum, long handler);
+  /** {@code mount(source, target, fstype, flags, data)}: 0, or -1. */
+  public static int mount(String source, String target, String fstype, long flags, String data) {
+    long[] s = cStrings(source, target, fstype, data);
+    try {
+      return (int)
+          INVOKER.invokeN5(MOUNT.context(), MOUNT.address(), s[0], s[1], s[2], flags, s[3]);
+    } finally {
+      free(s);
+    }
+  }
 
-  int getuid();
+  /** {@code umount2(target, flags)}: 0, or -1. */
+  public static int umount2(String target, int flags) {
+    long[] s = cStrings(target);
+    try {
+      return (int) INVOKER.invokeN2(UMOUNT2.context(), UMOUNT2.address(), s[0], flags);
+    } finally {
+      free(s);
+    }
+  }
 
-  int getgid();
+  /** {@code socketpair(domain, type, protocol, sv)}: 0 and the two fds in {@code sv}, or -1. */
+  public static int socketpair(int domain, int type, int protocol, int[] sv) {
+    long fds = MEMORY.allocateMemory(8, true);
+    try {
+      int r =
+          (int)
+              INVOKER.invokeN4(
+                  SOCKETPAIR.context(), SOCKETPAIR.address(), domain, type, protocol, fds);
+      sv[0] = MEMORY.getInt(fds);
+      sv[1] = MEMORY.getInt(fds + 4);
+      return r;
+    } finally {
+      MEMORY.freeMemory(fds);
+    }
+  }
 
-  String strerror(int errnum);
+  /** {@code socket(domain, type, protocol)}: a file descriptor, or -1. */
+  public static int socket(int domain, int type, int protocol) {
+    return (int) INVOKER.invokeN3(SOCKET.context(), SOCKET.address(), domain, type, protocol);
+  }
 
-  int posix_spawn_file_actions_init(Pointer actions);
+  /** {@code sendto(2)} of the direct {@code buf}; {@code addr} (direct) holds a sockaddr. */
+  public static long sendto(
+      int fd, ByteBuffer buf, long len, int flags, ByteBuffer addr, int addrlen) {
+    return INVOKER.invokeN6(
+        SENDTO.context(), SENDTO.address(), fd, address(buf), len, flags, address(addr), addrlen);
+  }
 
-  int posix_spawn_file_actions_adddup2(Pointer actions, int fd, int newfd);
+  /** {@code recvmsg(fd, msg, flags)} with {@code msg} the address of a {@code struct msghdr}. */
+  public static long recvmsg(int fd, long msg, int flags) {
+    return INVOKER.invokeN3(RECVMSG.context(), RECVMSG.address(), fd, msg, flags);
+  }
 
-  int posix_spawn_file_actions_addclosefrom_np(Pointer actions, int from);
+  /** {@code sigaction(signum, act, oldact)}, addresses (0 for NULL): 0, or -1. */
+  public static int sigaction(int signum, long act, long oldact) {
+    return (int) INVOKER.invokeN3(SIGACTION.context(), SIGACTION.address(), signum, act, oldact);
+  }
 
-  int posix_spawn_file_actions_destroy(Pointer actions);
+  /** {@code signal(signum, handler)}; handler 0 is SIG_DFL. Returns the previous handler. */
+  public static long signal(int signum, long handler) {
+    return INVOKER.invokeN2(SIGNAL.context(), SIGNAL.address(), signum, handler);
+  }
 
-  int posix_spawnp(
-      @Out IntByReference pid,
-      String file,
-      Pointer actions,
-      Pointer attr,
-      Pointer argv,
-      Pointer envp);
+  public static int getuid() {
+    return (int) INVOKER.invokeN0(GETUID.context(), GETUID.address());
+  }
 
-  @SaveError
-  int waitpid(int pid, @Out IntByReference status, int options);
+  public static int getgid() {
+    return (int) INVOKER.invokeN0(GETGID.context(), GETGID.address());
+  }
 
-  @SaveError
-  int dup2(int oldfd, int newfd);
+  /** {@code strerror(errnum)}: the message. */
+  public static String strerror(int errnum) {
+    long s = INVOKER.invokeN1(STRERROR.context(), STRERROR.address(), errnum);
+    return s == 0
+        ? "errno " + errnum
+        : new String(MEMORY.getZeroTerminatedByteArray(s), StandardCharsets.UTF_8);
+  }
 
-  /** The calling thread's errno after the last {@link SaveError} call. */
-  static int errno() {
-    return RUNTIME.getLastError();
+  /**
+   * {@code posix_spawnp} of {@code argv} with {@code envp}, the child's {@code fd} dup2'ed to
+   * {@code childFd} and every descriptor above {@code childFd} closed.
+   *
+   * @return the child's pid, or {@code -errno} when it could not be spawned
+   */
+  public static int spawn(List<String> argv, List<String> envp, int fd, int childFd) {
+    long actions = MEMORY.allocateMemory(256, true); // posix_spawn_file_actions_t
+    long pid = MEMORY.allocateMemory(8, true);
+    long[] args = cStrings(argv.toArray(String[]::new));
+    long[] env = cStrings(envp.toArray(String[]::new));
+    long argvArray = pointerArray(args);
+    long envpArray = pointerArray(env);
+    INVOKER.invokeN1(SPAWN_ACTIONS_INIT.context(), SPAWN_ACTIONS_INIT.address(), actions);
+    try {
+      INVOKER.invokeN3(
+          SPAWN_ACTIONS_ADDDUP2.context(), SPAWN_ACTIONS_ADDDUP2.address(), actions, fd, childFd);
+      INVOKER.invokeN2(
+          SPAWN_ACTIONS_ADDCLOSEFROM.context(),
+          SPAWN_ACTIONS_ADDCLOSEFROM.address(),
+          actions,
+          childFd + 1);
+      int rc =
+          (int)
+              INVOKER.invokeN6(
+                  POSIX_SPAWNP.context(),
+                  POSIX_SPAWNP.address(),
+                  pid,
+                  args[0],
+                  actions,
+                  0,
+                  argvArray,
+                  envpArray);
+      return rc != 0 ? -rc : MEMORY.getInt(pid);
+    } finally {
+      INVOKER.invokeN1(SPAWN_ACTIONS_DESTROY.context(), SPAWN_ACTIONS_DESTROY.address(), actions);
+      MEMORY.freeMemory(actions);
+      MEMORY.freeMemory(pid);
+      MEMORY.freeMemory(argvArray);
+      MEMORY.freeMemory(envpArray);
+      free(args);
+      free(env);
+    }
+  }
+
+  /** {@code waitpid(pid, &status, options)}: the pid, or -1; the status is the wait status. */
+  public static int waitpid(int pid, int[] status, int options) {
+    long s = MEMORY.allocateMemory(4, true);
+    try {
+      int r = (int) INVOKER.invokeN3(WAITPID.context(), WAITPID.address(), pid, s, options);
+      status[0] = MEMORY.getInt(s);
+      return r;
+    } finally {
+      MEMORY.freeMemory(s);
+    }
+  }
+
+  /** {@code dup2(oldfd, newfd)}: {@code newfd}, or -1. */
+  public static int dup2(int oldfd, int newfd) {
+    return (int) INVOKER.invokeN2(DUP2.context(), DUP2.address(), oldfd, newfd);
+  }
+
+  private static long address(ByteBuffer direct) {
+    if (!direct.isDirect()) {
+      throw new IllegalArgumentException("a native call needs a direct buffer");
+    }
+    return MEMORY.getDirectBufferAddress(direct);
+  }
+
+  /** NUL-terminated UTF-8 copies of {@code strings} in native memory (0 for null); free them. */
+  private static long[] cStrings(String... strings) {
+    long[] out = new long[strings.length];
+    for (int i = 0; i < strings.length; i++) {
+      if (strings[i] != null) {
+        byte[] b = strings[i].getBytes(StandardCharsets.UTF_8);
+        out[i] = MEMORY.allocateMemory(b.length + 1, true);
+        MEMORY.putZeroTerminatedByteArray(out[i], b, 0, b.length);
+      }
+    }
+    return out;
+  }
+
+  /** A NULL-terminated {@code char *[]} of {@code strings}' addresses; free it. */
+  private static long pointerArray(long[] strings) {
+    long array = MEMORY.allocateMemory((strings.length + 1) * 8L, true);
+    for (int i = 0; i < strings.length; i++) {
+      MEMORY.putAddress(array + 8L * i, strings[i]);
+    }
+    return array;
+  }
+
+  private static void free(long[] addresses) {
+    for (long a : addresses) {
+      if (a != 0) {
+        MEMORY.freeMemory(a);
+      }
+    }
   }
 }
