@@ -1,10 +1,8 @@
 package org.jqcowfs.cli;
 
-import java.io.BufferedReader;
-import java.io.File;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.InputStreamReader;
-import java.lang.management.ManagementFactory;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -16,10 +14,12 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.fuse.Errno;
 import org.jqcowfs.fuse.FlatFileSystem;
 import org.jqcowfs.fuse.FuseMount;
 import org.jqcowfs.fuse.JnrFuseBackend;
 import org.jqcowfs.fuse.KernelBackend;
+import org.jqcowfs.fuse.LibC;
 import org.jqcowfs.fuse.MountOptions;
 import org.jqcowfs.fuse.Mounted;
 import org.slf4j.Logger;
@@ -33,9 +33,9 @@ import picocli.CommandLine.Parameters;
 /**
  * {@code jqcowfs mount}: the images' virtual disks as read-only flat files under a mountpoint.
  * Without {@code -f} the mount runs as a daemon: the command returns 0 once the mount is live, or
- * the daemon's exit status with its message. {@code bin/jqcowfs} does that in one JVM (it starts
- * {@code mount --foreground --notify-ready} in a session of its own and waits for {@link #READY});
- * run without the launcher, this command starts itself again the same way ({@link #daemonize}).
+ * the daemon's exit status with its message: this command starts itself again as {@code mount
+ * --foreground --notify-ready} in a session of its own and waits for {@link #READY} ({@link
+ * #daemonize}, the one daemonizer).
  */
 @Command(
     name = "mount",
@@ -250,38 +250,98 @@ final class MountCommand implements Callable<Integer> {
 
   /**
    * Starts this command again with {@code --foreground --notify-ready} in a new session (setsid),
-   * passes its stderr through, and waits for its ready line or its exit.
+   * its stdin /dev/null, its stdout a pipe to this process, its stderr ours; passes its output
+   * through and waits for its ready line or its exit. Spawned with posix_spawn, not a {@code
+   * ProcessBuilder}: the JVM's process reaper would sit in waitpid, and a JVM exits 0.3 s late when
+   * a thread is in a native call (docs/decisions/one-daemonizer.md).
    */
   private int daemonize() throws Exception {
     List<String> cmd = new ArrayList<>();
     if (Files.isExecutable(Path.of("/usr/bin/setsid"))) {
       cmd.add("/usr/bin/setsid");
     }
-    cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-    cmd.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
-    cmd.add("-cp");
-    cmd.add(System.getProperty("java.class.path"));
-    cmd.add(Main.class.getName());
+    cmd.addAll(javaCommand());
     List<String> args = new ArrayList<>(spec.commandLine().getParseResult().originalArgs());
     int at = args.indexOf("mount");
     args.addAll(at + 1, List.of("--foreground", "--notify-ready"));
     cmd.addAll(args);
-    Process p =
-        new ProcessBuilder(cmd)
-            .redirectInput(new File("/dev/null"))
-            .redirectError(ProcessBuilder.Redirect.INHERIT)
-            .start();
-    try (BufferedReader out =
-        new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8))) {
-      for (String line; (line = out.readLine()) != null; ) {
-        if (line.equals(READY)) {
-          return 0;
+    int[] pipe = new int[2];
+    if (LibC.pipe(pipe) != 0) {
+      throw new IOException("pipe: " + LibC.strerror(LibC.errno()));
+    }
+    int devNull = LibC.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
+    int pid;
+    try {
+      pid = LibC.spawn(cmd, LibC.environment(), new int[] {devNull, pipe[1], 2});
+    } finally {
+      LibC.close(pipe[1]);
+      LibC.close(devNull);
+    }
+    try {
+      if (pid < 0) {
+        throw new IOException(cmd.get(0) + ": " + LibC.strerror(-pid));
+      }
+      if (passOutputUntilReady(pipe[0])) {
+        return 0;
+      }
+    } finally {
+      LibC.close(pipe[0]);
+    }
+    int[] status = new int[1];
+    while (LibC.waitpid(pid, status, 0) < 0 && LibC.errno() == Errno.EINTR) {
+      // interrupted: wait again
+    }
+    int code = (status[0] & 0x7f) != 0 ? 128 + (status[0] & 0x7f) : (status[0] >> 8) & 0xff;
+    return code != 0 ? code : 1;
+  }
+
+  /** Copies the daemon's lines from {@code fd} to stdout; true at its {@link #READY} line. */
+  private static boolean passOutputUntilReady(int fd) throws IOException {
+    ByteBuffer buf = ByteBuffer.allocateDirect(4096);
+    ByteArrayOutputStream line = new ByteArrayOutputStream();
+    while (true) {
+      long n = LibC.read(fd, buf.clear(), buf.capacity());
+      if (n < 0 && LibC.errno() == Errno.EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        System.out.print(line.toString(StandardCharsets.UTF_8));
+        return false;
+      }
+      for (int i = 0; i < n; i++) {
+        byte b = buf.get(i);
+        if (b != '\n') {
+          line.write(b);
+          continue;
         }
-        System.out.println(line);
+        String text = line.toString(StandardCharsets.UTF_8);
+        line.reset();
+        if (text.equals(READY)) {
+          return true;
+        }
+        System.out.println(text);
       }
     }
-    int status = p.waitFor();
-    return status != 0 ? status : 1;
+  }
+
+  /**
+   * This JVM's command up to its main class, options included ({@code /proc/self/cmdline}, which
+   * costs less to read than the JVM's management beans take to load).
+   */
+  private static List<String> javaCommand() {
+    ProcessHandle.Info info = ProcessHandle.current().info();
+    List<String> cmd = new ArrayList<>();
+    cmd.add(
+        info.command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+    String[] arguments = info.arguments().orElse(new String[0]);
+    for (String a : arguments) {
+      cmd.add(a);
+      if (a.equals(Main.class.getName())) {
+        return cmd;
+      }
+    }
+    // Started some other way (a test's launcher): the class path and the main class.
+    return List.of(cmd.get(0), "-cp", System.getProperty("java.class.path"), Main.class.getName());
   }
 
   /** picocli converter for byte counts. */

@@ -164,7 +164,10 @@ public final class FuseMount {
   /** posix_spawnp with {@code fd} as {@code childFd} in the child and every fd above closed. */
   private static int spawn(List<String> argv, List<String> envp, int fd, int childFd)
       throws IOException {
-    int pid = LibC.spawn(argv, envp, fd, childFd);
+    int[] fds = new int[childFd + 1];
+    java.util.Arrays.fill(fds, -1);
+    fds[childFd] = fd;
+    int pid = LibC.spawn(argv, envp, fds);
     if (pid < 0) {
       throw new IOException(argv.get(0) + ": " + LibC.strerror(-pid));
     }

@@ -72,6 +72,7 @@ public final class LibC {
       libc("posix_spawnp", INT, POINTER, POINTER, POINTER, POINTER, POINTER, POINTER);
   private static final NativeFunction WAITPID = libc("waitpid", INT, INT, POINTER, INT);
   private static final NativeFunction DUP2 = libc("dup2", INT, INT, INT);
+  private static final NativeFunction PIPE2 = libc("pipe2", INT, POINTER, INT);
 
   private LibC() {}
 
@@ -214,12 +215,13 @@ public final class LibC {
   }
 
   /**
-   * {@code posix_spawnp} of {@code argv} with {@code envp}, the child's {@code fd} dup2'ed to
-   * {@code childFd} and every descriptor above {@code childFd} closed.
+   * {@code posix_spawnp} of {@code argv} with {@code envp}; in the child, descriptor {@code fds[i]}
+   * becomes descriptor {@code i} (left alone where {@code fds[i]} is {@code i} or -1), and every
+   * descriptor from {@code fds.length} on is closed.
    *
    * @return the child's pid, or {@code -errno} when it could not be spawned
    */
-  public static int spawn(List<String> argv, List<String> envp, int fd, int childFd) {
+  public static int spawn(List<String> argv, List<String> envp, int[] fds) {
     long actions = MEMORY.allocateMemory(256, true); // posix_spawn_file_actions_t
     long pid = MEMORY.allocateMemory(8, true);
     long[] args = cStrings(argv.toArray(String[]::new));
@@ -228,13 +230,17 @@ public final class LibC {
     long envpArray = pointerArray(env);
     INVOKER.invokeN1(SPAWN_ACTIONS_INIT.context(), SPAWN_ACTIONS_INIT.address(), actions);
     try {
-      INVOKER.invokeN3(
-          SPAWN_ACTIONS_ADDDUP2.context(), SPAWN_ACTIONS_ADDDUP2.address(), actions, fd, childFd);
+      for (int i = 0; i < fds.length; i++) {
+        if (fds[i] >= 0 && fds[i] != i) {
+          INVOKER.invokeN3(
+              SPAWN_ACTIONS_ADDDUP2.context(), SPAWN_ACTIONS_ADDDUP2.address(), actions, fds[i], i);
+        }
+      }
       INVOKER.invokeN2(
           SPAWN_ACTIONS_ADDCLOSEFROM.context(),
           SPAWN_ACTIONS_ADDCLOSEFROM.address(),
           actions,
-          childFd + 1);
+          fds.length);
       int rc =
           (int)
               INVOKER.invokeN6(
@@ -255,6 +261,26 @@ public final class LibC {
       MEMORY.freeMemory(envpArray);
       free(args);
       free(env);
+    }
+  }
+
+  /** This process's environment as {@code NAME=value} strings, for {@link #spawn}. */
+  public static List<String> environment() {
+    List<String> env = new java.util.ArrayList<>();
+    System.getenv().forEach((k, v) -> env.add(k + "=" + v));
+    return env;
+  }
+
+  /** {@code pipe2(fds, O_CLOEXEC)}: 0 with the read end in {@code fds[0]}, the write end in 1. */
+  public static int pipe(int[] fds) {
+    long mem = MEMORY.allocateMemory(8, true);
+    try {
+      int r = (int) INVOKER.invokeN2(PIPE2.context(), PIPE2.address(), mem, O_CLOEXEC);
+      fds[0] = MEMORY.getInt(mem);
+      fds[1] = MEMORY.getInt(mem + 4);
+      return r;
+    } finally {
+      MEMORY.freeMemory(mem);
     }
   }
 
