@@ -119,6 +119,8 @@ public final class FlatFileSystem implements Closeable {
   private final List<FlatFile> files;
   private final Map<String, FlatFile> byName = new HashMap<>();
   private final long mountMillis = System.currentTimeMillis();
+  private final int ownerUid = LibC.getuid();
+  private final int ownerGid = LibC.getgid();
   private final LongAdder readBytes = new LongAdder();
 
   /** Set by {@link #close}: the data count walk stops. */
@@ -269,6 +271,120 @@ public final class FlatFileSystem implements Closeable {
   public List<FlatFile> files() {
     return files;
   }
+
+  /** {@code S_IFDIR} and {@code S_IFREG}, the file type bits of a mode. */
+  public static final int S_IFDIR = 0040000;
+
+  public static final int S_IFREG = 0100000;
+
+  /** The root directory's permissions: readable and searchable by all, never writable. */
+  static final int ROOT_PERMISSIONS = 0555;
+
+  /** The block size statfs reports, in bytes. */
+  static final int STATFS_BLOCK_BYTES = 4096;
+
+  /** The longest file name statfs reports, in bytes. */
+  static final int NAME_MAX = 255;
+
+  /**
+   * What stat tells of an inode: the policy both backends encode.
+   *
+   * @param inode the inode number
+   * @param size st_size in bytes
+   * @param blocks st_blocks, 512-byte units
+   * @param mtimeMillis st_mtime (and atime, ctime), milliseconds since the epoch
+   * @param mode file type and permissions
+   * @param nlink links
+   * @param uid owner
+   * @param gid group
+   */
+  public record Attributes(
+      long inode,
+      long size,
+      long blocks,
+      long mtimeMillis,
+      int mode,
+      int nlink,
+      int uid,
+      int gid) {}
+
+  /**
+   * What statfs tells: the disks' bytes, nothing free (the flat files are read-only).
+   *
+   * @param blocks capacity in {@code blockBytes} units
+   * @param files inodes in use
+   * @param blockBytes block size in bytes
+   * @param nameMax longest name in bytes
+   */
+  public record FsStats(long blocks, long files, int blockBytes, int nameMax) {}
+
+  /**
+   * The attributes of {@code inode}: the root directory (owned by the mounting user, mode 0555) or
+   * a flat file (owned and readable as its image, {@link FlatFile#permissions}).
+   *
+   * @throws FuseException ENOENT for an unknown inode
+   */
+  public Attributes attributes(long inode) {
+    if (inode == ROOT_INODE) {
+      return new Attributes(
+          inode, 0, 0, mountMillis, S_IFDIR | ROOT_PERMISSIONS, 2, ownerUid, ownerGid);
+    }
+    FlatFile f = file(inode);
+    return new Attributes(
+        inode,
+        f.size(),
+        f.blocks(),
+        f.mtimeMillis(),
+        S_IFREG | f.permissions(),
+        1,
+        f.uid(),
+        f.gid());
+  }
+
+  /** The filesystem's statfs answer. */
+  public FsStats stats() {
+    long bytes = totalBytes();
+    return new FsStats(
+        (bytes + STATFS_BLOCK_BYTES - 1) / STATFS_BLOCK_BYTES,
+        files.size() + 1,
+        STATFS_BLOCK_BYTES,
+        NAME_MAX);
+  }
+
+  /**
+   * Checks an open of {@code inode} with {@code flags} ({@code open(2)}'s): only for reading.
+   *
+   * @throws FuseException EISDIR for the root, EROFS for write access or O_TRUNC, ENOENT for an
+   *     unknown inode
+   */
+  public FlatFile checkOpen(long inode, int flags) {
+    if (inode == ROOT_INODE) {
+      throw new FuseException(Errno.EISDIR, "is a directory");
+    }
+    FlatFile f = file(inode);
+    if ((flags & O_ACCMODE) != 0 || (flags & O_TRUNC) != 0) {
+      throw new FuseException(Errno.EROFS, "read-only");
+    }
+    return f;
+  }
+
+  /**
+   * Checks {@code access(2)}'s {@code mask} on {@code inode}: nothing is writable.
+   *
+   * @throws FuseException EROFS when {@code W_OK} is asked, ENOENT for an unknown inode
+   */
+  public void checkAccess(long inode, int mask) {
+    if (inode != ROOT_INODE) {
+      file(inode);
+    }
+    if ((mask & W_OK) != 0) {
+      throw new FuseException(Errno.EROFS, "read-only");
+    }
+  }
+
+  private static final int O_ACCMODE = 3;
+  private static final int O_TRUNC = 01000;
+  private static final int W_OK = 2;
 
   /** The file named {@code name} in the root directory; ENOENT if there is none. */
   public FlatFile lookup(String name) {

@@ -41,13 +41,8 @@ final class FuseOps {
   static final int FOPEN_KEEP_CACHE = 1 << 1;
   static final int FOPEN_NOFLUSH = 1 << 5;
 
-  static final int S_IFDIR = 0040000;
-  static final int S_IFREG = 0100000;
   static final int DT_DIR = 4;
   static final int DT_REG = 8;
-  static final int O_ACCMODE = 3;
-  static final int O_TRUNC = 01000;
-  static final int W_OK = 2;
 
   /** How long the kernel may cache names and attributes: the images do not change. */
   static final long VALID_SECONDS = 3600;
@@ -59,8 +54,6 @@ final class FuseOps {
   static final int BLKSIZE = MAX_READ_BYTES;
 
   private final FlatFileSystem fs;
-  private final int uid;
-  private final int gid;
 
   private final InvalInodeNotifier notifier;
 
@@ -78,8 +71,6 @@ final class FuseOps {
   FuseOps(FlatFileSystem fs, InvalInodeNotifier notifier) {
     this.fs = fs;
     this.notifier = notifier;
-    this.uid = LibC.getuid();
-    this.gid = LibC.getgid();
   }
 
   FlatFileSystem fs() {
@@ -196,44 +187,23 @@ final class FuseOps {
 
   /** {@code struct fuse_attr} (88 bytes) of {@code nodeid} at {@code at}. */
   private void putAttr(ByteBuffer out, int at, long nodeid) {
-    long size;
-    long blocks;
-    long millis;
-    int mode;
-    int nlink;
-    int owner = uid;
-    int group = gid;
-    if (nodeid == FlatFileSystem.ROOT_INODE) {
-      size = 0;
-      blocks = 0;
-      millis = fs.mountMillis();
-      mode = S_IFDIR | 0555;
-      nlink = 2;
-    } else {
-      FlatFile f = fs.file(nodeid);
-      size = f.size();
-      blocks = f.blocks();
-      millis = f.mtimeMillis();
-      mode = S_IFREG | f.permissions();
-      nlink = 1;
-      owner = f.uid();
-      group = f.gid();
-    }
+    FlatFileSystem.Attributes a = fs.attributes(nodeid);
+    long millis = a.mtimeMillis();
     long seconds = Math.floorDiv(millis, 1000);
     int nanos = (int) Math.floorMod(millis, 1000) * 1_000_000;
     out.putLong(at, nodeid)
-        .putLong(at + 8, size)
-        .putLong(at + 16, blocks)
+        .putLong(at + 8, a.size())
+        .putLong(at + 16, a.blocks())
         .putLong(at + 24, seconds) // atime
         .putLong(at + 32, seconds) // mtime
         .putLong(at + 40, seconds) // ctime
         .putInt(at + 48, nanos)
         .putInt(at + 52, nanos)
         .putInt(at + 56, nanos)
-        .putInt(at + 60, mode)
-        .putInt(at + 64, nlink)
-        .putInt(at + 68, owner)
-        .putInt(at + 72, group)
+        .putInt(at + 60, a.mode())
+        .putInt(at + 64, a.nlink())
+        .putInt(at + 68, a.uid())
+        .putInt(at + 72, a.gid())
         .putInt(at + 76, 0) // rdev
         .putInt(at + 80, BLKSIZE)
         .putInt(at + 84, 0); // flags
@@ -249,13 +219,7 @@ final class FuseOps {
    * docs/decisions/page-cache-and-push.md.
    */
   private int open(long nodeid, int flags, ByteBuffer out) {
-    if (nodeid == FlatFileSystem.ROOT_INODE) {
-      throw new FuseException(Errno.EISDIR, "is a directory");
-    }
-    FlatFile f = fs.file(nodeid);
-    if ((flags & O_ACCMODE) != 0 || (flags & O_TRUNC) != 0) {
-      throw new FuseException(Errno.EROFS, "read-only");
-    }
+    FlatFile f = fs.checkOpen(nodeid, flags);
     long fh = nextHandle.getAndIncrement();
     long inode = f.inode();
     open.put(
@@ -339,18 +303,17 @@ final class FuseOps {
     return pos;
   }
 
-  /** FUSE_STATFS -> {@code fuse_statfs_out} (80 bytes): full, nothing free. */
+  /** FUSE_STATFS -> {@code fuse_statfs_out} (80 bytes). */
   private int statfs(ByteBuffer out) {
-    long bytes = fs.totalBytes();
-    int bsize = 4096;
-    out.putLong(0, (bytes + bsize - 1) / bsize) // blocks
+    FlatFileSystem.FsStats st = fs.stats();
+    out.putLong(0, st.blocks())
         .putLong(8, 0) // bfree
         .putLong(16, 0) // bavail
-        .putLong(24, fs.files().size() + 1) // files
+        .putLong(24, st.files())
         .putLong(32, 0) // ffree
-        .putInt(40, bsize)
-        .putInt(44, 255) // namelen
-        .putInt(48, bsize); // frsize
+        .putInt(40, st.blockBytes())
+        .putInt(44, st.nameMax())
+        .putInt(48, st.blockBytes()); // frsize
     for (int i = 52; i < 80; i += 4) {
       out.putInt(i, 0);
     }
@@ -358,12 +321,7 @@ final class FuseOps {
   }
 
   private int access(long nodeid, int mask) {
-    if (nodeid != FlatFileSystem.ROOT_INODE) {
-      fs.file(nodeid);
-    }
-    if ((mask & W_OK) != 0) {
-      throw new FuseException(Errno.EROFS, "read-only");
-    }
+    fs.checkAccess(nodeid, mask);
     return 0;
   }
 

@@ -26,8 +26,6 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
 
   private final FlatFileSystem fs;
   private final Path mnt;
-  private final int uid = LibC.getuid();
-  private final int gid = LibC.getgid();
   private final ThreadLocal<ByteBuffer> buffers =
       ThreadLocal.withInitial(() -> ByteBuffer.allocate(128 * 1024));
   private Thread loop;
@@ -131,26 +129,17 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
   @Override
   public int getattr(String path, FileStat stat) {
     try {
-      long ino = inode(path);
-      stat.st_ino.set(ino);
-      stat.st_uid.set(uid);
-      stat.st_gid.set(gid);
-      if (ino == FlatFileSystem.ROOT_INODE) {
-        stat.st_mode.set(FileStat.S_IFDIR | 0555);
-        stat.st_nlink.set(2);
-        stat.st_mtim.tv_sec.set(fs.mountMillis() / 1000);
-        return 0;
-      }
-      FlatFile f = fs.file(ino);
-      stat.st_mode.set(FileStat.S_IFREG | f.permissions());
-      stat.st_uid.set(f.uid());
-      stat.st_gid.set(f.gid());
-      stat.st_nlink.set(1);
-      stat.st_size.set(f.size());
-      stat.st_blocks.set(f.blocks());
-      stat.st_mtim.tv_sec.set(f.mtimeMillis() / 1000);
-      stat.st_ctim.tv_sec.set(f.mtimeMillis() / 1000);
-      stat.st_atim.tv_sec.set(f.mtimeMillis() / 1000);
+      FlatFileSystem.Attributes a = fs.attributes(inode(path));
+      stat.st_ino.set(a.inode());
+      stat.st_mode.set(a.mode());
+      stat.st_uid.set(a.uid());
+      stat.st_gid.set(a.gid());
+      stat.st_nlink.set(a.nlink());
+      stat.st_size.set(a.size());
+      stat.st_blocks.set(a.blocks());
+      stat.st_mtim.tv_sec.set(a.mtimeMillis() / 1000);
+      stat.st_ctim.tv_sec.set(a.mtimeMillis() / 1000);
+      stat.st_atim.tv_sec.set(a.mtimeMillis() / 1000);
       return 0;
     } catch (Throwable e) {
       return -Errno.of(e, "getattr " + path);
@@ -174,11 +163,8 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
   @Override
   public int open(String path, FuseFileInfo fi) {
     try {
-      long ino = inode(path);
-      if (ino == FlatFileSystem.ROOT_INODE) {
-        return -Errno.EISDIR;
-      }
-      return (fi.flags.get() & 3) != 0 ? -Errno.EROFS : 0;
+      fs.checkOpen(inode(path), fi.flags.get());
+      return 0;
     } catch (Throwable e) {
       return -Errno.of(e, "open " + path);
     }
@@ -205,12 +191,12 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
 
   @Override
   public int statfs(String path, Statvfs st) {
-    long bytes = fs.totalBytes();
-    st.f_bsize.set(4096);
-    st.f_frsize.set(4096);
-    st.f_blocks.set((bytes + 4095) / 4096);
-    st.f_files.set(fs.files().size() + 1);
-    st.f_namemax.set(255);
+    FlatFileSystem.FsStats stats = fs.stats();
+    st.f_bsize.set(stats.blockBytes());
+    st.f_frsize.set(stats.blockBytes());
+    st.f_blocks.set(stats.blocks());
+    st.f_files.set(stats.files());
+    st.f_namemax.set(stats.nameMax());
     return 0;
   }
 
@@ -234,8 +220,8 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
   @Override
   public int access(String path, int mask) {
     try {
-      inode(path);
-      return (mask & 2) != 0 ? -Errno.EROFS : 0;
+      fs.checkAccess(inode(path), mask);
+      return 0;
     } catch (Throwable e) {
       return -Errno.of(e, "access " + path);
     }
