@@ -17,8 +17,8 @@ import java.util.function.LongConsumer;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Extent;
+import org.jqcowfs.image.Image;
 import org.jqcowfs.io.HostFile;
-import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
  * Writes a backing chain's virtual disk to a raw file, the job of {@code qemu-img convert -O raw
@@ -207,7 +207,7 @@ public final class Converter {
       if (from > start) {
         read(dst.slice(dst.position(), at), start);
       }
-      Qcow2Image.fillZeros(dst.slice(dst.position() + at, (int) (to - from)));
+      Image.fillZeros(dst.slice(dst.position() + at, (int) (to - from)));
       if (to < end) {
         read(dst.slice(dst.position() + (int) (to - start), (int) (end - to)), to);
       }

@@ -103,6 +103,14 @@ public interface Image extends Closeable {
     return merger.finish();
   }
 
+  /** Fills {@code dst}'s remaining bytes with zeros from a shared zero buffer. */
+  static void fillZeros(ByteBuffer dst) {
+    while (dst.hasRemaining()) {
+      int n = Math.min(dst.remaining(), Zeros.BUFFER.capacity());
+      dst.put(Zeros.BUFFER.duplicate().limit(n));
+    }
+  }
+
   /**
    * Throws {@link IllegalArgumentException} unless {@code [offset, offset + length)} lies in {@code
    * [0, size)}.
@@ -112,5 +120,12 @@ public interface Image extends Closeable {
       throw new IllegalArgumentException(
           "range [" + offset + ", +" + length + ") outside the virtual disk of " + size + " bytes");
     }
+  }
+
+  /** The shared zeros of {@link #fillZeros}. */
+  final class Zeros {
+    static final ByteBuffer BUFFER = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
+
+    private Zeros() {}
   }
 }

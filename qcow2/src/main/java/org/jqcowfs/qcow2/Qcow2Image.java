@@ -24,7 +24,6 @@ import org.jqcowfs.qcow2.format.SubclusterType;
  * Thread-safe; no lock is held while data is read.
  */
 public final class Qcow2Image implements Image {
-  private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
 
   private final Path path;
   private final HostFile file;
@@ -192,7 +191,7 @@ public final class Qcow2Image implements Image {
           }
           hostReads.add(new HostRead(run.hostOffset(), part));
         }
-        case ZERO_PLAIN, ZERO_ALLOC -> fillZeros(part);
+        case ZERO_PLAIN, ZERO_ALLOC -> Image.fillZeros(part);
         case UNALLOCATED_PLAIN, UNALLOCATED_ALLOC -> readBacking(part, pos, backing);
         case COMPRESSED -> {
           // Gathered, then read and decompressed together (in parallel) once the request is mapped.
@@ -263,14 +262,6 @@ public final class Qcow2Image implements Image {
   /** A contiguous range of the data file and where its bytes go. */
   private record HostRead(long hostOffset, ByteBuffer dst) {}
 
-  /** Fills {@code dst}'s remaining bytes with zeros from a shared zero buffer. */
-  public static void fillZeros(ByteBuffer dst) {
-    while (dst.hasRemaining()) {
-      int n = Math.min(dst.remaining(), ZEROS.capacity());
-      dst.put(ZEROS.duplicate().limit(n));
-    }
-  }
-
   private static void readBacking(ByteBuffer part, long pos, Image backing) throws IOException {
     long avail =
         backing == null ? 0 : Math.max(0, Math.min(part.remaining(), backing.size() - pos));
@@ -278,7 +269,7 @@ public final class Qcow2Image implements Image {
       backing.read(part.slice(part.position(), (int) avail), pos);
       part.position(part.position() + (int) avail);
     }
-    fillZeros(part);
+    Image.fillZeros(part);
   }
 
   @Override

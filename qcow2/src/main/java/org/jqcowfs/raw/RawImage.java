@@ -8,7 +8,6 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.io.CachedView;
 import org.jqcowfs.io.HostFile;
 import org.jqcowfs.io.HostFileOptions;
-import org.jqcowfs.qcow2.Qcow2Image;
 
 /**
  * A raw image: guest offset = host offset. Its size is the file's length rounded up to 512 bytes,
@@ -64,7 +63,7 @@ public final class RawImage implements Image {
       file.readFully(dst.slice(dst.position(), (int) inFile), guestOffset);
       dst.position(dst.position() + (int) inFile);
     }
-    Qcow2Image.fillZeros(dst);
+    Image.fillZeros(dst);
   }
 
   /**
