@@ -35,9 +35,8 @@ import org.jqcowfs.io.HostFile;
  *
  * <p>Thread-safe. Every request, on whichever worker, is served from the windows: a short lock
  * guards only which windows exist (no I/O and no waiting under it), and a request pins the window
- * it copies from, so that the window's buffer is reused only after the last copy. Before, a request
- * that found another in progress read its range itself: in a cp of the zstd OS image that was 1.5
- * of 3.2 GB, decompressed twice, once there and once in the window nobody then used.
+ * it copies from, so that the window's buffer is reused only after the last copy (no range is read
+ * twice; docs/performance.md).
  */
 public final class ReadAheadStream implements AutoCloseable {
   /** Bytes per read-ahead window (and its alignment). */
@@ -49,9 +48,8 @@ public final class ReadAheadStream implements AutoCloseable {
   /**
    * Window buffers one reader may own, in use or spare: {@link #DEPTH}, the window being read, the
    * one before it (for a READ answered late), and two whose reads or copies may still be running
-   * after a jump dropped them. Bounds the direct memory of an open file to 7 MiB; without the
-   * bound, windows dropped while their reads ran (READs answered out of order by parallel workers)
-   * left their buffers to the garbage collector, and the daemon grew by 90 MiB over one cp.
+   * after a jump dropped them. Bounds the direct memory of an open file to 7 MiB, also when windows
+   * are dropped while their reads run.
    */
   static final int MAX_BUFFERS = DEPTH + 4;
 
@@ -82,13 +80,7 @@ public final class ReadAheadStream implements AutoCloseable {
    * How far behind the stream a window whose bytes have not all been served is kept, besides twice
    * the kernel's readahead ({@link ReadAheadImage#ReadAheadImage}): the kernel asks for up to twice
    * its readahead at once (cp's FADV_SEQUENTIAL doubles it), and a worker may answer one of those
-   * READs after the other worker has answered all the rest.
-   *
-   * <p>Measured, cp --sparse=always of the plain OS image: with windows dropped as soon as a READ
-   * started past them, and READs more than {@link #LATE_BYTES} back taken as jumps, 30 READs a cp
-   * came 6 MiB late (each a jump back and one forward, dropping every window) and 1500 more found
-   * their window dropped by a later READ (mostly 2-6 MiB late): 0.5 of 3.2 GB were read by the
-   * READs themselves instead of lent. With windows kept until served, 2 MB.
+   * READs after the other worker has answered all the rest (figures: docs/performance.md).
    */
   private final long keepBytes;
 

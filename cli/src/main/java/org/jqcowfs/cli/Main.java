@@ -43,10 +43,9 @@ public final class Main implements Runnable {
   /**
    * The command line for {@code args}: when the first argument names a subcommand (or one of its
    * aliases), the model of that one only. picocli reads every option of every subcommand it is
-   * given before it parses a word: {@code new CommandLine(...)} took 85 ms in a fresh JVM with all
-   * of them and 50 ms with convert's alone (3 runs each), and a convert of a 64 MiB image took
-   * 0.18-0.20 s instead of 0.19-0.27 s. Help, options of {@code jqcowfs} itself and unknown words
-   * get every subcommand, so usage, {@code help COMMAND} and "did you mean" work as before.
+   * given before it parses a word, which is a third of a short command's start
+   * (docs/performance.md). Help, options of {@code jqcowfs} itself and unknown words get every
+   * subcommand, so usage, {@code help COMMAND} and "did you mean" work as before.
    */
   static CommandLine commandLine(String[] args) {
     for (Class<?> c : COMMANDS) {

@@ -7,10 +7,7 @@ package org.jqcowfs.fuse;
  *
  * <p>Why: a cp of a 3 GB image would otherwise leave 3 GB of page cache beside the image file's
  * own, and on this kind of machine (a VM that hands freed memory back to its host) a fresh page
- * costs a host fault to touch. Measured, cp --sparse=always of the plain OS image to tmpfs: 6.3-8.9
- * s with the whole file cached, 2.4-3.4 s with drop-behind. (The pages it frees are not reliably
- * reused warm: in a zstd cp started right after 3 GB were written and freed on tmpfs, the copy of
- * the READ replies into the page cache took 2.0 s of daemon CPU instead of 0.34 s.)
+ * costs a host fault to touch (figures: docs/decisions/page-cache-and-push.md).
  *
  * <p>A READ belongs to the current run when it starts no further than {@link #SLACK_BYTES} past the
  * run's front (readahead requests of one window may be answered out of order), not before the run's

@@ -16,9 +16,8 @@ public final class KernelBackend implements Mounted {
   /**
    * Readahead for the mount, in KiB (root only: the bdi's {@code read_ahead_kb}). The kernel then
    * asks for up to 8 MiB ahead of a sequential reader in 1 MiB READs, answered in parallel while
-   * the reader is busy; with 1 MiB, cp still waited for some windows (cp of the plain OS image
-   * 3.1-3.5 s against 2.5-3.2 s with 4 MiB and 2.4-3.4 s with 8 MiB). {@link DropBehind} keeps its
-   * lag above this, doubled (cp's FADV_SEQUENTIAL doubles the window).
+   * the reader is busy (less left cp waiting: docs/decisions/page-cache-and-push.md). {@link
+   * DropBehind} keeps its lag above this, doubled (cp's FADV_SEQUENTIAL doubles the window).
    */
   static final int READ_AHEAD_KIB = 8192;
 

@@ -268,11 +268,8 @@ public final class PosixHostFile implements HostFile {
    * holds every page of them ({@code cachestat}); null when it does not, when that cannot be told,
    * when mapping is off ({@link HostFileOptions#mappedReads}) or when {@code mmap} fails: the
    * caller then reads the range. The caller closes the view (see {@link CachedView} for the rules).
-   * Shown to the {@link ReadObserver} as a read.
-   *
-   * <p>Mapping a cached MiB and unmapping it takes 30-48 us on this machine, reading it into a
-   * buffer 150 us ({@code pread} against {@code mmap(MAP_POPULATE)} and {@code munmap}, 2000 MiB of
-   * the plain OS bench image, the higher figure with another thread of the process running).
+   * Shown to the {@link ReadObserver} as a read. Mapping costs a fraction of a read
+   * (docs/performance.md).
    *
    * @throws IOException if the range runs past the end of the file (naming the range)
    */
@@ -361,9 +358,8 @@ public final class PosixHostFile implements HostFile {
    * as it does for a file someone has read or is reading. Readahead alone does not reach that far:
    * the header and table reads at open, and a probe of the format, leave readahead marks behind
    * them, and a cached range read through the cache that holds one starts the kernel's readahead
-   * further on, which caches the next ranges in full, and so on to the end of the file. A cold
-   * {@code dd} of the in-order bench image went through the page cache that way in 3 of 4 runs
-   * (4.3-7.3 s and the whole image cached, against 2.7 s and 8 MiB).
+   * further on, which caches the next ranges in full, and so on to the end of the file
+   * (docs/decisions/direct-reads-and-aio.md).
    */
   private boolean warm(long pos, long bytes, long fileLength) throws IOException {
     if (!allCached(pos, bytes)) {
