@@ -23,6 +23,7 @@ public final class Main implements Runnable {
           MountCommand.class,
           UnmountCommand.class,
           SnapshotCommand.class,
+          CheckCommand.class,
           CommandLine.HelpCommand.class);
 
   @CommandLine.Spec CommandLine.Model.CommandSpec spec;

@@ -18,6 +18,9 @@ final class Refcounts {
   /** {@code REFT_OFFSET_MASK}. */
   static final long REFT_OFFSET_MASK = 0xfffffffffffffe00L;
 
+  /** {@code REFT_RESERVED_MASK}: bits 0-8. */
+  static final long REFT_RESERVED_MASK = 0x1ffL;
+
   private final HostFile file;
   private final Header header;
   private final long[] table;
@@ -32,6 +35,11 @@ final class Refcounts {
     b.flip();
     table = new long[entries];
     b.asLongBuffer().get(table);
+  }
+
+  /** The refcount table's entries as stored. */
+  long[] table() {
+    return table;
   }
 
   /**

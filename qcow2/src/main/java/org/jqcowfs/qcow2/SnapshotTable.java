@@ -24,6 +24,17 @@ final class SnapshotTable {
    * @throws ImageFormatException naming the snapshot index and field on a bad entry
    */
   static List<Snapshot> read(HostFile file, Header h) throws IOException {
+    return readTable(file, h).snapshots();
+  }
+
+  /**
+   * The table's entries and its bytes in the file (QEMU {@code s->snapshots_size}: each entry's
+   * fixed part, extra data, id and name, padded to 8).
+   */
+  record Table(List<Snapshot> snapshots, long bytes) {}
+
+  /** As {@link #read}, with the table's bytes. */
+  static Table readTable(HostFile file, Header h) throws IOException {
     Path p = file.path();
     List<Snapshot> out = new ArrayList<>();
     long pos = h.snapshotsOffset();
@@ -95,7 +106,7 @@ final class SnapshotTable {
               id, name, l1Offset, (int) l1Size, virtualSize, dateSec, dateNsec, vmClock, vmState));
       pos += entryBytes;
     }
-    return List.copyOf(out);
+    return new Table(List.copyOf(out), total);
   }
 
   private static void readAt(

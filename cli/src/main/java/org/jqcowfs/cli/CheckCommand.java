@@ -1,0 +1,118 @@
+package org.jqcowfs.cli;
+
+import com.fasterxml.jackson.core.util.DefaultIndenter;
+import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.PrintWriter;
+import java.math.BigDecimal;
+import java.math.RoundingMode;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import org.jqcowfs.qcow2.Qcow2Check;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code jqcowfs check}: the consistency check of a qcow2 image, as {@code qemu-img check} reports
+ * it (the same messages, counts and exit codes). Read-only: repairs ({@code -r}) come with the
+ * write path.
+ */
+@Command(
+    name = "check",
+    mixinStandardHelpOptions = true,
+    description = {
+      "Check a qcow2 image for corruptions and leaked clusters, as qemu-img check does.",
+      "Exit status: 0 no errors, 1 the check could not be done, 2 corruptions, 3 leaked clusters"
+          + " only."
+    })
+final class CheckCommand implements Callable<Integer> {
+  @Spec picocli.CommandLine.Model.CommandSpec spec;
+
+  @Option(names = "--output", description = "human or json (default: human)")
+  OutputFormat output = OutputFormat.human;
+
+  @Parameters(paramLabel = "IMAGE")
+  Path image;
+
+  @Override
+  public Integer call() throws Exception {
+    PrintWriter out = spec.commandLine().getOut();
+    PrintWriter err = spec.commandLine().getErr();
+    Qcow2Check.Result r = Qcow2Check.check(image, line -> err.println(line));
+    err.flush();
+    if (output == OutputFormat.json) {
+      out.println(json(r));
+    } else {
+      human(r, out);
+    }
+    out.flush();
+    return r.exitStatus();
+  }
+
+  /** qemu-img's {@code dump_human_image_check}. */
+  private static void human(Qcow2Check.Result r, PrintWriter out) {
+    if (r.corruptions() > 0) {
+      out.printf(
+          "%n%d errors were found on the image.%nData may be corrupted, or further writes to the"
+              + " image may corrupt it.%n",
+          r.corruptions());
+    }
+    if (r.leaks() > 0) {
+      out.printf(
+          "%n%d leaked clusters were found on the image.%nThis means waste of disk space, but no"
+              + " harm to data.%n",
+          r.leaks());
+    }
+    if (r.checkErrors() > 0) {
+      out.printf("%n%d internal errors have occurred during the check.%n", r.checkErrors());
+    }
+    if (r.corruptions() == 0 && r.leaks() == 0 && r.checkErrors() == 0) {
+      out.println("No errors were found on the image.");
+    }
+    if (r.totalClusters() != 0 && r.allocatedClusters() != 0) {
+      out.printf(
+          "%d/%d = %s%% allocated, %s%% fragmented, %s%% compressed clusters%n",
+          r.allocatedClusters(),
+          r.totalClusters(),
+          percent(r.allocatedClusters() * 100.0 / r.totalClusters()),
+          percent(r.fragmentedClusters() * 100.0 / r.allocatedClusters()),
+          percent(r.compressedClusters() * 100.0 / r.allocatedClusters()));
+    }
+    if (r.imageEndOffset() > 0) {
+      out.printf("Image end offset: %d%n", r.imageEndOffset());
+    }
+  }
+
+  /** {@code value} as C's {@code %0.2f} prints it: the exact double rounded half to even. */
+  private static String percent(double value) {
+    return new BigDecimal(value).setScale(2, RoundingMode.HALF_EVEN).toPlainString();
+  }
+
+  /** qemu-img's {@code ImageCheck} object: optional counters only when not zero. */
+  private String json(Qcow2Check.Result r) throws Exception {
+    ObjectMapper json = new ObjectMapper();
+    ObjectNode o = json.createObjectNode();
+    o.put("filename", image.toString());
+    o.put("format", "qcow2");
+    o.put("check-errors", r.checkErrors());
+    putIfNotZero(o, "corruptions", r.corruptions());
+    putIfNotZero(o, "leaks", r.leaks());
+    putIfNotZero(o, "image-end-offset", r.imageEndOffset());
+    putIfNotZero(o, "total-clusters", r.totalClusters());
+    putIfNotZero(o, "allocated-clusters", r.allocatedClusters());
+    putIfNotZero(o, "fragmented-clusters", r.fragmentedClusters());
+    putIfNotZero(o, "compressed-clusters", r.compressedClusters());
+    DefaultPrettyPrinter pretty =
+        new DefaultPrettyPrinter().withObjectIndenter(new DefaultIndenter("    ", "\n"));
+    return json.writer(pretty).writeValueAsString(o);
+  }
+
+  private static void putIfNotZero(ObjectNode o, String key, long value) {
+    if (value != 0) {
+      o.put(key, value);
+    }
+  }
+}
