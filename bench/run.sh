@@ -322,6 +322,8 @@ make -s build >/dev/null
 mkdir -p "$MNT"
 json=(); conv_rows=(); cp_rows=(); fio_rows=(); frag_rows=(); mount_rows=(); sparse_rows=()
 note() { json+=("$1"); }
+# nums V...: the values as JSON numbers (bc prints 0.41 as .41), comma-separated
+nums() { local v out=(); for v in "$@"; do out+=("$(printf %.3f "$v")"); done; (IFS=,; echo "${out[*]}"); }
 
 convert_qemu_img() { q+=("$(keep "qemu-img convert s" "$(time_convert qemu-img "$img" "$w")")"); }
 convert_jqcowfs() { j+=("$(keep "jqcowfs convert s" "$(time_convert jqcowfs "$img" "$w")")"); }
@@ -345,7 +347,7 @@ sparse_table() {
     "$a" "$(min "${cj[@]}")" "$(max "${cj[@]}")" "$b" "$(min "${cq[@]}")" "$(max "${cq[@]}")" \
     "$c" "$(min "${q[@]}")" "$(max "${q[@]}")" "$d" "$(min "${j[@]}")" "$(max "${j[@]}")" "$(ratio "$b" "$a")")")
   note "$(printf '{"image":"pa16g","cp_jqcowfs_s":%.3f,"cp_qsd_s":%.3f,"qemu_img_convert_s":%.3f,"jqcowfs_convert_s":%.3f,"runs_cp_jqcowfs":[%s],"runs_cp_qsd":[%s],"runs_qemu_img":[%s],"runs_jqcowfs":[%s]}' \
-    "$a" "$b" "$c" "$d" "$(IFS=,; echo "${cj[*]}")" "$(IFS=,; echo "${cq[*]}")" "$(IFS=,; echo "${q[*]}")" "$(IFS=,; echo "${j[*]}")")"
+    "$a" "$b" "$c" "$d" "$(nums "${cj[@]}")" "$(nums "${cq[@]}")" "$(nums "${q[@]}")" "$(nums "${j[@]}")")"
 }
 
 # mount_table IMAGE...: mount-ready time (image cached; and cold, page cache dropped, for the
@@ -407,8 +409,8 @@ for kind in $KINDS; do
   cp_rows+=("$(printf '| %s | %.2f | %.2f | %.2f | **%.2f** | %.2f |' "$kind" "$cjm" "$cqm" "$qm" "$(ratio "$cqm" "$cjm")" "$(ratio "$cjm" "$qm")")")
   fio_rows+=("$(printf '| %s | %.0f | %.0f | **%.2f** |' "$kind" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")")
   note "$(printf '{"image":"os-%s","data_bytes":%s,"convert":{"qemu_img_s":%.3f,"jqcowfs_s":%.3f,"ratio":%.3f,"runs_qemu_img":[%s],"runs_jqcowfs":[%s]},"cp_sparse":{"jqcowfs_s":%.3f,"qsd_s":%.3f,"speedup_vs_qsd":%.3f,"runs_jqcowfs":[%s],"runs_qsd":[%s]},"fio_randread_4k":{"jqcowfs_iops":%.0f,"qsd_iops":%.0f,"ratio":%.3f}}' \
-    "$kind" "$data" "$qm" "$jm" "$(ratio "$jm" "$qm")" "$(IFS=,; echo "${q[*]}")" "$(IFS=,; echo "${j[*]}")" \
-    "$cjm" "$cqm" "$(ratio "$cqm" "$cjm")" "$(IFS=,; echo "${cj[*]}")" "$(IFS=,; echo "${cq[*]}")" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")"
+    "$kind" "$data" "$qm" "$jm" "$(ratio "$jm" "$qm")" "$(nums "${q[@]}")" "$(nums "${j[@]}")" \
+    "$cjm" "$cqm" "$(ratio "$cqm" "$cjm")" "$(nums "${cj[@]}")" "$(nums "${cq[@]}")" "$fjm" "$fqm" "$(ratio "$fjm" "$fqm")")"
 done
 if [ "$KINDS" != "plain deflate zstd" ]; then
   printf '%s\n' "${cp_rows[@]}" "${conv_rows[@]}" "${fio_rows[@]}"
@@ -441,7 +443,7 @@ for i in $(seq "$RUNS"); do
 done
 dim=$(median "${di[@]}"); dfm=$(median "${df[@]}"); drm=$(median "${dr[@]}")
 frag_rows+=("$(printf '| 4 GiB, 64 KiB clusters | %.2f | %.2f | **%.2f** | %.2f |' "$dim" "$dfm" "$(ratio "$dfm" "$dim")" "$drm")")
-note "$(printf '{"image":"frag","dd_inorder_s":%.3f,"dd_fragmented_s":%.3f,"ratio":%.3f,"disk_alone_ratio":%.3f,"runs_inorder":[%s],"runs_fragmented":[%s]}' "$dim" "$dfm" "$(ratio "$dfm" "$dim")" "$drm" "$(IFS=,; echo "${di[*]}")" "$(IFS=,; echo "${df[*]}")")"
+note "$(printf '{"image":"frag","dd_inorder_s":%.3f,"dd_fragmented_s":%.3f,"ratio":%.3f,"disk_alone_ratio":%.3f,"runs_inorder":[%s],"runs_fragmented":[%s]}' "$dim" "$dfm" "$(ratio "$dfm" "$dim")" "$drm" "$(nums "${di[@]}")" "$(nums "${df[@]}")")"
 
 # 1 TiB holding 64 MiB: cp through both mounts and both converts
 img="$CACHE/tb.qcow2"; w=$(want "$img")

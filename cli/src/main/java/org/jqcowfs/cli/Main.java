@@ -24,6 +24,7 @@ public final class Main implements Runnable {
           UnmountCommand.class,
           SnapshotCommand.class,
           CheckCommand.class,
+          CreateCommand.class,
           CommandLine.HelpCommand.class);
 
   @CommandLine.Spec CommandLine.Model.CommandSpec spec;

@@ -14,7 +14,17 @@ import picocli.CommandLine;
  */
 class MainTest {
   private static final Set<String> ALL =
-      Set.of("info", "map", "convert", "mount", "unmount", "umount", "snapshot", "check", "help");
+      Set.of(
+          "info",
+          "map",
+          "convert",
+          "mount",
+          "unmount",
+          "umount",
+          "snapshot",
+          "check",
+          "create",
+          "help");
 
   private static Set<String> subcommands(String... args) {
     return Main.commandLine(args).getSubcommands().keySet();

@@ -1,0 +1,207 @@
+package org.jqcowfs.cli;
+
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.qcow2.Qcow2Create;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code jqcowfs create}: a new, empty qcow2 image, as {@code qemu-img create -f qcow2} makes it
+ * (the same options, spelled the same way, and the same layout).
+ */
+@Command(
+    name = "create",
+    mixinStandardHelpOptions = true,
+    customSynopsis = "jqcowfs create [-q] [-f qcow2] [-b BACKING -F FMT] [-o OPTIONS] IMAGE [SIZE]",
+    description = {
+      "Create a qcow2 image of SIZE bytes (k, M, G, T suffixes), or of the backing file's size.",
+      "OPTIONS, comma-separated as qemu-img's: cluster_size, compat (0.10 or 1.1),"
+          + " extended_l2, compression_type (zlib or zstd), lazy_refcounts, refcount_bits,"
+          + " data_file, backing_file, backing_fmt, preallocation (off)."
+    })
+final class CreateCommand implements Callable<Integer> {
+  @Spec picocli.CommandLine.Model.CommandSpec spec;
+
+  @Option(names = "-f", paramLabel = "FMT", description = "the image format: qcow2 only")
+  String format = "qcow2";
+
+  @Option(
+      names = "-b",
+      paramLabel = "BACKING",
+      description = "the backing file, stored as given (relative names: to IMAGE's directory)")
+  String backing;
+
+  @Option(names = "-F", paramLabel = "FMT", description = "the backing file's format")
+  String backingFormat;
+
+  @Option(names = "-o", paramLabel = "OPTIONS", description = "format options, as qemu-img's")
+  List<String> options = new ArrayList<>();
+
+  @Option(names = "-q", description = "quiet: no \"Formatting\" line")
+  boolean quiet;
+
+  @Parameters(index = "0", paramLabel = "IMAGE")
+  Path image;
+
+  @Parameters(index = "1", arity = "0..1", paramLabel = "SIZE")
+  String size;
+
+  @Override
+  public Integer call() throws Exception {
+    if (!format.equals("qcow2")) {
+      throw new IllegalArgumentException("jqcowfs creates qcow2 images only, not " + format);
+    }
+    Map<String, String> o = new LinkedHashMap<>();
+    for (String group : options) {
+      for (String kv : group.split(",")) {
+        int eq = kv.indexOf('=');
+        if (eq < 0) {
+          throw new IllegalArgumentException("option '" + kv + "' needs a value (name=value)");
+        }
+        o.put(kv.substring(0, eq), kv.substring(eq + 1));
+      }
+    }
+    String backingFile = o.containsKey("backing_file") ? o.remove("backing_file") : backing;
+    String backingFmt = o.containsKey("backing_fmt") ? o.remove("backing_fmt") : backingFormat;
+    if (backingFile != null && backingFmt == null) {
+      throw new IllegalArgumentException(
+          "Backing file specified without backing format (use -F qcow2 or -F raw)");
+    }
+    if (backingFmt != null && !backingFmt.equals("qcow2") && !backingFmt.equals("raw")) {
+      throw new IllegalArgumentException(
+          "backing format '" + backingFmt + "': the formats are qcow2 and raw");
+    }
+    long bytes = size != null ? Sizes.parse(size) : -1;
+    if (bytes < 0) {
+      if (backingFile == null) {
+        throw new IllegalArgumentException("Image creation needs a size parameter");
+      }
+      bytes = backingSize(backingFile, backingFmt);
+    }
+    Qcow2Create.Options d = Qcow2Create.Options.defaults(bytes);
+    int clusterBits = d.clusterBits();
+    int version = d.version();
+    boolean extendedL2 = false;
+    boolean zstd = false;
+    boolean lazy = false;
+    int refcountOrder = d.refcountOrder();
+    String dataFile = null;
+    boolean dataFileRaw = false;
+    for (Map.Entry<String, String> e : o.entrySet()) {
+      String v = e.getValue();
+      switch (e.getKey()) {
+        case "cluster_size" -> clusterBits = log2(Sizes.parse(v), "cluster_size");
+        case "compat" ->
+            version =
+                switch (v) {
+                  case "0.10", "v2" -> 2;
+                  case "1.1", "v3" -> 3;
+                  default ->
+                      throw new IllegalArgumentException("Invalid compatibility level: " + v);
+                };
+        case "extended_l2" -> extendedL2 = onOff(e.getKey(), v);
+        case "compression_type" ->
+            zstd =
+                switch (v) {
+                  case "zlib" -> false;
+                  case "zstd" -> true;
+                  default ->
+                      throw new IllegalArgumentException(
+                          "compression_type '" + v + "': zlib or zstd");
+                };
+        case "lazy_refcounts" -> lazy = onOff(e.getKey(), v);
+        case "refcount_bits" -> refcountOrder = log2(Long.parseLong(v), "refcount_bits");
+        case "data_file" -> dataFile = v;
+        case "data_file_raw" -> dataFileRaw = onOff(e.getKey(), v);
+        case "preallocation" -> {
+          if (!v.equals("off")) {
+            throw new IllegalArgumentException(
+                "preallocation=" + v + " is not supported yet (only off)");
+          }
+        }
+        default -> throw new IllegalArgumentException("Invalid parameter '" + e.getKey() + "'");
+      }
+    }
+    Qcow2Create.Options opts =
+        new Qcow2Create.Options(
+            bytes,
+            clusterBits,
+            version,
+            extendedL2,
+            zstd,
+            lazy,
+            refcountOrder,
+            backingFile,
+            backingFmt,
+            dataFile,
+            dataFileRaw);
+    if (!quiet) {
+      PrintWriter out = spec.commandLine().getOut();
+      out.println(formatting(opts, o.get("compat")));
+      out.flush();
+    }
+    Qcow2Create.create(image, opts);
+    return 0;
+  }
+
+  /** qemu-img's "Formatting" line: the options it was given, in its order. */
+  private String formatting(Qcow2Create.Options o, String compat) {
+    StringBuilder b = new StringBuilder("Formatting '").append(image).append("', fmt=qcow2");
+    b.append(" cluster_size=").append(1L << o.clusterBits());
+    b.append(" extended_l2=").append(o.extendedL2() ? "on" : "off");
+    b.append(" compression_type=").append(o.zstd() ? "zstd" : "zlib");
+    b.append(" size=").append((o.virtualSize() + 511) & ~511L);
+    if (compat != null) {
+      b.append(" compat=").append(compat);
+    }
+    if (o.backingFile() != null) {
+      b.append(" backing_file=").append(o.backingFile());
+      b.append(" backing_fmt=").append(o.backingFormat());
+    }
+    if (o.dataFile() != null) {
+      b.append(" data_file=").append(o.dataFile());
+    }
+    b.append(" lazy_refcounts=").append(o.lazyRefcounts() ? "on" : "off");
+    b.append(" refcount_bits=").append(1 << o.refcountOrder());
+    return b.toString();
+  }
+
+  /** The virtual size of the backing file, opened as the new image would open it. */
+  private long backingSize(String name, String fmt) throws Exception {
+    Path dir = image.toAbsolutePath().getParent();
+    Path path = dir.resolve(name);
+    ChainOptions options =
+        ChainOptions.DEFAULT
+            .withForceShare(true)
+            .withTopFormat(fmt.equals("raw") ? ChainOpener.Format.RAW : ChainOpener.Format.QCOW2);
+    try (BackingChain chain = ChainOpener.open(path, options)) {
+      return chain.size();
+    }
+  }
+
+  private static boolean onOff(String key, String v) {
+    return switch (v) {
+      case "on", "true", "yes" -> true;
+      case "off", "false", "no" -> false;
+      default -> throw new IllegalArgumentException(key + " must be on or off, not '" + v + "'");
+    };
+  }
+
+  private static int log2(long value, String key) {
+    if (value <= 0 || Long.bitCount(value) != 1) {
+      throw new IllegalArgumentException(key + " must be a power of two, not " + value);
+    }
+    return Long.numberOfTrailingZeros(value);
+  }
+}
