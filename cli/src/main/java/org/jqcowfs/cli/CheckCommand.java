@@ -1,7 +1,5 @@
 package org.jqcowfs.cli;
 
-import com.fasterxml.jackson.core.util.DefaultIndenter;
-import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.PrintWriter;
@@ -105,9 +103,7 @@ final class CheckCommand implements Callable<Integer> {
     putIfNotZero(o, "allocated-clusters", r.allocatedClusters());
     putIfNotZero(o, "fragmented-clusters", r.fragmentedClusters());
     putIfNotZero(o, "compressed-clusters", r.compressedClusters());
-    DefaultPrettyPrinter pretty =
-        new DefaultPrettyPrinter().withObjectIndenter(new DefaultIndenter("    ", "\n"));
-    return json.writer(pretty).writeValueAsString(o);
+    return OutputFormat.qemuStyle(json, o);
   }
 
   private static void putIfNotZero(ObjectNode o, String key, long value) {

@@ -1,7 +1,5 @@
 package org.jqcowfs.cli;
 
-import com.fasterxml.jackson.core.util.DefaultIndenter;
-import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -63,15 +61,7 @@ final class InfoCommand implements Callable<Integer> {
         }
       }
       if (output == OutputFormat.json) {
-        DefaultPrettyPrinter pp =
-            new DefaultPrettyPrinter()
-                .withObjectIndenter(new DefaultIndenter("    ", "\n"))
-                .withArrayIndenter(new DefaultIndenter("    ", "\n"))
-                .withSeparators(
-                    com.fasterxml.jackson.core.util.Separators.createDefaultInstance()
-                        .withObjectFieldValueSpacing(
-                            com.fasterxml.jackson.core.util.Separators.Spacing.AFTER));
-        out.println(json.writer(pp).writeValueAsString(backingChain ? all : all.get(0)));
+        out.println(OutputFormat.qemuStyle(json, backingChain ? all : all.get(0)));
       }
     }
     out.flush();

@@ -1,7 +1,8 @@
 package org.jqcowfs.fuse;
 
+import static org.jqcowfs.io.NativeFunction.libc;
+
 import com.kenai.jffi.Invoker;
-import com.kenai.jffi.Library;
 import com.kenai.jffi.MemoryIO;
 import com.kenai.jffi.Type;
 import java.nio.ByteBuffer;
@@ -75,21 +76,6 @@ public final class LibC {
   private static final NativeFunction PIPE2 = libc("pipe2", INT, POINTER, INT);
 
   private LibC() {}
-
-  private static NativeFunction libc(String name, Type returns, Type... parameters) {
-    return libc(name, parameters.length, returns, parameters);
-  }
-
-  /** A libc function, errno saved after each call; a missing one fails the class's set-up. */
-  private static NativeFunction libc(
-      String name, int fixedParameters, Type returns, Type... parameters) {
-    NativeFunction f =
-        NativeFunction.find(Library.getDefault(), name, true, fixedParameters, returns, parameters);
-    if (f == null) {
-      throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
-    }
-    return f;
-  }
 
   /** The errno saved by the calling thread's last call (of this class or {@link Posix}). */
   public static int errno() {

@@ -7,7 +7,8 @@ import com.kenai.jffi.Type;
 
 /**
  * A C function found in a loaded library, and its signature as jffi calls it: {@code
- * Invoker.invokeN*(context(), address(), ...)}. Used by {@link Posix} and {@code LibDeflate}.
+ * Invoker.invokeN*(context(), address(), ...)}. Used by {@link Posix}, {@code LibDeflate} and the
+ * FUSE transport's {@code LibC}.
  *
  * @param address the function's address
  * @param context the return and parameter types, and whether errno is saved after each call
@@ -36,5 +37,24 @@ public record NativeFunction(long address, CallContext context) {
         address,
         CallContext.getCallContext(
             returns, fixedParameters, parameters, CallingConvention.DEFAULT, saveErrno));
+  }
+
+  /** As {@link #libc(String, int, Type, Type...)} for a function that is not variadic. */
+  public static NativeFunction libc(String name, Type returns, Type... parameters) {
+    return libc(name, parameters.length, returns, parameters);
+  }
+
+  /**
+   * A C library function, errno saved after each call; a missing one fails the caller's set-up.
+   *
+   * @throws UnsatisfiedLinkError naming the function if libc has no such symbol
+   */
+  public static NativeFunction libc(
+      String name, int fixedParameters, Type returns, Type... parameters) {
+    NativeFunction f = find(Library.getDefault(), name, true, fixedParameters, returns, parameters);
+    if (f == null) {
+      throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
+    }
+    return f;
   }
 }

@@ -1,8 +1,9 @@
 package org.jqcowfs.io;
 
+import static org.jqcowfs.io.NativeFunction.libc;
+
 import com.kenai.jffi.Invoker;
 import com.kenai.jffi.LastError;
-import com.kenai.jffi.Library;
 import com.kenai.jffi.MemoryIO;
 import com.kenai.jffi.Type;
 import java.nio.charset.StandardCharsets;
@@ -85,21 +86,6 @@ public final class Posix {
       libc("syscall", 1, LONG, LONG, LONG, LONG, LONG, LONG, LONG);
 
   private Posix() {}
-
-  private static NativeFunction libc(String name, Type returns, Type... parameters) {
-    return libc(name, parameters.length, returns, parameters);
-  }
-
-  /** A libc function, errno saved after each call; a missing one fails the class's set-up. */
-  private static NativeFunction libc(
-      String name, int fixedParameters, Type returns, Type... parameters) {
-    NativeFunction f =
-        NativeFunction.find(Library.getDefault(), name, true, fixedParameters, returns, parameters);
-    if (f == null) {
-      throw new UnsatisfiedLinkError("libc has no " + name + ": " + Library.getLastError());
-    }
-    return f;
-  }
 
   /** Makes sure the calls are bound (loads jffi's native library); a no-op once done. */
   public static void load() {

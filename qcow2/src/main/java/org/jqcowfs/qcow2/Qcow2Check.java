@@ -3,7 +3,6 @@ package org.jqcowfs.qcow2;
 import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
@@ -420,12 +419,7 @@ public final class Qcow2Check {
       }
       return null;
     }
-    ByteBuffer b = ByteBuffer.allocate((int) bytes);
-    file.readFully(b, offset);
-    b.flip();
-    long[] out = new long[words];
-    b.asLongBuffer().get(out);
-    return out;
+    return Qcow2Opener.readWords(file, offset, words);
   }
 
   private void report(String format, Object... args) {

@@ -56,13 +56,7 @@ final class Qcow2Opener {
         l1Size = chosen.l1Size();
         size = chosen.virtualSize() & ~511L;
       }
-      long[] l1 = new long[l1Size];
-      if (l1Size > 0) {
-        ByteBuffer b = ByteBuffer.allocate(l1Size * 8);
-        file.readFully(b, l1Offset);
-        b.flip();
-        b.asLongBuffer().get(l1);
-      }
+      long[] l1 = readWords(file, l1Offset, l1Size);
       if (h.dataFileName() != null) {
         NamePolicy names =
             options.names() != null
@@ -129,5 +123,17 @@ final class Qcow2Opener {
       first.flip();
     }
     return Header.decode(file.path(), first, fileLength);
+  }
+
+  /** The {@code words} big-endian 64-bit words at {@code offset} (a table: L1, refcount). */
+  static long[] readWords(HostFile file, long offset, int words) throws IOException {
+    long[] out = new long[words];
+    if (words > 0) {
+      ByteBuffer b = ByteBuffer.allocate(words * 8);
+      file.readFully(b, offset);
+      b.flip();
+      b.asLongBuffer().get(out);
+    }
+    return out;
   }
 }

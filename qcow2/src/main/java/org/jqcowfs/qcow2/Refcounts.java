@@ -30,11 +30,7 @@ final class Refcounts {
     this.file = file;
     this.header = header;
     int entries = (int) (header.refcountTableClusters() * header.clusterSize() / 8);
-    ByteBuffer b = ByteBuffer.allocate(entries * 8);
-    file.readFully(b, header.refcountTableOffset());
-    b.flip();
-    table = new long[entries];
-    b.asLongBuffer().get(table);
+    table = Qcow2Opener.readWords(file, header.refcountTableOffset(), entries);
   }
 
   /** The refcount table's entries as stored. */
