@@ -72,6 +72,27 @@ public final class ImageLock implements Closeable {
     }
   }
 
+  /**
+   * Takes the locks of a writer on {@code path}, as QEMU's {@code qemu-io} or a VM writing the
+   * image holds them: "consistent read" and "write" (bytes 100, 101), sharing neither "write" nor
+   * "resize" (bytes 201, 203); then checks that no other process reads without sharing writes
+   * (holds 201), writes (101), resizes (103), or refuses to share reading or writing (200, 201).
+   *
+   * @throws IOException naming the file and the permission when another process holds a conflicting
+   *     lock (a QEMU reader or writer, another jqcowfs), or if the file cannot be opened or locked
+   */
+  public static ImageLock acquireForWrite(Path path) throws IOException {
+    ImageLock lock = acquire(path);
+    try {
+      lock.set(PERM_BASE + PERM_WRITE);
+      lock.refuseIfHeld(SHARED_BASE + PERM_WRITE, "\"write\" lock", "does not let others write");
+      return lock;
+    } catch (IOException e) {
+      lock.close();
+      throw e;
+    }
+  }
+
   private void set(int offset) throws IOException {
     if (Posix.fcntlLock(fd, F_OFD_SETLK, F_RDLCK, offset, 1) < 0) {
       int errno = errno();

@@ -18,7 +18,8 @@ import org.jqcowfs.qcow2.format.SubclusterType;
  * Maps guest ranges of one qcow2 layer to {@link Mapping}s through its L1 table and cached L2
  * tables (spec section 3; QEMU {@code qcow2-cluster.c}), checking every entry it uses. A bad entry
  * is a {@link DamagedRangeException} naming its L1/L2 place and the guest range it spoils.
- * Thread-safe: the L1 table is read-only and {@link L2Cache} loads each table once.
+ * Thread-safe: the L1 table is replaced whole by a writer ({@link #setL1Table}), never changed in
+ * place, and {@link L2Cache} loads each table once.
  */
 final class ClusterMapper {
   private final Path path;
@@ -26,7 +27,7 @@ final class ClusterMapper {
   private final HostFile dataFile;
   private final Geometry geometry;
   private final boolean v3;
-  private final long[] l1Table;
+  private volatile long[] l1Table;
   private final long virtualSize;
   private final L2Cache l2Cache;
 
@@ -55,8 +56,29 @@ final class ClusterMapper {
   }
 
   /** L1 entry {@code index}; none (no L2 table) past the end of a table shorter than the disk. */
-  private L1Entry l1Entry(long index) {
-    return new L1Entry(index < l1Table.length ? l1Table[(int) index] : 0);
+  L1Entry l1Entry(long index) {
+    long[] l1 = l1Table;
+    return new L1Entry(index < l1.length ? l1[(int) index] : 0);
+  }
+
+  /** The L1 table's entries now; the caller must not change the array. */
+  long[] l1Table() {
+    return l1Table;
+  }
+
+  /** Replaces the L1 table by {@code entries}, which no one changes afterwards. */
+  void setL1Table(long[] entries) {
+    l1Table = entries;
+  }
+
+  /**
+   * The L2 table at {@code l2Offset}, which L1 entry {@code l1Index} names, through the cache.
+   *
+   * @throws ImageFormatException if the table lies past the end of the file
+   */
+  L2Table l2Table(long l2Offset, long l1Index) throws IOException {
+    long pos = l1Index * geometry.bytesPerL2Table();
+    return l2Cache.get(l2Offset, off -> loadL2(off, l1Index, pos));
   }
 
   /**

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.LongAdder;
 import org.jqcowfs.qcow2.format.Geometry;
@@ -44,6 +45,11 @@ public final class L2Cache {
 
   private final int capacity;
   private final Map<Long, CompletableFuture<L2Table>> tables;
+
+  /** Tables changed in memory and not yet written ({@link #pin}): never evicted, read first. */
+  private final Map<Long, L2Table> pinned = new ConcurrentHashMap<>();
+
+  private volatile boolean anyPinned;
   private final LongAdder hits = new LongAdder();
   private final LongAdder misses = new LongAdder();
 
@@ -99,6 +105,13 @@ public final class L2Cache {
    * @throws IOException the loader's exception, for the caller that loaded and those that waited
    */
   public L2Table get(long hostOffset, Loader loader) throws IOException {
+    if (anyPinned) {
+      L2Table p = pinned.get(hostOffset);
+      if (p != null) {
+        hits.increment();
+        return p;
+      }
+    }
     CompletableFuture<L2Table> future;
     boolean mine = false;
     boolean uncached = false;
@@ -141,6 +154,31 @@ public final class L2Cache {
         throw new IOException(io.getMessage(), io);
       }
       throw new IOException(e.getCause());
+    }
+  }
+
+  /**
+   * Makes {@code table} the version of the table at {@code hostOffset} that every later {@link
+   * #get} returns, kept until {@link #unpin} (a writer's changed table, not yet on disk).
+   */
+  public void pin(long hostOffset, L2Table table) {
+    synchronized (tables) {
+      pinned.put(hostOffset, table);
+      anyPinned = true;
+    }
+  }
+
+  /**
+   * Ends the pin of the table at {@code hostOffset}, once it is written: it stays cached as an
+   * ordinary entry. No-op if not pinned.
+   */
+  public void unpin(long hostOffset) {
+    synchronized (tables) {
+      L2Table table = pinned.remove(hostOffset);
+      if (table != null) {
+        tables.put(hostOffset, CompletableFuture.completedFuture(table));
+      }
+      anyPinned = !pinned.isEmpty();
     }
   }
 

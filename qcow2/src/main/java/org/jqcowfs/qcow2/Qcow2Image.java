@@ -11,6 +11,8 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.CachedView;
 import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.compress.Decompressor;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
@@ -18,10 +20,11 @@ import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.format.SubclusterType;
 
 /**
- * One qcow2 layer, read-only: the active image or the view of one internal snapshot. Reads map
- * guest offsets through L1 and cached L2 tables to host clusters (spec section 3), decompress
- * compressed clusters, and read unallocated ranges from a backing image given by the caller.
- * Thread-safe; no lock is held while data is read.
+ * One qcow2 layer: the active image or the read-only view of one internal snapshot. Reads map guest
+ * offsets through L1 and cached L2 tables to host clusters (spec section 3), decompress compressed
+ * clusters, and read unallocated ranges from a backing image given by the caller. An active image
+ * opened writable ({@link HostFileOptions#writable}) also takes writes ({@link Qcow2Writer}).
+ * Thread-safe; no lock is held while data is read or written.
  */
 public final class Qcow2Image implements Image {
 
@@ -38,7 +41,14 @@ public final class Qcow2Image implements Image {
   private final ClusterMapper mapper;
   private final BlockStatus blockStatus;
   private final CompressedClusterReader compressedReader;
+  private final Qcow2Writer writer;
+  private final ImageLock writeLock;
 
+  /**
+   * @param writeLock the writer's lock on the image, or null to open read-only
+   * @param snapshotTableBytes the snapshot table's bytes in the file (for a writer's overlap
+   *     checks)
+   */
   Qcow2Image(
       HostFile file,
       HostFile dataFile,
@@ -48,7 +58,10 @@ public final class Qcow2Image implements Image {
       List<Snapshot> snapshots,
       String snapshotDamage,
       Snapshot snapshot,
-      long l2CacheBytes) {
+      long l2CacheBytes,
+      ImageLock writeLock,
+      long snapshotTableBytes)
+      throws IOException {
     this.path = file.path();
     this.file = file;
     this.dataFile = dataFile;
@@ -68,6 +81,11 @@ public final class Qcow2Image implements Image {
     this.compressedReader =
         new CompressedClusterReader(
             file, geometry, Decompressor.forType(header.compressionType()), mapper::corrupt);
+    this.writeLock = writeLock;
+    this.writer =
+        writeLock == null
+            ? null
+            : new Qcow2Writer(this, file, header, mapper, l2Cache, snapshots, snapshotTableBytes);
   }
 
   /** Opens the active image with default options. */
@@ -272,20 +290,76 @@ public final class Qcow2Image implements Image {
     Image.fillZeros(part);
   }
 
+  /** Whether the image was opened for writing. */
+  public boolean writable() {
+    return writer != null;
+  }
+
+  /**
+   * Writes {@code src}'s remaining bytes at {@code guestOffset} (QEMU {@code
+   * qcow2_co_pwritev_part}), advancing its position to its limit. Not durable until {@link #flush}.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException if the image is read-only, on a host I/O error (ENOSPC included), or on
+   *     damaged metadata in the range (the write is refused, and a write that would land on
+   *     metadata marks the image corrupt)
+   */
+  public void write(ByteBuffer src, long guestOffset) throws IOException {
+    write(src, guestOffset, null);
+  }
+
+  /**
+   * As {@link #write(ByteBuffer, long)}, copying the parts of newly allocated clusters that the
+   * request does not cover from {@code backing} where this image has no data.
+   *
+   * @param backing the image below this one, or null
+   */
+  public void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
+    Image.checkRange(guestOffset, src.remaining(), virtualSize);
+    writer().write(src, guestOffset, backing);
+  }
+
+  /**
+   * Makes every completed write durable, with the metadata written in an order that leaves the
+   * image consistent at every instant ({@link Qcow2Writer#flush}).
+   *
+   * @throws IOException if the image is read-only or a write or sync fails
+   */
+  public void flush() throws IOException {
+    writer().flush();
+  }
+
+  private Qcow2Writer writer() throws IOException {
+    if (writer == null) {
+      throw new IOException(path + ": opened read-only");
+    }
+    return writer;
+  }
+
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, virtualSize);
     return blockStatus.at(guestOffset, Math.min(maxLength, virtualSize - guestOffset));
   }
 
+  /** Flushes a writable image, then closes its files and lock. */
   @Override
   public void close() throws IOException {
     try {
-      if (dataFile != file) {
-        dataFile.close();
+      if (writer != null) {
+        writer.flush();
       }
     } finally {
-      file.close();
+      try {
+        if (dataFile != file) {
+          dataFile.close();
+        }
+      } finally {
+        file.close();
+        if (writeLock != null) {
+          writeLock.close();
+        }
+      }
     }
   }
 }

@@ -7,6 +7,7 @@ import java.util.List;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.slf4j.Logger;
@@ -23,10 +24,35 @@ final class Qcow2Opener {
 
   /** As {@link Qcow2Image#open(Path, Qcow2Options)}. */
   static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
-    HostFile file = HostFile.open(path, options.hostIo());
+    boolean writable = options.hostIo().writable();
+    ImageLock writeLock = writable ? ImageLock.acquireForWrite(path) : null;
+    HostFile file;
+    try {
+      file = HostFile.open(path, options.hostIo());
+    } catch (IOException | RuntimeException e) {
+      if (writeLock != null) {
+        writeLock.close();
+      }
+      throw e;
+    }
+    return open(path, options, file, writeLock);
+  }
+
+  /**
+   * Opens the image in {@code file} (opened from {@code path}; tests give a recording one), closing
+   * it and {@code writeLock} if the open fails.
+   *
+   * @param writeLock the writer's lock, or null to open read-only
+   */
+  static Qcow2Image open(Path path, Qcow2Options options, HostFile file, ImageLock writeLock)
+      throws IOException {
+    boolean writable = writeLock != null;
     HostFile dataFile = null;
     try {
       Header h = readHeader(file);
+      if (writable) {
+        refuseWrites(path, h, options);
+      }
       if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
         LOG.warn("{}: the corrupt bit is set; opening read-only anyway", path);
       }
@@ -34,11 +60,14 @@ final class Qcow2Opener {
         LOG.warn("{}: the dirty bit is set (refcounts may be stale); reading is unaffected", path);
       }
       List<Snapshot> snapshots;
+      long snapshotTableBytes = 0;
       String snapshotDamage = null;
       try {
-        snapshots = SnapshotTable.read(file, h);
+        SnapshotTable.Table table = SnapshotTable.readTable(file, h);
+        snapshots = table.snapshots();
+        snapshotTableBytes = table.bytes();
       } catch (ImageFormatException e) {
-        if (options.snapshot() != null) {
+        if (options.snapshot() != null || writable) {
           throw e;
         }
         // The active image does not need the table: a damaged one hides the snapshots only.
@@ -79,13 +108,40 @@ final class Qcow2Opener {
           snapshots,
           snapshotDamage,
           chosen,
-          options.l2CacheBytes());
+          options.l2CacheBytes(),
+          writeLock,
+          snapshotTableBytes);
     } catch (IOException | RuntimeException e) {
       if (dataFile != null) {
         dataFile.close();
       }
       file.close();
+      if (writeLock != null) {
+        writeLock.close();
+      }
       throw e;
+    }
+  }
+
+  /**
+   * Refuses to open for writing what the writer does not keep consistent: a snapshot view, an image
+   * marked corrupt or dirty (its refcounts need a repair first), an external data file.
+   */
+  private static void refuseWrites(Path path, Header h, Qcow2Options options)
+      throws ImageFormatException {
+    String why = null;
+    if (options.snapshot() != null) {
+      why = "a snapshot is read-only";
+    } else if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
+      why = "the corrupt bit is set; repair it with qemu-img check -r all";
+    } else if (h.hasIncompatible(Header.INCOMPAT_DIRTY)) {
+      why =
+          "the dirty bit is set (lazy refcounts not written back); repair with qemu-img check -r all";
+    } else if (h.dataFileName() != null) {
+      why = "writing to an external data file is not supported";
+    }
+    if (why != null) {
+      throw new ImageFormatException(path, "cannot open for writing: " + why);
     }
   }
 

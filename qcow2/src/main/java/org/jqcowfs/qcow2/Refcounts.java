@@ -4,15 +4,24 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.util.HashMap;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Header;
 
 /**
- * Reads refcounts (spec section 4) of one image, for checks that need them. Not cached beyond the
- * life of one instance; not thread-safe (each caller makes its own).
+ * The refcounts of one image (spec section 4; QEMU {@code qcow2-refcount.c}): reads them, and for a
+ * writer, allocates clusters and counts their references. Refcount blocks are cached; increments
+ * stay in memory ({@link #writeDirty} writes them), decrements wait in a list until the references
+ * they drop are gone from disk ({@link #applyFrees}). A new refcount block and a grown refcount
+ * table are written and synced at once, as QEMU's {@code alloc_refcount_block} and {@code
+ * qcow2_refcount_area} do, so the refcount table in memory is always the one on disk.
+ *
+ * <p>Not thread-safe: a writer calls it under its metadata lock; a check makes its own.
  */
 final class Refcounts {
   /** {@code REFT_OFFSET_MASK}. */
@@ -21,63 +30,391 @@ final class Refcounts {
   /** {@code REFT_RESERVED_MASK}: bits 0-8. */
   static final long REFT_RESERVED_MASK = 0x1ffL;
 
+  /** Clean refcount blocks kept cached beyond the dirty ones, in bytes. */
+  private static final long CLEAN_CACHE_BYTES = 4L << 20;
+
+  /** Called with each host range that becomes metadata (refcount blocks, a new table). */
+  interface MetadataSink {
+    /**
+     * @throws IOException if the range overlaps metadata already there (nothing is written then)
+     */
+    void added(long hostOffset, long bytes) throws IOException;
+
+    void removed(long hostOffset, long bytes);
+  }
+
   private final HostFile file;
-  private final Header header;
-  private final long[] table;
-  private final Map<Long, ByteBuffer> blocks = new HashMap<>();
+  private final int clusterBits;
+  private final long clusterSize;
+  private final int bits;
+  private final long entriesPerBlock;
+  private final long maxRefcount;
+  private final int cleanCapacity;
+  private long[] table;
+  private long tableOffset;
+  private final Map<Long, Block> blocks = new LinkedHashMap<>(16, 0.75f, true);
+  private final List<long[]> frees = new ArrayList<>();
+  private MetadataSink sink;
+  private long freeHint;
+
+  private static final class Block {
+    final ByteBuffer data;
+    boolean dirty;
+
+    Block(ByteBuffer data) {
+      this.data = data;
+    }
+  }
 
   Refcounts(HostFile file, Header header) throws IOException {
     this.file = file;
-    this.header = header;
-    int entries = (int) (header.refcountTableClusters() * header.clusterSize() / 8);
-    table = Qcow2Opener.readWords(file, header.refcountTableOffset(), entries);
+    this.clusterBits = header.clusterBits();
+    this.clusterSize = header.clusterSize();
+    this.bits = header.refcountBits();
+    this.entriesPerBlock = clusterSize * 8 / bits;
+    this.maxRefcount = bits == 64 ? Long.MAX_VALUE : (1L << bits) - 1;
+    this.cleanCapacity = (int) Math.max(8, CLEAN_CACHE_BYTES / clusterSize);
+    this.tableOffset = header.refcountTableOffset();
+    int entries = (int) (header.refcountTableClusters() * clusterSize / 8);
+    table = Qcow2Opener.readWords(file, tableOffset, entries);
   }
 
-  /** The refcount table's entries as stored. */
+  /** Tells {@code s} of refcount metadata that this instance adds or drops. */
+  void setMetadataSink(MetadataSink s) {
+    this.sink = s;
+  }
+
+  /** The refcount table's entries as they are now (on disk too). */
   long[] table() {
     return table;
   }
 
+  /** The refcount table's host offset in bytes. */
+  long tableOffset() {
+    return tableOffset;
+  }
+
+  /** The highest refcount a cluster can have ({@code 2^refcount_bits - 1}). */
+  long maxRefcount() {
+    return maxRefcount;
+  }
+
   /**
-   * The refcount of host cluster {@code clusterIndex} (QEMU {@code qcow2_get_refcount}).
+   * The refcount of host cluster {@code clusterIndex} (QEMU {@code qcow2_get_refcount}); 0 past the
+   * table or where no refcount block is allocated.
    *
    * @throws ImageFormatException on an unaligned or out-of-file refcount block
    */
   long refcount(long clusterIndex) throws IOException {
-    int bits = header.refcountBits();
-    long entriesPerBlock = header.clusterSize() * 8 / bits;
-    long tableIndex = clusterIndex / entriesPerBlock;
-    if (tableIndex >= table.length) {
-      return 0;
+    Block b = block(clusterIndex / entriesPerBlock, false);
+    return b == null ? 0 : get(b.data, clusterIndex % entriesPerBlock);
+  }
+
+  /**
+   * Allocates {@code clusters} consecutive free host clusters and sets their refcounts to 1 (QEMU
+   * {@code qcow2_alloc_clusters}: {@code alloc_clusters_noref}, then {@code update_refcount}).
+   *
+   * @return the host offset in bytes of the first
+   * @throws IOException if the file would outgrow the format's host offsets or the refcount table
+   *     its limit, or a refcount block cannot be read or written
+   */
+  long allocate(int clusters) throws IOException {
+    long start = freeHint;
+    long firstFree = -1;
+    while (true) {
+      long run = 0;
+      long c = start;
+      while (run < clusters) {
+        if (c >= Header.MAX_HOST_OFFSET >>> clusterBits) {
+          throw new IOException(
+              file.path() + ": no free host cluster below the format's limit of 2^56 bytes");
+        }
+        if (refcount(c) == 0) {
+          run++;
+          firstFree = firstFree < 0 ? c : firstFree;
+        } else {
+          run = 0;
+          start = c + 1;
+        }
+        c++;
+      }
+      // The refcount blocks of the range may have to be made first, and may take its clusters.
+      boolean changed = false;
+      long lastBlock = (start + clusters - 1) / entriesPerBlock;
+      for (long t = start / entriesPerBlock; t <= lastBlock; t++) {
+        if (block(t, false) == null) {
+          block(t, true);
+          changed = true;
+        }
+      }
+      if (!changed) {
+        break;
+      }
     }
-    long blockOffset = table[(int) tableIndex] & REFT_OFFSET_MASK;
-    if (blockOffset == 0) {
-      return 0;
+    for (long c = start; c < start + clusters; c++) {
+      set(c, 1);
     }
-    if ((blockOffset & (header.clusterSize() - 1)) != 0) {
+    // Free clusters before the run (too few in a row) stay for later, smaller allocations.
+    freeHint = firstFree < start ? firstFree : start + clusters;
+    return start << clusterBits;
+  }
+
+  /**
+   * Drops one reference to each cluster holding {@code [hostOffset, hostOffset + bytes)}, once
+   * {@link #applyFrees} is called: after the references are gone from the disk (QEMU orders its
+   * refcount cache after the L2 cache for the same reason). Until then the clusters stay in use.
+   */
+  void freeLater(long hostOffset, long bytes) {
+    frees.add(new long[] {hostOffset, bytes});
+  }
+
+  /**
+   * Drops one reference at once from each cluster of {@code [hostOffset, hostOffset + bytes)}: for
+   * clusters this writer allocated and nothing references, after a failed data write.
+   */
+  void freeNow(long hostOffset, long bytes) throws IOException {
+    decrement(hostOffset, bytes);
+  }
+
+  /** Whether decrements wait for {@link #applyFrees}. */
+  boolean hasFrees() {
+    return !frees.isEmpty();
+  }
+
+  /**
+   * Applies the waiting decrements in memory (their blocks become dirty).
+   *
+   * @throws ImageFormatException if a refcount would drop below zero (the image is corrupt)
+   */
+  void applyFrees() throws IOException {
+    List<long[]> todo = new ArrayList<>(frees);
+    frees.clear();
+    for (long[] f : todo) {
+      decrement(f[0], f[1]);
+    }
+  }
+
+  private void decrement(long hostOffset, long bytes) throws IOException {
+    for (long c = hostOffset >>> clusterBits; c <= (hostOffset + bytes - 1) >>> clusterBits; c++) {
+      long now = refcount(c);
+      if (now == 0) {
+        throw new ImageFormatException(
+            file.path(),
+            "refcount of host cluster " + hex(c << clusterBits) + " would drop below 0");
+      }
+      set(c, now - 1);
+      if (now == 1) {
+        freeHint = Math.min(freeHint, c);
+      }
+    }
+  }
+
+  /** Whether a refcount block changed in memory since {@link #writeDirty}. */
+  boolean hasDirty() {
+    for (Block b : blocks.values()) {
+      if (b.dirty) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Writes the changed refcount blocks (not synced: the caller flushes the file). */
+  void writeDirty() throws IOException {
+    for (Map.Entry<Long, Block> e : blocks.entrySet()) {
+      Block b = e.getValue();
+      if (b.dirty) {
+        file.write(b.data.duplicate().clear(), e.getKey());
+        b.dirty = false;
+      }
+    }
+    evictClean();
+  }
+
+  private void set(long clusterIndex, long value) throws IOException {
+    Block b = block(clusterIndex / entriesPerBlock, true);
+    put(b.data, clusterIndex % entriesPerBlock, value);
+    b.dirty = true;
+  }
+
+  /**
+   * The refcount block of table index {@code t}; if there is none, null, or with {@code create} a
+   * new one made and synced (QEMU {@code alloc_refcount_block}), growing the table when {@code t}
+   * lies past it.
+   */
+  private Block block(long t, boolean create) throws IOException {
+    if (t >= table.length) {
+      if (!create) {
+        return null;
+      }
+      growTable(t);
+    }
+    long word = table[(int) t];
+    long offset = word & REFT_OFFSET_MASK;
+    if (offset == 0) {
+      if (!create) {
+        return null;
+      }
+      return newBlock(t);
+    }
+    Block b = blocks.get(offset);
+    if (b != null) {
+      return b;
+    }
+    if ((word & REFT_RESERVED_MASK) != 0 || (offset & (clusterSize - 1)) != 0) {
+      throw new ImageFormatException(
+          file.path(), "refcount table entry " + t + ": " + hex(word) + " unaligned or reserved");
+    }
+    if (offset > file.length() - clusterSize) {
       throw new ImageFormatException(
           file.path(),
           "refcount table entry "
-              + tableIndex
+              + t
               + ": block offset "
-              + hex(blockOffset)
-              + " unaligned");
+              + hex(offset)
+              + " past the end of the file ("
+              + hex(file.length())
+              + ")");
     }
-    ByteBuffer block = blocks.get(blockOffset);
-    if (block == null) {
-      block = ByteBuffer.allocate((int) header.clusterSize());
-      file.readFully(block, blockOffset);
-      block.flip();
-      blocks.put(blockOffset, block);
+    ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
+    file.readFully(data, offset);
+    data.clear();
+    b = new Block(data);
+    blocks.put(offset, b);
+    evictClean();
+    return b;
+  }
+
+  private void evictClean() {
+    Iterator<Block> it = blocks.values().iterator();
+    int excess = blocks.size() - cleanCapacity;
+    while (excess > 0 && it.hasNext()) {
+      if (!it.next().dirty) {
+        it.remove();
+        excess--;
+      }
     }
-    long index = clusterIndex % entriesPerBlock;
-    long bitIndex = index * bits;
+  }
+
+  /**
+   * A refcount block for table index {@code t}, in the first cluster it covers (free, since no
+   * block counts its range), counting itself: written and synced, then the table entry written and
+   * synced.
+   */
+  private Block newBlock(long t) throws IOException {
+    long cluster = t * entriesPerBlock;
+    long offset = cluster << clusterBits;
+    ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
+    put(data, 0, 1);
+    if (sink != null) {
+      sink.added(offset, clusterSize);
+    }
+    file.write(data.duplicate(), offset);
+    file.flush();
+    ByteBuffer entry = ByteBuffer.allocate(8).putLong(0, offset);
+    file.write(entry, tableOffset + 8 * t);
+    file.flush();
+    table[(int) t] = offset;
+    Block b = new Block(data);
+    blocks.put(offset, b);
+    return b;
+  }
+
+  /**
+   * Grows the refcount table to cover table index {@code t} (QEMU {@code qcow2_refcount_area}): the
+   * new table and the refcount blocks that count it go right after the clusters the old table
+   * covers, counting themselves; they are written and synced, then the header names the new table
+   * (synced), then the old table's clusters are freed.
+   */
+  private void growTable(long t) throws IOException {
+    int oldEntries = table.length;
+    long perCluster = clusterSize / 8;
+    long areaStart = (long) oldEntries * entriesPerBlock; // first cluster no block covers
+    int newBlocks = 1;
+    long newEntries;
+    long tableClusters;
+    while (true) {
+      long wanted = Math.max(t + 1, Math.max(oldEntries + newBlocks, oldEntries * 3L / 2));
+      tableClusters = (wanted + perCluster - 1) / perCluster;
+      newEntries = tableClusters * perCluster;
+      if (newBlocks + tableClusters <= newBlocks * entriesPerBlock) {
+        break;
+      }
+      newBlocks++;
+    }
+    if (tableClusters * clusterSize > Header.MAX_REFTABLE_BYTES) {
+      throw new IOException(
+          file.path() + ": the refcount table would outgrow QEMU's limit of 8 MiB");
+    }
+    long newTableOffset = (areaStart + newBlocks) << clusterBits;
+    long[] grown = java.util.Arrays.copyOf(table, (int) newEntries);
+    long areaClusters = newBlocks + tableClusters;
+    List<Block> made = new ArrayList<>();
+    for (int k = 0; k < newBlocks; k++) {
+      ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
+      long first = (oldEntries + (long) k) * entriesPerBlock;
+      for (long c = first; c < Math.min(first + entriesPerBlock, areaStart + areaClusters); c++) {
+        put(data, c - first, 1);
+      }
+      grown[oldEntries + k] = (areaStart + k) << clusterBits;
+      made.add(new Block(data));
+    }
+    if (sink != null) {
+      for (int k = 0; k < newBlocks; k++) {
+        sink.added(grown[oldEntries + k], clusterSize);
+      }
+      sink.added(newTableOffset, tableClusters << clusterBits);
+    }
+    for (int k = 0; k < newBlocks; k++) {
+      file.write(made.get(k).data.duplicate(), grown[oldEntries + k]);
+    }
+    ByteBuffer encoded = ByteBuffer.allocate((int) (newEntries * 8));
+    encoded.asLongBuffer().put(grown);
+    file.write(encoded, newTableOffset);
+    file.flush();
+    ByteBuffer header = ByteBuffer.allocate(12);
+    header.putLong(0, newTableOffset).putInt(8, (int) tableClusters);
+    file.write(header, Header.OFF_REFCOUNT_TABLE_OFFSET);
+    file.flush();
+    long oldOffset = tableOffset;
+    long oldBytes = ((oldEntries * 8L + clusterSize - 1) / clusterSize) * clusterSize;
+    table = grown;
+    tableOffset = newTableOffset;
+    for (int k = 0; k < newBlocks; k++) {
+      blocks.put(grown[oldEntries + k], made.get(k));
+    }
+    if (sink != null) {
+      sink.removed(oldOffset, oldBytes);
+    }
+    freeLater(oldOffset, oldBytes);
+  }
+
+  private long get(ByteBuffer block, long index) {
     return switch (bits) {
       case 64 -> block.getLong((int) (index * 8));
       case 32 -> Integer.toUnsignedLong(block.getInt((int) (index * 4)));
       case 16 -> block.getShort((int) (index * 2)) & 0xffffL;
       case 8 -> block.get((int) index) & 0xffL;
-      default -> (block.get((int) (bitIndex / 8)) >>> (bitIndex % 8)) & ((1L << bits) - 1);
+      default -> {
+        long bitIndex = index * bits;
+        yield (block.get((int) (bitIndex / 8)) >>> (bitIndex % 8)) & ((1L << bits) - 1);
+      }
     };
+  }
+
+  private void put(ByteBuffer block, long index, long value) {
+    switch (bits) {
+      case 64 -> block.putLong((int) (index * 8), value);
+      case 32 -> block.putInt((int) (index * 4), (int) value);
+      case 16 -> block.putShort((int) (index * 2), (short) value);
+      case 8 -> block.put((int) index, (byte) value);
+      default -> {
+        long bitIndex = index * bits;
+        int at = (int) (bitIndex / 8);
+        int shift = (int) (bitIndex % 8);
+        int mask = ((1 << bits) - 1) << shift;
+        block.put(at, (byte) ((block.get(at) & ~mask) | (((int) value << shift) & mask)));
+      }
+    }
   }
 }

@@ -4,18 +4,13 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -49,10 +44,11 @@ class Qcow2CheckTest {
   @EnumSource(Case.class)
   void answersAsQemuImgCheck(Case c) throws Exception {
     Path image = build(c);
-    QemuCheck want = qemuCheck(image);
+    Qemu.Check want = qemuCheck(image);
     List<String> messages = new ArrayList<>();
     Qcow2Check.Result got = Qcow2Check.check(image, messages::add);
-    assertEquals(want.exitStatus, got.exitStatus(), c + ": exit status; qemu said " + want.stderr);
+    assertEquals(
+        want.exitStatus(), got.exitStatus(), c + ": exit status; qemu said " + want.stderr());
     assertEquals(want.number("corruptions"), got.corruptions(), c + ": corruptions");
     assertEquals(want.number("leaks"), got.leaks(), c + ": leaks");
     assertEquals(want.number("check-errors"), got.checkErrors(), c + ": check errors");
@@ -162,37 +158,7 @@ class Qcow2CheckTest {
     }
   }
 
-  /** {@code qemu-img check --output=json}'s answer, its stderr lines and exit status. */
-  private record QemuCheck(String json, String stderr, int exitStatus) {
-    long number(String key) {
-      Matcher m = Pattern.compile("\"" + key + "\": (\\d+)").matcher(json);
-      return m.find() ? Long.parseLong(m.group(1)) : 0;
-    }
-
-    List<String> messages() {
-      List<String> out = new ArrayList<>();
-      for (String line : stderr.split("\n")) {
-        if (!line.isBlank()) {
-          out.add(line);
-        }
-      }
-      return out;
-    }
-  }
-
-  private QemuCheck qemuCheck(Path image) throws Exception {
-    Process p =
-        new ProcessBuilder("qemu-img", "check", "--output=json", image.toString())
-            .directory(dir.toFile())
-            .start();
-    String out;
-    String err;
-    try (InputStream o = p.getInputStream();
-        InputStream e = p.getErrorStream()) {
-      out = new String(o.readAllBytes(), StandardCharsets.UTF_8);
-      err = new String(e.readAllBytes(), StandardCharsets.UTF_8);
-    }
-    assertTrue(p.waitFor(60, TimeUnit.SECONDS));
-    return new QemuCheck(out, err, p.exitValue());
+  private Qemu.Check qemuCheck(Path image) throws IOException {
+    return Qemu.check(image);
   }
 }

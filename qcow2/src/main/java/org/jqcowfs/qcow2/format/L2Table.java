@@ -4,7 +4,8 @@ import java.nio.ByteBuffer;
 
 /**
  * One L2 table (spec section 3): a cluster of L2 entries, 8 bytes each, or 16 with extended L2
- * entries (the entry, then its subcluster bitmap). Immutable once decoded.
+ * entries (the entry, then its subcluster bitmap). Immutable: a change makes a new table ({@link
+ * #with}), so that readers never see a half-written entry.
  */
 public final class L2Table {
   private final long[] words;
@@ -28,6 +29,30 @@ public final class L2Table {
     long[] words = new long[(int) g.clusterSize() / 8];
     b.asLongBuffer().get(words);
     return new L2Table(words, g.extendedL2());
+  }
+
+  /** A table of {@code g}'s size whose entries are all unallocated (zero). */
+  public static L2Table empty(Geometry g) {
+    return new L2Table(new long[(int) g.clusterSize() / 8], g.extendedL2());
+  }
+
+  /**
+   * A copy of this table with {@code entries[k]} at index {@code first + k}.
+   *
+   * @throws IndexOutOfBoundsException if the entries run past the end of the table
+   */
+  public L2Table with(int first, L2Entry... entries) {
+    long[] copy = words.clone();
+    for (int k = 0; k < entries.length; k++) {
+      int i = first + k;
+      if (extended) {
+        copy[2 * i] = entries[k].word();
+        copy[2 * i + 1] = entries[k].bitmap();
+      } else {
+        copy[i] = entries[k].word();
+      }
+    }
+    return new L2Table(copy, extended);
   }
 
   /** Entries in the table. */

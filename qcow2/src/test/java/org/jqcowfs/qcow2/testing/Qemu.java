@@ -98,4 +98,53 @@ public final class Qemu {
       throw new IllegalStateException(e);
     }
   }
+
+  /**
+   * {@code qemu-img check --output=json}'s answer, its stderr lines and exit status (0 clean, 2
+   * corruptions, 3 leaks only).
+   */
+  public record Check(String json, String stderr, int exitStatus) {
+    /** A number of the JSON answer, 0 when absent. */
+    public long number(String key) {
+      java.util.regex.Matcher m =
+          java.util.regex.Pattern.compile("\"" + key + "\": (\\d+)").matcher(json);
+      return m.find() ? Long.parseLong(m.group(1)) : 0;
+    }
+
+    /** The non-blank lines of stderr. */
+    public List<String> messages() {
+      List<String> out = new ArrayList<>();
+      for (String line : stderr.split("\n")) {
+        if (!line.isBlank()) {
+          out.add(line);
+        }
+      }
+      return out;
+    }
+  }
+
+  /** Runs {@code qemu-img check --output=json IMAGE}, whatever its exit status. */
+  public static Check check(Path image) throws IOException {
+    Process p =
+        new ProcessBuilder("qemu-img", "check", "--output=json", image.toString())
+            .directory(image.getParent().toFile())
+            .start();
+    String out;
+    String err;
+    try (InputStream o = p.getInputStream();
+        InputStream e = p.getErrorStream()) {
+      out = new String(o.readAllBytes(), StandardCharsets.UTF_8);
+      err = new String(e.readAllBytes(), StandardCharsets.UTF_8);
+    }
+    try {
+      if (!p.waitFor(120, TimeUnit.SECONDS)) {
+        p.destroyForcibly();
+        throw new IOException("qemu-img check timed out: " + image);
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IOException("interrupted", e);
+    }
+    return new Check(out, err, p.exitValue());
+  }
 }

@@ -1,0 +1,455 @@
+package org.jqcowfs.qcow2;
+
+import static org.jqcowfs.image.ImageFormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import org.jqcowfs.image.Image;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.qcow2.format.Geometry;
+import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.L1Entry;
+import org.jqcowfs.qcow2.format.L2Entry;
+import org.jqcowfs.qcow2.format.L2Table;
+import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.qcow2.format.SubclusterType;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The write side of one qcow2 image (QEMU {@code qcow2_co_pwritev_part}, {@code
+ * qcow2_alloc_host_offset}, {@code qcow2_alloc_cluster_link_l2}): writes land in place in clusters
+ * whose L2 entry is COPIED; any other cluster (unallocated, zero, compressed, shared with a
+ * snapshot) gets a new host cluster, written whole: the head and tail the request does not cover
+ * are copied from what the guest reads there now (the old cluster, the backing image, or zeros).
+ *
+ * <p>Metadata has one owner, this object, under one lock; data is read and written outside it. A
+ * write to a cluster that an allocation in flight covers waits for it ({@code
+ * handle_dependencies}). Changed L2 tables, refcount blocks and the L1 table stay in memory until
+ * {@link #flush}, which writes them in the order that keeps refcount >= references at every
+ * instant: refcounts (and copied data) synced before the L2 tables that reference them, L2 tables
+ * synced before the L1 entries that name them, and references removed on disk before their
+ * clusters' refcounts drop.
+ */
+final class Qcow2Writer {
+  private static final Logger LOG = LoggerFactory.getLogger(Qcow2Writer.class);
+
+  private final Qcow2Image image;
+  private final Path path;
+  private final HostFile file;
+  private final Header header;
+  private final Geometry g;
+  private final long cs;
+  private final boolean v3;
+  private final ClusterMapper mapper;
+  private final L2Cache l2Cache;
+  private final Refcounts refcounts;
+  private final MetadataRanges metadata = new MetadataRanges();
+  private final ReentrantLock lock = new ReentrantLock();
+  private final Condition released = lock.newCondition();
+  private final List<Claim> claims = new ArrayList<>();
+  private final Map<Long, L2Table> dirtyTables = new LinkedHashMap<>();
+  private boolean l1Dirty;
+  private String corrupt;
+
+  /**
+   * Guest clusters {@code [start, end)} (byte offsets) that a write in flight uses: an allocation
+   * ({@code exclusive}) or an in-place write.
+   */
+  private record Claim(long start, long end, boolean exclusive) {}
+
+  /**
+   * What one step of a write does: {@code bytes} from the request's position go to {@code
+   * hostOffset}; with an {@code allocation}, into new clusters whose head and tail are copied.
+   */
+  private record Step(Claim claim, long hostOffset, long bytes, Allocation allocation) {}
+
+  /** New host clusters for the guest clusters of L2 table {@code l1Index} from {@code l2Index}. */
+  private record Allocation(long l1Index, int l2Index, long hostOffset, int clusters) {}
+
+  Qcow2Writer(
+      Qcow2Image image,
+      HostFile file,
+      Header header,
+      ClusterMapper mapper,
+      L2Cache l2Cache,
+      List<Snapshot> snapshots,
+      long snapshotTableBytes)
+      throws IOException {
+    this.image = image;
+    this.path = file.path();
+    this.file = file;
+    this.header = header;
+    this.g = header.geometry();
+    this.cs = g.clusterSize();
+    this.v3 = header.version() >= 3;
+    this.mapper = mapper;
+    this.l2Cache = l2Cache;
+    this.refcounts = new Refcounts(file, header);
+    metadata.add(0, cs, "the header");
+    metadata.add(header.l1TableOffset(), header.l1Size() * 8L, "the active L1 table");
+    metadata.add(
+        header.refcountTableOffset(), header.refcountTableClusters() * cs, "the refcount table");
+    for (long word : refcounts.table()) {
+      metadata.add(word & Refcounts.REFT_OFFSET_MASK, cs, "a refcount block");
+    }
+    metadata.add(header.snapshotsOffset(), snapshotTableBytes, "the snapshot table");
+    for (Snapshot s : snapshots) {
+      metadata.add(s.l1TableOffset(), s.l1Size() * 8L, "the L1 table of snapshot " + s.id());
+    }
+    for (long word : mapper.l1Table()) {
+      if (new L1Entry(word).l2Offset() != 0) {
+        metadata.add(new L1Entry(word).l2Offset(), cs, "an L2 table");
+      }
+    }
+    refcounts.setMetadataSink(
+        new Refcounts.MetadataSink() {
+          @Override
+          public void added(long hostOffset, long bytes) throws IOException {
+            checkOverlap(hostOffset, bytes, "a refcount block or table");
+            metadata.add(hostOffset, bytes, "a refcount block or table");
+          }
+
+          @Override
+          public void removed(long hostOffset, long bytes) {
+            metadata.remove(hostOffset);
+          }
+        });
+    if (v3 && header.autoclearFeatures() != 0) {
+      // The spec: a writer clears the autoclear bits it does not keep up to date (bitmaps).
+      file.write(ByteBuffer.allocate(8), Header.OFF_AUTOCLEAR_FEATURES);
+      file.flush();
+      LOG.info("{}: autoclear bits {} cleared", path, hex(header.autoclearFeatures()));
+    }
+  }
+
+  /**
+   * Writes {@code src}'s remaining bytes at {@code guestOffset}; the ranges copied into new
+   * clusters read through {@code backing} where this image has no data.
+   */
+  void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
+    long pos = guestOffset;
+    while (src.hasRemaining()) {
+      Step step = prepare(pos, src.remaining());
+      int n = (int) step.bytes();
+      ByteBuffer part = src.slice(src.position(), n);
+      boolean done = false;
+      try {
+        if (step.allocation() == null) {
+          file.write(part, step.hostOffset());
+        } else {
+          writeAllocated(step, part, pos, backing);
+        }
+        done = true;
+      } finally {
+        finish(step, done);
+      }
+      src.position(src.position() + n);
+      pos += n;
+    }
+  }
+
+  /** Maps the first part of {@code [pos, pos + remaining)} to host clusters, allocating them. */
+  private Step prepare(long pos, long remaining) throws IOException {
+    lock.lock();
+    try {
+      while (true) {
+        Step step = tryPrepare(pos, remaining);
+        if (step != null) {
+          claims.add(step.claim());
+          return step;
+        }
+        released.awaitUninterruptibly();
+      }
+    } finally {
+      lock.unlock();
+    }
+  }
+
+  /**
+   * One attempt of {@link #prepare}: null when a write in flight must end first (an allocation on
+   * the first cluster, or any write on a cluster this step would allocate).
+   */
+  private Step tryPrepare(long pos, long remaining) throws IOException {
+    checkWritable();
+    long l1Index = g.l1Index(pos);
+    long limit = Math.min(remaining, (l1Index + 1) * g.bytesPerL2Table() - pos);
+    long start = pos - g.offsetInCluster(pos);
+    for (Claim c : claims) {
+      if (c.start() < roundUp(pos + limit) && c.end() > start) {
+        if (c.start() > start) {
+          limit = c.start() - pos; // up to the next write in flight
+        } else if (c.exclusive()) {
+          return null;
+        }
+      }
+    }
+    long l2Offset = writableTable(l1Index, pos);
+    L2Table table = mapper.l2Table(l2Offset, l1Index);
+    int i = g.l2Index(pos);
+    long inCluster = g.offsetInCluster(pos);
+    int wanted = (int) ((inCluster + limit + cs - 1) / cs);
+    L2Entry first = table.entry(i);
+    if (inPlace(first, inCluster, Math.min(limit, cs - inCluster))) {
+      int k = 1;
+      long host = first.hostClusterOffset();
+      while (k < wanted
+          && i + k < table.entries()
+          && table.entry(i + k).hostClusterOffset() == host + k * cs
+          && inPlace(table.entry(i + k), 0, Math.min(cs, inCluster + limit - k * cs))) {
+        k++;
+      }
+      long bytes = Math.min(limit, k * cs - inCluster);
+      checkOverlap(host + inCluster, bytes, pos);
+      return new Step(new Claim(start, start + k * cs, false), host + inCluster, bytes, null);
+    }
+    for (Claim c : claims) {
+      if (c.start() <= start && c.end() > start) {
+        return null; // an in-place write to the cluster this step replaces
+      }
+    }
+    int k = 1;
+    while (k < wanted
+        && i + k < table.entries()
+        && !inPlace(table.entry(i + k), 0, Math.min(cs, inCluster + limit - k * cs))) {
+      k++;
+    }
+    long host = refcounts.allocate(k);
+    try {
+      checkOverlap(host, k * cs, pos);
+    } catch (IOException e) {
+      refcounts.freeNow(host, k * cs);
+      throw e;
+    }
+    return new Step(
+        new Claim(start, start + k * cs, true),
+        host + inCluster,
+        Math.min(limit, k * cs - inCluster),
+        new Allocation(l1Index, i, host, k));
+  }
+
+  /**
+   * Whether bytes {@code [from, from + bytes)} of the cluster of {@code e} can be written in place:
+   * a standard cluster with COPIED whose touched subclusters are all allocated ({@code
+   * handle_copied}).
+   */
+  private boolean inPlace(L2Entry e, long from, long bytes) {
+    if ((e.word() & L2Entry.QCOW_OFLAG_COPIED) == 0 || e.isCompressed()) {
+      return false;
+    }
+    int firstSc = (int) (from >>> g.subclusterBits());
+    int lastSc = (int) ((from + bytes - 1) >>> g.subclusterBits());
+    for (int sc = firstSc; sc <= lastSc; sc++) {
+      if (e.type(g, sc, v3, false) != SubclusterType.NORMAL) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /**
+   * Writes the new clusters of {@code step}: the head before {@code pos} and the tail after the
+   * data, read as the guest sees them now, around {@code data} ({@code perform_cow}).
+   */
+  private void writeAllocated(Step step, ByteBuffer data, long pos, Image backing)
+      throws IOException {
+    Allocation a = step.allocation();
+    long start = step.claim().start();
+    long headBytes = pos - start;
+    long dataEnd = pos + data.remaining();
+    long tailBytes = step.claim().end() - dataEnd;
+    if (headBytes > 0) {
+      file.write(current(start, headBytes, backing), a.hostOffset());
+    }
+    file.write(data.duplicate(), a.hostOffset() + headBytes);
+    if (tailBytes > 0) {
+      file.write(
+          current(dataEnd, tailBytes, backing), a.hostOffset() + headBytes + data.remaining());
+    }
+  }
+
+  /** The {@code bytes} guest bytes at {@code pos} as they read now (zeros past the disk's end). */
+  private ByteBuffer current(long pos, long bytes, Image backing) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate((int) bytes);
+    long inDisk = Math.max(0, Math.min(bytes, image.size() - pos));
+    if (inDisk > 0) {
+      image.read(b.slice(0, (int) inDisk), pos, backing);
+    }
+    return b;
+  }
+
+  /** Links the step's new clusters into their L2 table, or gives them back after a failure. */
+  private void finish(Step step, boolean written) throws IOException {
+    lock.lock();
+    try {
+      Allocation a = step.allocation();
+      if (a != null && written) {
+        long l2Offset = mapper.l1Entry(a.l1Index()).l2Offset();
+        L2Table table = mapper.l2Table(l2Offset, a.l1Index());
+        L2Entry[] entries = new L2Entry[a.clusters()];
+        for (int k = 0; k < a.clusters(); k++) {
+          freeOld(table.entry(a.l2Index() + k));
+          long word = (a.hostOffset() + k * cs) | L2Entry.QCOW_OFLAG_COPIED;
+          entries[k] = new L2Entry(word, g.extendedL2() ? L2Entry.QCOW_L2_BITMAP_ALL_ALLOC : 0);
+        }
+        changeTable(l2Offset, table.with(a.l2Index(), entries));
+      } else if (a != null) {
+        refcounts.freeNow(a.hostOffset(), a.clusters() * cs);
+      }
+    } finally {
+      claims.remove(step.claim());
+      released.signalAll();
+      lock.unlock();
+    }
+  }
+
+  /**
+   * Drops the reference an L2 entry that is being replaced held ({@code qcow2_free_any_cluster}).
+   */
+  private void freeOld(L2Entry old) {
+    SubclusterType type = old.type(g, 0, v3, false);
+    if (type == SubclusterType.COMPRESSED) {
+      L2Entry.CompressedDescriptor d = old.compressedDescriptor(g.clusterBits());
+      refcounts.freeLater(d.hostOffset(), d.maxLength());
+    } else if (type != SubclusterType.INVALID && old.hostClusterOffset() != 0) {
+      refcounts.freeLater(old.hostClusterOffset(), cs);
+    }
+  }
+
+  /**
+   * The host offset of the L2 table of {@code l1Index}, made writable first: a new table when there
+   * is none, a copy when the table is shared with a snapshot (no COPIED flag; QEMU {@code
+   * l2_allocate}).
+   */
+  private long writableTable(long l1Index, long pos) throws IOException {
+    long[] l1 = mapper.l1Table();
+    if (l1Index >= l1.length) {
+      throw new ImageFormatException(
+          path, "guest offset " + hex(pos) + " lies past the L1 table (l1_size " + l1.length + ")");
+    }
+    L1Entry entry = new L1Entry(l1[(int) l1Index]);
+    if (entry.hasReservedBits()) {
+      throw new ImageFormatException(
+          path, "L1[" + l1Index + "] " + hex(entry.word()) + ": reserved bits set");
+    }
+    long old = entry.l2Offset();
+    if (old != 0 && entry.isCopied()) {
+      return old;
+    }
+    L2Table base = old == 0 ? L2Table.empty(g) : mapper.l2Table(old, l1Index);
+    long fresh = refcounts.allocate(1);
+    try {
+      checkOverlap(fresh, cs, pos);
+    } catch (IOException e) {
+      refcounts.freeNow(fresh, cs);
+      throw e;
+    }
+    metadata.add(fresh, cs, "an L2 table");
+    changeTable(fresh, base);
+    if (old != 0) {
+      refcounts.freeLater(old, cs);
+    }
+    long[] copy = l1.clone();
+    copy[(int) l1Index] = L1Entry.of(fresh, true).word();
+    mapper.setL1Table(copy);
+    l1Dirty = true;
+    return fresh;
+  }
+
+  private void changeTable(long l2Offset, L2Table table) {
+    dirtyTables.put(l2Offset, table);
+    l2Cache.pin(l2Offset, table);
+  }
+
+  /**
+   * Makes every write completed before the call durable: changed refcount blocks are written and
+   * the file synced (new clusters' refcounts and their copied data on disk), then the changed L2
+   * tables (synced), then the L1 table (synced), then the refcounts that drop (synced). QEMU {@code
+   * qcow2_co_flush_to_os} with its cache dependencies, then {@code bdrv_flush}.
+   */
+  void flush() throws IOException {
+    lock.lock();
+    try {
+      if (!refcounts.hasDirty() && dirtyTables.isEmpty() && !l1Dirty && !refcounts.hasFrees()) {
+        file.flush();
+        return;
+      }
+      refcounts.writeDirty();
+      file.flush();
+      if (!dirtyTables.isEmpty()) {
+        for (Map.Entry<Long, L2Table> e : dirtyTables.entrySet()) {
+          file.write(e.getValue().encode(), e.getKey());
+        }
+        file.flush();
+        for (Long offset : dirtyTables.keySet()) {
+          l2Cache.unpin(offset);
+        }
+        dirtyTables.clear();
+      }
+      if (l1Dirty) {
+        long[] l1 = mapper.l1Table();
+        ByteBuffer b = ByteBuffer.allocate(l1.length * 8);
+        b.asLongBuffer().put(l1);
+        file.write(b, header.l1TableOffset());
+        file.flush();
+        l1Dirty = false;
+      }
+      if (refcounts.hasFrees()) {
+        refcounts.applyFrees();
+        refcounts.writeDirty();
+        file.flush();
+      }
+    } finally {
+      lock.unlock();
+    }
+  }
+
+  private void checkWritable() throws IOException {
+    if (corrupt != null) {
+      throw new IOException(path + ": refusing to write: the image is corrupt (" + corrupt + ")");
+    }
+  }
+
+  /**
+   * Refuses a write of {@code [hostOffset, hostOffset + bytes)} that would land on metadata ({@code
+   * qcow2_pre_write_overlap_check}): the image is marked corrupt, as QEMU marks it.
+   *
+   * @param why the guest offset the write is for, or what is written
+   */
+  private void checkOverlap(long hostOffset, long bytes, Object why) throws IOException {
+    String hit = metadata.overlap(hostOffset, bytes);
+    if (hit == null) {
+      return;
+    }
+    String what =
+        "a write of host range "
+            + hex(hostOffset)
+            + " (+"
+            + bytes
+            + " bytes"
+            + (why instanceof Long guest ? ", for guest offset " + hex(guest) : ", " + why)
+            + ") would overwrite "
+            + hit;
+    corrupt = what;
+    LOG.error("{}: {}; the image is marked corrupt", path, what);
+    if (v3) {
+      ByteBuffer bits = ByteBuffer.allocate(8);
+      bits.putLong(0, header.incompatibleFeatures() | Header.INCOMPAT_CORRUPT);
+      file.write(bits, Header.OFF_INCOMPATIBLE_FEATURES);
+      file.flush();
+    }
+    throw new IOException(path + ": " + what + "; the image is now marked corrupt");
+  }
+
+  private long roundUp(long offset) {
+    return (offset + cs - 1) & -cs;
+  }
+}

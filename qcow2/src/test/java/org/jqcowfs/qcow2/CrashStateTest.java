@@ -1,0 +1,241 @@
+package org.jqcowfs.qcow2;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+import org.jqcowfs.image.Image;
+import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.ImageLock;
+import org.jqcowfs.qcow2.Qcow2WriteTest.Case;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * Power cuts at every instant, the way dm-log-writes replays a device: a workload of writes and
+ * flushes runs over a {@link RecordingHostFile}; then crash states are rebuilt from the log: the
+ * writes up to each sync, plus random subsets (in 4 KiB pieces) of the writes between it and the
+ * next sync. Each state must be consistent for {@code qemu-img check} (leaks allowed, no
+ * corruption) and must read, through {@code qemu-img convert}, every byte written before the last
+ * {@link Qcow2Image#flush} that had completed. {@code -Djqcowfs.crashStates=N} checks N states per
+ * workload (0: all of them; the CI slice checks 24).
+ */
+class CrashStateTest {
+  private static final int STATES = Integer.getInteger("jqcowfs.crashStates", 24);
+  private static final int PIECE = 4096;
+
+  @TempDir Path dir;
+
+  private record Op(long offset, int length, byte pattern) {}
+
+  /** A completed {@link Qcow2Image#flush}: the ops before it and the syncs done by its end. */
+  private record FlushPoint(int ops, int syncs) {}
+
+  /** A crash state: the writes up to sync {@code syncs}, then a subset chosen by {@code seed}. */
+  private record State(int syncs, long seed) {}
+
+  @ParameterizedTest
+  @EnumSource(Case.class)
+  void everyCrashStateIsConsistentAndKeepsFlushedWrites(Case c) throws Exception {
+    Path image = Qcow2WriteTest.prepare(dir, c);
+    Path original = Files.copy(image, dir.resolve("original.qcow2"));
+    Path initialGuest = Qemu.convertRaw(image, dir.resolve("initial.raw"), null);
+    Random random = new Random(c.ordinal() * 31L + 5);
+    List<Op> ops = new ArrayList<>();
+    List<FlushPoint> flushes = new ArrayList<>();
+    RecordingHostFile recording =
+        new RecordingHostFile(
+            HostFile.open(image, HostFileOptions.DEFAULT.withWritable(true)), dir.resolve("log"));
+    Qcow2Options options =
+        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    try (Qcow2Image top =
+            Qcow2Opener.open(image, options, recording, ImageLock.acquireForWrite(image));
+        Image backing = Qcow2WriteTest.openBacking(dir, c)) {
+      for (int i = 0; i < 24; i++) {
+        if (random.nextInt(4) == 0) {
+          top.flush();
+          flushes.add(new FlushPoint(ops.size(), recording.flushes()));
+          continue;
+        }
+        int length = 512 + random.nextInt(256 << 10);
+        long offset = (long) (random.nextDouble() * (Qcow2WriteTest.SIZE - length));
+        if (random.nextBoolean()) {
+          offset &= ~511L;
+        }
+        Op op = new Op(offset, length, (byte) (1 + i));
+        ByteBuffer data = ByteBuffer.allocate(length);
+        Arrays.fill(data.array(), op.pattern());
+        top.write(data, offset, backing);
+        ops.add(op);
+      }
+    }
+    flushes.add(new FlushPoint(ops.size(), recording.flushes())); // close flushes
+    List<RecordingHostFile.Entry> log = recording.log();
+    List<State> states = chooseStates(log, flushes, random);
+    Path state = dir.resolve("state.qcow2");
+    int checked = 0;
+    for (State s : states) {
+      rebuild(original, recording, log, s, state);
+      Qemu.Check check = Qemu.check(state);
+      if (check.exitStatus() != 0 && check.exitStatus() != 3) {
+        Files.copy(state, dir.resolve("failed.qcow2"));
+        fail(c + ": crash state " + s + " of " + syncs(log) + " syncs is not consistent: " + check);
+      }
+      FlushPoint last = flushes.get(0);
+      for (FlushPoint f : flushes) {
+        if (f.syncs() <= s.syncs()) {
+          last = f;
+        }
+      }
+      if (last.syncs() <= s.syncs()) {
+        compareFlushed(c, s, state, initialGuest, ops, last);
+      }
+      checked++;
+    }
+    recording.closeLog();
+    assertTrue(checked >= Math.min(states.size(), 2), "states were checked");
+    System.out.printf(
+        "crash states: %s: %d checked of %d syncs, 0 corruptions%n", c, checked, syncs(log));
+  }
+
+  /**
+   * The states to check: with {@link #STATES} 0, each sync's prefix and two random subsets of the
+   * writes after it; else that many of those, always including each completed flush's state.
+   */
+  private static List<State> chooseStates(
+      List<RecordingHostFile.Entry> log, List<FlushPoint> flushes, Random random) {
+    int syncs = syncs(log);
+    List<State> must = new ArrayList<>();
+    List<State> rest = new ArrayList<>();
+    for (int j = 0; j <= syncs; j++) {
+      final int k = j;
+      boolean flushState = flushes.stream().anyMatch(f -> f.syncs() == k);
+      (flushState ? must : rest).add(new State(j, 0));
+      rest.add(new State(j, random.nextLong() | 1));
+      rest.add(new State(j, random.nextLong() | 1));
+    }
+    if (STATES == 0) {
+      must.addAll(rest);
+      return must;
+    }
+    Collections.shuffle(rest, random);
+    must.addAll(rest.subList(0, Math.max(0, Math.min(rest.size(), STATES - must.size()))));
+    return must;
+  }
+
+  private static int syncs(List<RecordingHostFile.Entry> log) {
+    return (int) log.stream().filter(RecordingHostFile.Entry::isFlush).count();
+  }
+
+  /**
+   * Writes to {@code out} the file after a power cut in state {@code s}: the original, every write
+   * before sync {@code s.syncs()}, and of the writes after it (up to the next sync) the 4 KiB
+   * pieces that {@code s.seed()} picks (none for seed 0).
+   */
+  private static void rebuild(
+      Path original,
+      RecordingHostFile recording,
+      List<RecordingHostFile.Entry> log,
+      State s,
+      Path out)
+      throws IOException {
+    Files.copy(original, out, StandardCopyOption.REPLACE_EXISTING);
+    int seen = 0;
+    Random pick = new Random(s.seed());
+    try (FileChannel ch = FileChannel.open(out, StandardOpenOption.WRITE)) {
+      for (RecordingHostFile.Entry e : log) {
+        if (e.isFlush()) {
+          if (++seen > s.syncs()) {
+            break;
+          }
+          continue;
+        }
+        if (seen < s.syncs()) {
+          apply(ch, recording, e, 0, e.length());
+        } else if (s.seed() != 0) {
+          for (int from = 0; from < e.length(); ) {
+            long next = (e.position() + from) / PIECE * PIECE + PIECE;
+            int to = (int) Math.min(e.length(), next - e.position());
+            if (pick.nextBoolean()) {
+              apply(ch, recording, e, from, to);
+            }
+            from = to;
+          }
+        }
+      }
+    }
+  }
+
+  private static void apply(
+      FileChannel ch, RecordingHostFile recording, RecordingHostFile.Entry e, int from, int to)
+      throws IOException {
+    ByteBuffer b = ByteBuffer.allocate(to - from);
+    recording.readBytes(e, from, b);
+    b.flip();
+    while (b.hasRemaining()) {
+      ch.write(b, e.position() + from + b.position());
+    }
+  }
+
+  /**
+   * Checks that the state reads, outside the ranges written after flush {@code last}, exactly what
+   * the guest had written when that flush completed; compared in 1 MiB chunks.
+   */
+  private void compareFlushed(
+      Case c, State s, Path state, Path initialGuest, List<Op> ops, FlushPoint last)
+      throws IOException {
+    Path raw = dir.resolve("state.raw");
+    Files.deleteIfExists(raw);
+    Qemu.convertRaw(state, raw, null);
+    int chunk = 1 << 20;
+    try (FileChannel gotFile = FileChannel.open(raw);
+        FileChannel initial = FileChannel.open(initialGuest)) {
+      for (long base = 0; base < Qcow2WriteTest.SIZE; base += chunk) {
+        byte[] got = new byte[chunk];
+        byte[] want = new byte[chunk];
+        gotFile.read(ByteBuffer.wrap(got), base);
+        initial.read(ByteBuffer.wrap(want), base);
+        for (int i = 0; i < ops.size(); i++) {
+          Op op = ops.get(i);
+          int from = (int) Math.max(0, op.offset() - base);
+          int to = (int) Math.min(chunk, op.offset() + op.length() - base);
+          if (from >= to) {
+            continue;
+          }
+          if (i < last.ops()) {
+            Arrays.fill(want, from, to, op.pattern());
+          } else {
+            System.arraycopy(got, from, want, from, to - from); // old or new bytes may be there
+          }
+        }
+        int at = Arrays.mismatch(want, got);
+        if (at >= 0) {
+          fail(
+              c
+                  + ": crash state "
+                  + s
+                  + ": guest byte "
+                  + (base + at)
+                  + " reads "
+                  + got[at]
+                  + ", flushed before the crash as "
+                  + want[at]);
+        }
+      }
+    }
+  }
+}

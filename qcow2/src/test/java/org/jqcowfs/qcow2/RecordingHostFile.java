@@ -1,0 +1,146 @@
+package org.jqcowfs.qcow2;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
+import org.jqcowfs.io.CachedView;
+import org.jqcowfs.io.HostFile;
+
+/**
+ * A host file that records every write and every flush (sync) made through it, in order, as
+ * dm-log-writes records a block device: the log from which crash states are rebuilt. The written
+ * bytes go to a log file beside it, as dm-log-writes keeps them on a log device.
+ */
+final class RecordingHostFile implements HostFile {
+  /**
+   * One write: its host offset, its length in bytes and where its bytes are in the log file; or,
+   * with {@code length} -1, a completed flush.
+   */
+  record Entry(long position, int length, long logOffset) {
+    boolean isFlush() {
+      return length < 0;
+    }
+  }
+
+  private final HostFile delegate;
+  private final FileChannel bytes;
+  private final List<Entry> log = new ArrayList<>();
+  private long logEnd;
+
+  RecordingHostFile(HostFile delegate, Path logFile) throws IOException {
+    this.delegate = delegate;
+    this.bytes =
+        FileChannel.open(
+            logFile,
+            StandardOpenOption.CREATE,
+            StandardOpenOption.READ,
+            StandardOpenOption.WRITE,
+            StandardOpenOption.TRUNCATE_EXISTING);
+  }
+
+  /** Reads the bytes of write {@code e} into {@code dst} (its remaining bytes, from the start). */
+  void readBytes(Entry e, int from, ByteBuffer dst) throws IOException {
+    while (dst.hasRemaining()) {
+      if (bytes.read(dst, e.logOffset() + from + dst.position()) < 0) {
+        throw new IOException("log ends early");
+      }
+    }
+  }
+
+  /** The writes and flushes so far. */
+  synchronized List<Entry> log() {
+    return List.copyOf(log);
+  }
+
+  /** The number of completed flushes so far. */
+  synchronized int flushes() {
+    return (int) log.stream().filter(Entry::isFlush).count();
+  }
+
+  @Override
+  public void write(ByteBuffer src, long position) throws IOException {
+    ByteBuffer copy = src.duplicate();
+    int length = copy.remaining();
+    delegate.write(src, position);
+    synchronized (this) {
+      long at = logEnd;
+      while (copy.hasRemaining()) {
+        bytes.write(copy, at + length - copy.remaining());
+      }
+      logEnd += length;
+      log.add(new Entry(position, length, at));
+    }
+  }
+
+  @Override
+  public void flush() throws IOException {
+    delegate.flush();
+    synchronized (this) {
+      log.add(new Entry(-1, -1, -1));
+    }
+  }
+
+  @Override
+  public Path path() {
+    return delegate.path();
+  }
+
+  @Override
+  public long length() throws IOException {
+    return delegate.length();
+  }
+
+  @Override
+  public void readFully(ByteBuffer dst, long position) throws IOException {
+    delegate.readFully(dst, position);
+  }
+
+  @Override
+  public int readUpTo(ByteBuffer dst, long position) throws IOException {
+    return delegate.readUpTo(dst, position);
+  }
+
+  @Override
+  public boolean[] readRanges(ByteBuffer[] dsts, long[] positions) throws IOException {
+    return delegate.readRanges(dsts, positions);
+  }
+
+  @Override
+  public CachedView mapCached(long position, int length) throws IOException {
+    return delegate.mapCached(position, length);
+  }
+
+  @Override
+  public long seekData(long offset) throws IOException {
+    return delegate.seekData(offset);
+  }
+
+  @Override
+  public long seekHole(long offset) throws IOException {
+    return delegate.seekHole(offset);
+  }
+
+  @Override
+  public long allocatedBytes() throws IOException {
+    return delegate.allocatedBytes();
+  }
+
+  @Override
+  public void punchHole(long position, long length) throws IOException {
+    throw new UnsupportedOperationException("not recorded: punchHole");
+  }
+
+  @Override
+  public void close() throws IOException {
+    delegate.close();
+  }
+
+  /** Closes the log file. */
+  void closeLog() throws IOException {
+    bytes.close();
+  }
+}
