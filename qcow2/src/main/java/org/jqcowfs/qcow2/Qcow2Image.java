@@ -320,6 +320,35 @@ public final class Qcow2Image implements Image {
   }
 
   /**
+   * Makes {@code [guestOffset, guestOffset + bytes)} read as zeros (QEMU {@code
+   * qcow2_co_pwrite_zeroes}, {@link Qcow2Writer#writeZeroes}): whole clusters get the zero flag,
+   * and with {@code mayUnmap} give their host clusters back; the rest is written as zero data.
+   *
+   * @param backing the image below this one, or null
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write(ByteBuffer, long)}
+   */
+  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap, Image backing)
+      throws IOException {
+    Image.checkRange(guestOffset, bytes, virtualSize);
+    writer().writeZeroes(guestOffset, bytes, mayUnmap, backing);
+  }
+
+  /**
+   * Discards the whole clusters of {@code [guestOffset, guestOffset + bytes)} (QEMU {@code
+   * qcow2_co_pdiscard}, {@link Qcow2Writer#discard}): their host clusters are freed and they read
+   * as zeros (on a v2 image with a backing file: as the backing file). Parts of clusters are left
+   * as they are.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write(ByteBuffer, long)}
+   */
+  public void discard(long guestOffset, long bytes) throws IOException {
+    Image.checkRange(guestOffset, bytes, virtualSize);
+    writer().discard(guestOffset, bytes);
+  }
+
+  /**
    * Makes every completed write durable, with the metadata written in an order that leaves the
    * image consistent at every instant ({@link Qcow2Writer#flush}).
    *

@@ -157,6 +157,157 @@ final class Qcow2Writer {
     }
   }
 
+  /** What {@link #changeClusters} does to each whole cluster. */
+  private enum Change {
+    /** Write-zeroes keeping the allocation ({@code zero_in_l2_slice} without unmap). */
+    ZERO,
+    /** Write-zeroes giving the cluster back ({@code zero_in_l2_slice} with unmap). */
+    ZERO_UNMAP,
+    /**
+     * A guest discard: reads as zeros, or on v2 as the backing file ({@code discard_in_l2_slice}).
+     */
+    DISCARD,
+    /** A discard after which the backing file shows through ({@code full_discard}). */
+    DISCARD_FULL
+  }
+
+  /**
+   * Makes {@code [pos, pos + bytes)} read as zeros (QEMU {@code qcow2_co_pwrite_zeroes}): whole
+   * clusters get the zero flag (v3; a v2 image without a backing file has them discarded), and keep
+   * their host cluster unless {@code mayUnmap}; the parts of clusters around them, and everything
+   * on a v2 image with a backing file, are written as zero data (as the block layer does when the
+   * driver answers ENOTSUP).
+   */
+  void writeZeroes(long pos, long bytes, boolean mayUnmap, Image backing) throws IOException {
+    long end = pos + bytes;
+    long first = roundUp(pos);
+    long last = end & -cs;
+    Change change = v3 ? (mayUnmap ? Change.ZERO_UNMAP : Change.ZERO) : Change.DISCARD_FULL;
+    if (first >= last || (!v3 && header.backingFileName() != null)) {
+      writeZeroData(pos, bytes, backing);
+      return;
+    }
+    writeZeroData(pos, first - pos, backing);
+    changeClusters(first, last, change);
+    writeZeroData(last, end - last, backing);
+  }
+
+  /**
+   * Discards the whole clusters in {@code [pos, pos + bytes)} (QEMU {@code qcow2_co_pdiscard} and
+   * {@code qcow2_cluster_discard}): their host clusters are freed, and they read as zeros (v3, or
+   * no backing file) or as the backing file (v2). Parts of clusters are left alone, as QEMU 7.2
+   * leaves them (its discard alignment is the cluster, with extended L2 entries too).
+   */
+  void discard(long pos, long bytes) throws IOException {
+    long end = pos + bytes;
+    long first = roundUp(pos);
+    long last = end & -cs;
+    if (first < last) {
+      changeClusters(first, last, Change.DISCARD);
+    }
+  }
+
+  private void writeZeroData(long pos, long bytes, Image backing) throws IOException {
+    while (bytes > 0) {
+      int n = (int) Math.min(bytes, 1 << 20);
+      write(ByteBuffer.allocate(n), pos, backing);
+      pos += n;
+      bytes -= n;
+    }
+  }
+
+  /**
+   * Applies {@code change} to the L2 entries of the whole clusters {@code [first, last)}, once no
+   * write in flight uses them (so that no write lands in a cluster after it is freed), and frees
+   * the host clusters they no longer reference.
+   */
+  private void changeClusters(long first, long last, Change change) throws IOException {
+    boolean backingFile = header.backingFileName() != null;
+    lock.lock();
+    try {
+      long pos = first;
+      while (pos < last) {
+        checkWritable();
+        long l1Index = g.l1Index(pos);
+        long chunkEnd = Math.min(last, (l1Index + 1) * g.bytesPerL2Table());
+        final long from = pos;
+        if (claims.stream().anyMatch(c -> c.start() < chunkEnd && c.end() > from)) {
+          released.awaitUninterruptibly();
+          continue;
+        }
+        if (mapper.l1Entry(l1Index).isUnallocated()
+            && (change == Change.DISCARD_FULL || (change == Change.DISCARD && !backingFile))) {
+          pos = chunkEnd; // nothing allocated, and unallocated stays as it is
+          continue;
+        }
+        long l2Offset = writableTable(l1Index, pos);
+        L2Table table = mapper.l2Table(l2Offset, l1Index);
+        int i0 = g.l2Index(pos);
+        int n = (int) ((chunkEnd - pos) >>> g.clusterBits());
+        L2Entry[] entries = new L2Entry[n];
+        for (int k = 0; k < n; k++) {
+          L2Entry old = table.entry(i0 + k);
+          if (old.type(g, 0, v3, false) == SubclusterType.INVALID) {
+            throw new ImageFormatException(
+                path,
+                "L1["
+                    + l1Index
+                    + "]/L2["
+                    + (i0 + k)
+                    + "] (guest offset "
+                    + hex(pos + k * cs)
+                    + "): L2 entry "
+                    + hex(old.word())
+                    + " is invalid; not changed");
+          }
+          entries[k] = changed(old, change, backingFile);
+          if (!entries[k].equals(old)) {
+            boolean keeps =
+                !old.isCompressed()
+                    && entries[k].hostClusterOffset() == old.hostClusterOffset()
+                    && old.hostClusterOffset() != 0;
+            if (!keeps) {
+              freeOld(old);
+            }
+          }
+        }
+        changeTable(l2Offset, table.with(i0, entries));
+        pos = chunkEnd;
+      }
+    } finally {
+      lock.unlock();
+    }
+  }
+
+  /** The entry that replaces {@code old} under {@code change}. */
+  private L2Entry changed(L2Entry old, Change change, boolean backingFile) {
+    boolean stored = old.isCompressed() || old.hostClusterOffset() != 0;
+    boolean ext = g.extendedL2();
+    L2Entry zero =
+        ext
+            ? new L2Entry(0, L2Entry.QCOW_L2_BITMAP_ALL_ZEROES)
+            : new L2Entry(L2Entry.QCOW_OFLAG_ZERO, 0);
+    return switch (change) {
+      case ZERO -> {
+        if (old.isCompressed()) {
+          yield zero;
+        }
+        long kept = old.word() & (L2Entry.L2E_OFFSET_MASK | L2Entry.QCOW_OFLAG_COPIED);
+        yield ext
+            ? new L2Entry(kept, L2Entry.QCOW_L2_BITMAP_ALL_ZEROES)
+            : new L2Entry(kept | L2Entry.QCOW_OFLAG_ZERO, 0);
+      }
+      case ZERO_UNMAP -> zero;
+      case DISCARD -> {
+        if (!stored && !backingFile) {
+          yield old;
+        }
+        yield ext || v3 ? zero : new L2Entry(0, 0);
+      }
+      case DISCARD_FULL -> new L2Entry(0, 0);
+    };
+  }
+
   /** Maps the first part of {@code [pos, pos + remaining)} to host clusters, allocating them. */
   private Step prepare(long pos, long remaining) throws IOException {
     lock.lock();

@@ -26,13 +26,13 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
- * Power cuts at every instant, the way dm-log-writes replays a device: a workload of writes and
- * flushes runs over a {@link RecordingHostFile}; then crash states are rebuilt from the log: the
- * writes up to each sync, plus random subsets (in 4 KiB pieces) of the writes between it and the
- * next sync. Each state must be consistent for {@code qemu-img check} (leaks allowed, no
- * corruption) and must read, through {@code qemu-img convert}, every byte written before the last
- * {@link Qcow2Image#flush} that had completed. {@code -Djqcowfs.crashStates=N} checks N states per
- * workload (0: all of them; the CI slice checks 24).
+ * Power cuts at every instant, the way dm-log-writes replays a device: a workload of writes,
+ * write-zeroes, discards and flushes runs over a {@link RecordingHostFile}; then crash states are
+ * rebuilt from the log: the writes up to each sync, plus random subsets (in 4 KiB pieces) of the
+ * writes between it and the next sync. Each state must be consistent for {@code qemu-img check}
+ * (leaks allowed, no corruption) and must read, through {@code qemu-img convert}, every byte
+ * written before the last {@link Qcow2Image#flush} that had completed. {@code
+ * -Djqcowfs.crashStates=N} checks N states per workload (0: all of them; the CI slice checks 24).
  */
 class CrashStateTest {
   private static final int STATES = Integer.getInteger("jqcowfs.crashStates", 24);
@@ -76,11 +76,25 @@ class CrashStateTest {
         if (random.nextBoolean()) {
           offset &= ~511L;
         }
-        Op op = new Op(offset, length, (byte) (1 + i));
-        ByteBuffer data = ByteBuffer.allocate(length);
-        Arrays.fill(data.array(), op.pattern());
-        top.write(data, offset, backing);
-        ops.add(op);
+        int kind = random.nextInt(8);
+        if (kind == 0) {
+          top.writeZeroes(offset, length, random.nextBoolean(), backing);
+          ops.add(new Op(offset, length, (byte) 0));
+        } else if (kind == 1) {
+          top.discard(offset, length);
+          long cs = top.geometry().clusterSize();
+          long first = (offset + cs - 1) / cs * cs;
+          long last = (offset + length) / cs * cs;
+          if (first < last) { // whole clusters read as zeros after (v3, or v2 without backing)
+            ops.add(new Op(first, (int) (last - first), (byte) 0));
+          }
+        } else {
+          Op op = new Op(offset, length, (byte) (1 + i));
+          ByteBuffer data = ByteBuffer.allocate(length);
+          Arrays.fill(data.array(), op.pattern());
+          top.write(data, offset, backing);
+          ops.add(op);
+        }
       }
     }
     flushes.add(new FlushPoint(ops.size(), recording.flushes())); // close flushes

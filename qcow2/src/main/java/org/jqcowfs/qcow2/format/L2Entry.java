@@ -34,6 +34,9 @@ public record L2Entry(long word, long bitmap) {
   /** {@code L2E_STD_RESERVED_MASK}: bits 1-8 and 56-61. */
   public static final long L2E_STD_RESERVED_MASK = 0x3f000000000001feL;
 
+  /** {@code QCOW_L2_BITMAP_ALL_ZEROES}: bits 32-63 of the subcluster bitmap. */
+  public static final long QCOW_L2_BITMAP_ALL_ZEROES = 0xffffffff00000000L;
+
   /** {@code QCOW_L2_BITMAP_ALL_ALLOC}: bits 0-31 of the subcluster bitmap. */
   public static final long QCOW_L2_BITMAP_ALL_ALLOC = 0xffffffffL;
 

@@ -125,26 +125,37 @@ public final class Qemu {
 
   /** Runs {@code qemu-img check --output=json IMAGE}, whatever its exit status. */
   public static Check check(Path image) throws IOException {
+    return anyExit(image.getParent(), "qemu-img", "check", "--output=json", image.toString());
+  }
+
+  /**
+   * {@code qemu-img compare A B}: its output ("Images are identical." or the first mismatch) and
+   * its exit status in a {@link Check}.
+   */
+  public static Check compare(Path a, Path b) throws IOException {
+    return anyExit(a.getParent(), "qemu-img", "compare", a.toString(), b.toString());
+  }
+
+  private static Check anyExit(Path dir, String... cmd) throws IOException {
+    Path errFile = Files.createTempFile("qemu-err", ".txt");
+    // stderr to a file: read after stdout from a pipe, a long report would block the process
     Process p =
-        new ProcessBuilder("qemu-img", "check", "--output=json", image.toString())
-            .directory(image.getParent().toFile())
-            .start();
+        new ProcessBuilder(cmd).directory(dir.toFile()).redirectError(errFile.toFile()).start();
     String out;
-    String err;
-    try (InputStream o = p.getInputStream();
-        InputStream e = p.getErrorStream()) {
+    try (InputStream o = p.getInputStream()) {
       out = new String(o.readAllBytes(), StandardCharsets.UTF_8);
-      err = new String(e.readAllBytes(), StandardCharsets.UTF_8);
     }
     try {
       if (!p.waitFor(120, TimeUnit.SECONDS)) {
         p.destroyForcibly();
-        throw new IOException("qemu-img check timed out: " + image);
+        throw new IOException("timed out: " + List.of(cmd));
       }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       throw new IOException("interrupted", e);
     }
+    String err = Files.readString(errFile);
+    Files.delete(errFile);
     return new Check(out, err, p.exitValue());
   }
 }
