@@ -105,6 +105,132 @@ class Qcow2WriteTest {
     assertEquals(snapshotsBefore, snapshotHashes(ours), c + ": snapshots unchanged");
   }
 
+  /**
+   * Eight threads, each with its own seeded sequence inside its own eighth of the disk; the eighths
+   * are not cluster-aligned, so neighbours allocate the clusters they share at the same time.
+   */
+  @ParameterizedTest
+  @EnumSource(
+      value = Case.class,
+      names = {"V3_64K", "CLUSTER_512", "EXTENDED_L2", "COMPRESSED", "SNAPSHOTS", "CHAIN_3"})
+  void eightThreadsOnDisjointRanges(Case c) throws Exception {
+    Path base = prepare(dir, c);
+    Path ours = dir.resolve("ours.qcow2");
+    Path theirs = dir.resolve("theirs.qcow2");
+    Files.copy(base, ours);
+    Files.copy(base, theirs);
+    int threads = 8;
+    long slice = SIZE / threads - 12345;
+    List<List<String>> commands = new ArrayList<>();
+    try (Qcow2Image image = openWritable(ours);
+        Image backing = openBacking(dir, c)) {
+      List<java.util.concurrent.Future<List<String>>> done = new ArrayList<>();
+      java.util.concurrent.ExecutorService pool =
+          java.util.concurrent.Executors.newFixedThreadPool(threads);
+      try {
+        for (int t = 0; t < threads; t++) {
+          long start = 7 + t * slice;
+          Random random = new Random(c.ordinal() * 131L + t);
+          done.add(pool.submit(() -> runSlice(image, backing, random, start, slice)));
+        }
+        for (java.util.concurrent.Future<List<String>> f : done) {
+          commands.add(f.get());
+        }
+      } finally {
+        pool.shutdown();
+      }
+    }
+    List<String> all = new ArrayList<>();
+    commands.forEach(all::addAll);
+    Qemu.io(dir, theirs.toString(), all.toArray(String[]::new));
+    Qemu.Check compare = Qemu.compare(ours, theirs);
+    assertEquals(0, compare.exitStatus(), c + ": qemu-img compare: " + compare);
+    Qemu.Check check = Qemu.check(ours);
+    assertEquals(0, check.exitStatus(), c + ": qemu-img check: " + check.stderr() + check.json());
+  }
+
+  /**
+   * Eight threads writing interleaved 512-byte pieces of the same clusters at once: every piece
+   * allocates or waits for the allocation of its cluster ({@code handle_dependencies}), and none
+   * may be lost.
+   */
+  @ParameterizedTest
+  @EnumSource(
+      value = Case.class,
+      names = {"V3_64K", "EXTENDED_L2", "COMPRESSED", "BACKING_QCOW2"})
+  void eightThreadsInTheSameClusters(Case c) throws Exception {
+    Path base = prepare(dir, c);
+    Path ours = dir.resolve("ours.qcow2");
+    Path theirs = dir.resolve("theirs.qcow2");
+    Files.copy(base, ours);
+    Files.copy(base, theirs);
+    int threads = 8;
+    List<String> commands = new ArrayList<>();
+    try (Qcow2Image image = openWritable(ours);
+        Image backing = openBacking(dir, c)) {
+      java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(threads);
+      List<Thread> workers = new ArrayList<>();
+      List<Throwable> failures = java.util.Collections.synchronizedList(new ArrayList<>());
+      for (int t = 0; t < threads; t++) {
+        int thread = t;
+        workers.add(
+            new Thread(
+                () -> {
+                  try {
+                    start.await();
+                    for (int k = 0; k < 200; k++) {
+                      long offset = (8L << 20) + k * 20480L + thread * 512L;
+                      ByteBuffer data = ByteBuffer.allocate(512);
+                      java.util.Arrays.fill(data.array(), (byte) (1 + thread));
+                      image.write(data, offset, backing);
+                    }
+                  } catch (Exception | Error e) {
+                    failures.add(e);
+                  }
+                }));
+        for (int k = 0; k < 200; k++) {
+          commands.add(
+              "write -q -P " + (1 + t) + " " + ((8L << 20) + k * 20480L + t * 512L) + " 512");
+        }
+      }
+      workers.forEach(Thread::start);
+      for (Thread w : workers) {
+        w.join();
+      }
+      assertEquals(List.of(), failures);
+    }
+    Qemu.io(dir, theirs.toString(), commands.toArray(String[]::new));
+    Qemu.Check compare = Qemu.compare(ours, theirs);
+    assertEquals(0, compare.exitStatus(), c + ": qemu-img compare: " + compare);
+    Qemu.Check check = Qemu.check(ours);
+    assertEquals(0, check.exitStatus(), c + ": qemu-img check: " + check.stderr() + check.json());
+  }
+
+  /** 30 random writes, zero writes and flushes inside {@code [start, start + bytes)}. */
+  private static List<String> runSlice(
+      Qcow2Image image, Image backing, Random random, long start, long bytes) throws IOException {
+    List<String> commands = new ArrayList<>();
+    for (int op = 0; op < 30; op++) {
+      if (random.nextInt(10) == 0) {
+        image.flush();
+        continue;
+      }
+      long length = 1 + random.nextInt(random.nextBoolean() ? 4096 : 300_000);
+      long offset = start + (long) (random.nextDouble() * (bytes - length));
+      if (random.nextInt(8) == 0) {
+        image.writeZeroes(offset, length, random.nextBoolean(), backing);
+        commands.add("write -q -z " + offset + " " + length);
+      } else {
+        int pattern = 1 + random.nextInt(254);
+        ByteBuffer data = ByteBuffer.allocate((int) length);
+        java.util.Arrays.fill(data.array(), (byte) pattern);
+        image.write(data, offset, backing);
+        commands.add("write -q -P " + pattern + " " + offset + " " + length);
+      }
+    }
+    return commands;
+  }
+
   /** Lengths from 512 B to 4 MiB, log-uniform, a third of them not a multiple of 512. */
   private static long randomLength(Random r) {
     long length = 512L << r.nextInt(14);
