@@ -52,7 +52,13 @@ final class Qcow2Writer {
   private final ClusterMapper mapper;
   private final L2Cache l2Cache;
   private final Refcounts refcounts;
+
+  /** Metadata but the active L2 tables. */
   private final MetadataRanges metadata = new MetadataRanges();
+
+  /** The active L2 tables. */
+  private final MetadataRanges l2Tables = new MetadataRanges();
+
   private final ReentrantLock lock = new ReentrantLock();
   private final Condition released = lock.newCondition();
   private final List<Claim> claims = new ArrayList<>();
@@ -107,7 +113,7 @@ final class Qcow2Writer {
     }
     for (long word : mapper.l1Table()) {
       if (new L1Entry(word).l2Offset() != 0) {
-        metadata.add(new L1Entry(word).l2Offset(), cs, "an L2 table");
+        l2Tables.add(new L1Entry(word).l2Offset(), cs, "an L2 table");
       }
     }
     refcounts.setMetadataSink(
@@ -493,6 +499,7 @@ final class Qcow2Writer {
     }
     long old = entry.l2Offset();
     if (old != 0 && entry.isCopied()) {
+      checkOverlap(metadata, old, cs, "the L2 table of L1[" + l1Index + "]");
       return old;
     }
     L2Table base = old == 0 ? L2Table.empty(g) : mapper.l2Table(old, l1Index);
@@ -503,10 +510,11 @@ final class Qcow2Writer {
       refcounts.freeNow(fresh, cs);
       throw e;
     }
-    metadata.add(fresh, cs, "an L2 table");
+    l2Tables.add(fresh, cs, "an L2 table");
     changeTable(fresh, base);
     if (old != 0) {
       refcounts.freeLater(old, cs);
+      l2Tables.remove(old);
     }
     long[] copy = l1.clone();
     copy[(int) l1Index] = L1Entry.of(fresh, true).word();
@@ -537,6 +545,7 @@ final class Qcow2Writer {
       file.flush();
       if (!dirtyTables.isEmpty()) {
         for (Map.Entry<Long, L2Table> e : dirtyTables.entrySet()) {
+          checkOverlap(metadata, e.getKey(), cs, "an L2 table");
           file.write(e.getValue().encode(), e.getKey());
         }
         file.flush();
@@ -576,7 +585,14 @@ final class Qcow2Writer {
    * @param why the guest offset the write is for, or what is written
    */
   private void checkOverlap(long hostOffset, long bytes, Object why) throws IOException {
-    String hit = metadata.overlap(hostOffset, bytes);
+    checkOverlap(l2Tables, hostOffset, bytes, why);
+    checkOverlap(metadata, hostOffset, bytes, why);
+  }
+
+  /** As {@link #checkOverlap(long, long, Object)}, against {@code ranges} only. */
+  private void checkOverlap(MetadataRanges ranges, long hostOffset, long bytes, Object why)
+      throws IOException {
+    String hit = ranges.overlap(hostOffset, bytes);
     if (hit == null) {
       return;
     }
