@@ -15,8 +15,7 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code jqcowfs check}: the consistency check of a qcow2 image, as {@code qemu-img check} reports
- * it (the same messages, counts and exit codes). Read-only: repairs ({@code -r}) come with the
- * write path.
+ * it (the same messages, counts and exit codes), and with {@code -r leaks|all} its repairs.
  */
 @Command(
     name = "check",
@@ -32,6 +31,21 @@ final class CheckCommand implements Callable<Integer> {
   @Option(names = "--output", description = "human or json (default: human)")
   OutputFormat output = OutputFormat.human;
 
+  /** What {@code -r} repairs. */
+  enum RepairMode {
+    leaks,
+    all
+  }
+
+  @Option(
+      names = {"-r", "--repair"},
+      paramLabel = "leaks|all",
+      description = {
+        "Repair leaked clusters (leaks), or also corruptions: wrong refcounts, a damaged refcount"
+            + " structure (rebuilt), COPIED flags (all). The image is locked for writing."
+      })
+  RepairMode repair;
+
   @Parameters(paramLabel = "IMAGE")
   Path image;
 
@@ -39,10 +53,22 @@ final class CheckCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     PrintWriter err = spec.commandLine().getErr();
-    Qcow2Check.Result r = Qcow2Check.check(image, line -> err.println(line));
+    Qcow2Check.Result r;
+    Qcow2Check.Repair fixed = null;
+    if (repair != null) {
+      // qemu-img prints the repair summary on stdout, the findings on stderr
+      fixed =
+          Qcow2Check.repair(
+              image,
+              repair == RepairMode.all,
+              line -> (isSummary(line) && output == OutputFormat.human ? out : err).println(line));
+      r = fixed.after();
+    } else {
+      r = Qcow2Check.check(image, line -> err.println(line));
+    }
     err.flush();
     if (output == OutputFormat.json) {
-      out.println(json(r));
+      out.println(json(r, fixed));
     } else {
       human(r, out);
     }
@@ -89,8 +115,15 @@ final class CheckCommand implements Callable<Integer> {
     return new BigDecimal(value).setScale(2, RoundingMode.HALF_EVEN).toPlainString();
   }
 
+  private static boolean isSummary(String line) {
+    return line.isEmpty()
+        || line.startsWith("The following inconsistencies")
+        || line.startsWith("    ")
+        || line.startsWith("Double checking");
+  }
+
   /** qemu-img's {@code ImageCheck} object: optional counters only when not zero. */
-  private String json(Qcow2Check.Result r) throws Exception {
+  private String json(Qcow2Check.Result r, Qcow2Check.Repair fixed) throws Exception {
     ObjectMapper json = new ObjectMapper();
     ObjectNode o = json.createObjectNode();
     o.put("filename", image.toString());
@@ -103,6 +136,10 @@ final class CheckCommand implements Callable<Integer> {
     putIfNotZero(o, "allocated-clusters", r.allocatedClusters());
     putIfNotZero(o, "fragmented-clusters", r.fragmentedClusters());
     putIfNotZero(o, "compressed-clusters", r.compressedClusters());
+    if (fixed != null) {
+      putIfNotZero(o, "corruptions-fixed", fixed.corruptionsFixed());
+      putIfNotZero(o, "leaks-fixed", fixed.leaksFixed());
+    }
     return OutputFormat.qemuStyle(json, o);
   }
 

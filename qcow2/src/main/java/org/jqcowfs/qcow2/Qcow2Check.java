@@ -3,12 +3,15 @@ package org.jqcowfs.qcow2;
 import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
 import java.util.function.Consumer;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.L1Entry;
@@ -40,6 +43,11 @@ public final class Qcow2Check {
   private long allocated;
   private long fragmented;
   private long compressed;
+  private long refcountErrors;
+  private long unrefcounted;
+  private long structureErrors;
+  private long copiedErrors;
+  private final List<long[]> refcountStructure = new java.util.ArrayList<>();
 
   /**
    * What the check found (QEMU's {@code BdrvCheckResult}).
@@ -102,6 +110,231 @@ public final class Qcow2Check {
     }
   }
 
+  /**
+   * What {@link #repair} did.
+   *
+   * @param before the check before the repair
+   * @param leaksFixed leaked clusters given their right refcount
+   * @param corruptionsFixed refcounts below their references and COPIED flags put right
+   * @param after the check of the repaired image
+   */
+  public record Repair(Result before, long leaksFixed, long corruptionsFixed, Result after) {}
+
+  /**
+   * Checks the image at {@code path} and repairs what {@code qemu-img check -r leaks} (or, with
+   * {@code all}, {@code -r all}) repairs, then checks it again (QEMU {@code qcow2_check_refcounts}
+   * with fix flags). Leaks alone are mended in place; with {@code all}, a refcount below its
+   * references or a damaged refcount structure has the whole structure rebuilt after the end of the
+   * file, written and synced before the header names it ({@code rebuild_refcount_structure}), then
+   * the COPIED flags of the active tables are set from the new refcounts, and the dirty and corrupt
+   * bits are cleared once the image checks clean. The image is locked as a writer.
+   *
+   * @throws ImageFormatException if the image cannot be opened or checked
+   * @throws IOException if the file cannot be read, written or locked
+   */
+  public static Repair repair(Path path, boolean all, Consumer<String> messages)
+      throws IOException {
+    Result before;
+    long leaksFixed = 0;
+    long corruptionsFixed = 0;
+    try (ImageLock lock = ImageLock.acquireForWrite(path);
+        HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+      Header h = Qcow2Opener.readHeader(file);
+      if (h.bitmapsExtension()) {
+        throw new ImageFormatException(path, "images with persistent bitmaps are not checked yet");
+      }
+      SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
+      Qcow2Check c = new Qcow2Check(file, h, h.dataFileName() != null, messages);
+      before = c.run(snapshots);
+      // QEMU rebuilds for a referenced cluster at refcount 0 or a bad block; -r leaks cannot
+      boolean rebuild = c.unrefcounted > 0 || c.structureErrors > 0;
+      if (rebuild && !all) {
+        messages.accept("ERROR need to rebuild refcount structures");
+        throw new IOException(
+            path + ": check failed: the refcount structure needs a rebuild (-r all)");
+      }
+      if (all && (rebuild || c.refcountErrors > 0)) {
+        c.rebuildRefcounts();
+        leaksFixed = before.leaks();
+        corruptionsFixed = c.refcountErrors + c.structureErrors;
+      } else if (before.leaks() > 0) {
+        leaksFixed = c.fixLeaks();
+      }
+      // -r leaks mends COPIED flags too when nothing else is wrong (check_oflag_copied)
+      boolean onlyCopied = before.corruptions() == c.copiedErrors && before.checkErrors() == 0;
+      if (c.copiedErrors > 0 && (all || onlyCopied)) {
+        corruptionsFixed += c.fixCopiedFlags();
+      }
+      file.flush();
+    }
+    if (leaksFixed + corruptionsFixed > 0) {
+      messages.accept("The following inconsistencies were found and repaired:");
+      messages.accept("");
+      messages.accept("    " + leaksFixed + " leaked clusters");
+      messages.accept("    " + corruptionsFixed + " corruptions");
+      messages.accept("");
+      messages.accept("Double checking the fixed image now...");
+    }
+    Result after = check(path, messages);
+    if (all && after.corruptions() == 0 && after.checkErrors() == 0) {
+      clearBits(path);
+    }
+    return new Repair(before, leaksFixed, corruptionsFixed, after);
+  }
+
+  /**
+   * Clears the dirty and corrupt bits of a v3 image that checks clean ({@code qcow2_mark_clean}).
+   */
+  private static void clearBits(Path path) throws IOException {
+    try (ImageLock lock = ImageLock.acquireForWrite(path);
+        HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+      Header h = Qcow2Opener.readHeader(file);
+      long bits = Header.INCOMPAT_DIRTY | Header.INCOMPAT_CORRUPT;
+      if (h.version() >= 3 && (h.incompatibleFeatures() & bits) != 0) {
+        ByteBuffer b = ByteBuffer.allocate(8).putLong(0, h.incompatibleFeatures() & ~bits);
+        file.write(b, Header.OFF_INCOMPATIBLE_FEATURES);
+        file.flush();
+      }
+    }
+  }
+
+  /** Sets each leaked cluster's refcount to its references; returns how many. */
+  private long fixLeaks() throws IOException {
+    Refcounts writable = new Refcounts(file, header);
+    long fixed = 0;
+    for (long i = 0; i < references.length; i++) {
+      long onDisk;
+      try {
+        onDisk = writable.refcount(i);
+      } catch (IOException e) {
+        continue;
+      }
+      if (onDisk > references[(int) i]) {
+        messages.accept(
+            String.format(
+                "Repairing cluster %d refcount=%d reference=%d", i, onDisk, references[(int) i]));
+        writable.setExisting(i, references[(int) i]);
+        fixed++;
+      }
+    }
+    writable.writeDirty();
+    return fixed;
+  }
+
+  /**
+   * Writes a new refcount structure that counts the references found (the old table and blocks not
+   * among them): blocks and table in clusters after the file's end and every reference, counting
+   * themselves; synced; then the header names the new table (synced).
+   */
+  private void rebuildRefcounts() throws IOException {
+    for (long[] r : refcountStructure) {
+      for (long k = r[0] >>> geometry.clusterBits();
+          k <= (r[0] + r[1] - 1) >>> geometry.clusterBits() && k < references.length;
+          k++) {
+        references[(int) k] = Math.max(0, references[(int) k] - 1);
+      }
+    }
+    long clusterSize = geometry.clusterSize();
+    int bits = header.refcountBits();
+    long perBlock = clusterSize * 8 / bits;
+    long areaStart = Math.max(references.length, clusters(fileLength));
+    long blocks = 1;
+    long tableClusters;
+    while (true) {
+      tableClusters = (blocks * 8 + clusterSize - 1) / clusterSize;
+      long needed = (areaStart + blocks + tableClusters + perBlock - 1) / perBlock;
+      if (needed <= blocks) {
+        break;
+      }
+      blocks = needed;
+    }
+    long areaEnd = areaStart + blocks + tableClusters;
+    long max = bits == 64 ? Long.MAX_VALUE : (1L << bits) - 1;
+    ByteBuffer table = ByteBuffer.allocate((int) (tableClusters * clusterSize));
+    for (long k = 0; k < blocks; k++) {
+      ByteBuffer block = ByteBuffer.allocate((int) clusterSize);
+      for (long i = 0; i < perBlock; i++) {
+        long c = k * perBlock + i;
+        long count = c < references.length ? references[(int) c] : 0;
+        count += c >= areaStart && c < areaEnd ? 1 : 0;
+        Refcounts.put(block, bits, i, Math.min(count, max));
+      }
+      long at = (areaStart + k) << geometry.clusterBits();
+      file.write(block, at);
+      table.putLong((int) (k * 8), at);
+    }
+    long tableOffset = (areaStart + blocks) << geometry.clusterBits();
+    file.write(table, tableOffset);
+    file.flush();
+    ByteBuffer h = ByteBuffer.allocate(12).putLong(0, tableOffset).putInt(8, (int) tableClusters);
+    file.write(h, Header.OFF_REFCOUNT_TABLE_OFFSET);
+    file.flush();
+    messages.accept(
+        String.format(
+            "Rebuilding refcount structure: %d refcount blocks and a %d-cluster table at %#x",
+            blocks, tableClusters, tableOffset));
+  }
+
+  /**
+   * Sets COPIED on the active L1 and L2 entries exactly where the refcount is 1 ({@code
+   * check_oflag_copied} with fix); returns how many entries changed.
+   */
+  private long fixCopiedFlags() throws IOException {
+    Header now = Qcow2Opener.readHeader(file);
+    Refcounts counts = new Refcounts(file, now);
+    long[] l1 = readTable(now.l1TableOffset(), now.l1Size(), null);
+    if (l1 == null) {
+      return 0;
+    }
+    long fixed = 0;
+    int entries = geometry.l2Entries();
+    int words = geometry.extendedL2() ? 2 * entries : entries;
+    boolean l1Changed = false;
+    for (int i = 0; i < l1.length; i++) {
+      long l2Offset = new L1Entry(l1[i]).l2Offset();
+      if (l2Offset == 0 || geometry.offsetInCluster(l2Offset) != 0) {
+        continue;
+      }
+      boolean copied = counts.refcount(l2Offset >>> geometry.clusterBits()) == 1;
+      if (copied != new L1Entry(l1[i]).isCopied()) {
+        l1[i] = copied ? l1[i] | L1Entry.COPIED : l1[i] & ~L1Entry.COPIED;
+        l1Changed = true;
+        fixed++;
+      }
+      long[] table = readTable(l2Offset, words, null);
+      if (table == null) {
+        continue;
+      }
+      boolean changed = false;
+      for (int j = 0; j < entries; j++) {
+        int w = geometry.extendedL2() ? 2 * j : j;
+        long word = table[w];
+        long offset = word & L2Entry.L2E_OFFSET_MASK;
+        if ((word & L2Entry.QCOW_OFLAG_COMPRESSED) != 0 || offset == 0 || dataFile) {
+          continue;
+        }
+        boolean one = counts.refcount(offset >>> geometry.clusterBits()) == 1;
+        if (one != ((word & L2Entry.QCOW_OFLAG_COPIED) != 0)) {
+          table[w] = one ? word | L2Entry.QCOW_OFLAG_COPIED : word & ~L2Entry.QCOW_OFLAG_COPIED;
+          changed = true;
+          fixed++;
+        }
+      }
+      if (changed) {
+        ByteBuffer b = ByteBuffer.allocate(words * 8);
+        b.asLongBuffer().put(table);
+        file.write(b, l2Offset);
+      }
+    }
+    if (l1Changed) {
+      file.flush();
+      ByteBuffer b = ByteBuffer.allocate(l1.length * 8);
+      b.asLongBuffer().put(l1);
+      file.write(b, now.l1TableOffset());
+    }
+    return fixed;
+  }
+
   private Result run(SnapshotTable.Table table) throws IOException {
     List<Snapshot> snapshots = table.snapshots();
     long clusterSize = geometry.clusterSize();
@@ -120,7 +353,11 @@ public final class Qcow2Check {
     }
     reference(header.snapshotsOffset(), table.bytes());
     reference(header.refcountTableOffset(), (long) header.refcountTableClusters() * clusterSize);
+    refcountStructure.add(
+        new long[] {header.refcountTableOffset(), header.refcountTableClusters() * clusterSize});
+    long before = corruptions;
     checkRefcountBlocks();
+    structureErrors = corruptions - before;
     long highest = compareRefcounts();
     checkCopiedFlags();
     return new Result(
@@ -306,6 +543,7 @@ public final class Qcow2Check {
       }
       if (offset != 0) {
         reference(offset, geometry.clusterSize());
+        refcountStructure.add(new long[] {offset, geometry.clusterSize()});
         int count = cluster < references.length ? references[(int) cluster] : 0;
         if (count != 1) {
           report("ERROR refcount block %d refcount=%d", i, count);
@@ -337,6 +575,8 @@ public final class Qcow2Check {
             onDisk < counted ? "ERROR" : "Leaked", i, onDisk, counted);
         if (onDisk < counted) {
           corruptions++;
+          refcountErrors++;
+          unrefcounted += onDisk == 0 ? 1 : 0;
         } else {
           leaks++;
         }
@@ -369,6 +609,7 @@ public final class Qcow2Check {
             "ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d",
             i, l1[i], refcount);
         corruptions++;
+        copiedErrors++;
       }
       int words = geometry.extendedL2() ? 2 * entries : entries;
       long[] table = readTable(l2Offset, words, null);
@@ -401,6 +642,7 @@ public final class Qcow2Check {
         if ((count == 1) != ((word & L2Entry.QCOW_OFLAG_COPIED) != 0)) {
           report("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", word, count);
           corruptions++;
+          copiedErrors++;
         }
       }
     }

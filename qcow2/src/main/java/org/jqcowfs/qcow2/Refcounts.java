@@ -231,6 +231,18 @@ final class Refcounts {
     evictClean();
   }
 
+  /**
+   * Sets the refcount of a cluster whose refcount block exists (a leak repair).
+   *
+   * @throws IllegalStateException if the cluster has no refcount block
+   */
+  void setExisting(long clusterIndex, long value) throws IOException {
+    if (block(clusterIndex / entriesPerBlock, false) == null) {
+      throw new IllegalStateException("no refcount block for cluster " + clusterIndex);
+    }
+    set(clusterIndex, value);
+  }
+
   private void set(long clusterIndex, long value) throws IOException {
     Block b = block(clusterIndex / entriesPerBlock, true);
     put(b.data, clusterIndex % entriesPerBlock, value);
@@ -390,6 +402,15 @@ final class Refcounts {
   }
 
   private long get(ByteBuffer block, long index) {
+    return get(block, bits, index);
+  }
+
+  private void put(ByteBuffer block, long index, long value) {
+    put(block, bits, index, value);
+  }
+
+  /** Refcount {@code index} of a block of {@code bits}-bit refcounts. */
+  static long get(ByteBuffer block, int bits, long index) {
     return switch (bits) {
       case 64 -> block.getLong((int) (index * 8));
       case 32 -> Integer.toUnsignedLong(block.getInt((int) (index * 4)));
@@ -402,7 +423,8 @@ final class Refcounts {
     };
   }
 
-  private void put(ByteBuffer block, long index, long value) {
+  /** Sets refcount {@code index} of a block of {@code bits}-bit refcounts. */
+  static void put(ByteBuffer block, int bits, long index, long value) {
     switch (bits) {
       case 64 -> block.putLong((int) (index * 8), value);
       case 32 -> block.putInt((int) (index * 4), (int) value);

@@ -128,6 +128,12 @@ public final class Qemu {
     return anyExit(image.getParent(), "qemu-img", "check", "--output=json", image.toString());
   }
 
+  /** Runs {@code qemu-img check -r MODE --output=json IMAGE} (mode leaks or all). */
+  public static Check repair(Path image, String mode) throws IOException {
+    return anyExit(
+        image.getParent(), "qemu-img", "check", "-r", mode, "--output=json", image.toString());
+  }
+
   /**
    * {@code qemu-img compare A B}: its output ("Images are identical." or the first mismatch) and
    * its exit status in a {@link Check}.
