@@ -134,11 +134,17 @@ public final class Qcow2Check {
    */
   public static Repair repair(Path path, boolean all, Consumer<String> messages)
       throws IOException {
+    try (ImageLock lock = ImageLock.acquireForWrite(path)) {
+      return repairLocked(path, all, messages);
+    }
+  }
+
+  /** As {@link #repair}, for a caller that holds the writer's lock on {@code path}. */
+  static Repair repairLocked(Path path, boolean all, Consumer<String> messages) throws IOException {
     Result before;
     long leaksFixed = 0;
     long corruptionsFixed = 0;
-    try (ImageLock lock = ImageLock.acquireForWrite(path);
-        HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       Header h = Qcow2Opener.readHeader(file);
       if (h.bitmapsExtension()) {
         throw new ImageFormatException(path, "images with persistent bitmaps are not checked yet");
@@ -186,8 +192,7 @@ public final class Qcow2Check {
    * Clears the dirty and corrupt bits of a v3 image that checks clean ({@code qcow2_mark_clean}).
    */
   private static void clearBits(Path path) throws IOException {
-    try (ImageLock lock = ImageLock.acquireForWrite(path);
-        HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       Header h = Qcow2Opener.readHeader(file);
       long bits = Header.INCOMPAT_DIRTY | Header.INCOMPAT_CORRUPT;
       if (h.version() >= 3 && (h.incompatibleFeatures() & bits) != 0) {

@@ -35,7 +35,43 @@ final class Qcow2Opener {
       }
       throw e;
     }
+    try {
+      if (writable && readHeader(file).hasIncompatible(Header.INCOMPAT_DIRTY)) {
+        file.close();
+        repairDirty(path);
+        file = HostFile.open(path, options.hostIo());
+      }
+    } catch (IOException | RuntimeException e) {
+      file.close();
+      writeLock.close();
+      throw e;
+    }
     return open(path, options, file, writeLock);
+  }
+
+  /**
+   * Rebuilds the refcounts of an image left dirty by lazy refcounts before it is written, as QEMU
+   * does when it opens one read-write ({@code qcow2_do_open}: {@code qcow2_co_check_locked} with
+   * both fix flags, then {@code qcow2_mark_clean}).
+   *
+   * @throws ImageFormatException if corruptions remain after the repair
+   */
+  private static void repairDirty(Path path) throws IOException {
+    LOG.warn("{}: the dirty bit is set (lazy refcounts); repairing the refcounts", path);
+    Qcow2Check.Repair r =
+        Qcow2Check.repairLocked(path, true, line -> LOG.info("{}: {}", path, line));
+    if (r.after().exitStatus() == 1 || r.after().exitStatus() == 2) {
+      throw new ImageFormatException(
+          path,
+          "cannot open for writing: "
+              + r.after().corruptions()
+              + " corruptions remain after repairing the dirty image's refcounts");
+    }
+    LOG.info(
+        "{}: repaired {} leaked clusters and {} corruptions",
+        path,
+        r.leaksFixed(),
+        r.corruptionsFixed());
   }
 
   /**
@@ -135,8 +171,7 @@ final class Qcow2Opener {
     } else if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
       why = "the corrupt bit is set; repair it with qemu-img check -r all";
     } else if (h.hasIncompatible(Header.INCOMPAT_DIRTY)) {
-      why =
-          "the dirty bit is set (lazy refcounts not written back); repair with qemu-img check -r all";
+      why = "the dirty bit is still set after the refcount repair";
     } else if (h.dataFileName() != null) {
       why = "writing to an external data file is not supported";
     }
