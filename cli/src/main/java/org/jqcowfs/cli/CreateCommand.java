@@ -10,7 +10,10 @@ import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
+import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Qcow2Options;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -98,6 +101,7 @@ final class CreateCommand implements Callable<Integer> {
     int refcountOrder = d.refcountOrder();
     String dataFile = null;
     boolean dataFileRaw = false;
+    String preallocation = "off";
     for (Map.Entry<String, String> e : o.entrySet()) {
       String v = e.getValue();
       switch (e.getKey()) {
@@ -125,10 +129,11 @@ final class CreateCommand implements Callable<Integer> {
         case "data_file" -> dataFile = v;
         case "data_file_raw" -> dataFileRaw = onOff(e.getKey(), v);
         case "preallocation" -> {
-          if (!v.equals("off")) {
+          if (!List.of("off", "metadata", "falloc", "full").contains(v)) {
             throw new IllegalArgumentException(
-                "preallocation=" + v + " is not supported yet (only off)");
+                "Parameter 'preallocation' does not accept value '" + v + "'");
           }
+          preallocation = v;
         }
         default -> throw new IllegalArgumentException("Invalid parameter '" + e.getKey() + "'");
       }
@@ -148,18 +153,31 @@ final class CreateCommand implements Callable<Integer> {
             dataFileRaw);
     if (!quiet) {
       PrintWriter out = spec.commandLine().getOut();
-      out.println(formatting(opts, o.get("compat")));
+      out.println(formatting(opts, o.get("compat"), o.get("preallocation")));
       out.flush();
     }
     Qcow2Create.create(image, opts);
+    if (!preallocation.equals("off")) {
+      if (dataFile != null) {
+        throw new IllegalArgumentException("preallocation with data_file is not supported");
+      }
+      Qcow2Options writable =
+          Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true));
+      try (Qcow2Image created = Qcow2Image.open(image, writable)) {
+        created.preallocate(preallocation);
+      }
+    }
     return 0;
   }
 
   /** qemu-img's "Formatting" line: the options it was given, in its order. */
-  private String formatting(Qcow2Create.Options o, String compat) {
+  private String formatting(Qcow2Create.Options o, String compat, String preallocation) {
     StringBuilder b = new StringBuilder("Formatting '").append(image).append("', fmt=qcow2");
     b.append(" cluster_size=").append(1L << o.clusterBits());
     b.append(" extended_l2=").append(o.extendedL2() ? "on" : "off");
+    if (preallocation != null) {
+      b.append(" preallocation=").append(preallocation);
+    }
     b.append(" compression_type=").append(o.zstd() ? "zstd" : "zlib");
     b.append(" size=").append((o.virtualSize() + 511) & ~511L);
     if (compat != null) {

@@ -40,6 +40,9 @@ class CreateTest {
         "-b base.raw -F raw 2G",
         "-o cluster_size=65536 1536",
         "0",
+        "-o preallocation=metadata 100M",
+        "-o preallocation=metadata,cluster_size=4096,extended_l2=off 70M",
+        "-o preallocation=metadata,compat=0.10 30M",
       })
   void writesTheImageQemuImgWrites(String args) throws Exception {
     Qemu.img(dir, "create", "-q", "-f", "qcow2", "base.qcow2", "3G");
@@ -86,7 +89,14 @@ class CreateTest {
    * org.jqcowfs.qcow2.Qcow2Create}), the image is as valid and QEMU sees the same disk.
    */
   @ParameterizedTest
-  @ValueSource(strings = {"-o refcount_bits=64,cluster_size=512 4G", "-o cluster_size=512 20G"})
+  @ValueSource(
+      strings = {
+        "-o refcount_bits=64,cluster_size=512 4G",
+        "-o cluster_size=512 20G",
+        "-o preallocation=falloc 100M",
+        "-o preallocation=full,cluster_size=4096 60M",
+        "-o preallocation=metadata,extended_l2=on 300M",
+      })
   void anImageWithManyRefcountBlocksIsValid(String args) throws Exception {
     List<String> words = new ArrayList<>(Arrays.asList(args.split(" ")));
     List<String> ourArgs = new ArrayList<>(List.of("create", "-q"));

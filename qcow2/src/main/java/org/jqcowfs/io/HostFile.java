@@ -128,6 +128,23 @@ public interface HostFile extends AutoCloseable {
    */
   void punchHole(long position, long length) throws IOException;
 
+  /**
+   * Sets the file's length to {@code bytes}: growing it leaves a hole ({@code ftruncate}).
+   *
+   * @throws java.nio.channels.NonWritableChannelException if the file was opened read-only
+   * @throws IOException on an I/O error
+   */
+  void setLength(long bytes) throws IOException;
+
+  /**
+   * Reserves disk space for {@code [position, position + length)}, growing the file if needed
+   * ({@code fallocate} mode 0).
+   *
+   * @throws java.nio.channels.NonWritableChannelException if the file was opened read-only
+   * @throws IOException if the file system cannot, is full, or on an I/O error
+   */
+  void allocate(long position, long length) throws IOException;
+
   @Override
   void close() throws IOException;
 }

@@ -80,6 +80,7 @@ public final class Posix {
       libc("mmap", POINTER, POINTER, LONG, INT, INT, INT, LONG);
   private static final NativeFunction FALLOCATE = libc("fallocate", INT, INT, INT, LONG, LONG);
   private static final NativeFunction MUNMAP = libc("munmap", INT, POINTER, LONG);
+  private static final NativeFunction FTRUNCATE = libc("ftruncate", INT, INT, LONG);
 
   /** {@code long syscall(long number, ...)}: variadic after the number; five arguments passed. */
   private static final NativeFunction SYSCALL =
@@ -108,6 +109,11 @@ public final class Posix {
   public static int fallocate(int fd, int mode, long offset, long length) {
     return (int)
         INVOKER.invokeN4(FALLOCATE.context(), FALLOCATE.address(), fd, mode, offset, length);
+  }
+
+  /** {@code ftruncate(fd, length)}: 0, or -1. */
+  public static int ftruncate(int fd, long length) {
+    return (int) INVOKER.invokeN2(FTRUNCATE.context(), FTRUNCATE.address(), fd, length);
   }
 
   /** {@code close(fd)}: 0, or -1. */

@@ -517,6 +517,30 @@ public final class PosixHostFile implements HostFile {
     }
   }
 
+  @Override
+  public void setLength(long bytes) throws IOException {
+    requireWritable();
+    if (Posix.ftruncate(fd(), bytes) < 0) {
+      throw new IOException(
+          path + ": setting the length to " + bytes + " failed: errno " + Posix.errno());
+    }
+  }
+
+  @Override
+  public void allocate(long position, long length) throws IOException {
+    requireWritable();
+    if (length > 0 && Posix.fallocate(fd(), 0, position, length) < 0) {
+      throw new IOException(
+          path
+              + ": fallocate at "
+              + position
+              + " (+"
+              + length
+              + ") failed: errno "
+              + Posix.errno());
+    }
+  }
+
   private void requireWritable() {
     if (!options.writable()) {
       throw new java.nio.channels.NonWritableChannelException();

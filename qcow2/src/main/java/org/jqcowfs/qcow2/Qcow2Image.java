@@ -349,6 +349,24 @@ public final class Qcow2Image implements Image {
   }
 
   /**
+   * Allocates every guest cluster not allocated yet, as {@code qemu-img create -o preallocation=}
+   * does: {@code metadata} (host clusters, reading as zeros, no space reserved), {@code falloc}
+   * (space reserved with {@code fallocate}) or {@code full} (zeros written). Synced.
+   *
+   * @param mode "metadata", "falloc" or "full"
+   * @throws IllegalArgumentException for another mode
+   * @throws IOException as {@link #write(ByteBuffer, long)}
+   */
+  public void preallocate(String mode) throws IOException {
+    switch (mode) {
+      case "metadata" -> writer().preallocate(false, false);
+      case "falloc" -> writer().preallocate(true, false);
+      case "full" -> writer().preallocate(true, true);
+      default -> throw new IllegalArgumentException("preallocation=" + mode);
+    }
+  }
+
+  /**
    * Makes every completed write durable, with the metadata written in an order that leaves the
    * image consistent at every instant ({@link Qcow2Writer#flush}).
    *

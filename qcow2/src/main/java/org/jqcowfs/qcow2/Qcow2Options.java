@@ -20,6 +20,11 @@ public record Qcow2Options(
   public static final Qcow2Options DEFAULT =
       new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT);
 
+  /** These options with other host I/O options (writable, for a writer). */
+  public Qcow2Options withHostIo(HostFileOptions io) {
+    return new Qcow2Options(l2CacheBytes, snapshot, names, io);
+  }
+
   /** These options with another snapshot (null: the active image). */
   public Qcow2Options withSnapshot(String idOrName) {
     return new Qcow2Options(l2CacheBytes, idOrName, names, hostIo);

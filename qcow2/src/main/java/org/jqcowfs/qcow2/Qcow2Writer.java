@@ -314,6 +314,60 @@ final class Qcow2Writer {
     };
   }
 
+  /**
+   * Gives every unallocated guest cluster a host cluster, table by table: the L2 table, then its
+   * clusters in a row (QEMU {@code preallocate_co} for {@code preallocation=metadata}); the file
+   * then reaches past the last one. With {@code reserve} their space is reserved ({@code falloc}),
+   * with {@code zeroes} also written ({@code full}). Synced at the end.
+   */
+  void preallocate(boolean reserve, boolean zeroes) throws IOException {
+    long size = image.size();
+    long end = 0;
+    lock.lock();
+    try {
+      checkWritable();
+      for (long l1Index = 0; l1Index * g.bytesPerL2Table() < size; l1Index++) {
+        long pos = l1Index * g.bytesPerL2Table();
+        long l2Offset = writableTable(l1Index, pos);
+        L2Table table = mapper.l2Table(l2Offset, l1Index);
+        int n = (int) Math.min(g.l2Entries(), (size - pos + cs - 1) / cs);
+        L2Entry[] entries = new L2Entry[n];
+        int missing = 0;
+        for (int i = 0; i < n; i++) {
+          missing += table.entry(i).hostClusterOffset() == 0 ? 1 : 0;
+        }
+        long host = missing == 0 ? 0 : refcounts.allocate(missing);
+        checkOverlap(host, (long) missing * cs, pos);
+        for (int i = 0, k = 0; i < n; i++) {
+          L2Entry old = table.entry(i);
+          if (old.hostClusterOffset() != 0 || old.isCompressed()) {
+            entries[i] = old;
+            continue;
+          }
+          long at = host + k++ * cs;
+          entries[i] =
+              new L2Entry(
+                  at | L2Entry.QCOW_OFLAG_COPIED,
+                  g.extendedL2() ? L2Entry.QCOW_L2_BITMAP_ALL_ALLOC : 0);
+          end = Math.max(end, at + cs);
+        }
+        changeTable(l2Offset, table.with(0, entries));
+        if (missing > 0 && reserve) {
+          file.allocate(host, (long) missing * cs);
+        }
+        for (long at = host; zeroes && at < host + (long) missing * cs; at += 1 << 20) {
+          file.write(ByteBuffer.allocate((int) Math.min(1 << 20, host + missing * cs - at)), at);
+        }
+      }
+      if (file.length() < end) {
+        file.setLength(end);
+      }
+    } finally {
+      lock.unlock();
+    }
+    flush();
+  }
+
   /** Maps the first part of {@code [pos, pos + remaining)} to host clusters, allocating them. */
   private Step prepare(long pos, long remaining) throws IOException {
     lock.lock();

@@ -57,6 +57,9 @@ final class Refcounts {
   private MetadataSink sink;
   private long freeHint;
 
+  /** Where {@link #newBlock} looks for a free cluster first. */
+  private long newBlockFrom;
+
   private static final class Block {
     final ByteBuffer data;
     boolean dirty;
@@ -143,6 +146,7 @@ final class Refcounts {
       long lastBlock = (start + clusters - 1) / entriesPerBlock;
       for (long t = start / entriesPerBlock; t <= lastBlock; t++) {
         if (block(t, false) == null) {
+          newBlockFrom = start + clusters; // after the run, as QEMU's layout has it
           block(t, true);
           changed = true;
         }
@@ -151,6 +155,7 @@ final class Refcounts {
         break;
       }
     }
+    newBlockFrom = 0;
     for (long c = start; c < start + clusters; c++) {
       set(c, 1);
     }
@@ -309,17 +314,33 @@ final class Refcounts {
   }
 
   /**
-   * A refcount block for table index {@code t}, in the first cluster it covers (free, since no
-   * block counts its range), counting itself: written and synced, then the table entry written and
-   * synced.
+   * A refcount block for table index {@code t} (QEMU {@code alloc_refcount_block}), in the first
+   * free cluster after the run being allocated (so that the run is not split, as in QEMU's layout)
+   * when it lies in the block's own range (counting itself) or a block that exists counts it; else
+   * in the first cluster its own range covers, counting itself. The block is written with that
+   * count and synced, then the table entry is written and synced.
    */
   private Block newBlock(long t) throws IOException {
     long cluster = t * entriesPerBlock;
+    long free = Math.max(freeHint, newBlockFrom);
+    while (refcount(free) != 0) {
+      free++;
+    }
+    Block counter = free / entriesPerBlock == t ? null : block(free / entriesPerBlock, false);
+    if (counter != null || free / entriesPerBlock == t) {
+      cluster = free;
+    }
     long offset = cluster << clusterBits;
     ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
-    put(data, 0, 1);
     if (sink != null) {
       sink.added(offset, clusterSize);
+    }
+    if (counter != null) {
+      put(counter.data, free % entriesPerBlock, 1);
+      counter.dirty = true;
+      writeDirty(); // its count on disk before the table names the block
+    } else {
+      put(data, cluster - t * entriesPerBlock, 1);
     }
     file.write(data.duplicate(), offset);
     file.flush();

@@ -130,6 +130,16 @@ final class RecordingHostFile implements HostFile {
   }
 
   @Override
+  public void setLength(long bytes) throws IOException {
+    throw new UnsupportedOperationException("not recorded: setLength");
+  }
+
+  @Override
+  public void allocate(long position, long length) throws IOException {
+    throw new UnsupportedOperationException("not recorded: allocate");
+  }
+
+  @Override
   public void punchHole(long position, long length) throws IOException {
     throw new UnsupportedOperationException("not recorded: punchHole");
   }
