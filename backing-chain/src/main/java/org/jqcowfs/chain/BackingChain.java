@@ -60,6 +60,38 @@ public final class BackingChain implements Image {
     views.get(0).read(dst, guestOffset);
   }
 
+  /** Whether the top layer was opened for writing; the layers below never are. */
+  @Override
+  public boolean writable() {
+    return top().writable();
+  }
+
+  /** Writes into the top layer; its new clusters copy what the layers below hold. */
+  @Override
+  public void write(ByteBuffer src, long guestOffset) throws IOException {
+    top().write(src, guestOffset, below());
+  }
+
+  @Override
+  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
+    top().writeZeroes(guestOffset, bytes, mayUnmap, below());
+  }
+
+  @Override
+  public void discard(long guestOffset, long bytes) throws IOException {
+    top().discard(guestOffset, bytes);
+  }
+
+  @Override
+  public void flush() throws IOException {
+    top().flush();
+  }
+
+  /** The chain below the top layer, or null. */
+  private Image below() {
+    return views.size() > 1 ? views.get(1) : null;
+  }
+
   @Override
   public long hostBytes() throws IOException {
     long total = 0;

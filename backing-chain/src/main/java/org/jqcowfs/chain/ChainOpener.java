@@ -13,6 +13,7 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.io.Closeables;
+import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
@@ -33,7 +34,9 @@ import org.slf4j.LoggerFactory;
  * files: a cycle, a missing backing file, a directory or FIFO, a {@code json:} or protocol name, an
  * unknown backing format, a chain deeper than the cap. Unless told to force sharing, every file
  * (images and external data files) is locked as QEMU locks a reader, and a file that another
- * process writes is refused ({@link ImageLock}).
+ * process writes is refused ({@link ImageLock}). With {@link HostFileOptions#writable} the top
+ * layer alone is opened for writing and locked as QEMU locks a writer; the layers below stay
+ * read-only.
  */
 public final class ChainOpener {
   private static final Logger LOG = LoggerFactory.getLogger(ChainOpener.class);
@@ -86,20 +89,26 @@ public final class ChainOpener {
               top, "backing chain deeper than the cap of " + options.maxDepth() + " layers");
         }
         seen.add(real);
-        if (!options.forceShare()) {
+        // Only the top layer is written; a qcow2 top takes the writer's lock itself.
+        boolean writer = layers.isEmpty() && options.hostIo().writable();
+        HostFileOptions io = options.hostIo().withWritable(writer);
+        if (writer && options.forceShare()) {
+          throw new ImageFormatException(current, "an image opened for writing cannot be shared");
+        }
+        if (writer && format == Format.RAW) {
+          locks.add(ImageLock.acquireForWrite(current));
+        } else if (!options.forceShare() && !writer) {
           locks.add(ImageLock.acquire(current));
         }
         if (format == Format.RAW) {
           if (snapshot != null) {
             throw new ImageFormatException(current, "a raw image has no snapshots");
           }
-          layers.add(RawImage.open(current, options.hostIo()));
+          layers.add(RawImage.open(current, io));
           break;
         }
         Qcow2Image image =
-            Qcow2Image.open(
-                current,
-                new Qcow2Options(options.l2CacheBytes(), snapshot, names, options.hostIo()));
+            Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot, names, io));
         layers.add(image);
         if (!options.forceShare() && !image.dataFilePath().equals(image.path())) {
           locks.add(ImageLock.acquire(image.dataFilePath()));

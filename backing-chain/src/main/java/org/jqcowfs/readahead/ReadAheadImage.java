@@ -79,6 +79,45 @@ public final class ReadAheadImage implements Image {
     return image.hostBytes();
   }
 
+  @Override
+  public boolean writable() {
+    return image.writable();
+  }
+
+  /** Writes through to the image, then drops the windows that held the range. */
+  @Override
+  public void write(ByteBuffer src, long guestOffset) throws IOException {
+    long bytes = src.remaining();
+    try {
+      image.write(src, guestOffset);
+    } finally {
+      invalidate(guestOffset, bytes);
+    }
+  }
+
+  @Override
+  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
+    try {
+      image.writeZeroes(guestOffset, bytes, mayUnmap);
+    } finally {
+      invalidate(guestOffset, bytes);
+    }
+  }
+
+  @Override
+  public void discard(long guestOffset, long bytes) throws IOException {
+    try {
+      image.discard(guestOffset, bytes);
+    } finally {
+      invalidate(guestOffset, bytes);
+    }
+  }
+
+  @Override
+  public void flush() throws IOException {
+    image.flush();
+  }
+
   /** As {@link Image#read}, through the shared stream's windows. */
   @Override
   public void read(ByteBuffer dst, long guestOffset) throws IOException {

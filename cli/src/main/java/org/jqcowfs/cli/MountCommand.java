@@ -10,6 +10,8 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jqcowfs.chain.ChainOpener;
@@ -42,8 +44,8 @@ import picocli.CommandLine.Parameters;
     mixinStandardHelpOptions = true,
     customSynopsis = "jqcowfs mount [OPTIONS] IMAGE... MOUNTPOINT",
     description = {
-      "Mount each IMAGE (with its backing chain) as a read-only raw file in MOUNTPOINT:"
-          + " image.qcow2 -> MOUNTPOINT/image.raw.",
+      "Mount each IMAGE (with its backing chain) as a raw file in MOUNTPOINT, read-only unless"
+          + " --rw: image.qcow2 -> MOUNTPOINT/image.raw.",
       "SIGTERM or SIGHUP, or 'jqcowfs unmount MOUNTPOINT', unmount it."
     })
 final class MountCommand implements Callable<Integer> {
@@ -101,6 +103,14 @@ final class MountCommand implements Callable<Integer> {
   boolean debug;
 
   @Option(
+      names = "--rw",
+      description =
+          "Mount read-write: writes go into the top image (copy-on-write from its backing files,"
+              + " which stay read-only); fsync makes them durable; unmount, SIGTERM and SIGHUP"
+              + " flush and close the image clean.")
+  boolean rw;
+
+  @Option(
       names = {"-l", "--snapshot"},
       paramLabel = "ID|NAME",
       description = "Show an internal snapshot of the image instead of its current state.")
@@ -156,7 +166,14 @@ final class MountCommand implements Callable<Integer> {
     if (threads < 1 || threads > 256) {
       throw new IllegalArgumentException("--threads must be 1..256, not " + threads);
     }
-    MountOptions options = MountOptions.DEFAULT.with(allowOther ? "allow_other" : "");
+    if (rw && snapshot != null) {
+      throw new IllegalArgumentException("--rw with --snapshot: a snapshot is read-only");
+    }
+    if (rw && backend != Backend.kernel) {
+      throw new IllegalArgumentException("--rw needs --backend kernel");
+    }
+    MountOptions options =
+        MountOptions.DEFAULT.withWritable(rw).with(allowOther ? "allow_other" : "");
     String source = paths.size() == 2 ? paths.get(0).toAbsolutePath().normalize().toString() : "";
     if (!source.isEmpty() && !source.contains(",") && !source.matches(".*\\s.*")) {
       options = options.with("fsname=" + source); // /proc/mounts shows the image as the source
@@ -185,13 +202,20 @@ final class MountCommand implements Callable<Integer> {
                 .withL2CacheBytes(cacheBytes)
                 .withSnapshot(snapshot)
                 .withTopFormat(format));
+    chainOptions = chainOptions.withHostIo(chainOptions.hostIo().withWritable(rw));
+    CountDownLatch closed = new CountDownLatch(1);
     try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions, options.ownership())) {
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
       AtomicReference<Mounted> live = new AtomicReference<>();
       AtomicBoolean mounting = new AtomicBoolean();
       Runtime.getRuntime()
           .addShutdownHook(
-              new Thread(() -> unmountOnExit(live, mounting, mountpoint), "jqcowfs-unmount"));
+              new Thread(
+                  () -> {
+                    unmountOnExit(live, mounting, mountpoint);
+                    awaitClosed(closed); // the images flushed and closed clean before the exit
+                  },
+                  "jqcowfs-unmount"));
       Signals.exitOnHangupAndTerm();
       mounting.set(true);
       Mounted mounted =
@@ -218,11 +242,23 @@ final class MountCommand implements Callable<Integer> {
       }
       mounted.awaitUnmounted();
     } finally {
+      closed.countDown();
       if (pidFile != null) {
         Files.deleteIfExists(pidFile);
       }
     }
     return 0;
+  }
+
+  /** Waits (a signal's exit) until the main thread has closed the images, at most 10 minutes. */
+  private static void awaitClosed(CountDownLatch closed) {
+    try {
+      if (!closed.await(10, TimeUnit.MINUTES)) {
+        LOG.error("the images were not closed within 10 minutes of the signal; exiting anyway");
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
   }
 
   /** Shutdown hook: stops the mount, or detaches one that was still coming up. */

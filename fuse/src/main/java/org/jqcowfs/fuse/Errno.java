@@ -33,6 +33,9 @@ public final class Errno {
   public static final int EINVAL = 22;
   public static final int ENOTTY = 25;
   public static final int EROFS = 30;
+  public static final int ENOSPC = 28;
+  public static final int EFBIG = 27;
+  public static final int EOPNOTSUPP = 95;
   public static final int ERANGE = 34;
   public static final int ENOSYS = Posix.ENOSYS;
   public static final int ENODATA = 61;
@@ -51,6 +54,16 @@ public final class Errno {
               }));
 
   private Errno() {}
+
+  /** Whether the host file system was full: the JDK words ENOSPC as strerror does. */
+  private static boolean isNoSpace(Throwable e) {
+    for (Throwable t = e; t != null; t = t.getCause()) {
+      if (t.getMessage() != null && t.getMessage().contains("No space left on device")) {
+        return true;
+      }
+    }
+    return false;
+  }
 
   /**
    * The errno for an operation that failed with {@code e}: the carried errno of a {@link
@@ -76,6 +89,12 @@ public final class Errno {
       return EINVAL;
     }
     String message = context + ": " + e.getMessage();
+    if (e instanceof IOException && isNoSpace(e)) {
+      if (LOGGED.add(context + ": ENOSPC")) {
+        LOG.warn("{} (ENOSPC; logged once per kind of request)", message);
+      }
+      return ENOSPC;
+    }
     if (e instanceof IOException || e instanceof java.io.UncheckedIOException) {
       if (LOGGED.add(message)) {
         LOG.warn("{} (EIO)", message);

@@ -97,9 +97,24 @@ public final class FlatFileSystem implements Closeable {
       return exact;
     }
 
+    private volatile boolean changed;
+
     void setExact(long exactBytes) {
       bytes = exactBytes;
       exact = true;
+    }
+
+    /** A write changed which bytes read as data: the count is walked again. */
+    void changed() {
+      changed = true;
+      exact = false;
+    }
+
+    /** Whether a write came since the last call, clearing the mark. */
+    boolean takeChanged() {
+      boolean was = changed;
+      changed = false;
+      return was;
     }
   }
 
@@ -196,10 +211,11 @@ public final class FlatFileSystem implements Closeable {
               ownership.gid() >= 0
                   ? ownership.gid()
                   : (Integer) Files.getAttribute(image, "unix:gid");
+          int bits = chain.writable() ? 0666 : 0444; // the write bits only on a writable mount
           permissions =
               ownership.umask() >= 0
-                  ? 0444 & ~ownership.umask()
-                  : 0444 & (Integer) Files.getAttribute(image, "unix:mode");
+                  ? bits & ~ownership.umask()
+                  : bits & (Integer) Files.getAttribute(image, "unix:mode");
         } catch (IOException | RuntimeException e) {
           chain.close();
           throw e;
@@ -236,6 +252,25 @@ public final class FlatFileSystem implements Closeable {
    */
   private void countData() {
     for (FlatFile f : files) {
+      countData(f);
+    }
+    // On a writable mount, a file that was written is counted again, a second after.
+    while (!closing && files.stream().anyMatch(f -> f.chain().writable())) {
+      try {
+        Thread.sleep(1000);
+      } catch (InterruptedException e) {
+        return;
+      }
+      for (FlatFile f : files) {
+        if (!closing && f.dataCount().takeChanged()) {
+          countData(f);
+        }
+      }
+    }
+  }
+
+  private void countData(FlatFile f) {
+    {
       try {
         long n =
             f.chain()
@@ -247,7 +282,9 @@ public final class FlatFileSystem implements Closeable {
         if (n < 0) {
           return;
         }
-        f.dataCount().setExact(n);
+        if (!f.dataCount().changed) {
+          f.dataCount().setExact(n);
+        }
       } catch (IOException | RuntimeException e) {
         if (closing) {
           return;
@@ -352,32 +389,127 @@ public final class FlatFileSystem implements Closeable {
   }
 
   /**
-   * Checks an open of {@code inode} with {@code flags} ({@code open(2)}'s): only for reading.
+   * Checks an open of {@code inode} with {@code flags} ({@code open(2)}'s): for writing only on a
+   * writable mount, never truncating (the disk's size is fixed).
    *
-   * @throws FuseException EISDIR for the root, EROFS for write access or O_TRUNC, ENOENT for an
-   *     unknown inode
+   * @throws FuseException EISDIR for the root, EROFS for write access to a read-only file, EPERM
+   *     for O_TRUNC on a writable one (EROFS on a read-only one), ENOENT for an unknown inode
    */
   public FlatFile checkOpen(long inode, int flags) {
     if (inode == ROOT_INODE) {
       throw new FuseException(Errno.EISDIR, "is a directory");
     }
     FlatFile f = file(inode);
-    if ((flags & O_ACCMODE) != 0 || (flags & O_TRUNC) != 0) {
+    boolean writable = f.chain().writable();
+    if (!writable && ((flags & O_ACCMODE) != 0 || (flags & O_TRUNC) != 0)) {
       throw new FuseException(Errno.EROFS, "read-only");
+    }
+    if ((flags & O_TRUNC) != 0) {
+      throw new FuseException(Errno.EPERM, "truncating a disk image (its size is fixed)");
     }
     return f;
   }
 
   /**
-   * Checks {@code access(2)}'s {@code mask} on {@code inode}: nothing is writable.
+   * Checks {@code access(2)}'s {@code mask} on {@code inode}: only the files of a writable mount
+   * are writable, never the directory.
    *
-   * @throws FuseException EROFS when {@code W_OK} is asked, ENOENT for an unknown inode
+   * @throws FuseException EROFS when {@code W_OK} is asked of anything else, ENOENT for an unknown
+   *     inode
    */
   public void checkAccess(long inode, int mask) {
-    if (inode != ROOT_INODE) {
-      file(inode);
+    boolean writable = inode != ROOT_INODE && file(inode).chain().writable();
+    if ((mask & W_OK) != 0 && !writable) {
+      throw new FuseException(Errno.EROFS, "read-only");
     }
-    if ((mask & W_OK) != 0) {
+  }
+
+  /** Whether any file is writable (a {@code --rw} mount). */
+  public boolean writable() {
+    return files.stream().anyMatch(f -> f.chain().writable());
+  }
+
+  /**
+   * Writes {@code src}'s remaining bytes to {@code f} at {@code offset}, up to the end of the disk
+   * (FUSE_WRITE): through the read-ahead decorator, so that no window keeps the old bytes.
+   *
+   * @return the bytes written: fewer than asked when the write reaches past the end
+   * @throws FuseException EROFS on a read-only file, ENOSPC at or past the end of the disk (as a
+   *     block device answers), EINVAL for a negative offset
+   * @throws IOException when the image cannot be written: EIO, or ENOSPC from the host
+   */
+  public int write(FlatFile f, ByteBuffer src, long offset) throws IOException {
+    requireWritable(f);
+    if (offset < 0) {
+      throw new FuseException(Errno.EINVAL, "negative offset " + offset);
+    }
+    if (offset >= f.size()) {
+      throw new FuseException(Errno.ENOSPC, "write at " + offset + ", past the end of the disk");
+    }
+    int n = (int) Math.min(src.remaining(), f.size() - offset);
+    f.readAhead().write(src.slice(src.position(), n), offset);
+    f.dataCount().changed();
+    return n;
+  }
+
+  /** {@code fallocate(2)}'s {@code FALLOC_FL_KEEP_SIZE}. */
+  public static final int FALLOC_FL_KEEP_SIZE = 1;
+
+  /** {@code FALLOC_FL_PUNCH_HOLE}. */
+  public static final int FALLOC_FL_PUNCH_HOLE = 2;
+
+  /** {@code FALLOC_FL_ZERO_RANGE}. */
+  public static final int FALLOC_FL_ZERO_RANGE = 0x10;
+
+  /**
+   * {@code fallocate(2)} on {@code f} (FUSE_FALLOCATE): PUNCH_HOLE (with KEEP_SIZE) reads back as
+   * zeros and gives the clusters back (write-zeroes with unmap); ZERO_RANGE writes zeroes keeping
+   * the allocation; plain allocation inside the disk does nothing (its clusters are allocated on
+   * write).
+   *
+   * @throws FuseException EROFS on a read-only file, EOPNOTSUPP for other modes, EFBIG for a range
+   *     past the end of the disk without KEEP_SIZE, EINVAL for a bad range
+   * @throws IOException as {@link #write}
+   */
+  public void fallocate(FlatFile f, int mode, long offset, long length) throws IOException {
+    requireWritable(f);
+    if (offset < 0 || length <= 0) {
+      throw new FuseException(Errno.EINVAL, "range " + offset + " +" + length);
+    }
+    boolean keepSize = (mode & FALLOC_FL_KEEP_SIZE) != 0;
+    long end = Math.min(f.size(), offset + length);
+    if (offset + length > f.size() && !keepSize) {
+      throw new FuseException(Errno.EFBIG, "the disk's size is fixed");
+    }
+    int kind = mode & ~FALLOC_FL_KEEP_SIZE;
+    if (kind != 0 && kind != FALLOC_FL_PUNCH_HOLE && kind != FALLOC_FL_ZERO_RANGE) {
+      throw new FuseException(Errno.EOPNOTSUPP, "fallocate mode " + mode);
+    }
+    if (kind == 0 || offset >= end) {
+      return;
+    }
+    f.readAhead().writeZeroes(offset, end - offset, kind == FALLOC_FL_PUNCH_HOLE);
+    f.dataCount().changed();
+  }
+
+  /**
+   * Makes every completed write to {@code f} durable (FUSE_FSYNC); for the root, to every file
+   * (FUSE_FSYNCDIR).
+   *
+   * @throws IOException when the image cannot be flushed: EIO
+   */
+  public void fsync(long inode) throws IOException {
+    if (inode == ROOT_INODE) {
+      for (FlatFile f : files) {
+        f.readAhead().flush();
+      }
+    } else {
+      file(inode).readAhead().flush();
+    }
+  }
+
+  private static void requireWritable(FlatFile f) {
+    if (!f.chain().writable()) {
       throw new FuseException(Errno.EROFS, "read-only");
     }
   }

@@ -68,7 +68,7 @@ public final class FuseMount {
         "fd=%d,rootmode=40000,user_id=%d,group_id=%d,default_permissions%s"
             .formatted(
                 fd, LibC.getuid(), LibC.getgid(), options.allowOther() ? ",allow_other" : "");
-    long flags = LibC.MS_RDONLY | LibC.MS_NOSUID | LibC.MS_NODEV;
+    long flags = (options.writable() ? 0 : LibC.MS_RDONLY) | LibC.MS_NOSUID | LibC.MS_NODEV;
     flags |= options.noexec() ? 8 : 0; // MS_NOEXEC
     flags |= options.noatime() ? 1024 : 0; // MS_NOATIME
     if (LibC.mount(options.fsname(), mnt.toString(), "fuse.jqcowfs", flags, data) != 0) {

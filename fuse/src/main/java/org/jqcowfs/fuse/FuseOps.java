@@ -120,10 +120,14 @@ final class FuseOps {
    */
   int handle(FuseOpcode op, long nodeid, ByteBuffer in, ByteBuffer out, ReplyPayload payload)
       throws IOException {
-    if (op.writes()) {
+    if (op.writes() && !(fs.writable() && WRITABLE_OPS.contains(op))) {
       throw new FuseException(Errno.EROFS, "read-only");
     }
     return switch (op) {
+      case FUSE_WRITE -> write(nodeid, in, out);
+      case FUSE_FALLOCATE -> fallocate(nodeid, in);
+      case FUSE_SETATTR -> setattr(nodeid, in, out);
+      case FUSE_FSYNC, FUSE_FSYNCDIR -> fsync(nodeid);
       case FUSE_LOOKUP -> lookup(nodeid, cString(in, 0), out);
       case FUSE_GETATTR -> getattr(nodeid, out);
       case FUSE_OPEN -> open(nodeid, in.getInt(0), out);
@@ -136,10 +140,65 @@ final class FuseOps {
       case FUSE_GETXATTR -> getxattr(nodeid, in.getInt(0), cString(in, 8), out);
       case FUSE_LISTXATTR -> listxattr(in.getInt(0), out);
       case FUSE_RELEASE -> release(in.getLong(0));
-      case FUSE_RELEASEDIR, FUSE_FLUSH, FUSE_FSYNC, FUSE_FSYNCDIR, FUSE_DESTROY -> 0;
+      case FUSE_RELEASEDIR, FUSE_FLUSH, FUSE_DESTROY -> 0; // close(2) promises no durability
       case FUSE_FORGET, FUSE_BATCH_FORGET -> 0; // inodes are fixed; nothing to forget
       default -> throw new FuseException(Errno.ENOSYS, "not implemented");
     };
+  }
+
+  /** The opcodes that change a file, answered on a writable mount; the rest stay EROFS. */
+  private static final java.util.Set<FuseOpcode> WRITABLE_OPS =
+      java.util.EnumSet.of(
+          FuseOpcode.FUSE_WRITE, FuseOpcode.FUSE_FALLOCATE, FuseOpcode.FUSE_SETATTR);
+
+  /**
+   * FUSE_WRITE: {@code fuse_write_in} (40 bytes) then the data -> {@code fuse_write_out} (8 bytes):
+   * the bytes written.
+   */
+  private int write(long nodeid, ByteBuffer in, ByteBuffer out) throws IOException {
+    long offset = in.getLong(8);
+    int size = in.getInt(16);
+    ByteBuffer data = in.slice(40, Math.min(size, in.limit() - 40));
+    int n = fs.write(fs.file(nodeid), data, offset);
+    out.putInt(0, n).putInt(4, 0);
+    return 8;
+  }
+
+  /** FUSE_FALLOCATE: {@code fuse_fallocate_in} (fh, offset, length, mode) -> no payload. */
+  private int fallocate(long nodeid, ByteBuffer in) throws IOException {
+    fs.fallocate(fs.file(nodeid), in.getInt(24), in.getLong(8), in.getLong(16));
+    return 0;
+  }
+
+  /** FUSE_FSYNC (a file) or FUSE_FSYNCDIR (the root: every file) -> no payload. */
+  private int fsync(long nodeid) throws IOException {
+    fs.fsync(nodeid);
+    return 0;
+  }
+
+  private static final int FATTR_MODE = 1;
+  private static final int FATTR_UID = 2;
+  private static final int FATTR_GID = 4;
+  private static final int FATTR_SIZE = 8;
+
+  /**
+   * FUSE_SETATTR ({@code fuse_setattr_in}) -> {@code fuse_attr_out}: times are accepted and left as
+   * they are (the image file's); a change of size (the disk's), mode or owner is EPERM.
+   */
+  private int setattr(long nodeid, ByteBuffer in, ByteBuffer out) {
+    int valid = in.getInt(0);
+    FlatFileSystem.Attributes a = fs.attributes(nodeid);
+    if ((valid & FATTR_SIZE) != 0 && in.getLong(16) != a.size()) {
+      throw new FuseException(Errno.EPERM, "resizing the disk");
+    }
+    if ((valid & FATTR_MODE) != 0 && (in.getInt(68) & 07777) != (a.mode() & 07777)) {
+      throw new FuseException(Errno.EPERM, "changing the mode");
+    }
+    if (((valid & FATTR_UID) != 0 && in.getInt(76) != a.uid())
+        || ((valid & FATTR_GID) != 0 && in.getInt(80) != a.gid())) {
+      throw new FuseException(Errno.EPERM, "changing the owner");
+    }
+    return getattr(nodeid, out);
   }
 
   private static String cString(ByteBuffer in, int from) {

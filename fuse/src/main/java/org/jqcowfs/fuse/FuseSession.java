@@ -34,8 +34,8 @@ public final class FuseSession implements Closeable {
   /** Reply header bytes ({@code struct fuse_out_header}). */
   static final int OUT_HEADER_BYTES = 16;
 
-  /** Largest WRITE payload negotiated; sizes the request buffers (writes answer EROFS anyway). */
-  static final int MAX_WRITE_BYTES = 128 * 1024;
+  /** Largest WRITE payload negotiated (1 MiB, as READs); sizes the request buffers. */
+  static final int MAX_WRITE_BYTES = 1024 * 1024;
 
   /** Request buffer bytes: the kernel refuses reads into buffers smaller than a whole request. */
   static final int REQUEST_BUFFER_BYTES = MAX_WRITE_BYTES + 64 * 1024;

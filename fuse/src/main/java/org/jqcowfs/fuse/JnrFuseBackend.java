@@ -52,6 +52,9 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
     JnrFuseBackend b = new JnrFuseBackend(fs, mnt);
     List<String> opts = new ArrayList<>();
     opts.add("-o");
+    if (options.writable()) {
+      throw new IllegalArgumentException("--backend jnr-fuse mounts read-only; --rw needs kernel");
+    }
     String o = "ro,nosuid,nodev,default_permissions,subtype=jqcowfs,fsname=" + options.fsname();
     o += options.allowOther() ? ",allow_other" : "";
     o += options.noexec() ? ",noexec" : "";

@@ -4,8 +4,9 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * How to mount: the {@code -o} options jqcowfs accepts, parsed once. The mount is always read-only,
- * nosuid, nodev and default_permissions (auto_unmount is accepted; a watchdog does that job).
+ * How to mount: the {@code -o} options jqcowfs accepts, parsed once. The mount is read-only unless
+ * {@code writable} ({@code --rw}), and always nosuid, nodev and default_permissions (auto_unmount
+ * is accepted; a watchdog does that job).
  *
  * @param allowOther let users other than the mounting one read the files ({@code allow_other})
  * @param fsname the source shown in /proc/mounts
@@ -13,16 +14,18 @@ import java.util.List;
  * @param noatime mount noatime
  * @param ownership the flat files' owner, group and mode ({@code uid=}, {@code gid=}, {@code
  *     umask=}); by default the top image file's owner and group and its read bits
+ * @param writable mount read-write ({@code --rw}); the option {@code rw} is accepted only then
  */
 public record MountOptions(
     boolean allowOther,
     String fsname,
     boolean noexec,
     boolean noatime,
-    FlatFileSystem.Ownership ownership) {
+    FlatFileSystem.Ownership ownership,
+    boolean writable) {
   /** The defaults: private to the mounting user, source "jqcowfs", ownership from the image. */
   public static final MountOptions DEFAULT =
-      new MountOptions(false, "jqcowfs", false, false, FlatFileSystem.Ownership.FROM_IMAGE);
+      new MountOptions(false, "jqcowfs", false, false, FlatFileSystem.Ownership.FROM_IMAGE, false);
 
   public MountOptions {
     if (fsname.isEmpty() || fsname.contains(",") || fsname.contains(" ")) {
@@ -54,8 +57,18 @@ public record MountOptions(
         case "allow_other" -> allow = true;
         case "noexec" -> exec = true;
         case "noatime" -> atime = true;
-        case "ro", "nosuid", "nodev", "default_permissions", "auto_unmount" -> {}
-        case "rw" -> throw new IllegalArgumentException("mount option 'rw': jqcowfs is read-only");
+        case "nosuid", "nodev", "default_permissions", "auto_unmount" -> {}
+        case "ro" -> {
+          if (writable) {
+            throw new IllegalArgumentException("mount option 'ro' with --rw");
+          }
+        }
+        case "rw" -> {
+          if (!writable) {
+            throw new IllegalArgumentException(
+                "mount option 'rw': give --rw (or --overlay) to mount read-write");
+          }
+        }
         default -> {
           if (o.startsWith("fsname=")) {
             name = o.substring("fsname=".length());
@@ -72,7 +85,12 @@ public record MountOptions(
       }
     }
     return new MountOptions(
-        allow, name, exec, atime, new FlatFileSystem.Ownership(uid, gid, umask));
+        allow, name, exec, atime, new FlatFileSystem.Ownership(uid, gid, umask), writable);
+  }
+
+  /** These options, read-write or read-only. */
+  public MountOptions withWritable(boolean on) {
+    return new MountOptions(allowOther, fsname, noexec, noatime, ownership, on);
   }
 
   /** The value of {@code key=value} in {@code radix}, in {@code [0, max]}. */
@@ -96,7 +114,7 @@ public record MountOptions(
 
   /** The option string for fusermount3 (its {@code -o}). */
   String fusermountOptions() {
-    List<String> o = new ArrayList<>(List.of("ro", "nosuid", "nodev"));
+    List<String> o = new ArrayList<>(List.of(writable ? "rw" : "ro", "nosuid", "nodev"));
     o.add("fsname=" + fsname);
     o.add("subtype=jqcowfs");
     o.add("default_permissions");

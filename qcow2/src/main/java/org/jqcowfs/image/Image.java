@@ -11,7 +11,8 @@ import org.jqcowfs.io.HostFile;
 /**
  * A disk image seen as a flat run of guest bytes: one layer (qcow2 or raw) or a whole backing
  * chain. Implementations are thread-safe: {@link #read} and {@link #blockStatus} may be called from
- * many threads at once.
+ * many threads at once, and on a {@link #writable} image so may {@link #write}, {@link
+ * #writeZeroes}, {@link #discard} and {@link #flush}. A read-only image refuses the writes.
  */
 public interface Image extends Closeable {
 
@@ -101,6 +102,79 @@ public interface Image extends Closeable {
       pos = next.end();
     }
     return merger.finish();
+  }
+
+  /** Whether the image was opened for writing. This default: no. */
+  default boolean writable() {
+    return false;
+  }
+
+  /**
+   * Writes {@code src}'s remaining bytes at {@code guestOffset}, advancing its position to its
+   * limit; not durable until {@link #flush}. This default refuses.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException if the image is read-only, on a host I/O error (ENOSPC included) or on
+   *     damaged metadata in the range
+   */
+  default void write(ByteBuffer src, long guestOffset) throws IOException {
+    throw readOnly();
+  }
+
+  /**
+   * As {@link #write(ByteBuffer, long)}, for a layer of a chain: where new storage must be filled
+   * around the written bytes (qcow2 copy-on-write), the bytes come from {@code backing}, the image
+   * below (null: zeros). This default, for an image that never has a backing file (raw), ignores
+   * {@code backing}.
+   *
+   * @throws IOException as {@link #write(ByteBuffer, long)}
+   */
+  default void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
+    write(src, guestOffset);
+  }
+
+  /**
+   * As {@link #writeZeroes(long, long, boolean)}, for a layer of a chain over {@code backing}. This
+   * default ignores {@code backing}.
+   *
+   * @throws IOException as {@link #write(ByteBuffer, long)}
+   */
+  default void writeZeroes(long guestOffset, long bytes, boolean mayUnmap, Image backing)
+      throws IOException {
+    writeZeroes(guestOffset, bytes, mayUnmap);
+  }
+
+  /**
+   * Makes {@code [guestOffset, guestOffset + bytes)} read as zeros; with {@code mayUnmap} the
+   * storage behind whole clusters may be given back. This default refuses.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write}
+   */
+  default void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
+    throw readOnly();
+  }
+
+  /**
+   * Tells the image that {@code [guestOffset, guestOffset + bytes)} is no longer needed: what it
+   * reads afterwards is the format's business (QEMU's discard). This default refuses.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write}
+   */
+  default void discard(long guestOffset, long bytes) throws IOException {
+    throw readOnly();
+  }
+
+  /**
+   * Makes every completed write durable. This default, for a read-only image, does nothing.
+   *
+   * @throws IOException if writing metadata or syncing fails
+   */
+  default void flush() throws IOException {}
+
+  private IOException readOnly() {
+    return new IOException(path() + ": opened read-only");
   }
 
   /** Fills {@code dst}'s remaining bytes with zeros from a shared zero buffer. */

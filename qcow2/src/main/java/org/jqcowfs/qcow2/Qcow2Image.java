@@ -290,22 +290,35 @@ public final class Qcow2Image implements Image {
     Image.fillZeros(part);
   }
 
-  /** Whether the image was opened for writing. */
+  @Override
   public boolean writable() {
     return writer != null;
   }
 
   /**
-   * Writes {@code src}'s remaining bytes at {@code guestOffset} (QEMU {@code
-   * qcow2_co_pwritev_part}), advancing its position to its limit. Not durable until {@link #flush}.
+   * As {@link Image#write} (QEMU {@code qcow2_co_pwritev_part}), for an image without a backing
+   * file; one with a backing file is written through its chain ({@link #write(ByteBuffer, long,
+   * Image)}), so that new clusters copy what the backing file holds. A write that would land on
+   * metadata is refused and marks the image corrupt.
    *
-   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
-   * @throws IOException if the image is read-only, on a host I/O error (ENOSPC included), or on
-   *     damaged metadata in the range (the write is refused, and a write that would land on
-   *     metadata marks the image corrupt)
+   * @throws IOException also if the image has a backing file
    */
+  @Override
   public void write(ByteBuffer src, long guestOffset) throws IOException {
-    write(src, guestOffset, null);
+    write(src, guestOffset, standalone());
+  }
+
+  /** Null for an image without a backing file; refuses one that has one. */
+  private Image standalone() throws IOException {
+    if (header.backingFileName() != null) {
+      throw new IOException(path + ": has a backing file; written through its chain, not alone");
+    }
+    return null;
+  }
+
+  @Override
+  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
+    writeZeroes(guestOffset, bytes, mayUnmap, standalone());
   }
 
   /**
@@ -314,6 +327,7 @@ public final class Qcow2Image implements Image {
    *
    * @param backing the image below this one, or null
    */
+  @Override
   public void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
     Image.checkRange(guestOffset, src.remaining(), virtualSize);
     writer().write(src, guestOffset, backing);
@@ -328,6 +342,7 @@ public final class Qcow2Image implements Image {
    * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
    * @throws IOException as {@link #write(ByteBuffer, long)}
    */
+  @Override
   public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap, Image backing)
       throws IOException {
     Image.checkRange(guestOffset, bytes, virtualSize);
@@ -343,6 +358,7 @@ public final class Qcow2Image implements Image {
    * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
    * @throws IOException as {@link #write(ByteBuffer, long)}
    */
+  @Override
   public void discard(long guestOffset, long bytes) throws IOException {
     Image.checkRange(guestOffset, bytes, virtualSize);
     writer().discard(guestOffset, bytes);
@@ -372,8 +388,11 @@ public final class Qcow2Image implements Image {
    *
    * @throws IOException if the image is read-only or a write or sync fails
    */
+  @Override
   public void flush() throws IOException {
-    writer().flush();
+    if (writer != null) {
+      writer.flush();
+    }
   }
 
   private Qcow2Writer writer() throws IOException {

@@ -16,12 +16,14 @@ import org.jqcowfs.io.HostFileOptions;
  */
 public final class RawImage implements Image {
   private final HostFile file;
-  private final long fileLength;
+  private final boolean writable;
+  private volatile long fileLength;
   private final long size;
 
-  private RawImage(HostFile file, long fileLength) {
+  private RawImage(HostFile file, long fileLength, boolean writable) {
     this.file = file;
     this.fileLength = fileLength;
+    this.writable = writable;
     this.size = (fileLength + 511) & ~511L;
   }
 
@@ -38,7 +40,7 @@ public final class RawImage implements Image {
   public static RawImage open(Path path, HostFileOptions hostIo) throws IOException {
     HostFile f = HostFile.open(path, hostIo);
     try {
-      return new RawImage(f, f.length());
+      return new RawImage(f, f.length(), hostIo.writable());
     } catch (IOException | RuntimeException e) {
       f.close();
       throw e;
@@ -92,6 +94,68 @@ public final class RawImage implements Image {
     }
     return new Extent(
         guestOffset, Math.min(len, data - guestOffset), true, false, true, false, guestOffset, p);
+  }
+
+  @Override
+  public boolean writable() {
+    return writable;
+  }
+
+  /** Writes in place (guest offset = host offset); the tail past a short file extends it. */
+  @Override
+  public void write(ByteBuffer src, long guestOffset) throws IOException {
+    Image.checkRange(guestOffset, src.remaining(), size);
+    requireWritable();
+    long end = guestOffset + src.remaining();
+    file.write(src, guestOffset);
+    grown(end);
+  }
+
+  /**
+   * Zeros: with {@code mayUnmap} a hole punched where the file has bytes (file-posix's {@code
+   * FALLOC_FL_PUNCH_HOLE}), else zeros written.
+   */
+  @Override
+  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
+    Image.checkRange(guestOffset, bytes, size);
+    requireWritable();
+    long inFile = Math.max(0, Math.min(bytes, fileLength - guestOffset));
+    if (mayUnmap && inFile > 0) {
+      file.punchHole(guestOffset, inFile);
+      guestOffset += inFile;
+      bytes -= inFile;
+    }
+    while (bytes > 0) {
+      int n = (int) Math.min(bytes, 1 << 20);
+      file.write(ByteBuffer.allocate(n), guestOffset);
+      guestOffset += n;
+      bytes -= n;
+      grown(guestOffset);
+    }
+  }
+
+  /** Nothing: QEMU's raw files ignore discards unless told otherwise ({@code discard=ignore}). */
+  @Override
+  public void discard(long guestOffset, long bytes) throws IOException {
+    Image.checkRange(guestOffset, bytes, size);
+    requireWritable();
+  }
+
+  @Override
+  public void flush() throws IOException {
+    if (writable) {
+      file.flush();
+    }
+  }
+
+  private void requireWritable() throws IOException {
+    if (!writable) {
+      throw new IOException(file.path() + ": opened read-only");
+    }
+  }
+
+  private synchronized void grown(long end) {
+    fileLength = Math.max(fileLength, end);
   }
 
   @Override
