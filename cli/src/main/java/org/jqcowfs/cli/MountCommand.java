@@ -24,6 +24,7 @@ import org.jqcowfs.fuse.KernelBackend;
 import org.jqcowfs.fuse.LibC;
 import org.jqcowfs.fuse.MountOptions;
 import org.jqcowfs.fuse.Mounted;
+import org.jqcowfs.image.NamePolicy;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
@@ -111,6 +112,22 @@ final class MountCommand implements Callable<Integer> {
   boolean rw;
 
   @Option(
+      names = "--overlay",
+      paramLabel = "NEW.qcow2",
+      description =
+          "Mount read-write through NEW.qcow2, a qcow2 overlay over IMAGE: created when missing"
+              + " (its backing name relative to its own directory, the format recorded), reused"
+              + " when it already names IMAGE. IMAGE and its chain stay untouched.")
+  Path overlay;
+
+  @Option(
+      names = "--scratch",
+      description =
+          "Mount read-write through a temporary overlay that is deleted at unmount (QEMU's"
+              + " -snapshot): the changes are thrown away. IMAGE stays untouched.")
+  boolean scratch;
+
+  @Option(
       names = {"-l", "--snapshot"},
       paramLabel = "ID|NAME",
       description = "Show an internal snapshot of the image instead of its current state.")
@@ -166,14 +183,18 @@ final class MountCommand implements Callable<Integer> {
     if (threads < 1 || threads > 256) {
       throw new IllegalArgumentException("--threads must be 1..256, not " + threads);
     }
-    if (rw && snapshot != null) {
-      throw new IllegalArgumentException("--rw with --snapshot: a snapshot is read-only");
+    if ((overlay != null || scratch) && (paths.size() != 2 || (overlay != null && scratch))) {
+      throw new IllegalArgumentException(
+          "--overlay or --scratch: one of them, over exactly one IMAGE");
     }
-    if (rw && backend != Backend.kernel) {
-      throw new IllegalArgumentException("--rw needs --backend kernel");
+    if (writable() && snapshot != null) {
+      throw new IllegalArgumentException("--snapshot is read-only: not with --rw");
+    }
+    if (writable() && backend != Backend.kernel) {
+      throw new IllegalArgumentException("writing needs --backend kernel");
     }
     MountOptions options =
-        MountOptions.DEFAULT.withWritable(rw).with(allowOther ? "allow_other" : "");
+        MountOptions.DEFAULT.withWritable(writable()).with(allowOther ? "allow_other" : "");
     String source = paths.size() == 2 ? paths.get(0).toAbsolutePath().normalize().toString() : "";
     if (!source.isEmpty() && !source.contains(",") && !source.matches(".*\\s.*")) {
       options = options.with("fsname=" + source); // /proc/mounts shows the image as the source
@@ -202,7 +223,47 @@ final class MountCommand implements Callable<Integer> {
                 .withL2CacheBytes(cacheBytes)
                 .withSnapshot(snapshot)
                 .withTopFormat(format));
-    chainOptions = chainOptions.withHostIo(chainOptions.hostIo().withWritable(rw));
+    Path scratchFile = null;
+    if (overlay != null || scratch) {
+      Path image = images.get(0);
+      Path top;
+      if (scratch) {
+        scratchFile = Files.createTempFile("jqcowfs-scratch-", ".qcow2");
+        Files.delete(scratchFile); // created below as an overlay
+        top = scratchFile;
+        name = name != null ? name : FlatFileSystem.rawName(image);
+      } else {
+        top = overlay;
+      }
+      Overlays.createOrReuse(top, image, format, chainOptions);
+      List<Path> dirs = new ArrayList<>(chainOptions.allowDirs());
+      dirs.add(NamePolicy.directoryOf(image)); // the overlay's backing file and its chain
+      chainOptions =
+          chainOptions
+              .withNames(dirs, chainOptions.unsafeBacking(), chainOptions.probeBackingFormat())
+              .withTopFormat(ChainOpener.Format.QCOW2);
+      images = List.of(top);
+    }
+    chainOptions = chainOptions.withHostIo(chainOptions.hostIo().withWritable(writable()));
+    return serve(images, mountpoint, options, chainOptions, scratchFile);
+  }
+
+  /** Whether the mount is read-write: --rw, --overlay or --scratch. */
+  private boolean writable() {
+    return rw || overlay != null || scratch;
+  }
+
+  /**
+   * Opens the images, mounts them and serves until unmounted; then closes them (flushed) and
+   * deletes {@code scratch} (a --scratch overlay, or null), before a signal's exit may go on.
+   */
+  private int serve(
+      List<Path> images,
+      Path mountpoint,
+      MountOptions options,
+      ChainOptions chainOptions,
+      Path scratch)
+      throws Exception {
     CountDownLatch closed = new CountDownLatch(1);
     try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions, options.ownership())) {
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
@@ -242,6 +303,9 @@ final class MountCommand implements Callable<Integer> {
       }
       mounted.awaitUnmounted();
     } finally {
+      if (scratch != null) {
+        Files.deleteIfExists(scratch);
+      }
       closed.countDown();
       if (pidFile != null) {
         Files.deleteIfExists(pidFile);

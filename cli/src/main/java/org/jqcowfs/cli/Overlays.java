@@ -1,0 +1,69 @@
+package org.jqcowfs.cli;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.image.NamePolicy;
+import org.jqcowfs.qcow2.Qcow2Create;
+import org.jqcowfs.qcow2.Qcow2Image;
+
+/** The overlays of {@code mount --overlay} and {@code --scratch}. */
+final class Overlays {
+  private Overlays() {}
+
+  /**
+   * Creates {@code overlay}, a qcow2 image as {@code qemu-img create -b IMAGE -F FMT} makes it (the
+   * backing name relative to the overlay's directory, the format recorded, IMAGE's virtual size),
+   * or checks that the existing one names {@code image} as its backing file.
+   *
+   * @throws IllegalArgumentException if {@code overlay} exists and names another backing file
+   * @throws IOException if {@code image} cannot be opened or the overlay cannot be written
+   */
+  static void createOrReuse(
+      Path overlay, Path image, ChainOpener.Format format, ChainOptions options)
+      throws IOException {
+    Path dir = NamePolicy.directoryOf(overlay.toAbsolutePath());
+    Path target = image.toRealPath();
+    if (Files.exists(overlay)) {
+      String name;
+      try (Qcow2Image o = Qcow2Image.open(overlay)) {
+        name = o.backingFileName().orElse(null);
+      }
+      if (name == null
+          || !Files.exists(dir.resolve(name))
+          || !dir.resolve(name).toRealPath().equals(target)) {
+        throw new IllegalArgumentException(
+            overlay
+                + " exists and its backing file is "
+                + (name == null ? "none" : "'" + name + "'")
+                + ", not "
+                + image
+                + "; give another --overlay file");
+      }
+      return;
+    }
+    long size;
+    try (BackingChain chain = ChainOpener.open(image, options.withTopFormat(format))) {
+      size = chain.size();
+    }
+    String backingName = dir.relativize(image.toAbsolutePath().normalize()).toString();
+    Qcow2Create.Options o = Qcow2Create.Options.defaults(size);
+    Qcow2Create.create(
+        overlay,
+        new Qcow2Create.Options(
+            o.virtualSize(),
+            o.clusterBits(),
+            o.version(),
+            o.extendedL2(),
+            o.zstd(),
+            o.lazyRefcounts(),
+            o.refcountOrder(),
+            backingName,
+            format == ChainOpener.Format.RAW ? "raw" : "qcow2",
+            null,
+            false));
+  }
+}
