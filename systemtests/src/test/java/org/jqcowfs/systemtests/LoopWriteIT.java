@@ -1,0 +1,139 @@
+package org.jqcowfs.systemtests;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Random;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A real client writes: {@code losetup} (read-write) on the flat file of an overlay over the
+ * example's GPT + ext4 disk, ext4 mounted, files created, changed and deleted, {@code e2fsck -fn}
+ * clean; after the unmounts {@code qemu-img check} is clean and the files read back from {@code
+ * qemu-img convert}'s output, while the example image is untouched. And {@code mkfs.ext4} through a
+ * loop device on a fresh empty image.
+ */
+class LoopWriteIT {
+  @Test
+  void ext4ChangedThroughALoopDevice(@TempDir Path dir) throws Exception {
+    Path example = Jqcowfs.ROOT.resolve("examples/overlay.qcow2");
+    String exampleHash = Qemu.sha256(example);
+    Path overlay = dir.resolve("changes.qcow2");
+    Path mnt = Files.createDirectory(dir.resolve("mnt"));
+    Path ext4 = Files.createDirectory(dir.resolve("ext4"));
+    byte[] big = new byte[3 << 20];
+    new Random(3).nextBytes(big);
+    Files.write(dir.resolve("big.bin"), big);
+    try (Jqcowfs.Mount m =
+        Jqcowfs.Mount.of(mnt, "--overlay", overlay.toString(), example.toString())) {
+      Path flat = m.file("changes.raw");
+      long[] part = LoopDeviceIT.partition(flat);
+      String loop = losetup(flat, part);
+      try {
+        run("mount", "-t", "ext4", loop, ext4.toString());
+        try {
+          Files.copy(dir.resolve("big.bin"), ext4.resolve("big.bin"));
+          Files.writeString(ext4.resolve("hello.txt"), "changed through jqcowfs\n");
+          Files.writeString(ext4.resolve("gone.txt"), "deleted below\n");
+          Files.delete(ext4.resolve("gone.txt"));
+        } finally {
+          run("umount", ext4.toString());
+        }
+        Jqcowfs.Run fsck = Jqcowfs.exec(List.of("e2fsck", "-fn", loop));
+        assertEquals(0, fsck.code(), "e2fsck -fn: " + fsck.out() + fsck.err());
+      } finally {
+        run("losetup", "-d", loop);
+      }
+    }
+    Qemu.Check check = Qemu.check(overlay);
+    assertEquals(0, check.exitStatus(), "qemu-img check: " + check);
+    assertEquals(exampleHash, Qemu.sha256(example), "the example image is untouched");
+    Path raw = Qemu.convertRaw(overlay, dir.resolve("out.raw"), null);
+    Path partFile = extract(raw, dir.resolve("part.ext4"));
+    assertEquals("changed through jqcowfs\n", debugfsCat(partFile, "/hello.txt"));
+    Jqcowfs.Run dump =
+        Jqcowfs.exec(
+            List.of(
+                "debugfs", "-R", "dump /big.bin " + dir.resolve("big.out"), partFile.toString()));
+    assertEquals(0, dump.code(), dump.err());
+    assertEquals(Qemu.sha256(dir.resolve("big.bin")), Qemu.sha256(dir.resolve("big.out")));
+    Jqcowfs.Run ls = Jqcowfs.exec(List.of("debugfs", "-R", "ls /", partFile.toString()));
+    assertTrue(!ls.out().contains("gone.txt"), "the deleted file is gone: " + ls.out());
+  }
+
+  @Test
+  void mkfsExt4OnAFreshImage(@TempDir Path dir) throws Exception {
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "fresh.qcow2", "64M");
+    Path image = dir.resolve("fresh.qcow2");
+    Path mnt = Files.createDirectory(dir.resolve("mnt"));
+    Path ext4 = Files.createDirectory(dir.resolve("ext4"));
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--rw", image.toString())) {
+      Jqcowfs.Run losetup =
+          Jqcowfs.exec(List.of("losetup", "-f", "--show", m.file("fresh.raw").toString()));
+      assertEquals(0, losetup.code(), losetup.err());
+      String loop = losetup.out().trim();
+      try {
+        run("mkfs.ext4", "-q", "-F", loop);
+        run("mount", "-t", "ext4", loop, ext4.toString());
+        try {
+          Files.writeString(ext4.resolve("note.txt"), "made by mkfs through jqcowfs\n");
+        } finally {
+          run("umount", ext4.toString());
+        }
+      } finally {
+        run("losetup", "-d", loop);
+      }
+    }
+    Qemu.Check check = Qemu.check(image);
+    assertEquals(0, check.exitStatus(), "qemu-img check: " + check);
+    Path raw = Qemu.convertRaw(image, dir.resolve("out.raw"), null);
+    Jqcowfs.Run fsck = Jqcowfs.exec(List.of("e2fsck", "-fn", raw.toString()));
+    assertEquals(0, fsck.code(), "e2fsck -fn: " + fsck.out() + fsck.err());
+    assertEquals("made by mkfs through jqcowfs\n", debugfsCat(raw, "/note.txt"));
+  }
+
+  private static String losetup(Path flat, long[] part) throws Exception {
+    Jqcowfs.Run r =
+        Jqcowfs.exec(
+            List.of(
+                "losetup",
+                "-f",
+                "--show",
+                "-o",
+                Long.toString(part[0] * 512),
+                "--sizelimit",
+                Long.toString(part[1] * 512),
+                flat.toString()));
+    assertEquals(0, r.code(), r.err());
+    return r.out().trim();
+  }
+
+  private static Path extract(Path disk, Path out) throws Exception {
+    long[] part = LoopDeviceIT.partition(disk);
+    run(
+        "dd",
+        "if=" + disk,
+        "of=" + out,
+        "bs=512",
+        "skip=" + part[0],
+        "count=" + part[1],
+        "status=none");
+    return out;
+  }
+
+  private static String debugfsCat(Path fs, String file) throws Exception {
+    Jqcowfs.Run r = Jqcowfs.exec(List.of("debugfs", "-R", "cat " + file, fs.toString()));
+    assertEquals(0, r.code(), r.err());
+    return r.out();
+  }
+
+  private static void run(String... cmd) throws Exception {
+    Jqcowfs.Run r = Jqcowfs.exec(List.of(cmd));
+    assertEquals(0, r.code(), String.join(" ", cmd) + ": " + r.err());
+  }
+}
