@@ -7,7 +7,7 @@ PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-c
         fincore:util-linux-extra asciidoctor:asciidoctor
 APT_EXTRA := libfuse2 libdeflate0
 
-.PHONY: all build test lint fmt fuzz bench demo install deb clean deps
+.PHONY: all build test lint fmt fuzz bench bench-write soak demo install deb clean deps
 
 all: build
 
@@ -63,6 +63,17 @@ fmt:
 ## bench: jqcowfs against qemu-img convert and qemu-storage-daemon, side by side (bench/results.md; RUNS=4)
 bench: deps build
 	bash bench/run.sh
+
+## bench-write: writable mounts against qemu-storage-daemon's writable export (RUNS=3, FIO_SECONDS=20)
+bench-write: deps build
+	bash bench/write.sh
+
+## soak: the long write-safety runs: 1000 kill -9 cycles, every crash state of every workload
+soak: deps build
+	$(MVN) install -DskipTests -Dspotless.check.skip=true
+	$(MVN) test -pl qcow2 -Dtest=CrashStateTest -Djqcowfs.crashStates=0 -Dspotless.check.skip=true
+	cd systemtests && $(MVN) verify -DskipITs=false -Dit.test=WriteCrashIT -Dtest=NONE \
+	  -Dsurefire.failIfNoSpecifiedTests=false -Djqcowfs.crashCycles=1000 -Dspotless.check.skip=true
 
 ## demo: mount the bundled example chain, show it, copy it sparse, unmount
 demo: deps build

@@ -50,6 +50,11 @@ public final class L2Cache {
   private final Map<Long, L2Table> pinned = new ConcurrentHashMap<>();
 
   private volatile boolean anyPinned;
+
+  /** The table last returned, answered without the lock (a sequential reader stays in one). */
+  private record Recent(long hostOffset, L2Table table) {}
+
+  private volatile Recent recent;
   private final LongAdder hits = new LongAdder();
   private final LongAdder misses = new LongAdder();
 
@@ -105,6 +110,11 @@ public final class L2Cache {
    * @throws IOException the loader's exception, for the caller that loaded and those that waited
    */
   public L2Table get(long hostOffset, Loader loader) throws IOException {
+    Recent r = recent;
+    if (r != null && r.hostOffset() == hostOffset) {
+      hits.increment();
+      return r.table();
+    }
     if (anyPinned) {
       L2Table p = pinned.get(hostOffset);
       if (p != null) {
@@ -134,6 +144,7 @@ public final class L2Cache {
       try {
         L2Table table = loader.load(hostOffset);
         future.complete(table);
+        remember(hostOffset, future, table);
         return table;
       } catch (IOException | RuntimeException e) {
         synchronized (tables) {
@@ -145,7 +156,9 @@ public final class L2Cache {
     }
     hits.increment();
     try {
-      return future.get();
+      L2Table table = future.get();
+      remember(hostOffset, future, table);
+      return table;
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       throw new java.io.InterruptedIOException("interrupted while waiting for an L2 table");
@@ -158,6 +171,18 @@ public final class L2Cache {
   }
 
   /**
+   * Makes {@code table} the {@link #recent} one, unless a writer pinned another version or replaced
+   * the entry meanwhile (so that a stale table never becomes the recent one).
+   */
+  private void remember(long hostOffset, CompletableFuture<L2Table> from, L2Table table) {
+    synchronized (tables) {
+      if (!pinned.containsKey(hostOffset) && tables.get(hostOffset) == from) {
+        recent = new Recent(hostOffset, table);
+      }
+    }
+  }
+
+  /**
    * Makes {@code table} the version of the table at {@code hostOffset} that every later {@link
    * #get} returns, kept until {@link #unpin} (a writer's changed table, not yet on disk).
    */
@@ -165,6 +190,7 @@ public final class L2Cache {
     synchronized (tables) {
       pinned.put(hostOffset, table);
       anyPinned = true;
+      recent = null;
     }
   }
 
@@ -179,6 +205,7 @@ public final class L2Cache {
         tables.put(hostOffset, CompletableFuture.completedFuture(table));
       }
       anyPinned = !pinned.isEmpty();
+      recent = null;
     }
   }
 

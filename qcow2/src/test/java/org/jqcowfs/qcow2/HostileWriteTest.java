@@ -22,7 +22,8 @@ import org.junit.jupiter.params.provider.EnumSource;
  * Hostile images opened for writing: metadata that would make a write land on other metadata is
  * refused with an error naming the overlap and the image is marked corrupt (QEMU {@code
  * qcow2_pre_write_overlap_check}); a damaged refcount table fails the write with its entry named.
- * In every case no byte of the file changes but the corrupt bit, and reads keep working.
+ * In every case no byte of the file changes but the corrupt bit, and reads keep working. A refcount
+ * at its maximum never wraps.
  */
 class HostileWriteTest {
   @TempDir Path dir;
@@ -41,6 +42,33 @@ class HostileWriteTest {
     Case(String named) {
       this.named = named;
     }
+  }
+
+  /**
+   * A data cluster shared with a snapshot whose refcount is at its maximum (65535 for 16-bit
+   * refcounts): the write copies it into a new cluster and drops one count, never adding one, so
+   * the count cannot wrap; QEMU's check then sees a leak, no corruption, and the snapshot reads as
+   * before.
+   */
+  @org.junit.jupiter.api.Test
+  void aRefcountAtItsMaximumNeverWraps() throws Exception {
+    Path image = dir.resolve("m.qcow2");
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "m.qcow2", "64M");
+    Qemu.io(dir, "m.qcow2", "write -q -P 7 0 64k");
+    Qemu.img(dir, "snapshot", "-c", "s", "m.qcow2");
+    Poke p = new Poke(image);
+    p.setRefcount16(p.dataCluster(0), 0xffff);
+    Path snap = Qemu.convertRaw(image, dir.resolve("before.raw"), "s");
+    String before = Qemu.sha256(snap);
+    try (Qcow2Image w =
+        Qcow2Image.open(
+            image, new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true)))) {
+      w.write(ByteBuffer.wrap(new byte[] {1, 2, 3}), 100);
+    }
+    Qemu.Check check = Qemu.check(image);
+    assertEquals(3, check.exitStatus(), "a leak, no corruption: " + check);
+    Files.delete(snap);
+    assertEquals(before, Qemu.sha256(Qemu.convertRaw(image, snap, "s")), "the snapshot");
   }
 
   @ParameterizedTest

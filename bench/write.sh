@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# make bench-write: jqcowfs mount --rw against qemu-storage-daemon --export type=fuse,writable=on,
+# on the same images, side by side in one run; prints a table of medians with the ratio.
+#
+#   alloc     fio 4 KiB random writes, 2 jobs, libaio iodepth 16, O_DIRECT, FIO_SECONDS, on a
+#             fully allocated 4 GiB image (preallocation=metadata: writes land in place)   (IOPS)
+#   overlay   the same on an empty overlay over bench/cache/os-plain.qcow2 (every write
+#             allocates a cluster and copies the rest of it from the backing file)        (IOPS)
+#   fsync     fio 4 KiB random writes with fsync after each, iodepth 1, on the allocated image
+#   dd        dd bs=1M oflag=direct conv=fsync of 2 GiB into an empty image (seconds), and the
+#             same dd into a raw file on the same host file system
+# Images live in WRITE_DIR (default bench/cache/write, on disk: fsync costs what it costs there).
+# Each measure is the median of RUNS runs; the tools alternate which goes first. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JQ=$ROOT/bin/jqcowfs
+DIR=${WRITE_DIR:-$ROOT/bench/cache/write}
+RUNS=${RUNS:-3}
+FIO_SECONDS=${FIO_SECONDS:-20}
+OS_IMAGE=${OS_IMAGE:-$ROOT/bench/cache/os-plain.qcow2}
+MNT=$DIR/mnt
+QSD_FILE=$DIR/qsd.raw
+mkdir -p "$DIR" "$MNT"
+qsd_pid=""
+cleanup() {
+  mountpoint -q "$MNT" && "$JQ" unmount "$MNT" || true
+  [ -n "$qsd_pid" ] && kill "$qsd_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+log() { echo "$*" >&2; }
+
+# fresh KIND: makes $DIR/t.qcow2 for a measure (alloc, overlay, empty)
+fresh() {
+  rm -f "$DIR/t.qcow2"
+  case $1 in
+    alloc) qemu-img create -q -f qcow2 -o preallocation=metadata "$DIR/t.qcow2" 4G ;;
+    overlay) qemu-img create -q -f qcow2 -b "$OS_IMAGE" -F qcow2 "$DIR/t.qcow2" ;;
+    empty) qemu-img create -q -f qcow2 "$DIR/t.qcow2" 4G ;;
+  esac
+}
+
+# mount_jq / mount_qsd: the writable flat file of $DIR/t.qcow2 in $file
+mount_jq() { "$JQ" mount --rw "$DIR/t.qcow2" "$MNT" >/dev/null 2>&1; file=$MNT/t.raw; }
+umount_jq() { "$JQ" unmount "$MNT"; }
+mount_qsd() {
+  : > "$QSD_FILE"
+  qemu-storage-daemon --blockdev "driver=file,node-name=file,filename=$DIR/t.qcow2" \
+    --blockdev driver=qcow2,node-name=fmt,file=file \
+    --export "type=fuse,id=exp,node-name=fmt,mountpoint=$QSD_FILE,writable=on" >/dev/null 2>&1 &
+  qsd_pid=$!
+  for _ in $(seq 200); do mountpoint -q "$QSD_FILE" && break; sleep 0.05; done
+  file=$QSD_FILE
+}
+umount_qsd() { kill "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""; }
+
+# fio_iops SERVER KIND EXTRA...: write IOPS of a fresh image, checked by qemu-img check after
+fio_iops() {
+  local server=$1 kind=$2; shift 2
+  fresh "$kind"; "mount_$server"
+  local iops
+  iops=$(fio --name=w --filename="$file" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+    --time_based --runtime="$FIO_SECONDS" --size=3G --group_reporting --output-format=json "$@" |
+    python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
+  "umount_$server"
+  qemu-img check -q "$DIR/t.qcow2" || { log "qemu-img check failed after $server $kind"; exit 1; }
+  echo "$iops"
+}
+
+# dd_seconds TARGET: seconds of dd of 2 GiB (1 MiB, O_DIRECT, fsync) into jq, qsd or raw
+dd_seconds() {
+  local t0 t
+  if [ "$1" = raw ]; then rm -f "$DIR/t.raw"; file=$DIR/t.raw; else fresh empty; "mount_$1"; fi
+  t0=$(date +%s.%N)
+  dd if=/dev/zero of="$file" bs=1M count=2048 oflag=direct conv=fsync,notrunc status=none
+  t=$(echo "$(date +%s.%N) - $t0" | bc)
+  [ "$1" = raw ] && rm -f "$DIR/t.raw" || "umount_$1"
+  printf '%.2f\n' "$t"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+declare -A res
+for run in $(seq "$RUNS"); do
+  order=(jq qsd); [ $((run % 2)) = 0 ] && order=(qsd jq)
+  for s in "${order[@]}"; do
+    res[alloc_$s]+="$(fio_iops "$s" alloc --numjobs=2 --iodepth=16) "
+    res[overlay_$s]+="$(fio_iops "$s" overlay --numjobs=2 --iodepth=16) "
+    res[fsync_$s]+="$(fio_iops "$s" alloc --numjobs=1 --iodepth=1 --fsync=1) "
+    res[dd_$s]+="$(dd_seconds "$s") "
+  done
+  res[dd_raw]+="$(dd_seconds raw) "
+  log "run $run: ${res[*]}"
+done
+printf '| measure | jqcowfs | qemu-storage-daemon | ratio | all runs (jq / qsd) |\n|---|---|---|---|---|\n'
+for m in alloc overlay fsync; do
+  j=$(echo "${res[${m}_jq]}" | tr ' ' '\n' | grep . | median)
+  q=$(echo "${res[${m}_qsd]}" | tr ' ' '\n' | grep . | median)
+  printf '| %s IOPS | %s | %s | %.2fx | %s/ %s|\n' "$m" "$j" "$q" "$(echo "$j / $q" | bc -l)" \
+    "${res[${m}_jq]}" "${res[${m}_qsd]}"
+done
+j=$(echo "${res[dd_jq]}" | tr ' ' '\n' | grep . | median)
+q=$(echo "${res[dd_qsd]}" | tr ' ' '\n' | grep . | median)
+r=$(echo "${res[dd_raw]}" | tr ' ' '\n' | grep . | median)
+printf '| dd 2 GiB s | %s | %s | %.2fx (raw %s s: %.2fx) | %s/ %s/ raw %s|\n' "$j" "$q" \
+  "$(echo "$q / $j" | bc -l)" "$r" "$(echo "$r / $j" | bc -l)" "${res[dd_jq]}" "${res[dd_qsd]}" \
+  "${res[dd_raw]}"
