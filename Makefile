@@ -71,7 +71,8 @@ bench-write: deps build
 ## soak: the long write-safety runs: 1000 kill -9 cycles, every crash state of every workload
 soak: deps build
 	$(MVN) install -DskipTests -Dspotless.check.skip=true
-	$(MVN) test -pl qcow2 -Dtest=CrashStateTest -Djqcowfs.crashStates=0 -Dspotless.check.skip=true
+	$(MVN) test -pl qcow2 -Dtest=CrashStateTest -Djqcowfs.crashStates=0 -Djqcowfs.crashSubsets=20 \
+	  -Dspotless.check.skip=true
 	cd systemtests && $(MVN) verify -DskipITs=false -Dit.test=WriteCrashIT -Dtest=NONE \
 	  -Dsurefire.failIfNoSpecifiedTests=false -Djqcowfs.crashCycles=1000 -Dspotless.check.skip=true
 

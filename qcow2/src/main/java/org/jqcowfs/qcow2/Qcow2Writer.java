@@ -78,8 +78,21 @@ final class Qcow2Writer {
    */
   private record Step(Claim claim, long hostOffset, long bytes, Allocation allocation) {}
 
-  /** New host clusters for the guest clusters of L2 table {@code l1Index} from {@code l2Index}. */
-  private record Allocation(long l1Index, int l2Index, long hostOffset, int clusters) {}
+  /**
+   * Host clusters for the guest clusters of L2 table {@code l1Index} from {@code l2Index}: new
+   * ones, or with {@code keepOld} the one cluster the entry has (COPIED, with extended L2 entries:
+   * subclusters not allocated yet are written in place). What is written of them runs from byte
+   * {@code cowStartFrom} of the first cluster to byte {@code cowEndTo} of the last (the whole
+   * clusters without subclusters; QEMU {@code calculate_l2_meta}).
+   */
+  private record Allocation(
+      long l1Index,
+      int l2Index,
+      long hostOffset,
+      int clusters,
+      boolean keepOld,
+      long cowStartFrom,
+      long cowEndTo) {}
 
   Qcow2Writer(
       Qcow2Image image,
@@ -427,6 +440,25 @@ final class Qcow2Writer {
         return null; // an in-place write to the cluster this step replaces
       }
     }
+    long scBytes = 1L << g.subclusterBits();
+    if (g.extendedL2()
+        && (first.word() & L2Entry.QCOW_OFLAG_COPIED) != 0
+        && !first.isCompressed()
+        && first.hostClusterOffset() != 0
+        && first.type(g, 0, v3, false) != SubclusterType.INVALID) {
+      // A COPIED cluster whose touched subclusters are not all allocated: written in place, the
+      // partly written subclusters copied, the bitmap updated (QEMU's keep_old).
+      long host = first.hostClusterOffset();
+      long bytes = Math.min(limit, cs - inCluster);
+      checkOverlap(host, cs, pos);
+      long from = inCluster & -scBytes;
+      long to = (inCluster + bytes + scBytes - 1) & -scBytes;
+      return new Step(
+          new Claim(start, start + cs, true),
+          host + inCluster,
+          bytes,
+          new Allocation(l1Index, i, host, 1, true, from, to));
+    }
     int k = 1;
     while (k < wanted
         && i + k < table.entries()
@@ -440,11 +472,55 @@ final class Qcow2Writer {
       refcounts.freeNow(host, k * cs);
       throw e;
     }
+    long bytes = Math.min(limit, k * cs - inCluster);
+    long endInLast = pos + bytes - (start + (k - 1) * cs);
     return new Step(
         new Claim(start, start + k * cs, true),
         host + inCluster,
-        Math.min(limit, k * cs - inCluster),
-        new Allocation(l1Index, i, host, k));
+        bytes,
+        new Allocation(
+            l1Index,
+            i,
+            host,
+            k,
+            false,
+            cowStartFrom(first, inCluster),
+            cowEndTo(table.entry(i + k - 1), endInLast)));
+  }
+
+  /**
+   * Where the copy before the written bytes starts in the first cluster: 0 without subclusters or
+   * for a compressed cluster; else the written subcluster, or the first allocated subcluster of an
+   * old cluster when it comes before (QEMU {@code calculate_l2_meta}'s {@code cow_start_from}).
+   */
+  private long cowStartFrom(L2Entry old, long writeStart) {
+    if (!g.extendedL2() || old.isCompressed()) {
+      return 0;
+    }
+    long sc = writeStart >>> g.subclusterBits();
+    if (old.hostClusterOffset() != 0) {
+      sc = Math.min(sc, Long.numberOfTrailingZeros(old.bitmap() | (1L << 32)));
+    }
+    return sc << g.subclusterBits();
+  }
+
+  /**
+   * Where the copy after the written bytes ends in the last cluster ({@code writeEnd} bytes into it
+   * are written): the cluster's end without subclusters or for a compressed cluster; else the end
+   * of the written subcluster, or of the last allocated subcluster of an old cluster when it comes
+   * after ({@code cow_end_to}).
+   */
+  private long cowEndTo(L2Entry old, long writeEnd) {
+    if (!g.extendedL2() || old.isCompressed()) {
+      return cs;
+    }
+    long scBytes = 1L << g.subclusterBits();
+    long end = (writeEnd + scBytes - 1) & -scBytes;
+    if (old.hostClusterOffset() != 0) {
+      long allocated = old.bitmap() & L2Entry.QCOW_L2_BITMAP_ALL_ALLOC;
+      end = Math.max(end, (64L - Long.numberOfLeadingZeros(allocated)) << g.subclusterBits());
+    }
+    return end;
   }
 
   /**
@@ -474,16 +550,15 @@ final class Qcow2Writer {
       throws IOException {
     Allocation a = step.allocation();
     long start = step.claim().start();
-    long headBytes = pos - start;
+    long copyFrom = start + a.cowStartFrom();
     long dataEnd = pos + data.remaining();
-    long tailBytes = step.claim().end() - dataEnd;
-    if (headBytes > 0) {
-      file.write(current(start, headBytes, backing), a.hostOffset());
+    long copyTo = start + (a.clusters() - 1) * cs + a.cowEndTo();
+    if (pos > copyFrom) {
+      file.write(current(copyFrom, pos - copyFrom, backing), a.hostOffset() + a.cowStartFrom());
     }
-    file.write(data.duplicate(), a.hostOffset() + headBytes);
-    if (tailBytes > 0) {
-      file.write(
-          current(dataEnd, tailBytes, backing), a.hostOffset() + headBytes + data.remaining());
+    file.write(data.duplicate(), a.hostOffset() + (pos - start));
+    if (copyTo > dataEnd) {
+      file.write(current(dataEnd, copyTo - dataEnd, backing), a.hostOffset() + (dataEnd - start));
     }
   }
 
@@ -507,12 +582,23 @@ final class Qcow2Writer {
         L2Table table = mapper.l2Table(l2Offset, a.l1Index());
         L2Entry[] entries = new L2Entry[a.clusters()];
         for (int k = 0; k < a.clusters(); k++) {
-          freeOld(table.entry(a.l2Index() + k));
+          L2Entry old = table.entry(a.l2Index() + k);
+          if (!a.keepOld()) {
+            freeOld(old);
+          }
           long word = (a.hostOffset() + k * cs) | L2Entry.QCOW_OFLAG_COPIED;
-          entries[k] = new L2Entry(word, g.extendedL2() ? L2Entry.QCOW_L2_BITMAP_ALL_ALLOC : 0);
+          long bitmap = 0;
+          if (g.extendedL2()) {
+            long from = k == 0 ? a.cowStartFrom() : 0;
+            long to = k == a.clusters() - 1 ? a.cowEndTo() : cs;
+            long range = subclusterRange(from, to);
+            long kept = old.isCompressed() ? 0 : old.bitmap();
+            bitmap = (kept | range) & ~(range << 32);
+          }
+          entries[k] = new L2Entry(word, bitmap);
         }
         changeTable(l2Offset, table.with(a.l2Index(), entries));
-      } else if (a != null) {
+      } else if (a != null && !a.keepOld()) {
         refcounts.freeNow(a.hostOffset(), a.clusters() * cs);
       }
     } finally {
@@ -520,6 +606,16 @@ final class Qcow2Writer {
       released.signalAll();
       lock.unlock();
     }
+  }
+
+  /**
+   * The allocation bits ({@code QCOW_OFLAG_SUB_ALLOC_RANGE}) of the subclusters that hold bytes
+   * {@code [from, to)} of a cluster.
+   */
+  private long subclusterRange(long from, long to) {
+    int first = (int) (from >>> g.subclusterBits());
+    int end = (int) ((to + (1L << g.subclusterBits()) - 1) >>> g.subclusterBits());
+    return ((1L << end) - 1) & ~((1L << first) - 1);
   }
 
   /**

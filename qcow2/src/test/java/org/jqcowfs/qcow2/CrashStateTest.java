@@ -36,6 +36,7 @@ import org.junit.jupiter.params.provider.EnumSource;
  */
 class CrashStateTest {
   private static final int STATES = Integer.getInteger("jqcowfs.crashStates", 24);
+  private static final int SUBSETS = Integer.getInteger("jqcowfs.crashSubsets", 2);
   private static final int PIECE = 4096;
 
   @TempDir Path dir;
@@ -127,8 +128,9 @@ class CrashStateTest {
   }
 
   /**
-   * The states to check: with {@link #STATES} 0, each sync's prefix and two random subsets of the
-   * writes after it; else that many of those, always including each completed flush's state.
+   * The states to check: with {@link #STATES} 0, each sync's prefix and {@link #SUBSETS} random
+   * subsets of the writes after it; else that many of those, always including each completed
+   * flush's state.
    */
   private static List<State> chooseStates(
       List<RecordingHostFile.Entry> log, List<FlushPoint> flushes, Random random) {
@@ -139,8 +141,9 @@ class CrashStateTest {
       final int k = j;
       boolean flushState = flushes.stream().anyMatch(f -> f.syncs() == k);
       (flushState ? must : rest).add(new State(j, 0));
-      rest.add(new State(j, random.nextLong() | 1));
-      rest.add(new State(j, random.nextLong() | 1));
+      for (int s = 0; s < SUBSETS; s++) {
+        rest.add(new State(j, random.nextLong() | 1));
+      }
     }
     if (STATES == 0) {
       must.addAll(rest);
