@@ -143,25 +143,39 @@ public final class Qemu {
   }
 
   private static Check anyExit(Path dir, String... cmd) throws IOException {
+    return anyExit(dir, 120, cmd);
+  }
+
+  /**
+   * Runs {@code cmd} in {@code dir}, both outputs to files (a long report would block a pipe), for
+   * at most {@code seconds}.
+   *
+   * @throws IOException naming the command when it runs longer (it is killed)
+   */
+  public static Check anyExit(Path dir, int seconds, String... cmd) throws IOException {
+    Path outFile = Files.createTempFile("qemu-out", ".txt");
     Path errFile = Files.createTempFile("qemu-err", ".txt");
-    // stderr to a file: read after stdout from a pipe, a long report would block the process
-    Process p =
-        new ProcessBuilder(cmd).directory(dir.toFile()).redirectError(errFile.toFile()).start();
-    String out;
-    try (InputStream o = p.getInputStream()) {
-      out = new String(o.readAllBytes(), StandardCharsets.UTF_8);
-    }
     try {
-      if (!p.waitFor(120, TimeUnit.SECONDS)) {
+      Process p =
+          new ProcessBuilder(cmd)
+              .directory(dir.toFile())
+              .redirectOutput(outFile.toFile())
+              .redirectError(errFile.toFile())
+              .start();
+      try {
+        if (!p.waitFor(seconds, TimeUnit.SECONDS)) {
+          p.destroyForcibly().waitFor();
+          throw new IOException("timed out after " + seconds + " s: " + List.of(cmd));
+        }
+      } catch (InterruptedException e) {
         p.destroyForcibly();
-        throw new IOException("timed out: " + List.of(cmd));
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted", e);
       }
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new IOException("interrupted", e);
+      return new Check(Files.readString(outFile), Files.readString(errFile), p.exitValue());
+    } finally {
+      Files.deleteIfExists(outFile);
+      Files.deleteIfExists(errFile);
     }
-    String err = Files.readString(errFile);
-    Files.delete(errFile);
-    return new Check(out, err, p.exitValue());
   }
 }
