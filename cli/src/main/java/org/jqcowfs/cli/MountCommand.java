@@ -273,8 +273,11 @@ final class MountCommand implements Callable<Integer> {
           .addShutdownHook(
               new Thread(
                   () -> {
-                    unmountOnExit(live, mounting, mountpoint);
-                    awaitClosed(closed); // the images flushed and closed clean before the exit
+                    // A live mount's images are flushed and closed before the exit; one still
+                    // coming up has served no write, and its main thread may wait for an INIT
+                    // that the unmount took away.
+                    boolean wasLive = unmountOnExit(live, mounting, mountpoint);
+                    awaitClosed(closed, wasLive ? 600 : 2);
                   },
                   "jqcowfs-unmount"));
       Signals.exitOnHangupAndTerm();
@@ -314,19 +317,23 @@ final class MountCommand implements Callable<Integer> {
     return 0;
   }
 
-  /** Waits (a signal's exit) until the main thread has closed the images, at most 10 minutes. */
-  private static void awaitClosed(CountDownLatch closed) {
+  /**
+   * Waits (a signal's exit) until the main thread has closed the images, at most {@code seconds}.
+   */
+  private static void awaitClosed(CountDownLatch closed, int seconds) {
     try {
-      if (!closed.await(10, TimeUnit.MINUTES)) {
-        LOG.error("the images were not closed within 10 minutes of the signal; exiting anyway");
+      if (!closed.await(seconds, TimeUnit.SECONDS)) {
+        LOG.error("the images were not closed within {} s of the signal; exiting anyway", seconds);
       }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
   }
 
-  /** Shutdown hook: stops the mount, or detaches one that was still coming up. */
-  private static void unmountOnExit(
+  /**
+   * Shutdown hook: stops the mount, or detaches one still coming up; returns whether it was live.
+   */
+  private static boolean unmountOnExit(
       AtomicReference<Mounted> live, AtomicBoolean mounting, Path mountpoint) {
     try {
       DaemonLog.notifySystemd("STOPPING=1");
@@ -336,6 +343,7 @@ final class MountCommand implements Callable<Integer> {
     Mounted m = live.get();
     if (m != null) {
       m.stop();
+      return true;
     } else if (mounting.get()
         && FuseMount.mountEntry(mountpoint)
             .filter(e -> e.fstype().equals("fuse.jqcowfs"))
@@ -346,6 +354,7 @@ final class MountCommand implements Callable<Integer> {
         LOG.error("{}", e.getMessage());
       }
     }
+    return false;
   }
 
   /**

@@ -123,12 +123,19 @@ public final class FuseSession implements Closeable {
   }
 
   /**
-   * Waits until the kernel's FUSE_INIT has been answered.
+   * Waits until the kernel's FUSE_INIT has been answered, or every worker has ended (unmounted
+   * before INIT came: a signal right after the mount).
    *
-   * @return false if that did not happen within {@code timeoutMillis}
+   * @return false if INIT was not answered within {@code timeoutMillis}, or the workers ended
    */
   public boolean awaitInit(long timeoutMillis) throws InterruptedException {
-    return initialized.await(timeoutMillis, TimeUnit.MILLISECONDS);
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    while (!initialized.await(20, TimeUnit.MILLISECONDS)) {
+      if (finished.getCount() == 0 || System.nanoTime() > deadline) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Waits until every worker has ended (the filesystem was unmounted). */
