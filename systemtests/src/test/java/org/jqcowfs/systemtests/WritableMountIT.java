@@ -116,6 +116,53 @@ class WritableMountIT {
     }
   }
 
+  /**
+   * {@code --overlay} leaves the image it covers byte-identical and keeps the changes in the
+   * overlay (reused at the next mount); {@code --scratch} leaves nothing behind: no temporary
+   * overlay after the unmount, the image unchanged.
+   */
+  @org.junit.jupiter.api.Test
+  void overlayAndScratchLeaveTheImageAlone(@TempDir Path dir) throws Exception {
+    Path image = build("plain", dir);
+    String before = Qemu.sha256(image);
+    Path mnt = Files.createDirectory(dir.resolve("mnt"));
+    Path overlay = dir.resolve("sub/changes.qcow2");
+    Files.createDirectories(overlay.getParent());
+    byte[] data = new byte[200_000];
+    new Random(5).nextBytes(data);
+    for (int round = 0; round < 2; round++) { // created, then reused
+      try (Jqcowfs.Mount m =
+              Jqcowfs.Mount.of(mnt, "--overlay", overlay.toString(), image.toString());
+          FileChannel ch =
+              FileChannel.open(
+                  m.file("changes.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+        write(ch, data, 3_000_000L + round);
+      }
+    }
+    assertEquals(before, Qemu.sha256(image), "--overlay: the image is untouched");
+    assertEquals(0, Qemu.check(overlay).exitStatus(), "the overlay checks clean");
+    Path tmp = Files.createDirectory(dir.resolve("tmp"));
+    List<String> cmd =
+        new ArrayList<>(List.of(Jqcowfs.LAUNCHER.toString(), "mount", "-f", "--scratch"));
+    cmd.add(image.toString());
+    cmd.add(mnt.toString());
+    try (Jqcowfs.Mount m =
+            Jqcowfs.Mount.start(
+                mnt, cmd, java.util.Map.of("JQCOWFS_JAVA_OPTS", "-Djava.io.tmpdir=" + tmp));
+        FileChannel ch =
+            FileChannel.open(
+                m.file("top.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+      write(ch, data, 0);
+      try (var files = Files.list(tmp)) {
+        assertEquals(1, files.count(), "the scratch overlay lives in java.io.tmpdir");
+      }
+    }
+    try (var files = Files.list(tmp)) {
+      assertEquals(List.of(), files.toList(), "--scratch leaves nothing behind");
+    }
+    assertEquals(before, Qemu.sha256(image), "--scratch: the image is untouched");
+  }
+
   /** The hash of snapshot "one" as QEMU reads it, or "" when the image has none. */
   private static String snapshotHash(Path top, Path dir) throws IOException {
     if (!Qemu.img(dir, "snapshot", "-l", top.toString()).contains(" one ")) {
