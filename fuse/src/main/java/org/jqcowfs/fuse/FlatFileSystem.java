@@ -150,10 +150,14 @@ public final class FlatFileSystem implements Closeable {
 
   private final Thread dataCounter;
 
+  /** Whether a file is writable: fixed at open, asked by every request that would write. */
+  private final boolean writable;
+
   private FlatFileSystem(List<FlatFile> files) {
     this.dataCounter = new Thread(this::countData, "jqcowfs-data-count");
     this.dataCounter.setDaemon(true);
     this.files = List.copyOf(files);
+    this.writable = files.stream().anyMatch(f -> f.chain().writable());
     for (FlatFile f : files) {
       byName.put(f.name(), f);
     }
@@ -263,7 +267,7 @@ public final class FlatFileSystem implements Closeable {
     }
     // On a writable mount, a file is counted again once its writes have paused for 2 s: a walk
     // after every write took half a core from a random-write load.
-    while (!closing && files.stream().anyMatch(f -> f.chain().writable())) {
+    while (!closing && writable) {
       try {
         Thread.sleep(500);
       } catch (InterruptedException e) {
@@ -434,7 +438,7 @@ public final class FlatFileSystem implements Closeable {
 
   /** Whether any file is writable (a {@code --rw} mount). */
   public boolean writable() {
-    return files.stream().anyMatch(f -> f.chain().writable());
+    return writable;
   }
 
   /**

@@ -210,7 +210,7 @@ public final class Qcow2Create {
         for (long c = i * refcountsPerBlock;
             c < Math.min(usedClusters, (i + 1) * refcountsPerBlock);
             c++) {
-          setRefcount(block, c - i * refcountsPerBlock, options.refcountOrder(), 1);
+          Refcounts.put(block, 1 << options.refcountOrder(), c - i * refcountsPerBlock, 1);
         }
         f.write(block, (2 + i) * clusterSize);
       }
@@ -228,24 +228,6 @@ public final class Qcow2Create {
       Path data = path.toAbsolutePath().getParent().resolve(options.dataFile());
       try (RandomAccessFile raf = new RandomAccessFile(data.toFile(), "rw")) {
         raf.setLength(size); // sparse, the disk's length, as qemu-img makes it
-      }
-    }
-  }
-
-  /** Sets entry {@code index} of a refcount block of {@code 1 << order}-bit entries. */
-  static void setRefcount(ByteBuffer block, long index, int order, long value) {
-    int bits = 1 << order;
-    switch (bits) {
-      case 64 -> block.putLong((int) (index * 8), value);
-      case 32 -> block.putInt((int) (index * 4), (int) value);
-      case 16 -> block.putShort((int) (index * 2), (short) value);
-      case 8 -> block.put((int) index, (byte) value);
-      default -> {
-        long bit = index * bits;
-        int at = (int) (bit / 8);
-        int shift = (int) (bit % 8);
-        int mask = ((1 << bits) - 1) << shift;
-        block.put(at, (byte) ((block.get(at) & ~mask) | (((int) value << shift) & mask)));
       }
     }
   }

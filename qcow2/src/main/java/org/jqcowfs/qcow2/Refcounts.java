@@ -48,7 +48,6 @@ final class Refcounts {
   private final long clusterSize;
   private final int bits;
   private final long entriesPerBlock;
-  private final long maxRefcount;
   private final int cleanCapacity;
   private long[] table;
   private long tableOffset;
@@ -75,7 +74,6 @@ final class Refcounts {
     this.clusterSize = header.clusterSize();
     this.bits = header.refcountBits();
     this.entriesPerBlock = clusterSize * 8 / bits;
-    this.maxRefcount = bits == 64 ? Long.MAX_VALUE : (1L << bits) - 1;
     this.cleanCapacity = (int) Math.max(8, CLEAN_CACHE_BYTES / clusterSize);
     this.tableOffset = header.refcountTableOffset();
     int entries = (int) (header.refcountTableClusters() * clusterSize / 8);
@@ -90,16 +88,6 @@ final class Refcounts {
   /** The refcount table's entries as they are now (on disk too). */
   long[] table() {
     return table;
-  }
-
-  /** The refcount table's host offset in bytes. */
-  long tableOffset() {
-    return tableOffset;
-  }
-
-  /** The highest refcount a cluster can have ({@code 2^refcount_bits - 1}). */
-  long maxRefcount() {
-    return maxRefcount;
   }
 
   /**
