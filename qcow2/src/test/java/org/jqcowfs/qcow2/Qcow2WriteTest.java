@@ -60,10 +60,8 @@ class Qcow2WriteTest {
   @EnumSource(Case.class)
   void writesAsQemuIo(Case c) throws Exception {
     Path base = prepare(dir, c);
-    Path ours = dir.resolve("ours.qcow2");
-    Path theirs = dir.resolve("theirs.qcow2");
-    Files.copy(base, ours);
-    Files.copy(base, theirs);
+    Path ours = Files.copy(base, dir.resolve("ours.qcow2"));
+    Path theirs = Files.copy(base, dir.resolve("theirs.qcow2"));
     List<String> snapshotsBefore = snapshotHashes(theirs);
     Random random = new Random(c.ordinal() * 7919L + 17);
     List<String> commands = new ArrayList<>();
@@ -97,12 +95,7 @@ class Qcow2WriteTest {
         }
       }
     }
-    Qemu.io(dir, theirs.toString(), commands.toArray(String[]::new));
-    Qemu.Check compare = Qemu.compare(ours, theirs);
-    assertEquals(
-        0, compare.exitStatus(), c + ": qemu-img compare: " + compare + "; ops " + commands);
-    Qemu.Check check = Qemu.check(ours);
-    assertEquals(0, check.exitStatus(), c + ": qemu-img check: " + check.stderr() + check.json());
+    assertAsQemuIo(c, ours, theirs, commands);
     assertEquals(snapshotsBefore, snapshotHashes(ours), c + ": snapshots unchanged");
   }
 
@@ -137,11 +130,9 @@ class Qcow2WriteTest {
         }
       }
     }
-    Qemu.io(dir, theirs.toString(), commands.toArray(String[]::new));
-    assertEquals(0, Qemu.compare(ours, theirs).exitStatus(), c + ": content");
+    assertAsQemuIo(c, ours, theirs, commands);
     assertEquals(
         withoutOffsets(Qemu.mapJson(theirs)), withoutOffsets(Qemu.mapJson(ours)), c + ": map");
-    assertEquals(0, Qemu.check(ours).exitStatus(), c + ": check");
   }
 
   private static String withoutOffsets(String mapJson) {
@@ -186,10 +177,8 @@ class Qcow2WriteTest {
       names = {"V3_64K", "CLUSTER_512", "EXTENDED_L2", "COMPRESSED", "SNAPSHOTS", "CHAIN_3"})
   void eightThreadsOnDisjointRanges(Case c) throws Exception {
     Path base = prepare(dir, c);
-    Path ours = dir.resolve("ours.qcow2");
-    Path theirs = dir.resolve("theirs.qcow2");
-    Files.copy(base, ours);
-    Files.copy(base, theirs);
+    Path ours = Files.copy(base, dir.resolve("ours.qcow2"));
+    Path theirs = Files.copy(base, dir.resolve("theirs.qcow2"));
     int threads = 8;
     long slice = SIZE / threads - 12345;
     List<List<String>> commands = new ArrayList<>();
@@ -213,11 +202,7 @@ class Qcow2WriteTest {
     }
     List<String> all = new ArrayList<>();
     commands.forEach(all::addAll);
-    Qemu.io(dir, theirs.toString(), all.toArray(String[]::new));
-    Qemu.Check compare = Qemu.compare(ours, theirs);
-    assertEquals(0, compare.exitStatus(), c + ": qemu-img compare: " + compare);
-    Qemu.Check check = Qemu.check(ours);
-    assertEquals(0, check.exitStatus(), c + ": qemu-img check: " + check.stderr() + check.json());
+    assertAsQemuIo(c, ours, theirs, all);
   }
 
   /**
@@ -231,10 +216,8 @@ class Qcow2WriteTest {
       names = {"V3_64K", "EXTENDED_L2", "COMPRESSED", "BACKING_QCOW2"})
   void eightThreadsInTheSameClusters(Case c) throws Exception {
     Path base = prepare(dir, c);
-    Path ours = dir.resolve("ours.qcow2");
-    Path theirs = dir.resolve("theirs.qcow2");
-    Files.copy(base, ours);
-    Files.copy(base, theirs);
+    Path ours = Files.copy(base, dir.resolve("ours.qcow2"));
+    Path theirs = Files.copy(base, dir.resolve("theirs.qcow2"));
     int threads = 8;
     List<String> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
@@ -270,11 +253,7 @@ class Qcow2WriteTest {
       }
       assertEquals(List.of(), failures);
     }
-    Qemu.io(dir, theirs.toString(), commands.toArray(String[]::new));
-    Qemu.Check compare = Qemu.compare(ours, theirs);
-    assertEquals(0, compare.exitStatus(), c + ": qemu-img compare: " + compare);
-    Qemu.Check check = Qemu.check(ours);
-    assertEquals(0, check.exitStatus(), c + ": qemu-img check: " + check.stderr() + check.json());
+    assertAsQemuIo(c, ours, theirs, commands);
   }
 
   /** 30 random writes, zero writes and flushes inside {@code [start, start + bytes)}. */
@@ -300,6 +279,21 @@ class Qcow2WriteTest {
       }
     }
     return commands;
+  }
+
+  /**
+   * Has qemu-io apply {@code commands} to {@code theirs}, then asserts that {@code qemu-img
+   * compare} calls it identical to {@code ours} and that {@code qemu-img check} finds nothing in
+   * ours.
+   */
+  private void assertAsQemuIo(Case c, Path ours, Path theirs, List<String> commands)
+      throws IOException {
+    Qemu.io(dir, theirs.toString(), commands.toArray(String[]::new));
+    Qemu.Check compare = Qemu.compare(ours, theirs);
+    assertEquals(
+        0, compare.exitStatus(), c + ": qemu-img compare: " + compare + "; ops " + commands);
+    Qemu.Check check = Qemu.check(ours);
+    assertEquals(0, check.exitStatus(), c + ": qemu-img check: " + check.stderr() + check.json());
   }
 
   /** Lengths from 512 B to 4 MiB, log-uniform, a third of them not a multiple of 512. */
@@ -378,59 +372,19 @@ class Qcow2WriteTest {
         Qemu.img(
             dir, "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "base.qcow2", "48M");
         Qemu.io(dir, "base.qcow2", "write -q -P 0xb1 0 20M", "write -q -c -P 0xb2 24M 1M");
-        Qemu.img(
-            dir,
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            c.options,
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            top,
-            "48M");
+        Qemu.overlay(dir, top, "base.qcow2", "qcow2", c.options, "48M");
       }
       case BACKING_RAW_SHORTER -> {
         Qemu.img(dir, "create", "-q", "-f", "raw", "base.raw", "20000000");
         Qemu.run(dir, "qemu-io", "-f", "raw", "-c", "write -q -P 0xb3 0 20000000", "base.raw");
-        Qemu.img(
-            dir,
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            c.options,
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            top,
-            "48M");
+        Qemu.overlay(dir, top, "base.raw", "raw", c.options, "48M");
       }
       case CHAIN_3 -> {
         Qemu.img(dir, "create", "-q", "-f", "raw", "base.raw", "48M");
         Qemu.run(dir, "qemu-io", "-f", "raw", "-c", "write -q -P 0xb4 0 48M", "base.raw");
-        Qemu.img(
-            dir, "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "mid.qcow2", "48M");
+        Qemu.overlay(dir, "mid.qcow2", "base.raw", "raw", null, "48M");
         Qemu.io(dir, "mid.qcow2", "write -q -c -P 0xb5 8M 4M", "write -q -P 0xb6 30M 5M");
-        Qemu.img(
-            dir,
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            c.options,
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            top,
-            "48M");
+        Qemu.overlay(dir, top, "mid.qcow2", "qcow2", c.options, "48M");
       }
       default -> Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", c.options, top, "48M");
     }

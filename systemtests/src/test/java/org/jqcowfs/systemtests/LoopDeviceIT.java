@@ -45,20 +45,7 @@ class LoopDeviceIT {
       assertEquals(
           List.of(part[0], part[1]).toString(),
           List.of(partition(flat)[0], partition(flat)[1]).toString());
-      Jqcowfs.Run losetup =
-          Jqcowfs.exec(
-              List.of(
-                  "losetup",
-                  "-r",
-                  "-f",
-                  "--show",
-                  "-o",
-                  Long.toString(part[0] * 512),
-                  "--sizelimit",
-                  Long.toString(part[1] * 512),
-                  flat.toString()));
-      assertEquals(0, losetup.code(), losetup.err());
-      String loop = losetup.out().trim();
+      String loop = attach(flat, part, true);
       try {
         Jqcowfs.Run mount =
             Jqcowfs.exec(List.of("mount", "-t", "ext4", "-o", "ro,noload", loop, ext4.toString()));
@@ -72,6 +59,29 @@ class LoopDeviceIT {
         assertEquals(0, Jqcowfs.exec(List.of("losetup", "-d", loop)).code());
       }
     }
+  }
+
+  /**
+   * A loop device on partition {@code part} (first sector, sector count) of {@code disk}, read-only
+   * ({@code losetup -r}) or read-write; returns its path.
+   */
+  static String attach(Path disk, long[] part, boolean readOnly) throws Exception {
+    List<String> cmd = new java.util.ArrayList<>(List.of("losetup"));
+    if (readOnly) {
+      cmd.add("-r");
+    }
+    cmd.addAll(
+        List.of(
+            "-f",
+            "--show",
+            "-o",
+            Long.toString(part[0] * 512),
+            "--sizelimit",
+            Long.toString(part[1] * 512),
+            disk.toString()));
+    Jqcowfs.Run r = Jqcowfs.exec(cmd);
+    assertEquals(0, r.code(), r.err());
+    return r.out().trim();
   }
 
   /** First sector and sector count of partition 1 of a GPT disk, from sgdisk. */

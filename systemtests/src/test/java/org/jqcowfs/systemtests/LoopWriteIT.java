@@ -33,7 +33,7 @@ class LoopWriteIT {
         Jqcowfs.Mount.of(mnt, "--overlay", overlay.toString(), example.toString())) {
       Path flat = m.file("changes.raw");
       long[] part = LoopDeviceIT.partition(flat);
-      String loop = losetup(flat, part);
+      String loop = LoopDeviceIT.attach(flat, part, false);
       try {
         run("mount", "-t", "ext4", loop, ext4.toString());
         try {
@@ -95,22 +95,6 @@ class LoopWriteIT {
     Jqcowfs.Run fsck = Jqcowfs.exec(List.of("e2fsck", "-fn", raw.toString()));
     assertEquals(0, fsck.code(), "e2fsck -fn: " + fsck.out() + fsck.err());
     assertEquals("made by mkfs through jqcowfs\n", debugfsCat(raw, "/note.txt"));
-  }
-
-  private static String losetup(Path flat, long[] part) throws Exception {
-    Jqcowfs.Run r =
-        Jqcowfs.exec(
-            List.of(
-                "losetup",
-                "-f",
-                "--show",
-                "-o",
-                Long.toString(part[0] * 512),
-                "--sizelimit",
-                Long.toString(part[1] * 512),
-                flat.toString()));
-    assertEquals(0, r.code(), r.err());
-    return r.out().trim();
   }
 
   private static Path extract(Path disk, Path out) throws Exception {

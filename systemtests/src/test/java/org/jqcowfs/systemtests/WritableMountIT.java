@@ -224,27 +224,16 @@ class WritableMountIT {
         Qemu.img(
             dir, "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "base.qcow2", size);
         Qemu.io(dir, "base.qcow2", "write -q -c -P 0x22 0 16M", "write -q -P 0x23 30M 4M");
-        Qemu.img(
-            dir,
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "extended_l2=on,cluster_size=128k",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2");
+        Qemu.overlay(
+            dir, "top.qcow2", "base.qcow2", "qcow2", "extended_l2=on,cluster_size=128k", null);
         Qemu.io(dir, "top.qcow2", "write -q -P 0x24 4M 100k");
       }
       case "chain-of-3" -> {
         Qemu.img(dir, "create", "-q", "-f", "raw", "base.raw", size);
         Qemu.run(dir, "qemu-io", "-f", "raw", "-c", "write -q -P 0x31 0 40M", "base.raw");
-        Qemu.img(dir, "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "mid.qcow2");
+        Qemu.overlay(dir, "mid.qcow2", "base.raw", "raw", null, null);
         Qemu.io(dir, "mid.qcow2", "write -q -c -P 0x32 8M 8M", "write -q -z 20M 2M");
-        Qemu.img(dir, "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2");
+        Qemu.overlay(dir, "top.qcow2", "mid.qcow2", "qcow2", null, null);
       }
       case "snapshots" -> {
         Qemu.img(dir, "create", "-q", "-f", "qcow2", "top.qcow2", size);

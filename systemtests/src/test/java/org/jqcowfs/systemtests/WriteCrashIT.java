@@ -36,7 +36,7 @@ class WriteCrashIT {
   void killDuringWritesLosesNothingSynced(@TempDir Path dir) throws Exception {
     Qemu.img(dir, "create", "-q", "-f", "qcow2", "base.qcow2", Long.toString(SIZE));
     Qemu.io(dir, "base.qcow2", "write -q -P 0x5a 0 12M");
-    Qemu.img(dir, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2");
+    Qemu.overlay(dir, "top.qcow2", "base.qcow2", "qcow2", null, null);
     Path top = dir.resolve("top.qcow2");
     Path durable = Qemu.convertRaw(top, dir.resolve("durable.raw"), null);
     Path mnt = Files.createDirectory(dir.resolve("mnt"));

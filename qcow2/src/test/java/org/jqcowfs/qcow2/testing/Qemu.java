@@ -56,6 +56,27 @@ public final class Qemu {
     return run(dir, cmd);
   }
 
+  /**
+   * {@code qemu-img create -q -f qcow2 [-o OPTIONS] -b BACKING -F FORMAT NAME [SIZE]} in {@code
+   * dir}: an overlay over {@code backing}.
+   *
+   * @param options creation options, or null
+   * @param size the virtual size, or null for the backing file's
+   */
+  public static void overlay(
+      Path dir, String name, String backing, String format, String options, String size)
+      throws IOException {
+    List<String> args = new ArrayList<>(List.of("create", "-q", "-f", "qcow2"));
+    if (options != null) {
+      args.addAll(List.of("-o", options));
+    }
+    args.addAll(List.of("-b", backing, "-F", format, name));
+    if (size != null) {
+      args.add(size);
+    }
+    img(dir, args.toArray(String[]::new));
+  }
+
   /** {@code qemu-io -f FORMAT IMAGE -c CMD...} in {@code dir}. */
   public static String io(Path dir, String image, String... commands) throws IOException {
     List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", "qcow2"));
