@@ -34,14 +34,14 @@ log() { echo "$*" >&2; }
 fresh() {
   rm -f "$DIR/t.qcow2"
   case $1 in
-    alloc) qemu-img create -q -f qcow2 -o preallocation=metadata "$DIR/t.qcow2" 4G ;;
+    alloc) qemu-img create -q -f qcow2 -o preallocation=full "$DIR/t.qcow2" 4G ;;
     overlay) qemu-img create -q -f qcow2 -b "$OS_IMAGE" -F qcow2 "$DIR/t.qcow2" ;;
     empty) qemu-img create -q -f qcow2 "$DIR/t.qcow2" 4G ;;
   esac
 }
 
 # mount_jq / mount_qsd: the writable flat file of $DIR/t.qcow2 in $file
-mount_jq() { "$JQ" mount --rw "$DIR/t.qcow2" "$MNT" >/dev/null 2>&1; file=$MNT/t.raw; }
+mount_jq() { "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw "$DIR/t.qcow2" "$MNT" >/dev/null 2>&1; file=$MNT/t.raw; }
 umount_jq() { "$JQ" unmount "$MNT"; }
 mount_qsd() {
   : > "$QSD_FILE"

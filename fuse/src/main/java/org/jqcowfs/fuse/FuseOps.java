@@ -20,7 +20,7 @@ final class FuseOps {
   /** Protocol version this code speaks. */
   static final int KERNEL_VERSION = 7;
 
-  static final int KERNEL_MINOR_VERSION = 31;
+  static final int KERNEL_MINOR_VERSION = 33;
 
   /** Pages per request negotiated through FUSE_MAX_PAGES: 256 x 4 KiB = 1 MiB. */
   static final int MAX_PAGES = 256;
@@ -34,8 +34,17 @@ final class FuseOps {
   static final int FUSE_ASYNC_DIO = 1 << 15;
   static final int FUSE_PARALLEL_DIROPS = 1 << 18;
   static final int FUSE_MAX_PAGES = 1 << 22;
+  // The files never have set-id bits or capabilities, so there is nothing to kill on a write;
+  // without
+  // it the kernel asks GETXATTR security.capability before every WRITE (SB_NOSEC is then set).
+  static final int FUSE_HANDLE_KILLPRIV_V2 = 1 << 28;
   static final int WANTED_FLAGS =
-      FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_ASYNC_DIO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES;
+      FUSE_ASYNC_READ
+          | FUSE_BIG_WRITES
+          | FUSE_ASYNC_DIO
+          | FUSE_PARALLEL_DIROPS
+          | FUSE_MAX_PAGES
+          | FUSE_HANDLE_KILLPRIV_V2;
 
   // fuse_open_out.open_flags
   static final int FOPEN_KEEP_CACHE = 1 << 1;

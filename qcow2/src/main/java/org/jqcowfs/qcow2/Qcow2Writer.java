@@ -680,45 +680,58 @@ final class Qcow2Writer {
 
   /**
    * Makes every write completed before the call durable: changed refcount blocks are written and
-   * the file synced (new clusters' refcounts and their copied data on disk), then the changed L2
-   * tables (synced), then the L1 table (synced), then the refcounts that drop (synced). QEMU {@code
-   * qcow2_co_flush_to_os} with its cache dependencies, then {@code bdrv_flush}.
+   * the file synced (new clusters' refcounts and their copied data on disk), then the refcount
+   * table entries of new refcount blocks (synced), then the changed L2 tables (synced), then the L1
+   * table (synced), then the refcounts that drop (synced). QEMU {@code qcow2_co_flush_to_os} with
+   * its cache dependencies, then {@code bdrv_flush}.
    */
   void flush() throws IOException {
+    boolean dataOnly = false;
     lock.lock();
     try {
       if (!refcounts.hasDirty() && dirtyTables.isEmpty() && !l1Dirty && !refcounts.hasFrees()) {
-        file.flush();
-        return;
-      }
-      refcounts.writeDirty();
-      file.flush();
-      if (!dirtyTables.isEmpty()) {
-        for (Map.Entry<Long, L2Table> e : dirtyTables.entrySet()) {
-          checkOverlap(metadata, e.getKey(), cs, "an L2 table");
-          file.write(e.getValue().encode(), e.getKey());
-        }
-        file.flush();
-        for (Long offset : dirtyTables.keySet()) {
-          l2Cache.unpin(offset);
-        }
-        dirtyTables.clear();
-      }
-      if (l1Dirty) {
-        long[] l1 = mapper.l1Table();
-        ByteBuffer b = ByteBuffer.allocate(l1.length * 8);
-        b.asLongBuffer().put(l1);
-        file.write(b, header.l1TableOffset());
-        file.flush();
-        l1Dirty = false;
-      }
-      if (refcounts.hasFrees()) {
-        refcounts.applyFrees();
-        refcounts.writeDirty();
-        file.flush();
+        dataOnly = true; // no metadata to order: the sync runs without the lock
+      } else {
+        writeMetadata();
       }
     } finally {
       lock.unlock();
+    }
+    if (dataOnly) {
+      file.flush();
+    }
+  }
+
+  /** The ordered part of {@link #flush}, under the lock. */
+  private void writeMetadata() throws IOException {
+    refcounts.writeDirty();
+    file.flush();
+    if (refcounts.writeNewTableEntries()) {
+      file.flush();
+    }
+    if (!dirtyTables.isEmpty()) {
+      for (Map.Entry<Long, L2Table> e : dirtyTables.entrySet()) {
+        checkOverlap(metadata, e.getKey(), cs, "an L2 table");
+        file.write(e.getValue().encode(), e.getKey());
+      }
+      file.flush();
+      for (Long offset : dirtyTables.keySet()) {
+        l2Cache.unpin(offset);
+      }
+      dirtyTables.clear();
+    }
+    if (l1Dirty) {
+      long[] l1 = mapper.l1Table();
+      ByteBuffer b = ByteBuffer.allocate(l1.length * 8);
+      b.asLongBuffer().put(l1);
+      file.write(b, header.l1TableOffset());
+      file.flush();
+      l1Dirty = false;
+    }
+    if (refcounts.hasFrees()) {
+      refcounts.applyFrees();
+      refcounts.writeDirty();
+      file.flush();
     }
   }
 

@@ -52,6 +52,10 @@ final class Refcounts {
   private long[] table;
   private long tableOffset;
   private final Map<Long, Block> blocks = new LinkedHashMap<>(16, 0.75f, true);
+
+  /** Table indexes of blocks made since the last flush, whose table entries are not written. */
+  private final List<Integer> newEntries = new ArrayList<>();
+
   private final List<long[]> frees = new ArrayList<>();
   private MetadataSink sink;
   private long freeHint;
@@ -204,6 +208,9 @@ final class Refcounts {
 
   /** Whether a refcount block changed in memory since {@link #writeDirty}. */
   boolean hasDirty() {
+    if (!newEntries.isEmpty()) {
+      return true;
+    }
     for (Block b : blocks.values()) {
       if (b.dirty) {
         return true;
@@ -305,8 +312,9 @@ final class Refcounts {
    * A refcount block for table index {@code t} (QEMU {@code alloc_refcount_block}), in the first
    * free cluster after the run being allocated (so that the run is not split, as in QEMU's layout)
    * when it lies in the block's own range (counting itself) or a block that exists counts it; else
-   * in the first cluster its own range covers, counting itself. The block is written with that
-   * count and synced, then the table entry is written and synced.
+   * in the first cluster its own range covers, counting itself. Block and counts stay dirty in
+   * memory; the table entry is written by {@link #writeNewTableEntries} after the flush has made
+   * them durable (QEMU syncs twice here, with every dirty data byte of the file behind it).
    */
   private Block newBlock(long t) throws IOException {
     long cluster = t * entriesPerBlock;
@@ -326,19 +334,34 @@ final class Refcounts {
     if (counter != null) {
       put(counter.data, free % entriesPerBlock, 1);
       counter.dirty = true;
-      writeDirty(); // its count on disk before the table names the block
     } else {
       put(data, cluster - t * entriesPerBlock, 1);
     }
-    file.write(data.duplicate(), offset);
-    file.flush();
-    ByteBuffer entry = ByteBuffer.allocate(8).putLong(0, offset);
-    file.write(entry, tableOffset + 8 * t);
-    file.flush();
     table[(int) t] = offset;
+    newEntries.add((int) t);
     Block b = new Block(data);
+    b.dirty = true;
     blocks.put(offset, b);
     return b;
+  }
+
+  /**
+   * Writes the refcount table entries of the blocks made since the last call (not synced). The
+   * caller has made those blocks, and the counts of their clusters, durable first: a table entry
+   * never names a block that is not on disk.
+   *
+   * @return whether anything was written (the caller then syncs before any L2 entry can point into
+   *     the new blocks' range)
+   */
+  boolean writeNewTableEntries() throws IOException {
+    if (newEntries.isEmpty()) {
+      return false;
+    }
+    for (int t : newEntries) {
+      file.write(ByteBuffer.allocate(8).putLong(0, table[t]), tableOffset + 8L * t);
+    }
+    newEntries.clear();
+    return true;
   }
 
   /**
@@ -348,6 +371,8 @@ final class Refcounts {
    * (synced), then the old table's clusters are freed.
    */
   private void growTable(long t) throws IOException {
+    writeDirty(); // the blocks of pending table entries, synced below with the new table
+    newEntries.clear(); // the new table carries them
     int oldEntries = table.length;
     long perCluster = clusterSize / 8;
     long areaStart = (long) oldEntries * entriesPerBlock; // first cluster no block covers

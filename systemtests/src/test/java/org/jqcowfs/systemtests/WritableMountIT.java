@@ -163,6 +163,35 @@ class WritableMountIT {
     assertEquals(before, Qemu.sha256(image), "--scratch: the image is untouched");
   }
 
+  /**
+   * A WRITE costs one request: the mount takes FUSE_HANDLE_KILLPRIV_V2 (its files have no set-id
+   * bits or capabilities to drop), so the kernel does not ask GETXATTR security.capability before
+   * each write, which halved the random-write IOPS (docs/performance.md).
+   */
+  @org.junit.jupiter.api.Test
+  void aWriteIsOneRequest(@TempDir Path dir) throws Exception {
+    Path image = build("plain", dir);
+    Path mnt = Files.createDirectory(dir.resolve("mnt"));
+    Path log = dir.resolve("daemon.log");
+    byte[] data = new byte[4096];
+    try (Jqcowfs.Mount m =
+            Jqcowfs.Mount.of(
+                mnt, "--rw", "--debug", "--log-file", log.toString(), image.toString());
+        FileChannel ch =
+            FileChannel.open(
+                m.file("top.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+      for (int i = 0; i < 200; i++) {
+        write(ch, data, i * 65536L); // no writeback cache: each write(2) is a FUSE_WRITE
+      }
+    }
+    List<String> lines = Files.readAllLines(log);
+    long writes = lines.stream().filter(l -> l.contains("FUSE_WRITE ")).count();
+    long xattrs = lines.stream().filter(l -> l.contains("FUSE_GETXATTR ")).count();
+    assertTrue(writes >= 200, writes + " FUSE_WRITEs logged");
+    assertTrue(xattrs <= 2, xattrs + " FUSE_GETXATTRs for " + writes + " writes");
+    assertEquals(0, Qemu.check(image).exitStatus(), "the image checks clean");
+  }
+
   /** The hash of snapshot "one" as QEMU reads it, or "" when the image has none. */
   private static String snapshotHash(Path top, Path dir) throws IOException {
     if (!Qemu.img(dir, "snapshot", "-l", top.toString()).contains(" one ")) {
