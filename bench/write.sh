@@ -9,7 +9,12 @@
 #   fsync     fio 4 KiB random writes with fsync after each, iodepth 1, on the allocated image
 #   dd        dd bs=1M oflag=direct conv=fsync of 2 GiB into an empty image (seconds), and the
 #             same dd into a raw file on the same host file system
-# Images live in WRITE_DIR (default bench/cache/write, on disk: fsync costs what it costs there).
+#   mkfs      the metadata-preallocation seed's experiment: the flat file loop-mounted,
+#             mkfs.ext4, then 256 MiB written to a file in 2 MiB chunks and synced (seconds of
+#             the write and sync), for a sparse qcow2, a metadata-preallocated qcow2 and a raw file
+# The allocated image is preallocation=full (its clusters are host blocks, not holes).
+# Images live in WRITE_DIR (default bench/cache/write, on disk: fsync costs what it costs there);
+# the fsync row runs again with the images on tmpfs (TMPFS_DIR), which measures the CPU path.
 # Each measure is the median of RUNS runs; the tools alternate which goes first. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,38 +26,68 @@ FIO_SECONDS=${FIO_SECONDS:-20}
 OS_IMAGE=${OS_IMAGE:-$ROOT/bench/cache/os-plain.qcow2}
 MNT=$DIR/mnt
 QSD_FILE=$DIR/qsd.raw
+TMPFS_DIR=${TMPFS_DIR:-/dev/shm/jqcowfs-bench-write}
+IMG=$DIR/t.qcow2
+FMT=qcow2
 mkdir -p "$DIR" "$MNT"
 qsd_pid=""
+loop_dev=""
 cleanup() {
-  mountpoint -q "$MNT" && "$JQ" unmount "$MNT" || true
+  for d in "$DIR" "$TMPFS_DIR"; do
+    mountpoint -q "$d/ext" && umount "$d/ext" || true
+  done
+  [ -n "$loop_dev" ] && losetup -d "$loop_dev" || true
+  for d in "$DIR" "$TMPFS_DIR"; do
+    mountpoint -q "$d/mnt" && "$JQ" unmount "$d/mnt" || true
+  done
   [ -n "$qsd_pid" ] && kill "$qsd_pid" 2>/dev/null || true
+  rm -rf "$TMPFS_DIR"
 }
 trap cleanup EXIT
 log() { echo "$*" >&2; }
 
-# fresh KIND: makes $DIR/t.qcow2 for a measure (alloc, overlay, empty)
+# fresh KIND: makes the image of a measure in $IMG (format $FMT): alloc, overlay, empty, meta
+# (preallocation=metadata) or raw (a sparse raw file)
 fresh() {
-  rm -f "$DIR/t.qcow2"
+  rm -f "$DIR/t.qcow2" "$DIR/t.img"
+  IMG=$DIR/t.qcow2 FMT=qcow2
   case $1 in
-    alloc) qemu-img create -q -f qcow2 -o preallocation=full "$DIR/t.qcow2" 4G ;;
-    overlay) qemu-img create -q -f qcow2 -b "$OS_IMAGE" -F qcow2 "$DIR/t.qcow2" ;;
-    empty) qemu-img create -q -f qcow2 "$DIR/t.qcow2" 4G ;;
+    alloc) qemu-img create -q -f qcow2 -o preallocation=full "$IMG" 4G ;;
+    overlay) qemu-img create -q -f qcow2 -b "$OS_IMAGE" -F qcow2 "$IMG" ;;
+    empty) qemu-img create -q -f qcow2 "$IMG" 4G ;;
+    meta) qemu-img create -q -f qcow2 -o preallocation=metadata "$IMG" 4G ;;
+    raw) IMG=$DIR/t.img FMT=raw && truncate -s 4G "$IMG" ;;
   esac
 }
 
-# mount_jq / mount_qsd: the writable flat file of $DIR/t.qcow2 in $file
-mount_jq() { "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw "$DIR/t.qcow2" "$MNT" >/dev/null 2>&1; file=$MNT/t.raw; }
+# on_tmpfs CMD...: CMD with the images on tmpfs (call it in a subshell)
+on_tmpfs() {
+  DIR=$TMPFS_DIR MNT=$TMPFS_DIR/mnt QSD_FILE=$TMPFS_DIR/qsd.raw
+  mkdir -p "$MNT"
+  "$@"
+}
+
+# mount_jq / mount_qsd: the writable flat file of $IMG in $file
+mount_jq() {
+  "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw -f "$FMT" "$IMG" "$MNT" >/dev/null 2>&1
+  file=$MNT/t.raw
+}
 umount_jq() { "$JQ" unmount "$MNT"; }
 mount_qsd() {
   : > "$QSD_FILE"
-  qemu-storage-daemon --blockdev "driver=file,node-name=file,filename=$DIR/t.qcow2" \
-    --blockdev driver=qcow2,node-name=fmt,file=file \
+  qemu-storage-daemon --blockdev "driver=file,node-name=file,filename=$IMG" \
+    --blockdev "driver=$FMT,node-name=fmt,file=file" \
     --export "type=fuse,id=exp,node-name=fmt,mountpoint=$QSD_FILE,writable=on" >/dev/null 2>&1 &
   qsd_pid=$!
   for _ in $(seq 200); do mountpoint -q "$QSD_FILE" && break; sleep 0.05; done
   file=$QSD_FILE
 }
 umount_qsd() { kill "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""; }
+
+# checked: qemu-img check of $IMG after a measure (a raw image has nothing to check)
+checked() {
+  [ "$FMT" = raw ] || qemu-img check -q "$IMG" || { log "qemu-img check failed: $*"; exit 1; }
+}
 
 # fio_iops SERVER KIND EXTRA...: write IOPS of a fresh image, checked by qemu-img check after
 fio_iops() {
@@ -63,7 +98,7 @@ fio_iops() {
     --time_based --runtime="$FIO_SECONDS" --size=3G --group_reporting --output-format=json "$@" |
     python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
   "umount_$server"
-  qemu-img check -q "$DIR/t.qcow2" || { log "qemu-img check failed after $server $kind"; exit 1; }
+  checked "$server $kind"
   echo "$iops"
 }
 
@@ -78,6 +113,26 @@ dd_seconds() {
   printf '%.2f\n' "$t"
 }
 
+# mkfs_seconds SERVER KIND: the seed's experiment on a fresh image of KIND (seconds)
+mkfs_seconds() {
+  local t0 t
+  trap cleanup EXIT # a subshell: the loop device and mounts are its own
+  fresh "$2"; "mount_$1"
+  loop_dev=$(losetup -f --show "$file")
+  mkfs.ext4 -q -F "$loop_dev"
+  mkdir -p "$DIR/ext"
+  mount "$loop_dev" "$DIR/ext"
+  t0=$(date +%s.%N)
+  dd if=/dev/zero of="$DIR/ext/f" bs=2M count=128 conv=fsync status=none
+  t=$(echo "$(date +%s.%N) - $t0" | bc)
+  umount "$DIR/ext"
+  losetup -d "$loop_dev"
+  loop_dev=""
+  "umount_$1"
+  checked "$1 mkfs $2"
+  printf '%.2f\n' "$t"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A res
@@ -87,13 +142,17 @@ for run in $(seq "$RUNS"); do
     res[alloc_$s]+="$(fio_iops "$s" alloc --numjobs=2 --iodepth=16) "
     res[overlay_$s]+="$(fio_iops "$s" overlay --numjobs=2 --iodepth=16) "
     res[fsync_$s]+="$(fio_iops "$s" alloc --numjobs=1 --iodepth=1 --fsync=1) "
+    res[fsynctmpfs_$s]+="$(on_tmpfs fio_iops "$s" alloc --numjobs=1 --iodepth=1 --fsync=1) "
     res[dd_$s]+="$(dd_seconds "$s") "
+    for k in empty meta raw; do
+      res[mkfs${k}_$s]+="$(mkfs_seconds "$s" "$k") "
+    done
   done
   res[dd_raw]+="$(dd_seconds raw) "
   log "run $run: ${res[*]}"
 done
 printf '| measure | jqcowfs | qemu-storage-daemon | ratio | all runs (jq / qsd) |\n|---|---|---|---|---|\n'
-for m in alloc overlay fsync; do
+for m in alloc overlay fsync fsynctmpfs; do
   j=$(echo "${res[${m}_jq]}" | tr ' ' '\n' | grep . | median)
   q=$(echo "${res[${m}_qsd]}" | tr ' ' '\n' | grep . | median)
   printf '| %s IOPS | %s | %s | %.2fx | %s/ %s|\n' "$m" "$j" "$q" "$(echo "$j / $q" | bc -l)" \
@@ -105,3 +164,16 @@ r=$(echo "${res[dd_raw]}" | tr ' ' '\n' | grep . | median)
 printf '| dd 2 GiB s | %s | %s | %.2fx (raw %s s: %.2fx) | %s/ %s/ raw %s|\n' "$j" "$q" \
   "$(echo "$q / $j" | bc -l)" "$r" "$(echo "$r / $j" | bc -l)" "${res[dd_jq]}" "${res[dd_qsd]}" \
   "${res[dd_raw]}"
+printf '\n| mkfs.ext4 + 256 MiB + sync, s | jqcowfs | qemu-storage-daemon | ratio | all runs (jq / qsd) |\n'
+printf '|---|---|---|---|---|\n'
+for k in empty meta raw; do
+  j=$(echo "${res[mkfs${k}_jq]}" | tr ' ' '\n' | grep . | median)
+  q=$(echo "${res[mkfs${k}_qsd]}" | tr ' ' '\n' | grep . | median)
+  printf '| %s | %s | %s | %.2fx | %s/ %s|\n' "$k" "$j" "$q" "$(echo "$q / $j" | bc -l)" \
+    "${res[mkfs${k}_jq]}" "${res[mkfs${k}_qsd]}"
+done
+je=$(echo "${res[mkfsempty_jq]}" | tr ' ' '\n' | grep . | median)
+jm=$(echo "${res[mkfsmeta_jq]}" | tr ' ' '\n' | grep . | median)
+jr=$(echo "${res[mkfsraw_jq]}" | tr ' ' '\n' | grep . | median)
+printf '\njqcowfs sparse / preallocated: %.2f; sparse / raw: %.2f\n' "$(echo "$je / $jm" | bc -l)" \
+  "$(echo "$je / $jr" | bc -l)"
