@@ -69,7 +69,8 @@ on_tmpfs() {
 
 # mount_jq / mount_qsd: the writable flat file of $IMG in $file
 mount_jq() {
-  "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw -f "$FMT" "$IMG" "$MNT" >/dev/null 2>&1
+  "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw --format "$FMT" "$IMG" "$MNT" >/dev/null 2>&1
+  mountpoint -q "$MNT" || { log "jqcowfs did not mount $IMG"; exit 1; }
   file=$MNT/t.raw
 }
 umount_jq() { "$JQ" unmount "$MNT"; }
@@ -80,6 +81,7 @@ mount_qsd() {
     --export "type=fuse,id=exp,node-name=fmt,mountpoint=$QSD_FILE,writable=on" >/dev/null 2>&1 &
   qsd_pid=$!
   for _ in $(seq 200); do mountpoint -q "$QSD_FILE" && break; sleep 0.05; done
+  mountpoint -q "$QSD_FILE" || { log "qemu-storage-daemon did not export $IMG"; exit 1; }
   file=$QSD_FILE
 }
 umount_qsd() { kill "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""; }

@@ -151,9 +151,10 @@ public final class BackingChain implements Image {
           .read(dst, guestOffset, index + 1 < layers.size() ? views.get(index + 1) : null);
     }
 
+    /** The status of what this view reads: the chain from its layer down. */
     @Override
     public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
-      return layers.get(index).blockStatus(guestOffset, maxLength);
+      return statusFrom(index, guestOffset, maxLength);
     }
 
     @Override
@@ -175,9 +176,15 @@ public final class BackingChain implements Image {
    * @throws IOException from a layer's block status
    */
   public Extent chainStatus(long guestOffset, long maxLength) throws IOException {
-    Image.checkRange(guestOffset, 1, size());
-    long n = Math.min(maxLength, size() - guestOffset);
-    for (int depth = 0; ; depth++) {
+    return statusFrom(0, guestOffset, maxLength);
+  }
+
+  /** {@link #chainStatus} of the chain from layer {@code top} down. */
+  private Extent statusFrom(int top, long guestOffset, long maxLength) throws IOException {
+    long size = layers.get(top).size();
+    Image.checkRange(guestOffset, 1, size);
+    long n = Math.min(maxLength, size - guestOffset);
+    for (int depth = top; ; depth++) {
       Extent e = layers.get(depth).blockStatus(guestOffset, n);
       n = e.length();
       if (e.allocated()) {

@@ -39,8 +39,9 @@ import org.opentest4j.AssertionFailedError;
  * with a message naming the field and the value, or opens and gives an error for the affected range
  * only (the rest reads right), or reads correctly. Each runs under a time limit.
  */
-class HostileImageTest {
-  enum Outcome {
+public class HostileImageTest {
+  /** What jqcowfs makes of a case. */
+  public enum Outcome {
     REFUSED,
     EIO,
     OK,
@@ -49,11 +50,12 @@ class HostileImageTest {
   }
 
   @FunctionalInterface
-  interface Build {
+  public interface Build {
     Path build(Path dir) throws Exception;
   }
 
-  record Case(String name, Outcome outcome, Build build, String... expect) {
+  /** A hostile image: how to build it, and what jqcowfs must make of it. */
+  public record Case(String name, Outcome outcome, Build build, String... expect) {
     @Override
     public String toString() {
       return name;
@@ -140,7 +142,8 @@ class HostileImageTest {
     return f;
   }
 
-  static List<Case> cases() {
+  /** Every case (also the corpus of the CLI's check comparison). */
+  public static List<Case> cases() {
     List<Case> c = new ArrayList<>();
     // --- header fields ---
     c.add(

@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
+import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFile;
@@ -198,6 +199,10 @@ final class Qcow2Writer {
    * driver answers ENOTSUP).
    */
   void writeZeroes(long pos, long bytes, boolean mayUnmap, Image backing) throws IOException {
+    if (g.extendedL2()) {
+      writeZeroSubclusters(pos, bytes, mayUnmap, backing);
+      return;
+    }
     long end = pos + bytes;
     long first = roundUp(pos);
     long last = end & -cs;
@@ -209,6 +214,142 @@ final class Qcow2Writer {
     writeZeroData(pos, first - pos, backing);
     changeClusters(first, last, change);
     writeZeroData(last, end - last, backing);
+  }
+
+  /**
+   * {@link #writeZeroes} with extended L2 entries, as QEMU aligns it to subclusters ({@code
+   * pwrite_zeroes_alignment}): a piece of a subcluster gets the subcluster's zero bit when the rest
+   * of the subcluster reads as zeros by block status and it holds no data ({@code
+   * qcow2_co_pwrite_zeroes}), else zero data; whole subclusters of a partly covered cluster get
+   * their zero bits, their allocation bits cleared ({@code zero_l2_subclusters}); whole clusters as
+   * {@link #writeZeroes}. At the disk's end the last subcluster counts as whole.
+   */
+  private void writeZeroSubclusters(long pos, long bytes, boolean mayUnmap, Image backing)
+      throws IOException {
+    long sc = 1L << g.subclusterBits();
+    long end = pos + bytes;
+    long alignedEnd = end == image.size() ? (end + sc - 1) & -sc : end;
+    long first = (pos + sc - 1) & -sc; // the first subcluster boundary from pos
+    long last = alignedEnd & -sc; // the end of the last whole subcluster
+    if (pos < first) {
+      zeroPieceOfSubcluster(pos, Math.min(first, end) - pos, backing);
+    }
+    for (long at = first; at < last; ) {
+      long clusterEnd = Math.min(last, roundUp(at + 1));
+      if (at == (at & -cs) && clusterEnd - at == cs) {
+        long wholeEnd = last & -cs;
+        changeClusters(at, wholeEnd, mayUnmap ? Change.ZERO_UNMAP : Change.ZERO);
+        at = wholeEnd;
+      } else {
+        if (!zeroSubclustersOf(at, clusterEnd - at, false)) {
+          writeZeroData(at, clusterEnd - at, backing); // compressed: no partial zeroing
+        }
+        at = clusterEnd;
+      }
+    }
+    long tail = Math.max(first, last);
+    if (tail < end) {
+      zeroPieceOfSubcluster(tail, end - tail, backing);
+    }
+  }
+
+  /**
+   * Write-zeroes of {@code [pos, pos + bytes)} inside one subcluster ({@code
+   * qcow2_co_pwrite_zeroes} with a head or tail): the whole subcluster is made zero when the rest
+   * of it reads as zeros ({@code is_zero}) and it holds no data of this image, else zero data is
+   * written.
+   */
+  private void zeroPieceOfSubcluster(long pos, long bytes, Image backing) throws IOException {
+    long sc = 1L << g.subclusterBits();
+    long start = pos & -sc;
+    long end = Math.min(start + sc, image.size());
+    boolean restIsZero =
+        statusIsZero(start, pos - start, backing)
+            && statusIsZero(pos + bytes, end - (pos + bytes), backing);
+    if (!restIsZero || !zeroSubclustersOf(start, sc, true)) {
+      writeZeroData(pos, bytes, backing);
+    }
+  }
+
+  /**
+   * QEMU's {@code is_zero}: whether block status says zeros for all of {@code [pos, pos + bytes)}
+   * (clamped to the disk), through this image and then {@code backing}.
+   */
+  private boolean statusIsZero(long pos, long bytes, Image backing) throws IOException {
+    long end = Math.min(pos + bytes, image.size());
+    while (pos < end) {
+      Extent e = image.blockStatus(pos, end - pos);
+      long n = Math.min(e.length(), end - pos);
+      if (e.allocated() ? !e.zero() : !belowIsZero(pos, n, backing)) {
+        return false;
+      }
+      pos += n;
+    }
+    return true;
+  }
+
+  private static boolean belowIsZero(long pos, long bytes, Image backing) throws IOException {
+    long end = backing == null ? pos : Math.min(pos + bytes, backing.size());
+    while (pos < end) {
+      Extent e = backing.blockStatus(pos, end - pos);
+      if (e.allocated() && !e.zero()) {
+        return false; // data somewhere below (an unallocated chain reads as zeros)
+      }
+      pos += Math.min(e.length(), end - pos);
+    }
+    return true;
+  }
+
+  /**
+   * Zero bits for the subclusters of {@code [pos, pos + bytes)}, subcluster-aligned inside one
+   * cluster, their allocation bits cleared; the host cluster stays ({@code zero_l2_subclusters}).
+   *
+   * @param onlyWithoutData change it only if the (one) subcluster holds no data of this image
+   * @return false when nothing was changed: a compressed cluster (it cannot be zeroed in part), or
+   *     data where {@code onlyWithoutData} forbids it; the caller writes zero data then
+   */
+  private boolean zeroSubclustersOf(long pos, long bytes, boolean onlyWithoutData)
+      throws IOException {
+    long start = pos & -cs;
+    lock.lock();
+    try {
+      while (true) {
+        checkWritable();
+        if (claims.stream().noneMatch(c -> c.start() < start + cs && c.end() > start)) {
+          break;
+        }
+        released.awaitUninterruptibly();
+      }
+      long l1Index = g.l1Index(pos);
+      long l2Offset = writableTable(l1Index, pos);
+      L2Table table = mapper.l2Table(l2Offset, l1Index);
+      int i = g.l2Index(pos);
+      L2Entry old = table.entry(i);
+      SubclusterType type = old.type(g, (int) ((pos - start) >>> g.subclusterBits()), v3, false);
+      if (type == SubclusterType.INVALID) {
+        throw new ImageFormatException(
+            path,
+            "L1["
+                + l1Index
+                + "]/L2["
+                + i
+                + "] (guest offset "
+                + hex(pos)
+                + "): L2 entry "
+                + hex(old.word())
+                + " is invalid; not changed");
+      }
+      if (type == SubclusterType.COMPRESSED || (onlyWithoutData && type == SubclusterType.NORMAL)) {
+        return false;
+      }
+      long from = pos - start;
+      long range = subclusterRange(from, from + bytes);
+      long bitmap = (old.bitmap() | range << 32) & ~range;
+      changeTable(l2Offset, table.with(i, new L2Entry[] {new L2Entry(old.word(), bitmap)}));
+      return true;
+    } finally {
+      lock.unlock();
+    }
   }
 
   /**
