@@ -69,8 +69,10 @@ on_tmpfs() {
 
 # mount_jq / mount_qsd: the writable flat file of $IMG in $file
 mount_jq() {
-  "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw --format "$FMT" "$IMG" "$MNT" >/dev/null 2>&1
-  mountpoint -q "$MNT" || { log "jqcowfs did not mount $IMG"; exit 1; }
+  # the overlay's backing file is outside its directory: allowed by name, as a user would
+  "$JQ" mount ${JQ_MOUNT_OPTS:-} --rw --format "$FMT" --allow-dir "$(dirname "$OS_IMAGE")" \
+    "$IMG" "$MNT" >/dev/null 2>"$DIR/mount.err"
+  mountpoint -q "$MNT" || { log "jqcowfs did not mount $IMG: $(cat "$DIR/mount.err")"; exit 1; }
   file=$MNT/t.raw
 }
 umount_jq() { "$JQ" unmount "$MNT"; }

@@ -93,7 +93,8 @@ final class Qcow2Writer {
       int clusters,
       boolean keepOld,
       long cowStartFrom,
-      long cowEndTo) {}
+      long cowEndTo,
+      boolean fresh) {}
 
   Qcow2Writer(
       Qcow2Image image,
@@ -598,7 +599,7 @@ final class Qcow2Writer {
           new Claim(start, start + cs, true),
           host + inCluster,
           bytes,
-          new Allocation(l1Index, i, host, 1, true, from, to));
+          new Allocation(l1Index, i, host, 1, true, from, to, false));
     }
     int k = 1;
     while (k < wanted
@@ -607,8 +608,16 @@ final class Qcow2Writer {
       k++;
     }
     long host = refcounts.allocate(k);
+    boolean fresh;
     try {
       checkOverlap(host, k * cs, pos);
+      // Clusters past the file's end read as zeros: copy-on-write need not write zeros there. The
+      // file is grown here, under the lock, so that no data write outside it changes its length.
+      long length = file.length();
+      fresh = host >= length;
+      if (host + k * cs > length) {
+        file.setLength(host + k * cs);
+      }
     } catch (IOException e) {
       refcounts.freeNow(host, k * cs);
       throw e;
@@ -626,7 +635,8 @@ final class Qcow2Writer {
             k,
             false,
             cowStartFrom(first, inCluster),
-            cowEndTo(table.entry(i + k - 1), endInLast)));
+            cowEndTo(table.entry(i + k - 1), endInLast),
+            fresh));
   }
 
   /**
@@ -694,12 +704,59 @@ final class Qcow2Writer {
     long copyFrom = start + a.cowStartFrom();
     long dataEnd = pos + data.remaining();
     long copyTo = start + (a.clusters() - 1) * cs + a.cowEndTo();
-    if (pos > copyFrom) {
-      file.write(current(copyFrom, pos - copyFrom, backing), a.hostOffset() + a.cowStartFrom());
+    // QEMU's is_zero_cow: a region that reads as zeros is not written into a fresh cluster
+    if (a.fresh() && statusIsZero(copyFrom, pos - copyFrom, backing)) {
+      copyFrom = pos;
     }
-    file.write(data.duplicate(), a.hostOffset() + (pos - start));
-    if (copyTo > dataEnd) {
-      file.write(current(dataEnd, copyTo - dataEnd, backing), a.hostOffset() + (dataEnd - start));
+    if (a.fresh() && statusIsZero(dataEnd, copyTo - dataEnd, backing)) {
+      copyTo = dataEnd;
+    }
+    long hostStart = a.hostOffset() + (copyFrom - start);
+    if (copyFrom == pos && copyTo == dataEnd) {
+      file.write(data.duplicate(), hostStart);
+      return;
+    }
+    if (copyTo - copyFrom > COW_BUFFER_BYTES) { // large data: no copy of it into a buffer
+      if (pos > copyFrom) {
+        file.write(current(copyFrom, pos - copyFrom, backing), hostStart);
+      }
+      file.write(data.duplicate(), a.hostOffset() + (pos - start));
+      if (copyTo > dataEnd) {
+        file.write(current(dataEnd, copyTo - dataEnd, backing), a.hostOffset() + (dataEnd - start));
+      }
+      return;
+    }
+    // one write of head, data and tail (QEMU's perform_cow gathers them into one request)
+    ByteBuffer b = cowBuffer((int) (copyTo - copyFrom));
+    readCurrent(b.slice(0, (int) (pos - copyFrom)), copyFrom, backing);
+    b.put((int) (pos - copyFrom), data.duplicate(), 0, data.remaining());
+    readCurrent(b.slice((int) (dataEnd - copyFrom), (int) (copyTo - dataEnd)), dataEnd, backing);
+    file.write(b, hostStart);
+  }
+
+  /** The largest copy-on-write request written as one buffer (per worker thread). */
+  private static final int COW_BUFFER_BYTES = 1 << 20;
+
+  private static final ThreadLocal<ByteBuffer> COW_BUFFER = new ThreadLocal<>();
+
+  /** This thread's buffer for a copy-on-write request of {@code bytes}, position 0. */
+  private static ByteBuffer cowBuffer(int bytes) {
+    ByteBuffer b = COW_BUFFER.get();
+    if (b == null || b.capacity() < bytes) {
+      b = ByteBuffer.allocateDirect(Math.max(bytes, 128 << 10));
+      COW_BUFFER.set(b);
+    }
+    return b.clear().limit(bytes);
+  }
+
+  /** Reads the guest bytes at {@code pos} into all of {@code dst} (zeros past the disk's end). */
+  private void readCurrent(ByteBuffer dst, long pos, Image backing) throws IOException {
+    int inDisk = (int) Math.max(0, Math.min(dst.remaining(), image.size() - pos));
+    if (inDisk > 0) {
+      image.read(dst.slice(0, inDisk), pos, backing);
+    }
+    for (int i = inDisk; i < dst.remaining(); i++) {
+      dst.put(i, (byte) 0);
     }
   }
 

@@ -181,7 +181,13 @@ class CrashStateTest {
           }
           continue;
         }
-        if (seen < s.syncs()) {
+        if (e.isGrowth()) {
+          // before the sync: durable; after it: kept or lost, as the seed picks
+          if ((seen < s.syncs() || (s.seed() != 0 && pick.nextBoolean()))
+              && ch.size() < e.position()) {
+            ch.write(ByteBuffer.allocate(1), e.position() - 1); // the file reaches that length
+          }
+        } else if (seen < s.syncs()) {
           apply(ch, recording, e, 0, e.length());
         } else if (s.seed() != 0) {
           for (int from = 0; from < e.length(); ) {

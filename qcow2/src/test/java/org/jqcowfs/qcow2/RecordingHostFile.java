@@ -22,7 +22,12 @@ final class RecordingHostFile implements HostFile {
    */
   record Entry(long position, int length, long logOffset) {
     boolean isFlush() {
-      return length < 0;
+      return length == -1;
+    }
+
+    /** A growth of the file to {@code position} bytes ({@link #setLength}). */
+    boolean isGrowth() {
+      return length == -2;
     }
   }
 
@@ -131,7 +136,13 @@ final class RecordingHostFile implements HostFile {
 
   @Override
   public void setLength(long bytes) throws IOException {
-    throw new UnsupportedOperationException("not recorded: setLength");
+    if (bytes < delegate.length()) {
+      throw new UnsupportedOperationException("not recorded: shrinking");
+    }
+    delegate.setLength(bytes);
+    synchronized (this) {
+      log.add(new Entry(bytes, -2, -1));
+    }
   }
 
   @Override
