@@ -517,8 +517,12 @@ public class HostileImageTest {
     c.add(
         refused(
             "bitmaps extension with no bitmaps",
-            d -> withExtension(base(d), 0x23852875, 24, new byte[24]),
+            d -> setLong(withExtension(base(d), 0x23852875, 24, new byte[24]), 88, 1),
             "nb_bitmaps 0"));
+    c.add(
+        ok(
+            "stale bitmaps extension (autoclear bit clear): ignored as QEMU ignores it",
+            d -> withExtension(base(d), 0x23852875, 24, new byte[24])));
     c.add(
         refused(
             "L1 table running past EOF",

@@ -102,12 +102,33 @@ public final class Qcow2Check {
   public static Result check(Path path, Consumer<String> messages) throws IOException {
     try (HostFile file = HostFile.open(path)) {
       Header h = Qcow2Opener.readHeader(file);
-      if (h.bitmapsExtension()) {
-        throw new ImageFormatException(path, "images with persistent bitmaps are not checked yet");
-      }
+      checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
       return new Qcow2Check(file, h, h.dataFileName() != null, messages).run(snapshots);
     }
+  }
+
+  /**
+   * Refuses an image with valid persistent bitmaps (their clusters are not counted yet); a stale
+   * bitmaps extension (autoclear bit clear) is ignored with QEMU's warning ({@code
+   * qcow2_read_extensions}).
+   */
+  private static void checkBitmaps(Path path, Header h, Consumer<String> messages)
+      throws ImageFormatException {
+    if (!h.bitmapsExtension()) {
+      return;
+    }
+    if ((h.autoclearFeatures() & Header.AUTOCLEAR_BITMAPS) != 0) {
+      throw new ImageFormatException(path, "images with persistent bitmaps are not checked yet");
+    }
+    messages.accept(
+        h.version() < 3
+            ? "warning: This qcow2 v2 image contains bitmaps, but they may have been modified by a"
+                + " program without persistent bitmap support; so now they must all be considered"
+                + " inconsistent"
+            : "warning: a program lacking bitmap support modified this file, so all bitmaps are now"
+                + " considered inconsistent");
+    messages.accept("Some clusters may be leaked, run 'check -r' on the image file to fix.");
   }
 
   /**
@@ -146,9 +167,7 @@ public final class Qcow2Check {
     long corruptionsFixed = 0;
     try (HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       Header h = Qcow2Opener.readHeader(file);
-      if (h.bitmapsExtension()) {
-        throw new ImageFormatException(path, "images with persistent bitmaps are not checked yet");
-      }
+      checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
       Qcow2Check c = new Qcow2Check(file, h, h.dataFileName() != null, messages);
       before = c.run(snapshots);
@@ -420,10 +439,14 @@ public final class Qcow2Check {
       return;
     }
     for (long word : l1) {
-      long l2Offset = new L1Entry(word).l2Offset();
-      if (l2Offset == 0) {
+      if (word == 0) {
         continue;
       }
+      if ((word & L1Entry.L1E_RESERVED_MASK) != 0) {
+        report("ERROR found L1 entry with reserved bits set: %x", word);
+        corruptions++;
+      }
+      long l2Offset = new L1Entry(word).l2Offset();
       reference(l2Offset, geometry.clusterSize());
       if (geometry.offsetInCluster(l2Offset) != 0) {
         report("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", l2Offset);
@@ -657,16 +680,21 @@ public final class Qcow2Check {
    * {@code words} big-endian words at {@code offset}; null, with a check error counted when {@code
    * function} is given, when they cannot be read (past the end of the file).
    */
+  /**
+   * The table of {@code words} 64-bit words at {@code offset}; what lies past the end of the file
+   * reads as zeros, as QEMU's block layer reads it.
+   */
   private long[] readTable(long offset, int words, String function) throws IOException {
-    long bytes = words * 8L;
-    if (offset < 0 || offset > fileLength || bytes > fileLength - offset) {
+    if (offset < 0 || offset >= Header.MAX_HOST_OFFSET) {
       if (function != null) {
         report("ERROR: I/O error in %s", function);
         checkErrors++;
       }
       return null;
     }
-    return Qcow2Opener.readWords(file, offset, words);
+    long inFile = Math.max(0, Math.min(words, (fileLength - offset) / 8));
+    long[] table = Qcow2Opener.readWords(file, offset, (int) inFile);
+    return inFile == words ? table : java.util.Arrays.copyOf(table, words);
   }
 
   private void report(String format, Object... args) {

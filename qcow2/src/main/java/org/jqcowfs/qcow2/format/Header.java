@@ -325,12 +325,15 @@ public record Header(
           if (len != 24) {
             throw new ImageFormatException(p, "bitmaps extension: length " + len + " (must be 24)");
           }
+          bitmaps = true;
+          if ((autoclear & AUTOCLEAR_BITMAPS) == 0) {
+            break; // stale: a program without bitmap support wrote the image; QEMU ignores it
+          }
           long nbBitmaps = ByteBuffer.wrap(data).getInt(0) & 0xffffffffL;
           if (nbBitmaps == 0 || nbBitmaps > 65535) {
             throw new ImageFormatException(
                 p, "bitmaps extension: nb_bitmaps " + nbBitmaps + " outside 1..65535");
           }
-          bitmaps = true;
         }
         case EXT_CRYPTO ->
             throw new ImageFormatException(
