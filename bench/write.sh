@@ -11,7 +11,9 @@
 #             same dd into a raw file on the same host file system
 #   mkfs      the metadata-preallocation seed's experiment: the flat file loop-mounted,
 #             mkfs.ext4, then 256 MiB written to a file in 2 MiB chunks and synced (seconds of
-#             the write and sync), for a sparse qcow2, a metadata-preallocated qcow2 and a raw file
+#             mkfs, mount, write and sync; the write's background work after mkfs makes a
+#             window of the write alone noisy), for a sparse qcow2, a metadata-preallocated
+#             qcow2 and a raw file
 # The allocated image is preallocation=full (its clusters are host blocks, not holes).
 # Images live in WRITE_DIR (default bench/cache/write, on disk: fsync costs what it costs there);
 # the fsync row runs again with the images on tmpfs (TMPFS_DIR), which measures the CPU path.
@@ -123,10 +125,11 @@ mkfs_seconds() {
   trap cleanup EXIT # a subshell: the loop device and mounts are its own
   fresh "$2"; "mount_$1"
   loop_dev=$(losetup -f --show "$file")
-  mkfs.ext4 -q -F "$loop_dev"
   mkdir -p "$DIR/ext"
-  mount "$loop_dev" "$DIR/ext"
+  sync # nothing of the runs before in the host's dirty pages
   t0=$(date +%s.%N)
+  mkfs.ext4 -q -F "$loop_dev"
+  mount "$loop_dev" "$DIR/ext"
   dd if=/dev/zero of="$DIR/ext/f" bs=2M count=128 conv=fsync status=none
   t=$(echo "$(date +%s.%N) - $t0" | bc)
   umount "$DIR/ext"
@@ -168,7 +171,7 @@ r=$(echo "${res[dd_raw]}" | tr ' ' '\n' | grep . | median)
 printf '| dd 2 GiB s | %s | %s | %.2fx (raw %s s: %.2fx) | %s/ %s/ raw %s|\n' "$j" "$q" \
   "$(echo "$q / $j" | bc -l)" "$r" "$(echo "$r / $j" | bc -l)" "${res[dd_jq]}" "${res[dd_qsd]}" \
   "${res[dd_raw]}"
-printf '\n| mkfs.ext4 + 256 MiB + sync, s | jqcowfs | qemu-storage-daemon | ratio | all runs (jq / qsd) |\n'
+printf '\n| mkfs.ext4, mount, 256 MiB + sync, s | jqcowfs | qemu-storage-daemon | ratio | all runs (jq / qsd) |\n'
 printf '|---|---|---|---|---|\n'
 for k in empty meta raw; do
   j=$(echo "${res[mkfs${k}_jq]}" | tr ' ' '\n' | grep . | median)

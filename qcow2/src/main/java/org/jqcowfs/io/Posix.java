@@ -79,6 +79,8 @@ public final class Posix {
   private static final NativeFunction MMAP =
       libc("mmap", POINTER, POINTER, LONG, INT, INT, INT, LONG);
   private static final NativeFunction FALLOCATE = libc("fallocate", INT, INT, INT, LONG, LONG);
+  private static final NativeFunction SYNC_FILE_RANGE =
+      libc("sync_file_range", INT, INT, LONG, LONG, INT);
   private static final NativeFunction MUNMAP = libc("munmap", INT, POINTER, LONG);
   private static final NativeFunction FTRUNCATE = libc("ftruncate", INT, INT, LONG);
 
@@ -109,6 +111,16 @@ public final class Posix {
   public static int fallocate(int fd, int mode, long offset, long length) {
     return (int)
         INVOKER.invokeN4(FALLOCATE.context(), FALLOCATE.address(), fd, mode, offset, length);
+  }
+
+  /** {@code sync_file_range}'s flag: start writeback of the dirty pages, do not wait. */
+  public static final int SYNC_FILE_RANGE_WRITE = 2;
+
+  /** {@code sync_file_range(fd, offset, nbytes, flags)}: 0, or -1. */
+  public static int syncFileRange(int fd, long offset, long length, int flags) {
+    return (int)
+        INVOKER.invokeN4(
+            SYNC_FILE_RANGE.context(), SYNC_FILE_RANGE.address(), fd, offset, length, flags);
   }
 
   /** {@code ftruncate(fd, length)}: 0, or -1. */

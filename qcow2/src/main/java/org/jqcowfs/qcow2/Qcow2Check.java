@@ -692,9 +692,7 @@ public final class Qcow2Check {
       }
       return null;
     }
-    long inFile = Math.max(0, Math.min(words, (fileLength - offset) / 8));
-    long[] table = Qcow2Opener.readWords(file, offset, (int) inFile);
-    return inFile == words ? table : java.util.Arrays.copyOf(table, words);
+    return Qcow2Opener.readWordsZeroPastEnd(file, offset, words);
   }
 
   private void report(String format, Object... args) {

@@ -216,6 +216,16 @@ final class Qcow2Opener {
     return Header.decode(file.path(), first, fileLength);
   }
 
+  /**
+   * The {@code words} big-endian 64-bit words at {@code offset}, zeros for those past the end of
+   * the file (as QEMU's block layer reads there).
+   */
+  static long[] readWordsZeroPastEnd(HostFile file, long offset, int words) throws IOException {
+    long inFile = Math.max(0, Math.min(words, (file.length() - offset) / 8));
+    long[] table = readWords(file, offset, (int) inFile);
+    return inFile == words ? table : java.util.Arrays.copyOf(table, words);
+  }
+
   /** The {@code words} big-endian 64-bit words at {@code offset} (a table: L1, refcount). */
   static long[] readWords(HostFile file, long offset, int words) throws IOException {
     long[] out = new long[words];
