@@ -86,6 +86,7 @@ public final class Qcow2Check {
     this.fileLength = file.length();
     this.messages = messages;
     this.stored = new Refcounts(file, header);
+    stored.readPastEndAsZeros();
     this.refcountMax =
         header.refcountBits() >= 32 ? Integer.MAX_VALUE : (1L << header.refcountBits()) - 1;
     this.references = new int[(int) Math.min(Integer.MAX_VALUE - 8, clusters(fileLength))];

@@ -53,6 +53,8 @@ final class Refcounts {
   private long tableOffset;
   private final Map<Long, Block> blocks = new LinkedHashMap<>(16, 0.75f, true);
 
+  private boolean zerosPastEnd;
+
   /** Table indexes of blocks made since the last flush, whose table entries are not written. */
   private final List<Integer> newEntries = new ArrayList<>();
 
@@ -82,6 +84,11 @@ final class Refcounts {
     this.tableOffset = header.refcountTableOffset();
     int entries = (int) (header.refcountTableClusters() * clusterSize / 8);
     table = Qcow2Opener.readWords(file, tableOffset, entries);
+  }
+
+  /** A block past the end of the file reads as zeros (a check's view, as QEMU reads it). */
+  void readPastEndAsZeros() {
+    zerosPastEnd = true;
   }
 
   /** Tells {@code s} of refcount metadata that this instance adds or drops. */
@@ -276,6 +283,16 @@ final class Refcounts {
     if ((word & REFT_RESERVED_MASK) != 0 || (offset & (clusterSize - 1)) != 0) {
       throw new ImageFormatException(
           file.path(), "refcount table entry " + t + ": " + hex(word) + " unaligned or reserved");
+    }
+    if (offset > file.length() - clusterSize && zerosPastEnd) {
+      ByteBuffer data = ByteBuffer.allocate((int) clusterSize); // QEMU reads zeros there
+      data.limit((int) Math.max(0, Math.min(clusterSize, file.length() - offset)));
+      if (data.hasRemaining()) {
+        file.readFully(data, offset);
+      }
+      b = new Block(data.clear());
+      blocks.put(offset, b);
+      return b;
     }
     if (offset > file.length() - clusterSize) {
       throw new ImageFormatException(
