@@ -15,6 +15,7 @@ import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Qcow2Check;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.TablePastEndException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -72,7 +73,11 @@ final class CheckCommand implements Callable<Integer> {
       return NO_CHECKS; // qemu-img check's answer for raw (and for what it probes as raw)
     }
     ChainOptions options = share.apply(ChainOptions.DEFAULT);
-    ChainOpener.open(image, options).close();
+    try {
+      ChainOpener.open(image, options).close();
+    } catch (TablePastEndException e) {
+      // qemu-img opens it (past the end reads as zeros); the check reports what it finds there
+    }
     Qcow2Check.Result r;
     Qcow2Check.Repair fixed = null;
     if (repair != null) {

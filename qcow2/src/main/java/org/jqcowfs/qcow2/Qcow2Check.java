@@ -102,7 +102,7 @@ public final class Qcow2Check {
    */
   public static Result check(Path path, Consumer<String> messages) throws IOException {
     try (HostFile file = HostFile.open(path)) {
-      Header h = Qcow2Opener.readHeader(file);
+      Header h = Qcow2Opener.readHeader(file, true);
       checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
       return new Qcow2Check(file, h, h.dataFileName() != null, messages).run(snapshots);

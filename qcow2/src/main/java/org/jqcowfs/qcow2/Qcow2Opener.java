@@ -202,6 +202,11 @@ final class Qcow2Opener {
    * @throws ImageFormatException as {@link Header#decode}
    */
   static Header readHeader(HostFile file) throws IOException {
+    return readHeader(file, false);
+  }
+
+  /** As {@link #readHeader(HostFile)}; {@code tablesMayPassEnd} as {@link Header#decode}. */
+  static Header readHeader(HostFile file, boolean tablesMayPassEnd) throws IOException {
     long fileLength = file.length();
     ByteBuffer prefix = ByteBuffer.allocate((int) Math.min(fileLength, Header.PREFIX_BYTES));
     file.readFully(prefix, 0);
@@ -213,7 +218,7 @@ final class Qcow2Opener {
       file.readFully(first, 0);
       first.flip();
     }
-    return Header.decode(file.path(), first, fileLength);
+    return Header.decode(file.path(), first, fileLength, tablesMayPassEnd);
   }
 
   /**

@@ -83,7 +83,7 @@ final class Refcounts {
     this.cleanCapacity = (int) Math.max(8, CLEAN_CACHE_BYTES / clusterSize);
     this.tableOffset = header.refcountTableOffset();
     int entries = (int) (header.refcountTableClusters() * clusterSize / 8);
-    table = Qcow2Opener.readWords(file, tableOffset, entries);
+    table = Qcow2Opener.readWordsZeroPastEnd(file, tableOffset, entries); // only a check's can
   }
 
   /** A block past the end of the file reads as zeros (a check's view, as QEMU reads it). */

@@ -183,6 +183,18 @@ public record Header(
    *     encryption, unknown incompatible bits), or has a field out of range
    */
   public static Header decode(Path p, ByteBuffer c, long fileLength) throws ImageFormatException {
+    return decode(p, c, fileLength, false);
+  }
+
+  /**
+   * As {@link #decode(Path, ByteBuffer, long)}; with {@code tablesMayPassEnd} the L1, refcount and
+   * snapshot tables may run past the end of the file (they read as zeros there), as {@code
+   * qcow2_do_open} lets them: for a check that reports what it finds, never for reading or writing,
+   * which get a {@link TablePastEndException}.
+   */
+  public static Header decode(Path p, ByteBuffer c, long fileLength, boolean tablesMayPassEnd)
+      throws ImageFormatException {
+    long tableLimit = tablesMayPassEnd ? MAX_HOST_OFFSET : fileLength;
     if (fileLength < V2_HEADER_BYTES || c.limit() < V2_HEADER_BYTES) {
       throw new ImageFormatException(
           p, "file is " + fileLength + " bytes, shorter than a qcow2 header (72)");
@@ -433,7 +445,7 @@ public record Header(
               + l1Needed
               + " entries)");
     }
-    checkTable(p, "l1_table_offset", l1TableOffset, l1Size * 8, clusterSize, fileLength);
+    checkTable(p, "l1_table_offset", l1TableOffset, l1Size * 8, clusterSize, tableLimit);
 
     long refcountTableOffset = b.getLong(OFF_REFCOUNT_TABLE_OFFSET);
     long refcountTableClusters = Integer.toUnsignedLong(b.getInt(OFF_REFCOUNT_TABLE_CLUSTERS));
@@ -452,7 +464,7 @@ public record Header(
         refcountTableOffset,
         refcountTableClusters * clusterSize,
         clusterSize,
-        fileLength);
+        tableLimit);
 
     long nbSnapshots = Integer.toUnsignedLong(b.getInt(OFF_NB_SNAPSHOTS));
     long snapshotsOffset = b.getLong(OFF_SNAPSHOTS_OFFSET);
@@ -461,7 +473,7 @@ public record Header(
           p, "nb_snapshots " + nbSnapshots + " over the limit of " + MAX_SNAPSHOTS);
     }
     if (nbSnapshots > 0) {
-      checkTable(p, "snapshots_offset", snapshotsOffset, 40, clusterSize, fileLength);
+      checkTable(p, "snapshots_offset", snapshotsOffset, 40, clusterSize, tableLimit);
     }
 
     String backingFileName = null;
@@ -639,8 +651,12 @@ public record Header(
       throw new ImageFormatException(
           p, field + " " + hex(offset) + " is not a non-zero multiple of the cluster size");
     }
-    if (offset >= MAX_HOST_OFFSET || offset > fileLength || bytes > fileLength - offset) {
+    if (offset >= MAX_HOST_OFFSET || bytes > MAX_HOST_OFFSET - offset) {
       throw new ImageFormatException(
+          p, field + " " + hex(offset) + ": table of " + bytes + " bytes passes 2^56");
+    }
+    if (offset > fileLength || bytes > fileLength - offset) {
+      throw new TablePastEndException(
           p,
           field
               + " "
