@@ -104,7 +104,7 @@ public final class Qcow2Check {
     try (HostFile file = HostFile.open(path)) {
       Header h = Qcow2Opener.readHeader(file, true);
       checkBitmaps(path, h, messages);
-      SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
+      SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h, true);
       return new Qcow2Check(file, h, h.dataFileName() != null, messages).run(snapshots);
     }
   }
@@ -362,6 +362,10 @@ public final class Qcow2Check {
 
   private Result run(SnapshotTable.Table table) throws IOException {
     List<Snapshot> snapshots = table.snapshots();
+    for (String c : table.corruptions()) {
+      report("%s", c);
+      corruptions++;
+    }
     long clusterSize = geometry.clusterSize();
     reference(0, clusterSize);
     checkL1(header.l1TableOffset(), header.l1Size(), true);
@@ -371,6 +375,14 @@ public final class Qcow2Check {
             "ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot"
                 + " table entry corrupted",
             s.id(), s.name(), s.l1TableOffset());
+        corruptions++;
+        continue;
+      }
+      if (Integer.toUnsignedLong(s.l1Size()) * 8 > Header.MAX_L1_BYTES) {
+        report(
+            "ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry"
+                + " corrupted",
+            s.id(), s.name(), s.l1Size());
         corruptions++;
         continue;
       }

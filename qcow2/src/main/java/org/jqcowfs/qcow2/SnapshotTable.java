@@ -31,18 +31,28 @@ final class SnapshotTable {
    * The table's entries and its bytes in the file (QEMU {@code s->snapshots_size}: each entry's
    * fixed part, extra data, id and name, padded to 8).
    */
-  record Table(List<Snapshot> snapshots, long bytes) {}
+  record Table(List<Snapshot> snapshots, long bytes, List<String> corruptions) {}
 
   /** As {@link #read}, with the table's bytes. */
   static Table readTable(HostFile file, Header h) throws IOException {
+    return readTable(file, h, false);
+  }
+
+  /**
+   * As {@link #readTable(HostFile, Header)}; {@code forCheck} lets through what a check reports
+   * itself, as QEMU's {@code calculate_refcounts} does: an L1 table too large, unaligned, or past
+   * the end of the file.
+   */
+  static Table readTable(HostFile file, Header h, boolean forCheck) throws IOException {
     Path p = file.path();
     List<Snapshot> out = new ArrayList<>();
+    List<String> corruptions = new ArrayList<>(); // what a check reports (forCheck)
     long pos = h.snapshotsOffset();
     long fileLength = file.length();
     long total = 0;
     for (int i = 0; i < h.nbSnapshots(); i++) {
       ByteBuffer fixed = ByteBuffer.allocate(40);
-      readAt(file, fixed, pos, i, "entry", fileLength);
+      readAt(file, fixed, pos, i, "entry", fileLength, forCheck);
       long l1Offset = fixed.getLong(0);
       long l1Size = Integer.toUnsignedLong(fixed.getInt(8));
       int idLen = fixed.getShort(12) & 0xffff;
@@ -60,19 +70,29 @@ final class SnapshotTable {
       long virtualSize = h.size();
       if (extraLen > 0) {
         ByteBuffer extra = ByteBuffer.allocate((int) extraLen);
-        readAt(file, extra, pos + 40, i, "extra data", fileLength);
+        readAt(file, extra, pos + 40, i, "extra data", fileLength, forCheck);
         if (extraLen >= 8) {
           vmState = extra.getLong(0);
         }
         if (extraLen >= 16) {
           virtualSize = extra.getLong(8);
         }
+      } else if (h.version() >= 3 && forCheck) {
+        corruptions.add(
+            "ERROR snapshot table entry " + i + " is incomplete"); // qcow2_read_snapshots
       } else if (h.version() >= 3) {
         throw new ImageFormatException(
             p, "snapshot " + i + ": extra_data_size 0 in a v3 image (must be >= 16)");
       }
       byte[] idName = new byte[idLen + nameLen];
-      readAt(file, ByteBuffer.wrap(idName), pos + 40 + extraLen, i, "id and name", fileLength);
+      readAt(
+          file,
+          ByteBuffer.wrap(idName),
+          pos + 40 + extraLen,
+          i,
+          "id and name",
+          fileLength,
+          forCheck);
       String id = new String(idName, 0, idLen, StandardCharsets.UTF_8);
       String name = new String(idName, idLen, nameLen, StandardCharsets.UTF_8);
       long entryBytes = (40 + extraLen + idLen + nameLen + 7) & ~7L;
@@ -81,7 +101,7 @@ final class SnapshotTable {
         throw new ImageFormatException(
             p, "snapshot table over " + Snapshot.MAX_TABLE_BYTES + " bytes");
       }
-      if (l1Size * 8 > Header.MAX_L1_BYTES) {
+      if (l1Size * 8 > Header.MAX_L1_BYTES && !forCheck) {
         throw new ImageFormatException(
             p, "snapshot " + i + " (" + id + "): l1_size " + l1Size + " too large");
       }
@@ -89,29 +109,45 @@ final class SnapshotTable {
         throw new ImageFormatException(
             p, "snapshot " + i + " (" + id + "): disk size " + virtualSize + " invalid");
       }
-      if (h.geometry().l1EntriesFor(virtualSize) > l1Size) {
+      if (h.geometry().l1EntriesFor(virtualSize) > l1Size && !forCheck) {
         throw new ImageFormatException(
             p,
             "snapshot " + i + " (" + id + "): l1_size " + l1Size + " too small for " + virtualSize);
       }
-      Header.checkTable(
-          p,
-          "snapshot " + i + " (" + id + ") L1 table offset",
-          l1Offset,
-          l1Size * 8,
-          h.clusterSize(),
-          fileLength);
+      if (!forCheck) {
+        Header.checkTable(
+            p,
+            "snapshot " + i + " (" + id + ") L1 table offset",
+            l1Offset,
+            l1Size * 8,
+            h.clusterSize(),
+            fileLength);
+      }
       out.add(
           new Snapshot(
               id, name, l1Offset, (int) l1Size, virtualSize, dateSec, dateNsec, vmClock, vmState));
       pos += entryBytes;
     }
-    return new Table(List.copyOf(out), total);
+    return new Table(List.copyOf(out), total, List.copyOf(corruptions));
   }
 
   private static void readAt(
-      HostFile file, ByteBuffer dst, long pos, int index, String what, long fileLength)
+      HostFile file,
+      ByteBuffer dst,
+      long pos,
+      int index,
+      String what,
+      long fileLength,
+      boolean zerosPastEnd)
       throws IOException {
+    if (zerosPastEnd && (pos > fileLength || dst.remaining() > fileLength - pos)) {
+      int inFile = (int) Math.max(0, Math.min(dst.remaining(), fileLength - pos));
+      if (inFile > 0) {
+        file.readFully(dst.slice(0, inFile), pos); // the rest stays zeros, as QEMU reads it
+      }
+      dst.position(dst.limit()).flip();
+      return;
+    }
     if (pos > fileLength || dst.remaining() > fileLength - pos) {
       throw new ImageFormatException(
           file.path(),
