@@ -314,13 +314,7 @@ final class Qcow2Writer {
     long start = pos & -cs;
     lock.lock();
     try {
-      while (true) {
-        checkWritable();
-        if (claims.stream().noneMatch(c -> c.start() < start + cs && c.end() > start)) {
-          break;
-        }
-        released.awaitUninterruptibly();
-      }
+      awaitNoClaim(start, start + cs);
       long l1Index = g.l1Index(pos);
       long l2Offset = writableTable(l1Index, pos);
       L2Table table = mapper.l2Table(l2Offset, l1Index);
@@ -328,17 +322,7 @@ final class Qcow2Writer {
       L2Entry old = table.entry(i);
       SubclusterType type = old.type(g, (int) ((pos - start) >>> g.subclusterBits()), v3, false);
       if (type == SubclusterType.INVALID) {
-        throw new ImageFormatException(
-            path,
-            "L1["
-                + l1Index
-                + "]/L2["
-                + i
-                + "] (guest offset "
-                + hex(pos)
-                + "): L2 entry "
-                + hex(old.word())
-                + " is invalid; not changed");
+        throw invalidEntry(l1Index, i, pos, old);
       }
       if (type == SubclusterType.COMPRESSED || (onlyWithoutData && type == SubclusterType.NORMAL)) {
         return false;
@@ -388,14 +372,9 @@ final class Qcow2Writer {
     try {
       long pos = first;
       while (pos < last) {
-        checkWritable();
         long l1Index = g.l1Index(pos);
         long chunkEnd = Math.min(last, (l1Index + 1) * g.bytesPerL2Table());
-        final long from = pos;
-        if (claims.stream().anyMatch(c -> c.start() < chunkEnd && c.end() > from)) {
-          released.awaitUninterruptibly();
-          continue;
-        }
+        awaitNoClaim(pos, chunkEnd);
         if (mapper.l1Entry(l1Index).isUnallocated()
             && (change == Change.DISCARD_FULL || (change == Change.DISCARD && !backingFile))) {
           pos = chunkEnd; // nothing allocated, and unallocated stays as it is
@@ -409,17 +388,7 @@ final class Qcow2Writer {
         for (int k = 0; k < n; k++) {
           L2Entry old = table.entry(i0 + k);
           if (old.type(g, 0, v3, false) == SubclusterType.INVALID) {
-            throw new ImageFormatException(
-                path,
-                "L1["
-                    + l1Index
-                    + "]/L2["
-                    + (i0 + k)
-                    + "] (guest offset "
-                    + hex(pos + k * cs)
-                    + "): L2 entry "
-                    + hex(old.word())
-                    + " is invalid; not changed");
+            throw invalidEntry(l1Index, i0 + k, pos + k * cs, old);
           }
           entries[k] = changed(old, change, backingFile);
           if (!entries[k].equals(old)) {
@@ -438,6 +407,35 @@ final class Qcow2Writer {
     } finally {
       lock.unlock();
     }
+  }
+
+  /**
+   * Waits, holding the lock between waits, until no write in flight claims a guest cluster of
+   * {@code [start, end)}; refuses as {@link #checkWritable} does once the image turns corrupt.
+   */
+  private void awaitNoClaim(long start, long end) throws IOException {
+    while (true) {
+      checkWritable();
+      if (claims.stream().noneMatch(c -> c.start() < end && c.end() > start)) {
+        return;
+      }
+      released.awaitUninterruptibly();
+    }
+  }
+
+  /** The refusal to change an L2 entry QEMU could not read either. */
+  private ImageFormatException invalidEntry(long l1Index, int l2Index, long pos, L2Entry old) {
+    return new ImageFormatException(
+        path,
+        "L1["
+            + l1Index
+            + "]/L2["
+            + l2Index
+            + "] (guest offset "
+            + hex(pos)
+            + "): L2 entry "
+            + hex(old.word())
+            + " is invalid; not changed");
   }
 
   /** The entry that replaces {@code old} under {@code change}. */
@@ -763,10 +761,7 @@ final class Qcow2Writer {
   /** The {@code bytes} guest bytes at {@code pos} as they read now (zeros past the disk's end). */
   private ByteBuffer current(long pos, long bytes, Image backing) throws IOException {
     ByteBuffer b = ByteBuffer.allocate((int) bytes);
-    long inDisk = Math.max(0, Math.min(bytes, image.size() - pos));
-    if (inDisk > 0) {
-      image.read(b.slice(0, (int) inDisk), pos, backing);
-    }
+    readCurrent(b, pos, backing);
     return b;
   }
 
