@@ -17,9 +17,16 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The FUSE kernel protocol over {@code /dev/fuse}: worker threads that each read a request, answer
- * it through {@link FuseOps} and write the reply. The first worker uses the mount's fd; the others
- * each get a clone ({@code FUSE_DEV_IOC_CLONE}), so requests are served in parallel. The session
- * ends when the kernel answers ENODEV (the filesystem was unmounted).
+ * it through {@link FuseOps} and write the reply. The session ends when the kernel answers ENODEV
+ * (the filesystem was unmounted).
+ *
+ * <p>The first worker reads the mount's fd, blocking: the thread that has just answered takes the
+ * caller's next request without a wake-up of another thread (a fio loop of 4 KiB writes with fsync
+ * on disk: 5.9k IOPS with two threads reading, 7.5k with one; docs/performance.md). The others,
+ * helpers, share a non-blocking clone of it ({@code FUSE_DEV_IOC_CLONE}) in an epoll set, which the
+ * first worker arms only while it answers a request of a kind that has recently taken long ({@link
+ * #HELP_AFTER_NANOS}: READs that went to the disk, FSYNC, allocating WRITEs that copy from a cold
+ * backing file), so that requests arriving meanwhile are answered in parallel.
  *
  * <p>Protocol: the kernel's {@code include/uapi/linux/fuse.h}, 7.31; request = {@code
  * fuse_in_header} (40 bytes) + body, reply = {@code fuse_out_header} (16 bytes) + payload, one
@@ -72,6 +79,30 @@ public final class FuseSession implements Closeable {
 
   private static final long HOLD_OFFSET = Long.getLong("jqcowfs.test.holdOffset", -1);
 
+  /**
+   * Helpers look for requests at least this often: the longest a request waits behind a first
+   * worker whose request was expected to be quick, and the bound of a missed wake-up.
+   */
+  private static final int HELPER_WAIT_MILLIS = 100;
+
+  /** The helpers' fd armed: a request waiting wakes one helper ({@code EPOLLONESHOT}). */
+  private static final int ARMED = LibC.EPOLLIN | LibC.EPOLLONESHOT;
+
+  /** The helpers' clone of the fd, non-blocking; -1 with one worker. */
+  private int helperFd = -1;
+
+  /** The epoll set of {@link #helperFd} the helpers wait on; -1 with one worker. */
+  private int epollFd = -1;
+
+  /** Orders {@link #firstBusy} with the arming of the helpers' fd. */
+  private final Object gate = new Object();
+
+  /** The first worker is answering a request (guarded by {@link #gate}). */
+  private boolean firstBusy;
+
+  /** Native memory for {@link #arm}'s {@code struct epoll_event} (guarded by {@link #gate}). */
+  private final long event = LibC.MEMORY.allocateMemory(LibC.EPOLL_EVENT_BYTES, true);
+
   /** The uniques of the requests being answered (an interrupt for another one gets EAGAIN). */
   private final Set<Long> inFlight = ConcurrentHashMap.newKeySet();
 
@@ -99,17 +130,26 @@ public final class FuseSession implements Closeable {
    * @throws IOException if a clone of the fd cannot be made
    */
   public void start() throws IOException {
+    if (threads > 1) {
+      helperFd = cloneFd(LibC.O_NONBLOCK);
+      epollFd = LibC.epollCreate1(LibC.EPOLL_CLOEXEC);
+      if (epollFd < 0) {
+        throw new IOException("epoll on /dev/fuse: " + LibC.strerror(LibC.errno()));
+      }
+    }
     for (int i = 0; i < threads; i++) {
-      int fd = i == 0 ? masterFd : cloneFd();
-      Thread t = new Thread(() -> serve(fd), "fuse-worker-" + i);
+      Thread t =
+          i == 0
+              ? new Thread(this::serveFirst, "fuse-worker-0")
+              : new Thread(this::serveHelper, "fuse-worker-" + i);
       t.setDaemon(true);
       workers.add(t);
     }
     workers.forEach(Thread::start);
   }
 
-  private int cloneFd() throws IOException {
-    int fd = LibC.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+  private int cloneFd(int flags) throws IOException {
+    int fd = LibC.open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC | flags);
     if (fd < 0) {
       throw new IOException("/dev/fuse: " + LibC.strerror(LibC.errno()));
     }
@@ -152,49 +192,180 @@ public final class FuseSession implements Closeable {
     return finished.await(timeoutMillis, TimeUnit.MILLISECONDS);
   }
 
-  private void serve(int fd) {
-    ByteBuffer request =
-        ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
-    // The payload starts on a page boundary, so that READs of image data that is not cached go
-    // around the page cache (HostFile): a buffered read there started the kernel's readahead on
-    // the image file, and a cold dd of an in-order image then drifted back to the page cache.
-    int align = HostFile.DIRECT_ALIGNMENT;
-    ByteBuffer buffer =
-        HostFile.alignedBuffer(align + FuseOps.MAX_READ_BYTES)
-            .slice(align - OUT_HEADER_BYTES, OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
-            .order(ByteOrder.nativeOrder());
-    ByteBuffer iov =
-        ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)
-            .order(ByteOrder.nativeOrder())
-            .putLong(0, MemoryIO.getInstance().getDirectBufferAddress(buffer))
-            .putLong(8, OUT_HEADER_BYTES); // the header's iovec; the lent runs follow it
-    Reply reply = new Reply(buffer, new ReplyPayload(), iov);
+  /**
+   * The first worker: a blocking read of the mount's fd, so that at low load the thread that has
+   * just answered takes the next request without being woken. While it works on a request, the
+   * helpers' fd is armed, so that requests arriving meanwhile wake a helper.
+   */
+  private void serveFirst() {
+    Worker w = new Worker();
     try {
       while (true) {
-        long n = LibC.read(fd, request, REQUEST_BUFFER_BYTES);
-        if (n < 0) {
-          int err = LibC.errno();
-          if (err == Errno.EINTR || err == Errno.EAGAIN || err == Errno.ENOENT) {
-            continue; // interrupted, or the request was aborted before we read it
-          }
-          if (err != Errno.ENODEV) {
-            LOG.error("reading /dev/fuse: {}", LibC.strerror(err));
-          }
-          return; // ENODEV: unmounted
+        long n = LibC.read(masterFd, w.request, REQUEST_BUFFER_BYTES);
+        int err = n < 0 ? LibC.errno() : 0;
+        if (n < 0 && (err == Errno.EINTR || err == Errno.EAGAIN || err == Errno.ENOENT)) {
+          continue; // interrupted, or the request was aborted before we read it
         }
-        if (n < IN_HEADER_BYTES) {
-          LOG.error("short FUSE request: {} bytes", n);
+        if (!w.accept(n, err)) {
           return;
         }
-        request.clear().limit((int) n); // position 0: LibC.read fills from index 0
-        handle(fd, request, reply);
+        int kind = kind(w.request);
+        boolean helped = epollFd >= 0 && expectedNanos[kind] >= HELP_AFTER_NANOS;
+        if (helped) {
+          setBusy(true);
+        }
+        long start = System.nanoTime();
+        try {
+          handle(masterFd, w.request, w.reply, helped);
+        } finally {
+          if (helped) {
+            setBusy(false);
+          }
+          expectedNanos[kind] += (System.nanoTime() - start - expectedNanos[kind]) >> 3;
+        }
       }
     } finally {
+      if (epollFd >= 0) {
+        arm(); // ended (unmounted): the helpers wake, read ENODEV and end too
+      }
       finished.countDown();
     }
   }
 
-  private void handle(int fd, ByteBuffer request, Reply reply) {
+  /**
+   * A helper: waits on the epoll set for a request that arrived while the first worker was busy,
+   * reads it without blocking (another worker may have taken it: EAGAIN), re-arms the set while the
+   * first worker is still busy, and answers it.
+   */
+  private void serveHelper() {
+    Worker w = new Worker();
+    long event = LibC.MEMORY.allocateMemory(LibC.EPOLL_EVENT_BYTES, true);
+    try {
+      while (true) {
+        LibC.epollWait(epollFd, event, 1, HELPER_WAIT_MILLIS);
+        long n = LibC.read(helperFd, w.request, REQUEST_BUFFER_BYTES);
+        int err = n < 0 ? LibC.errno() : 0;
+        boolean ended = n < 0 && err != Errno.EINTR && err != Errno.EAGAIN && err != Errno.ENOENT;
+        synchronized (gate) {
+          if (firstBusy || ended) {
+            arm(); // ended: the next helper wakes and ends too
+          }
+        }
+        if (n < 0 && !ended) {
+          continue;
+        }
+        if (!w.accept(n, err)) {
+          return;
+        }
+        handle(helperFd, w.request, w.reply, false);
+      }
+    } finally {
+      LibC.MEMORY.freeMemory(event);
+      finished.countDown();
+    }
+  }
+
+  /**
+   * The request's kind for {@link #expectedNanos}: its opcode, or one past the last for a WRITE of
+   * {@link #LARGE_WRITE_BYTES} or more.
+   */
+  private static int kind(ByteBuffer request) {
+    int opcode = request.getInt(4);
+    if (opcode == FuseOpcode.FUSE_WRITE.code
+        && request.getInt(IN_HEADER_BYTES + 16) >= LARGE_WRITE_BYTES) {
+      return KINDS - 1;
+    }
+    return opcode >= 0 && opcode < KINDS - 1 ? opcode : 0;
+  }
+
+  private static final int KINDS = 64;
+
+  /** WRITEs of at least this many bytes are timed apart from the small ones. */
+  private static final int LARGE_WRITE_BYTES = 128 << 10;
+
+  /**
+   * Requests of a kind that has recently taken this long (a moving average) let the helpers take
+   * the requests that arrive meanwhile; quicker ones are answered by the first worker alone.
+   */
+  private static final long HELP_AFTER_NANOS = 40_000;
+
+  /**
+   * The first worker's moving average of the nanoseconds it took to answer each kind of request
+   * (1/8 weight to the newest); only that worker reads and writes it.
+   */
+  private final long[] expectedNanos = new long[KINDS];
+
+  private void setBusy(boolean busy) {
+    if (epollFd >= 0) {
+      synchronized (gate) {
+        if (busy) {
+          arm();
+        } else if (firstBusy) {
+          // Out of the set, not disarmed: a disarmed fd still wakes its waiters at each request.
+          LibC.epollCtl(epollFd, LibC.EPOLL_CTL_DEL, helperFd, 0, event);
+        }
+        firstBusy = busy;
+      }
+    }
+  }
+
+  /** Arms the helpers' fd: adds it to the epoll set, or re-arms it when it is there. */
+  private void arm() {
+    synchronized (gate) {
+      if (LibC.epollCtl(epollFd, LibC.EPOLL_CTL_MOD, helperFd, ARMED, event) < 0) {
+        LibC.epollCtl(epollFd, LibC.EPOLL_CTL_ADD, helperFd, ARMED, event);
+      }
+    }
+  }
+
+  /** A worker's buffers: the request, and the reply ({@link Reply}). */
+  private static final class Worker {
+    final ByteBuffer request =
+        ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
+    final Reply reply;
+
+    Worker() {
+      // The payload starts on a page boundary, so that READs of image data that is not cached go
+      // around the page cache (HostFile): a buffered read there started the kernel's readahead on
+      // the image file, and a cold dd of an in-order image then drifted back to the page cache.
+      int align = HostFile.DIRECT_ALIGNMENT;
+      ByteBuffer buffer =
+          HostFile.alignedBuffer(align + FuseOps.MAX_READ_BYTES)
+              .slice(align - OUT_HEADER_BYTES, OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
+              .order(ByteOrder.nativeOrder());
+      ByteBuffer iov =
+          ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)
+              .order(ByteOrder.nativeOrder())
+              .putLong(0, MemoryIO.getInstance().getDirectBufferAddress(buffer))
+              .putLong(8, OUT_HEADER_BYTES); // the header's iovec; the lent runs follow it
+      reply = new Reply(buffer, new ReplyPayload(), iov);
+    }
+
+    /**
+     * Takes the result of a read of {@code n} bytes (errno {@code err} when negative) that was not
+     * interrupted: whether there is a request to answer (false: unmounted, or broken).
+     */
+    boolean accept(long n, int err) {
+      if (n < 0) {
+        if (err != Errno.ENODEV) {
+          LOG.error("reading /dev/fuse: {}", LibC.strerror(err));
+        }
+        return false; // ENODEV: unmounted
+      }
+      if (n < IN_HEADER_BYTES) {
+        LOG.error("short FUSE request: {} bytes", n);
+        return false;
+      }
+      request.clear().limit((int) n); // position 0: LibC.read fills from index 0
+      return true;
+    }
+  }
+
+  /**
+   * Answers one request; {@code first}: it came to the first worker, which disarms the helpers
+   * before it writes the reply (the caller's next request then waits for it, not for a helper).
+   */
+  private void handle(int fd, ByteBuffer request, Reply reply, boolean first) {
     int opcode = request.getInt(4);
     long unique = request.getLong(8);
     long nodeid = request.getLong(16);
@@ -250,6 +421,9 @@ public final class FuseSession implements Closeable {
           at,
           unique,
           error == 0 ? length + " bytes" : "errno " + error);
+    }
+    if (first) {
+      setBusy(false);
     }
     sendReply(fd, reply, unique, error, length);
     if (op == FuseOpcode.FUSE_INIT && error == 0) {
@@ -325,5 +499,9 @@ public final class FuseSession implements Closeable {
       LibC.close(fd);
     }
     clonedFds.clear();
+    if (epollFd >= 0) {
+      LibC.close(epollFd);
+      epollFd = -1;
+    }
   }
 }
