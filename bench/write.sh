@@ -3,7 +3,7 @@
 # on the same images, side by side in one run; prints a table of medians with the ratio.
 #
 #   alloc     fio 4 KiB random writes, 2 jobs, libaio iodepth 16, O_DIRECT, FIO_SECONDS, on a
-#             fully allocated 4 GiB image (preallocation=metadata: writes land in place)   (IOPS)
+#             fully allocated 4 GiB image (preallocation=full: writes land in place)       (IOPS)
 #   overlay   the same on an empty overlay over bench/cache/os-plain.qcow2 (every write
 #             allocates a cluster and copies the rest of it from the backing file)        (IOPS)
 #   fsync     fio 4 KiB random writes with fsync after each, iodepth 1, on the allocated image
