@@ -100,8 +100,8 @@ public final class FuseSession implements Closeable {
   /** The first worker is answering a request (guarded by {@link #gate}). */
   private boolean firstBusy;
 
-  /** Native memory for {@link #arm}'s {@code struct epoll_event} (guarded by {@link #gate}). */
-  private final long event = LibC.MEMORY.allocateMemory(LibC.EPOLL_EVENT_BYTES, true);
+  /** {@link #arm}'s {@code struct epoll_event} (guarded by {@link #gate}). */
+  private final ByteBuffer event = ByteBuffer.allocateDirect(LibC.EPOLL_EVENT_BYTES);
 
   /** The uniques of the requests being answered (an interrupt for another one gets EAGAIN). */
   private final Set<Long> inFlight = ConcurrentHashMap.newKeySet();
@@ -239,10 +239,10 @@ public final class FuseSession implements Closeable {
    */
   private void serveHelper() {
     Worker w = new Worker();
-    long event = LibC.MEMORY.allocateMemory(LibC.EPOLL_EVENT_BYTES, true);
+    ByteBuffer ready = ByteBuffer.allocateDirect(LibC.EPOLL_EVENT_BYTES);
     try {
       while (true) {
-        LibC.epollWait(epollFd, event, 1, HELPER_WAIT_MILLIS);
+        LibC.epollWait(epollFd, ready, 1, HELPER_WAIT_MILLIS);
         long n = LibC.read(helperFd, w.request, REQUEST_BUFFER_BYTES);
         int err = n < 0 ? LibC.errno() : 0;
         boolean ended = n < 0 && err != Errno.EINTR && err != Errno.EAGAIN && err != Errno.ENOENT;
@@ -260,7 +260,6 @@ public final class FuseSession implements Closeable {
         handle(helperFd, w.request, w.reply, false);
       }
     } finally {
-      LibC.MEMORY.freeMemory(event);
       finished.countDown();
     }
   }

@@ -14,10 +14,11 @@ import org.jqcowfs.io.Posix;
 /**
  * The C library calls the FUSE transport and the daemon need, bound with jffi as {@link Posix}
  * binds the file calls (one binding style: {@link NativeFunction}). Only what Java cannot do
- * itself: {@code /dev/fuse} I/O, the clone ioctl, mount(2), passing a file descriptor over a socket
- * (the fusermount3 protocol), datagrams to a Unix socket (syslog, systemd's notify socket), signal
- * dispositions and posix_spawn. Buffers passed here are direct and used from position 0; native
- * memory is a {@code long} address from {@link #MEMORY}. errno after a call: {@link #errno()}.
+ * itself: {@code /dev/fuse} I/O, the clone ioctl, epoll, mount(2), passing a file descriptor over a
+ * socket (the fusermount3 protocol), datagrams to a Unix socket (syslog, systemd's notify socket),
+ * signal dispositions and posix_spawn. Buffers passed here are direct and used from position 0;
+ * native memory is a {@code long} address from {@link #MEMORY}. errno after a call: {@link
+ * #errno()}.
  */
 public final class LibC {
   public static final int O_RDWR = 02;
@@ -32,6 +33,16 @@ public final class LibC {
   public static final int MNT_DETACH = 2;
   public static final int SOL_SOCKET = 1;
   public static final int SCM_RIGHTS = 1;
+  public static final int O_NONBLOCK = 04000;
+  public static final int EPOLL_CLOEXEC = O_CLOEXEC;
+  public static final int EPOLL_CTL_ADD = 1;
+  public static final int EPOLL_CTL_DEL = 2;
+  public static final int EPOLL_CTL_MOD = 3;
+  public static final int EPOLLIN = 1;
+  public static final int EPOLLONESHOT = 1 << 30;
+
+  /** {@code sizeof(struct epoll_event)}: 12 on x86_64 (packed), 16 elsewhere; 16 covers both. */
+  public static final int EPOLL_EVENT_BYTES = 16;
 
   /** {@code _IOR(229, 0, uint32_t)}: attach a fresh /dev/fuse fd to an existing session. */
   public static final long FUSE_DEV_IOC_CLONE = 0x8004E500L;
@@ -74,7 +85,6 @@ public final class LibC {
   private static final NativeFunction WAITPID = libc("waitpid", INT, INT, POINTER, INT);
   private static final NativeFunction DUP2 = libc("dup2", INT, INT, INT);
   private static final NativeFunction PIPE2 = libc("pipe2", INT, POINTER, INT);
-  private static final NativeFunction FCNTL = libc("fcntl", 2, INT, INT, INT, LONG);
   private static final NativeFunction EPOLL_CREATE1 = libc("epoll_create1", INT, INT);
   private static final NativeFunction EPOLL_CTL = libc("epoll_ctl", INT, INT, INT, INT, POINTER);
   private static final NativeFunction EPOLL_WAIT = libc("epoll_wait", INT, INT, POINTER, INT, INT);
@@ -113,24 +123,6 @@ public final class LibC {
     return INVOKER.invokeN3(WRITEV.context(), WRITEV.address(), fd, address(iov), iovcnt);
   }
 
-  public static final int F_GETFL = 3;
-  public static final int F_SETFL = 4;
-  public static final int O_NONBLOCK = 04000;
-  public static final int EPOLL_CLOEXEC = O_CLOEXEC;
-  public static final int EPOLL_CTL_ADD = 1;
-  public static final int EPOLL_CTL_DEL = 2;
-  public static final int EPOLL_CTL_MOD = 3;
-  public static final int EPOLLIN = 1;
-  public static final int EPOLLONESHOT = 1 << 30;
-
-  /** {@code sizeof(struct epoll_event)}: 12 on x86_64 (packed), 16 elsewhere; 16 covers both. */
-  public static final int EPOLL_EVENT_BYTES = 16;
-
-  /** {@code fcntl(fd, cmd, arg)} with an integer argument: the command's result, or -1. */
-  public static int fcntl(int fd, int cmd, long arg) {
-    return (int) INVOKER.invokeN3(FCNTL.context(), FCNTL.address(), fd, cmd, arg);
-  }
-
   /** {@code epoll_create1(flags)}: an epoll file descriptor, or -1. */
   public static int epollCreate1(int flags) {
     return (int) INVOKER.invokeN1(EPOLL_CREATE1.context(), EPOLL_CREATE1.address(), flags);
@@ -138,22 +130,28 @@ public final class LibC {
 
   /**
    * {@code epoll_ctl(epfd, op, fd, &event)} with {@code event.events = events} and {@code
-   * event.data = 0}; {@code event} is native memory of {@link #EPOLL_EVENT_BYTES}: 0, or -1.
+   * event.data = 0}; {@code event} is a direct buffer of {@link #EPOLL_EVENT_BYTES}: 0, or -1.
    */
-  public static int epollCtl(int epfd, int op, int fd, int events, long event) {
-    MEMORY.putInt(event, events);
-    MEMORY.putLong(event + 4, 0); // data: unused (one descriptor per epoll set)
-    return (int) INVOKER.invokeN4(EPOLL_CTL.context(), EPOLL_CTL.address(), epfd, op, fd, event);
+  public static int epollCtl(int epfd, int op, int fd, int events, ByteBuffer event) {
+    long at = address(event);
+    MEMORY.putInt(at, events);
+    MEMORY.putLong(at + 4, 0); // data: unused (one descriptor per epoll set)
+    return (int) INVOKER.invokeN4(EPOLL_CTL.context(), EPOLL_CTL.address(), epfd, op, fd, at);
   }
 
   /**
-   * {@code epoll_wait(epfd, events, maxEvents, timeoutMillis)}; {@code events} is native memory of
-   * {@code maxEvents *} {@link #EPOLL_EVENT_BYTES}: the number of events, or -1.
+   * {@code epoll_wait(epfd, events, maxEvents, timeoutMillis)}; {@code events} is a direct buffer
+   * of {@code maxEvents *} {@link #EPOLL_EVENT_BYTES}: the number of events, or -1.
    */
-  public static int epollWait(int epfd, long events, int maxEvents, int timeoutMillis) {
+  public static int epollWait(int epfd, ByteBuffer events, int maxEvents, int timeoutMillis) {
     return (int)
         INVOKER.invokeN4(
-            EPOLL_WAIT.context(), EPOLL_WAIT.address(), epfd, events, maxEvents, timeoutMillis);
+            EPOLL_WAIT.context(),
+            EPOLL_WAIT.address(),
+            epfd,
+            address(events),
+            maxEvents,
+            timeoutMillis);
   }
 
   /** {@code ioctl(fd, request, &value)} with a 4-byte integer argument. */
