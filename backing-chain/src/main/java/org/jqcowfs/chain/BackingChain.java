@@ -78,6 +78,11 @@ public final class BackingChain implements Image {
   }
 
   @Override
+  public void punchHole(long guestOffset, long bytes) throws IOException {
+    top().punchHole(guestOffset, bytes, below());
+  }
+
+  @Override
   public void discard(long guestOffset, long bytes) throws IOException {
     top().discard(guestOffset, bytes);
   }

@@ -105,6 +105,15 @@ public final class ReadAheadImage implements Image {
   }
 
   @Override
+  public void punchHole(long guestOffset, long bytes) throws IOException {
+    try {
+      image.punchHole(guestOffset, bytes);
+    } finally {
+      invalidate(guestOffset, bytes);
+    }
+  }
+
+  @Override
   public void discard(long guestOffset, long bytes) throws IOException {
     try {
       image.discard(guestOffset, bytes);

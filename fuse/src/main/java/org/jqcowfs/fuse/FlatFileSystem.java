@@ -475,7 +475,7 @@ public final class FlatFileSystem implements Closeable {
 
   /**
    * {@code fallocate(2)} on {@code f} (FUSE_FALLOCATE): PUNCH_HOLE (with KEEP_SIZE) reads back as
-   * zeros and gives the clusters back (write-zeroes with unmap); ZERO_RANGE writes zeroes keeping
+   * zeros and gives the clusters back ({@code Image.punchHole}); ZERO_RANGE writes zeroes keeping
    * the allocation; plain allocation inside the disk does nothing (its clusters are allocated on
    * write).
    *
@@ -500,7 +500,11 @@ public final class FlatFileSystem implements Closeable {
     if (kind == 0 || offset >= end) {
       return;
     }
-    f.readAhead().writeZeroes(offset, end - offset, kind == FALLOC_FL_PUNCH_HOLE);
+    if (kind == FALLOC_FL_PUNCH_HOLE) {
+      f.readAhead().punchHole(offset, end - offset);
+    } else {
+      f.readAhead().writeZeroes(offset, end - offset, false);
+    }
     f.dataCount().changed();
   }
 

@@ -156,6 +156,30 @@ public interface Image extends Closeable {
   }
 
   /**
+   * Makes {@code [guestOffset, guestOffset + bytes)} read as zeros and lets the storage behind it
+   * go, as Linux's {@code FALLOC_FL_PUNCH_HOLE} on the flat file promises. This default is {@link
+   * #writeZeroes} with unmap.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write}
+   */
+  default void punchHole(long guestOffset, long bytes) throws IOException {
+    writeZeroes(guestOffset, bytes, true);
+  }
+
+  /**
+   * {@link #punchHole(long, long)} of this image as the top of a chain over {@code backing} (the
+   * image below, or null). This default is {@link #writeZeroes(long, long, boolean, Image)} with
+   * unmap.
+   *
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write}
+   */
+  default void punchHole(long guestOffset, long bytes, Image backing) throws IOException {
+    writeZeroes(guestOffset, bytes, true, backing);
+  }
+
+  /**
    * Tells the image that {@code [guestOffset, guestOffset + bytes)} is no longer needed: what it
    * reads afterwards is the format's business (QEMU's discard). This default refuses.
    *

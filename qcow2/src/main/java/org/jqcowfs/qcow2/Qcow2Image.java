@@ -349,6 +349,26 @@ public final class Qcow2Image implements Image {
     writer().writeZeroes(guestOffset, bytes, mayUnmap, backing);
   }
 
+  @Override
+  public void punchHole(long guestOffset, long bytes) throws IOException {
+    punchHole(guestOffset, bytes, standalone());
+  }
+
+  /**
+   * Makes {@code [guestOffset, guestOffset + bytes)} read as zeros and gives its whole clusters
+   * back ({@link Qcow2Writer#punchHole}): they are discarded where a discarded cluster reads as
+   * zeros (v3, or no backing file), the rest gets write-zeroes with unmap.
+   *
+   * @param backing the image below this one, or null
+   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
+   * @throws IOException as {@link #write(ByteBuffer, long)}
+   */
+  @Override
+  public void punchHole(long guestOffset, long bytes, Image backing) throws IOException {
+    Image.checkRange(guestOffset, bytes, virtualSize);
+    writer().punchHole(guestOffset, bytes, backing);
+  }
+
   /**
    * Discards the whole clusters of {@code [guestOffset, guestOffset + bytes)} (QEMU {@code
    * qcow2_co_pdiscard}, {@link Qcow2Writer#discard}): their host clusters are freed and they read

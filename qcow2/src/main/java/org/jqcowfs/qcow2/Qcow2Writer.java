@@ -218,6 +218,31 @@ final class Qcow2Writer {
   }
 
   /**
+   * Makes {@code [pos, pos + bytes)} read as zeros and gives back what stores it, as Linux's {@code
+   * FALLOC_FL_PUNCH_HOLE} promises: the whole clusters are discarded ({@link #discard}, which on an
+   * image without a backing file leaves unallocated clusters as they are, without allocating an L2
+   * table for them), the parts of clusters around them get {@link #writeZeroes} with unmap. On a v2
+   * image with a backing file a discarded cluster would read as the backing file: there all of it
+   * is write-zeroes.
+   */
+  void punchHole(long pos, long bytes, Image backing) throws IOException {
+    long end = pos + bytes;
+    long first = roundUp(pos);
+    long last = end & -cs;
+    if (first >= last || (!v3 && header.backingFileName() != null)) {
+      writeZeroes(pos, bytes, true, backing);
+      return;
+    }
+    if (pos < first) {
+      writeZeroes(pos, first - pos, true, backing);
+    }
+    discard(first, last - first);
+    if (last < end) {
+      writeZeroes(last, end - last, true, backing);
+    }
+  }
+
+  /**
    * {@link #writeZeroes} with extended L2 entries, as QEMU aligns it to subclusters ({@code
    * pwrite_zeroes_alignment}): a piece of a subcluster gets the subcluster's zero bit when the rest
    * of the subcluster reads as zeros by block status and it holds no data ({@code

@@ -100,6 +100,38 @@ class Qcow2WriteTest {
   }
 
   /**
+   * A punched hole ({@link Qcow2Image#punchHole}: discard where a discarded cluster reads as zeros,
+   * write-zeroes around it) reads as qemu-io's write-zeroes with unmap makes it read, amid writes.
+   */
+  @ParameterizedTest
+  @EnumSource(Case.class)
+  void punchedHolesReadAsQemuIoZeroes(Case c) throws Exception {
+    Path base = prepare(dir, c);
+    Path ours = Files.copy(base, dir.resolve("ours.qcow2"));
+    Path theirs = Files.copy(base, dir.resolve("theirs.qcow2"));
+    Random random = new Random(c.ordinal() * 6133L + 5);
+    List<String> commands = new ArrayList<>();
+    try (Qcow2Image image = openWritable(ours);
+        Image backing = openBacking(dir, c)) {
+      for (int op = 0; op < 30; op++) {
+        long length = randomLength(random);
+        long offset = randomOffset(random, length);
+        if (random.nextInt(3) == 0) {
+          int pattern = 1 + op % 254;
+          ByteBuffer data = ByteBuffer.allocate((int) length);
+          java.util.Arrays.fill(data.array(), (byte) pattern);
+          image.write(data, offset, backing);
+          commands.add("write -q -P " + pattern + " " + offset + " " + length);
+        } else {
+          image.punchHole(offset, length, backing);
+          commands.add("write -q -z -u " + offset + " " + length);
+        }
+      }
+    }
+    assertAsQemuIo(c, ours, theirs, commands);
+  }
+
+  /**
    * With extended L2 entries only the written subclusters are allocated, the partly written ones
    * copied (QEMU {@code calculate_l2_meta}, {@code qcow2_alloc_cluster_link_l2}): after the same
    * unaligned writes into an overlay over a backing file, {@code qemu-img map} (without host
