@@ -190,9 +190,6 @@ final class MountCommand implements Callable<Integer> {
     if (writable() && snapshot != null) {
       throw new IllegalArgumentException("--snapshot is read-only: not with --rw");
     }
-    if (writable() && backend != Backend.kernel) {
-      throw new IllegalArgumentException("writing needs --backend kernel");
-    }
     MountOptions options =
         MountOptions.DEFAULT.withWritable(writable()).with(allowOther ? "allow_other" : "");
     String source = paths.size() == 2 ? paths.get(0).toAbsolutePath().normalize().toString() : "";

@@ -524,6 +524,27 @@ public final class FlatFileSystem implements Closeable {
     }
   }
 
+  /**
+   * Checks a change of {@code inode}'s attributes (FUSE_SETATTR, or libfuse's truncate, chmod and
+   * chown); each value is -1 when it is not asked for. The disk's size, mode and owner are fixed;
+   * asking for the value they have is accepted.
+   *
+   * @throws FuseException EPERM for a change of size, mode (its 07777 bits) or owner; ENOENT for an
+   *     unknown inode
+   */
+  public void checkAttributeChange(long inode, long size, int mode, int uid, int gid) {
+    Attributes a = attributes(inode);
+    if (size >= 0 && size != a.size()) {
+      throw new FuseException(Errno.EPERM, "resizing the disk");
+    }
+    if (mode >= 0 && (mode & 07777) != (a.mode() & 07777)) {
+      throw new FuseException(Errno.EPERM, "changing the mode");
+    }
+    if ((uid >= 0 && uid != a.uid()) || (gid >= 0 && gid != a.gid())) {
+      throw new FuseException(Errno.EPERM, "changing the owner");
+    }
+  }
+
   private static void requireWritable(FlatFile f) {
     if (!f.chain().writable()) {
       throw new FuseException(Errno.EROFS, "read-only");

@@ -196,17 +196,12 @@ final class FuseOps {
    */
   private int setattr(long nodeid, ByteBuffer in, ByteBuffer out) {
     int valid = in.getInt(0);
-    FlatFileSystem.Attributes a = fs.attributes(nodeid);
-    if ((valid & FATTR_SIZE) != 0 && in.getLong(16) != a.size()) {
-      throw new FuseException(Errno.EPERM, "resizing the disk");
-    }
-    if ((valid & FATTR_MODE) != 0 && (in.getInt(68) & 07777) != (a.mode() & 07777)) {
-      throw new FuseException(Errno.EPERM, "changing the mode");
-    }
-    if (((valid & FATTR_UID) != 0 && in.getInt(76) != a.uid())
-        || ((valid & FATTR_GID) != 0 && in.getInt(80) != a.gid())) {
-      throw new FuseException(Errno.EPERM, "changing the owner");
-    }
+    fs.checkAttributeChange(
+        nodeid,
+        (valid & FATTR_SIZE) != 0 ? in.getLong(16) : -1,
+        (valid & FATTR_MODE) != 0 ? in.getInt(68) & 07777 : -1,
+        (valid & FATTR_UID) != 0 ? in.getInt(76) : -1,
+        (valid & FATTR_GID) != 0 ? in.getInt(80) : -1);
     return getattr(nodeid, out);
   }
 

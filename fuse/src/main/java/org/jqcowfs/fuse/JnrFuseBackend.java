@@ -14,12 +14,14 @@ import ru.serce.jnrfuse.FuseStubFS;
 import ru.serce.jnrfuse.struct.FileStat;
 import ru.serce.jnrfuse.struct.FuseFileInfo;
 import ru.serce.jnrfuse.struct.Statvfs;
+import ru.serce.jnrfuse.struct.Timespec;
 
 /**
  * The portable backend: the same {@link FlatFileSystem} through jnr-fuse and libfuse2 ({@code
  * --backend jnr-fuse}). Limits, from libfuse 2.9: no {@code lseek} operation, so the kernel's
  * SEEK_DATA/SEEK_HOLE fall back to "all data" and {@code cp --sparse} reads every byte; requests of
- * at most 128 KiB; each read is copied once from a Java buffer into libfuse's.
+ * at most 128 KiB; each read and write is copied once between libfuse's buffer and a Java one.
+ * Writable ({@code --rw}) as the kernel backend is: the same {@link FlatFileSystem} calls.
  */
 public final class JnrFuseBackend extends FuseStubFS implements Mounted {
   private static final long MOUNT_TIMEOUT_MILLIS = 30_000;
@@ -52,10 +54,9 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
     JnrFuseBackend b = new JnrFuseBackend(fs, mnt);
     List<String> opts = new ArrayList<>();
     opts.add("-o");
-    if (options.writable()) {
-      throw new IllegalArgumentException("--backend jnr-fuse mounts read-only; --rw needs kernel");
-    }
-    String o = "ro,nosuid,nodev,default_permissions,subtype=jqcowfs,fsname=" + options.fsname();
+    // big_writes: libfuse2 otherwise splits writes into 4 KiB requests
+    String o = options.writable() ? "rw,big_writes" : "ro";
+    o += ",nosuid,nodev,default_permissions,subtype=jqcowfs,fsname=" + options.fsname();
     o += options.allowOther() ? ",allow_other" : "";
     o += options.noexec() ? ",noexec" : "";
     o += options.noatime() ? ",noatime" : "";
@@ -115,6 +116,16 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
+  }
+
+  /** This thread's heap buffer, cleared, its limit {@code bytes}. */
+  private ByteBuffer buffer(long bytes) {
+    ByteBuffer b = buffers.get();
+    if (b.capacity() < bytes) {
+      b = ByteBuffer.allocate((int) bytes);
+      buffers.set(b);
+    }
+    return b.clear().limit((int) bytes);
   }
 
   /** The inode of {@code path}: the root, or a flat file in it. */
@@ -178,17 +189,95 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
       String path, Pointer buf, @size_t long size, @off_t long offset, FuseFileInfo fi) {
     try {
       FlatFile f = fs.file(inode(path));
-      ByteBuffer b = buffers.get();
-      if (b.capacity() < size) {
-        b = ByteBuffer.allocate((int) size);
-        buffers.set(b);
-      }
-      b.clear().limit((int) size);
+      ByteBuffer b = buffer(size);
       int n = fs.read(f, b, offset);
       buf.put(0, b.array(), 0, n);
       return n;
     } catch (Throwable e) {
       return -Errno.of(e, "read " + path + " at " + offset);
+    }
+  }
+
+  @Override
+  public int write(
+      String path, Pointer buf, @size_t long size, @off_t long offset, FuseFileInfo fi) {
+    try {
+      FlatFile f = fs.file(inode(path));
+      ByteBuffer b = buffer(size);
+      buf.get(0, b.array(), 0, (int) size);
+      return fs.write(f, b, offset);
+    } catch (Throwable e) {
+      return -Errno.of(e, "write " + path + " at " + offset);
+    }
+  }
+
+  @Override
+  public int fallocate(
+      String path, int mode, @off_t long offset, @off_t long length, FuseFileInfo fi) {
+    try {
+      fs.fallocate(fs.file(inode(path)), mode, offset, length);
+      return 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "fallocate " + path + " at " + offset);
+    }
+  }
+
+  @Override
+  public int fsync(String path, int isdatasync, FuseFileInfo fi) {
+    return fsyncInode(path);
+  }
+
+  @Override
+  public int fsyncdir(String path, FuseFileInfo fi) {
+    return fsyncInode(path);
+  }
+
+  private int fsyncInode(String path) {
+    try {
+      fs.fsync(inode(path));
+      return 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "fsync " + path);
+    }
+  }
+
+  @Override
+  public int truncate(String path, @off_t long size) {
+    return attributeChange(path, size, -1, -1, -1);
+  }
+
+  @Override
+  public int ftruncate(String path, @off_t long size, FuseFileInfo fi) {
+    return attributeChange(path, size, -1, -1, -1);
+  }
+
+  @Override
+  public int chmod(String path, long mode) {
+    return attributeChange(path, -1, (int) mode & 07777, -1, -1);
+  }
+
+  @Override
+  public int chown(String path, long uid, long gid) {
+    return attributeChange(path, -1, -1, (int) uid, (int) gid);
+  }
+
+  /** Times are accepted and left as they are (the image file's), as the kernel backend does. */
+  @Override
+  public int utimens(String path, Timespec[] timespec) {
+    try {
+      inode(path);
+      return 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "utimens " + path);
+    }
+  }
+
+  private int attributeChange(String path, long size, int mode, int uid, int gid) {
+    try {
+      fs.checkAttributeChange(inode(path), size, mode, uid, gid);
+      return 0;
+    } catch (Throwable e) {
+      return -Errno.of(e, "setattr " + path);
     }
   }
 

@@ -19,20 +19,22 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * {@code jqcowfs mount --rw} on real mounts: seeded random pwrites (buffered and O_DIRECT), hole
- * punches and zero ranges through the flat file, and the same changes made to a raw copy of the
- * disk. During the mount every read, and {@code cp --sparse=always} of the flat file, equal the raw
- * copy; after the unmount {@code qemu-img compare} calls the image and the raw copy identical,
- * {@code qemu-img check} finds nothing, an internal snapshot reads as before, and the backing files
- * are unchanged byte for byte.
+ * {@code jqcowfs mount --rw} on real mounts (the kernel backend, and jnr-fuse for a plain image):
+ * seeded random pwrites (buffered and O_DIRECT), hole punches and zero ranges through the flat
+ * file, and the same changes made to a raw copy of the disk. During the mount every read, and
+ * {@code cp --sparse=always} of the flat file, equal the raw copy; after the unmount {@code
+ * qemu-img compare} calls the image and the raw copy identical, {@code qemu-img check} finds
+ * nothing, an internal snapshot reads as before, and the backing files are unchanged byte for byte.
  */
 class WritableMountIT {
   private static final long SIZE = 64L << 20;
 
   @ParameterizedTest
-  @ValueSource(strings = {"plain", "extl2-over-compressed", "chain-of-3", "snapshots"})
+  @ValueSource(
+      strings = {"plain", "extl2-over-compressed", "chain-of-3", "snapshots", "plain jnr-fuse"})
   void writesReadBackAndMatchARawCopy(String kind, @TempDir Path dir) throws Exception {
-    Path top = build(kind, dir);
+    String backend = kind.endsWith(" jnr-fuse") ? "jnr-fuse" : "kernel";
+    Path top = build(kind.replace(" jnr-fuse", ""), dir);
     Path reference = Qemu.convertRaw(top, dir.resolve("reference.raw"), null);
     List<Path> below = new ArrayList<>();
     try (var files = Files.list(dir)) {
@@ -45,7 +47,7 @@ class WritableMountIT {
     String snapshotBefore = snapshotHash(top, dir);
     Path mnt = Files.createDirectory(dir.resolve("mnt"));
     Random random = new Random(kind.hashCode());
-    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--rw", top.toString())) {
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--rw", "--backend", backend, top.toString())) {
       Path flat = m.file("top.raw");
       assertTrue(Files.isWritable(flat), "the flat file is writable");
       try (FileChannel ch =
@@ -189,6 +191,44 @@ class WritableMountIT {
     long xattrs = lines.stream().filter(l -> l.contains("FUSE_GETXATTR ")).count();
     assertTrue(writes >= 200, writes + " FUSE_WRITEs logged");
     assertTrue(xattrs <= 2, xattrs + " FUSE_GETXATTRs for " + writes + " writes");
+    assertEquals(0, Qemu.check(image).exitStatus(), "the image checks clean");
+  }
+
+  /**
+   * The disk's size, mode and owner are fixed on a writable mount, with either backend: a change is
+   * EPERM, asking for the value it has is accepted, and times are accepted (touch works).
+   */
+  @ParameterizedTest
+  @ValueSource(strings = {"kernel", "jnr-fuse"})
+  void sizeModeAndOwnerAreFixed(String backend, @TempDir Path dir) throws Exception {
+    Path image = build("plain", dir);
+    Path mnt = Files.createDirectory(dir.resolve("mnt"));
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--rw", "--backend", backend, image.toString())) {
+      String flat = m.file("top.raw").toString();
+      for (List<String> refused :
+          List.of(
+              List.of("truncate", "-s", Long.toString(SIZE + 65536), flat),
+              List.of("truncate", "-s", "1M", flat),
+              List.of("chmod", "0600", flat),
+              List.of("chown", "12345", flat))) {
+        Jqcowfs.Run r = Jqcowfs.exec(refused);
+        assertTrue(
+            r.code() != 0 && r.err().contains("Operation not permitted"),
+            backend + ": " + refused + " -> " + r);
+      }
+      String mode =
+          Integer.toOctalString(
+              (Integer) Files.getAttribute(m.file("top.raw"), "unix:mode") & 07777);
+      for (List<String> accepted :
+          List.of(
+              List.of("truncate", "-s", Long.toString(SIZE), flat),
+              List.of("chmod", mode, flat),
+              List.of("touch", flat))) {
+        Jqcowfs.Run r = Jqcowfs.exec(accepted);
+        assertEquals(0, r.code(), backend + ": " + accepted + " -> " + r);
+      }
+      assertEquals(SIZE, Files.size(m.file("top.raw")), backend + ": the disk's size");
+    }
     assertEquals(0, Qemu.check(image).exitStatus(), "the image checks clean");
   }
 
