@@ -83,6 +83,7 @@ public final class Posix {
       libc("sync_file_range", INT, INT, LONG, LONG, INT);
   private static final NativeFunction MUNMAP = libc("munmap", INT, POINTER, LONG);
   private static final NativeFunction FTRUNCATE = libc("ftruncate", INT, INT, LONG);
+  private static final NativeFunction STRERROR = libc("strerror", POINTER, INT);
 
   /** {@code long syscall(long number, ...)}: variadic after the number; five arguments passed. */
   private static final NativeFunction SYSCALL =
@@ -214,6 +215,19 @@ public final class Posix {
   /** {@code munmap(address, length)}: 0, or -1. */
   public static int munmap(long address, long length) {
     return (int) INVOKER.invokeN2(MUNMAP.context(), MUNMAP.address(), address, length);
+  }
+
+  /**
+   * {@code errno} in words, as the JDK's own I/O errors give it: {@code strerror(errno)} then the
+   * number, e.g. "No space left on device (errno 28)".
+   */
+  public static String describe(int errno) {
+    long text = INVOKER.invokeN1(STRERROR.context(), STRERROR.address(), errno);
+    String words =
+        text == 0
+            ? "error"
+            : new String(MEMORY.getZeroTerminatedByteArray(text), StandardCharsets.UTF_8);
+    return words + " (errno " + errno + ")";
   }
 
   /** The errno saved by the calling thread's last call above. */

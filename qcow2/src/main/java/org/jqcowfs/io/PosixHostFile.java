@@ -521,8 +521,8 @@ public final class PosixHostFile implements HostFile {
               + position
               + " (+"
               + length
-              + ") failed: errno "
-              + Posix.errno());
+              + ") failed: "
+              + Posix.describe(Posix.errno()));
     }
   }
 
@@ -531,7 +531,7 @@ public final class PosixHostFile implements HostFile {
     requireWritable();
     if (Posix.ftruncate(fd(), bytes) < 0) {
       throw new IOException(
-          path + ": setting the length to " + bytes + " failed: errno " + Posix.errno());
+          path + ": setting the length to " + bytes + " failed: " + Posix.describe(Posix.errno()));
     }
   }
 
@@ -545,8 +545,8 @@ public final class PosixHostFile implements HostFile {
               + position
               + " (+"
               + length
-              + ") failed: errno "
-              + Posix.errno());
+              + ") failed: "
+              + Posix.describe(Posix.errno()));
     }
   }
 

@@ -638,7 +638,11 @@ final class Qcow2Writer {
       // file is grown here, under the lock, so that no data write outside it changes its length.
       long length = file.length();
       fresh = host >= length;
-      if (host + k * cs > length) {
+      if (inCluster == 0 && limit >= k * cs) {
+        // Wholly written: reserved as one extent, so the data write neither reserves each block
+        // nor allocates at writeback (docs/performance.md), and a full host fails here.
+        file.allocate(host, k * cs);
+      } else if (host + k * cs > length) {
         file.setLength(host + k * cs);
       }
     } catch (IOException e) {

@@ -3,6 +3,7 @@ package org.jqcowfs.io;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -13,7 +14,10 @@ import java.util.Arrays;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** {@link PosixHostFile}'s write side: what it writes, Java reads; punched holes read as zeros. */
+/**
+ * {@link PosixHostFile}'s write side: what it writes, Java reads; punched holes read as zeros;
+ * reserved ranges read as before.
+ */
 class HostFileWriteTest {
   private static final int MIB = 1 << 20;
 
@@ -35,6 +39,22 @@ class HostFileWriteTest {
     }
     byte[] want = new byte[3 * MIB];
     Arrays.fill(want, 2 * MIB, 3 * MIB, (byte) 0x5a);
+    assertArrayEquals(want, Files.readAllBytes(path));
+  }
+
+  @Test
+  void allocateGrowsTheFileKeepsItsBytesAndNamesAFailureInWords() throws IOException {
+    Path path = dir.resolve("a");
+    Files.write(path, new byte[] {7});
+    try (HostFile f = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+      f.allocate(0, 2 * MIB);
+      assertEquals(2 * MIB, f.length());
+      assertEquals(2 * MIB, f.allocatedBytes(), "reserved, not a hole");
+      IOException e = assertThrows(IOException.class, () -> f.allocate(-4096, 4096));
+      assertTrue(e.getMessage().contains("Invalid argument (errno 22)"), e.getMessage());
+    }
+    byte[] want = new byte[2 * MIB];
+    want[0] = 7;
     assertArrayEquals(want, Files.readAllBytes(path));
   }
 
