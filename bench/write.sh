@@ -6,7 +6,8 @@
 #             fully allocated 4 GiB image (preallocation=full: writes land in place)       (IOPS)
 #   overlay   the same on an empty overlay over bench/cache/os-plain.qcow2 (every write
 #             allocates a cluster and copies the rest of it from the backing file)        (IOPS)
-#   fsync     fio 4 KiB random writes with fsync after each, iodepth 1, on the allocated image
+#   fsync     fio 4 KiB random writes with fsync after each, iodepth 1, on the allocated image,
+#             and on a preallocated raw file (no server: the file system's own figure)
 #   dd        dd bs=1M oflag=direct conv=fsync of 2 GiB into an empty image (seconds), and the
 #             same dd into a raw file on the same host file system
 #   mkfs      the metadata-preallocation seed's experiment: the flat file loop-mounted,
@@ -59,6 +60,7 @@ fresh() {
     empty) qemu-img create -q -f qcow2 "$IMG" 4G ;;
     meta) qemu-img create -q -f qcow2 -o preallocation=metadata "$IMG" 4G ;;
     raw) IMG=$DIR/t.img FMT=raw && truncate -s 4G "$IMG" ;;
+    rawalloc) IMG=$DIR/t.img FMT=raw && qemu-img create -q -f raw -o preallocation=full "$IMG" 4G ;;
   esac
 }
 
@@ -89,6 +91,9 @@ mount_qsd() {
   file=$QSD_FILE
 }
 umount_qsd() { kill "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""; }
+# mount_raw: no server, the image file itself (the ceiling of a measure on this file system)
+mount_raw() { file=$IMG; }
+umount_raw() { :; }
 
 # checked: qemu-img check of $IMG after a measure (a raw image has nothing to check)
 checked() {
@@ -145,19 +150,25 @@ mkfs_seconds() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A res
+# Each measure runs for both tools back to back (the disk's speed drifts over minutes), the first
+# of them alternating from run to run.
 for run in $(seq "$RUNS"); do
   order=(jq qsd); [ $((run % 2)) = 0 ] && order=(qsd jq)
+  for s in "${order[@]}"; do res[alloc_$s]+="$(fio_iops "$s" alloc --numjobs=2 --iodepth=16) "; done
   for s in "${order[@]}"; do
-    res[alloc_$s]+="$(fio_iops "$s" alloc --numjobs=2 --iodepth=16) "
     res[overlay_$s]+="$(fio_iops "$s" overlay --numjobs=2 --iodepth=16) "
-    res[fsync_$s]+="$(fio_iops "$s" alloc --numjobs=1 --iodepth=1 --fsync=1) "
-    res[fsynctmpfs_$s]+="$(on_tmpfs fio_iops "$s" alloc --numjobs=1 --iodepth=1 --fsync=1) "
-    # the kinds rotate: the first after a large delete pays for the host's cleanup
-    kinds=(empty meta raw)
-    for i in 0 1 2; do
-      k=${kinds[$(((i + run) % 3))]}
-      res[mkfs${k}_$s]+="$(mkfs_seconds "$s" "$k") "
-    done
+  done
+  # the fsync rows with the raw file beside them: what the file system gives without a server
+  for s in "${order[@]}" raw; do
+    k=alloc; [ "$s" = raw ] && k=rawalloc
+    res[fsync_$s]+="$(fio_iops "$s" "$k" --numjobs=1 --iodepth=1 --fsync=1) "
+    res[fsynctmpfs_$s]+="$(on_tmpfs fio_iops "$s" "$k" --numjobs=1 --iodepth=1 --fsync=1) "
+  done
+  # the kinds rotate: the first after a large delete pays for the host's cleanup
+  kinds=(empty meta raw)
+  for i in 0 1 2; do
+    k=${kinds[$(((i + run) % 3))]}
+    for s in "${order[@]}"; do res[mkfs${k}_$s]+="$(mkfs_seconds "$s" "$k") "; done
   done
   # the three dd targets rotate too: the first of them runs slowest on this disk
   targets=(jq qsd raw)
@@ -171,8 +182,13 @@ printf '| measure | jqcowfs | qemu-storage-daemon | ratio | all runs (jq / qsd) 
 for m in alloc overlay fsync fsynctmpfs; do
   j=$(echo "${res[${m}_jq]}" | tr ' ' '\n' | grep . | median)
   q=$(echo "${res[${m}_qsd]}" | tr ' ' '\n' | grep . | median)
-  printf '| %s IOPS | %s | %s | %.2fx | %s/ %s|\n' "$m" "$j" "$q" "$(echo "$j / $q" | bc -l)" \
-    "${res[${m}_jq]}" "${res[${m}_qsd]}"
+  raw=""
+  if [ -n "${res[${m}_raw]:-}" ]; then
+    r=$(echo "${res[${m}_raw]}" | tr ' ' '\n' | grep . | median)
+    raw=" (raw file $r: jq $(printf '%.2f' "$(echo "$j / $r" | bc -l)")x)"
+  fi
+  printf '| %s IOPS | %s | %s | %.2fx%s | %s/ %s%s|\n' "$m" "$j" "$q" "$(echo "$j / $q" | bc -l)" \
+    "$raw" "${res[${m}_jq]}" "${res[${m}_qsd]}" "${res[${m}_raw]:+/ raw ${res[${m}_raw]}}"
 done
 j=$(echo "${res[dd_jq]}" | tr ' ' '\n' | grep . | median)
 q=$(echo "${res[dd_qsd]}" | tr ' ' '\n' | grep . | median)
