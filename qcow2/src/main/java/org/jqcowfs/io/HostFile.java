@@ -145,6 +145,17 @@ public interface HostFile extends AutoCloseable {
    */
   void allocate(long position, long length) throws IOException;
 
+  /**
+   * Reserves {@code [position, position + length)} as {@link #allocate} does where the file system
+   * can; where it cannot ({@code EOPNOTSUPP}: a block device, some network file systems), grows the
+   * file to {@code position + length} bytes if it is shorter, as {@link #setLength} would. For data
+   * about to be written whole: a reserved range is one extent, not blocks reserved one by one.
+   *
+   * @throws java.nio.channels.NonWritableChannelException if the file was opened read-only
+   * @throws IOException if the file system is full, on an I/O error
+   */
+  void reserve(long position, long length) throws IOException;
+
   @Override
   void close() throws IOException;
 }

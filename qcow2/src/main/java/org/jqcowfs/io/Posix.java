@@ -39,6 +39,9 @@ public final class Posix {
   public static final int EAGAIN = 11;
   public static final int ENOSYS = 38;
 
+  /** {@code EOPNOTSUPP}: the file system does not do that (fallocate on a block device). */
+  public static final int EOPNOTSUPP = 95;
+
   public static final int PROT_READ = 1;
   public static final int MAP_SHARED = 1;
 

@@ -71,6 +71,9 @@ public final class PosixHostFile implements HostFile {
    */
   private final ReadWriteLock fdLock = new ReentrantReadWriteLock();
 
+  /** {@code fallocate} is not supported here: {@link #reserve} grows the file instead. */
+  private volatile boolean noReserve;
+
   /** A direct read of this file failed: never try again. */
   private volatile boolean noDirect;
 
@@ -547,6 +550,32 @@ public final class PosixHostFile implements HostFile {
               + length
               + ") failed: "
               + Posix.describe(Posix.errno()));
+    }
+  }
+
+  @Override
+  public void reserve(long position, long length) throws IOException {
+    requireWritable();
+    if (!noReserve && length > 0) {
+      if (Posix.fallocate(fd(), 0, position, length) == 0) {
+        return;
+      }
+      int errno = Posix.errno();
+      if (errno != Posix.EOPNOTSUPP) {
+        throw new IOException(
+            path
+                + ": reserving "
+                + position
+                + " (+"
+                + length
+                + ") failed: "
+                + Posix.describe(errno));
+      }
+      LOG.debug("{}: no fallocate here ({}): clusters grow the file", path, Posix.describe(errno));
+      noReserve = true;
+    }
+    if (length() < position + length) {
+      setLength(position + length);
     }
   }
 

@@ -641,7 +641,7 @@ final class Qcow2Writer {
       if (inCluster == 0 && limit >= k * cs) {
         // Wholly written: reserved as one extent, so the data write neither reserves each block
         // nor allocates at writeback (docs/performance.md), and a full host fails here.
-        file.allocate(host, k * cs);
+        file.reserve(host, k * cs);
       } else if (host + k * cs > length) {
         file.setLength(host + k * cs);
       }

@@ -43,17 +43,20 @@ class HostFileWriteTest {
   }
 
   @Test
-  void allocateGrowsTheFileKeepsItsBytesAndNamesAFailureInWords() throws IOException {
+  void allocateAndReserveGrowTheFileKeepItsBytesAndNameAFailureInWords() throws IOException {
     Path path = dir.resolve("a");
     Files.write(path, new byte[] {7});
     try (HostFile f = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       f.allocate(0, 2 * MIB);
       assertEquals(2 * MIB, f.length());
       assertEquals(2 * MIB, f.allocatedBytes(), "reserved, not a hole");
+      f.reserve(2 * MIB, MIB);
+      assertEquals(3 * MIB, f.length());
+      assertEquals(3 * MIB, f.allocatedBytes(), "reserve reserves where fallocate works");
       IOException e = assertThrows(IOException.class, () -> f.allocate(-4096, 4096));
       assertTrue(e.getMessage().contains("Invalid argument (errno 22)"), e.getMessage());
     }
-    byte[] want = new byte[2 * MIB];
+    byte[] want = new byte[3 * MIB];
     want[0] = 7;
     assertArrayEquals(want, Files.readAllBytes(path));
   }

@@ -25,7 +25,7 @@ final class RecordingHostFile implements HostFile {
       return length == -1;
     }
 
-    /** A growth of the file to {@code position} bytes ({@link #setLength}, {@link #allocate}). */
+    /** A growth of the file to {@code position} bytes ({@link #setLength}, {@link #reserve}). */
     boolean isGrowth() {
       return length == -2;
     }
@@ -147,8 +147,13 @@ final class RecordingHostFile implements HostFile {
 
   @Override
   public void allocate(long position, long length) throws IOException {
+    throw new UnsupportedOperationException("not recorded: allocate");
+  }
+
+  @Override
+  public void reserve(long position, long length) throws IOException {
     long end = Math.max(delegate.length(), position + length);
-    delegate.allocate(position, length);
+    delegate.reserve(position, length);
     synchronized (this) {
       log.add(new Entry(end, -2, -1)); // the length it may grow to; the bytes read as before
     }

@@ -3,8 +3,11 @@ package org.jqcowfs.systemtests;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Random;
 import org.jqcowfs.qcow2.testing.Qemu;
@@ -16,7 +19,7 @@ import org.junit.jupiter.api.io.TempDir;
  * example's GPT + ext4 disk, ext4 mounted, files created, changed and deleted, {@code e2fsck -fn}
  * clean; after the unmounts {@code qemu-img check} is clean and the files read back from {@code
  * qemu-img convert}'s output, while the example image is untouched. And {@code mkfs.ext4} through a
- * loop device on a fresh empty image.
+ * loop device on a fresh empty image; and an image that is itself on a loop device.
  */
 class LoopWriteIT {
   @Test
@@ -95,6 +98,52 @@ class LoopWriteIT {
     Jqcowfs.Run fsck = Jqcowfs.exec(List.of("e2fsck", "-fn", raw.toString()));
     assertEquals(0, fsck.code(), "e2fsck -fn: " + fsck.out() + fsck.err());
     assertEquals("made by mkfs through jqcowfs\n", debugfsCat(raw, "/note.txt"));
+  }
+
+  /**
+   * An image on a block device (a loop device here, an LVM volume elsewhere) takes writes: whole
+   * clusters, which a file would have reserved with {@code fallocate} (a block device answers
+   * EOPNOTSUPP), and a partial one; {@code qemu-img compare} with a raw file written the same way.
+   */
+  @Test
+  void anImageOnABlockDeviceTakesWrites(@TempDir Path dir) throws Exception {
+    Path backingFile = dir.resolve("device.img");
+    run("truncate", "-s", "80M", backingFile.toString());
+    Jqcowfs.Run losetup = Jqcowfs.exec(List.of("losetup", "-f", "--show", backingFile.toString()));
+    assertEquals(0, losetup.code(), losetup.err());
+    Path device = Path.of(losetup.out().trim());
+    try {
+      Qemu.img(dir, "create", "-q", "-f", "qcow2", device.toString(), "64M");
+      Path expected = dir.resolve("expected.raw");
+      run("truncate", "-s", "64M", expected.toString());
+      byte[] whole = new byte[3 << 20];
+      new Random(5).nextBytes(whole);
+      byte[] partial = new byte[4096];
+      new Random(6).nextBytes(partial);
+      Path mnt = Files.createDirectory(dir.resolve("mnt"));
+      try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--rw", device.toString())) {
+        for (Path target : List.of(m.file(device.getFileName() + ".raw"), expected)) {
+          try (FileChannel ch = FileChannel.open(target, StandardOpenOption.WRITE)) {
+            writeFully(ch, whole, 2 << 20);
+            writeFully(ch, partial, (40 << 20) + 8192);
+            ch.force(false);
+          }
+        }
+      }
+      Qemu.Check check = Qemu.check(device);
+      assertEquals(0, check.exitStatus(), "qemu-img check: " + check);
+      Qemu.Check same = Qemu.compare(expected, device);
+      assertEquals(0, same.exitStatus(), "qemu-img compare: " + same);
+    } finally {
+      run("losetup", "-d", device.toString());
+    }
+  }
+
+  private static void writeFully(FileChannel ch, byte[] data, long offset) throws Exception {
+    ByteBuffer b = ByteBuffer.wrap(data);
+    while (b.hasRemaining()) {
+      ch.write(b, offset + b.position());
+    }
   }
 
   private static Path extract(Path disk, Path out) throws Exception {
