@@ -199,7 +199,7 @@ final class FuseOps {
     fs.checkAttributeChange(
         nodeid,
         (valid & FATTR_SIZE) != 0 ? in.getLong(16) : -1,
-        (valid & FATTR_MODE) != 0 ? in.getInt(68) & 07777 : -1,
+        (valid & FATTR_MODE) != 0 ? in.getInt(68) : -1,
         (valid & FATTR_UID) != 0 ? in.getInt(76) : -1,
         (valid & FATTR_GID) != 0 ? in.getInt(80) : -1);
     return getattr(nodeid, out);

@@ -253,7 +253,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
 
   @Override
   public int chmod(String path, long mode) {
-    return attributeChange(path, -1, (int) mode & 07777, -1, -1);
+    return attributeChange(path, -1, (int) mode, -1, -1);
   }
 
   @Override

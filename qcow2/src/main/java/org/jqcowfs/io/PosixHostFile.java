@@ -518,14 +518,7 @@ public final class PosixHostFile implements HostFile {
     requireWritable();
     int mode = Posix.FALLOC_FL_PUNCH_HOLE | Posix.FALLOC_FL_KEEP_SIZE;
     if (length > 0 && Posix.fallocate(fd(), mode, position, length) < 0) {
-      throw new IOException(
-          path
-              + ": punching a hole at "
-              + position
-              + " (+"
-              + length
-              + ") failed: "
-              + Posix.describe(Posix.errno()));
+      throw rangeFailure("punching a hole", position, length, Posix.errno());
     }
   }
 
@@ -542,14 +535,7 @@ public final class PosixHostFile implements HostFile {
   public void allocate(long position, long length) throws IOException {
     requireWritable();
     if (length > 0 && Posix.fallocate(fd(), 0, position, length) < 0) {
-      throw new IOException(
-          path
-              + ": fallocate at "
-              + position
-              + " (+"
-              + length
-              + ") failed: "
-              + Posix.describe(Posix.errno()));
+      throw rangeFailure("fallocate", position, length, Posix.errno());
     }
   }
 
@@ -562,14 +548,7 @@ public final class PosixHostFile implements HostFile {
       }
       int errno = Posix.errno();
       if (errno != Posix.EOPNOTSUPP) {
-        throw new IOException(
-            path
-                + ": reserving "
-                + position
-                + " (+"
-                + length
-                + ") failed: "
-                + Posix.describe(errno));
+        throw rangeFailure("reserving", position, length, errno);
       }
       LOG.debug("{}: no fallocate here ({}): clusters grow the file", path, Posix.describe(errno));
       noReserve = true;
@@ -577,6 +556,20 @@ public final class PosixHostFile implements HostFile {
     if (length() < position + length) {
       setLength(position + length);
     }
+  }
+
+  /** The error of an operation on {@code [position, position + length)}, errno in words. */
+  private IOException rangeFailure(String what, long position, long length, int errno) {
+    return new IOException(
+        path
+            + ": "
+            + what
+            + " at "
+            + position
+            + " (+"
+            + length
+            + ") failed: "
+            + Posix.describe(errno));
   }
 
   private void requireWritable() {
