@@ -377,7 +377,16 @@ final class Qcow2Writer {
     }
   }
 
+  /**
+   * Writes zero data to {@code [pos, pos + bytes)}, unless it reads as zeros already (through this
+   * image and the backing file): a piece of an unallocated cluster then stays unallocated, as
+   * QEMU's {@code is_zero} keeps it from allocating (mkfs.ext4's first probe, a 4 KiB discard,
+   * allocated a cluster and an L2 table that the whole-disk discard after it then walked).
+   */
   private void writeZeroData(long pos, long bytes, Image backing) throws IOException {
+    if (bytes <= 0 || statusIsZero(pos, bytes, backing)) {
+      return;
+    }
     while (bytes > 0) {
       int n = (int) Math.min(bytes, 1 << 20);
       write(ByteBuffer.allocate(n), pos, backing);

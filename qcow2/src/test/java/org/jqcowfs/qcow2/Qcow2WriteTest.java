@@ -14,6 +14,7 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.jqcowfs.raw.RawImage;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -133,6 +134,47 @@ class Qcow2WriteTest {
       }
     }
     assertAsQemuIo(c, ours, theirs, commands);
+  }
+
+  /**
+   * Punching or zeroing a piece of a cluster that reads as zeros already allocates nothing (QEMU's
+   * {@code is_zero} in {@code qcow2_co_pwrite_zeroes}): mkfs.ext4's first probe, a 4 KiB discard of
+   * an empty disk, allocated a cluster and an L2 table. The file keeps its length, {@code qemu-img
+   * map} still shows no data, and a piece over a backing file's data is still zeroed.
+   */
+  @Test
+  void zeroingWhatReadsAsZerosAllocatesNothing() throws Exception {
+    Path empty = dir.resolve("empty.qcow2");
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", empty.toString(), "4M");
+    long bytesBefore = Files.size(empty);
+    String mapBefore = Qemu.mapJson(empty);
+    try (Qcow2Image image = openWritable(empty)) {
+      image.punchHole(0, 4096, null);
+      image.punchHole(70_000, 1000, null);
+      image.writeZeroes(200_000, 5000, false, null);
+      image.writeZeroes((1 << 20) + 100, 60_000, true, null);
+    }
+    assertEquals(bytesBefore, Files.size(empty), "no cluster or table allocated");
+    assertEquals(mapBefore, Qemu.mapJson(empty), "qemu-img map");
+    assertEquals(0, Qemu.check(empty).exitStatus(), "qemu-img check");
+
+    Path base = dir.resolve("base.qcow2");
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", base.toString(), "4M");
+    Qemu.io(dir, base.toString(), "write -q -P 7 0 1M");
+    Path ours = dir.resolve("ours.qcow2");
+    Qemu.img(
+        dir, "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", ours.toString());
+    Path theirs = Files.copy(ours, dir.resolve("theirs.qcow2"));
+    try (Qcow2Image image = openWritable(ours);
+        Image backing = Qcow2Image.open(base, Qcow2Options.DEFAULT)) {
+      image.punchHole(4096, 4096, backing);
+      image.writeZeroes(70_000, 1000, false, backing);
+    }
+    assertAsQemuIo(
+        Case.values()[0],
+        ours,
+        theirs,
+        List.of("write -q -z -u 4096 4096", "write -q -z 70000 1000"));
   }
 
   /**
