@@ -64,7 +64,7 @@ fmt:
 bench: deps build
 	bash bench/run.sh
 
-## bench-write: writable mounts against qemu-storage-daemon's writable export (RUNS=3, FIO_SECONDS=20)
+## bench-write: writable mounts against qemu-storage-daemon's writable export (RUNS=3, FIO_SECONDS=20, MKFS_REPS=3)
 bench-write: deps build
 	bash bench/write.sh
 
