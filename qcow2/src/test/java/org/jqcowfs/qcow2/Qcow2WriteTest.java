@@ -171,7 +171,7 @@ class Qcow2WriteTest {
       image.writeZeroes(70_000, 1000, false, backing);
     }
     assertAsQemuIo(
-        Case.values()[0],
+        "overlay over data",
         ours,
         theirs,
         List.of("write -q -z -u 4096 4096", "write -q -z 70000 1000"));
@@ -430,6 +430,12 @@ class Qcow2WriteTest {
    * ours.
    */
   private void assertAsQemuIo(Case c, Path ours, Path theirs, List<String> commands)
+      throws IOException {
+    assertAsQemuIo(c.toString(), ours, theirs, commands);
+  }
+
+  /** As {@link #assertAsQemuIo(Case, Path, Path, List)}, the failures naming {@code c}. */
+  private void assertAsQemuIo(String c, Path ours, Path theirs, List<String> commands)
       throws IOException {
     Qemu.io(dir, theirs.toString(), commands.toArray(String[]::new));
     Qemu.Check compare = Qemu.compare(ours, theirs);
