@@ -47,6 +47,8 @@ cleanup() {
   done
   [ -n "$qsd_pid" ] && kill "$qsd_pid" 2>/dev/null || true
   rm -rf "$TMPFS_DIR"
+  # the last measure's image (up to 4 GiB of blocks, preallocation=full) is not left behind
+  rm -f "$DIR/t.qcow2" "$DIR/t.img" "$DIR/t.raw" "$DIR/mount.err" "$QSD_FILE"
 }
 trap cleanup EXIT
 log() { echo "$*" >&2; }
