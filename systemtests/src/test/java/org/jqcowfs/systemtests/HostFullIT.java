@@ -1,5 +1,6 @@
 package org.jqcowfs.systemtests;
 
+import static org.jqcowfs.systemtests.ChannelWrites.writeAt;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -36,13 +37,13 @@ class HostFullIT {
           FileChannel ch =
               FileChannel.open(
                   m.file("img.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
-        write(ch, first, 0);
+        writeAt(ch, first, 0);
         ch.force(false);
         byte[] more = new byte[1 << 20];
         for (int i = 2; i < 40 && failure == null; i++) {
           new Random(i).nextBytes(more);
           try {
-            write(ch, more, i * (1L << 20));
+            writeAt(ch, more, i * (1L << 20));
             ch.force(false);
           } catch (IOException e) {
             failure = e.getMessage();
@@ -57,13 +58,6 @@ class HostFullIT {
       assertTrue(check.exitStatus() == 0 || check.exitStatus() == 3, "no corruption: " + check);
     } finally {
       run("umount", small.toString());
-    }
-  }
-
-  private static void write(FileChannel ch, byte[] data, long offset) throws IOException {
-    ByteBuffer b = ByteBuffer.wrap(data);
-    while (b.hasRemaining()) {
-      ch.write(b, offset + b.position());
     }
   }
 

@@ -1,9 +1,9 @@
 package org.jqcowfs.systemtests;
 
+import static org.jqcowfs.systemtests.ChannelWrites.writeAt;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -124,8 +124,8 @@ class LoopWriteIT {
       try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--rw", device.toString())) {
         for (Path target : List.of(m.file(device.getFileName() + ".raw"), expected)) {
           try (FileChannel ch = FileChannel.open(target, StandardOpenOption.WRITE)) {
-            writeFully(ch, whole, 2 << 20);
-            writeFully(ch, partial, (40 << 20) + 8192);
+            writeAt(ch, whole, 2 << 20);
+            writeAt(ch, partial, (40 << 20) + 8192);
             ch.force(false);
           }
         }
@@ -136,13 +136,6 @@ class LoopWriteIT {
       assertEquals(0, same.exitStatus(), "qemu-img compare: " + same);
     } finally {
       run("losetup", "-d", device.toString());
-    }
-  }
-
-  private static void writeFully(FileChannel ch, byte[] data, long offset) throws Exception {
-    ByteBuffer b = ByteBuffer.wrap(data);
-    while (b.hasRemaining()) {
-      ch.write(b, offset + b.position());
     }
   }
 

@@ -1,5 +1,6 @@
 package org.jqcowfs.systemtests;
 
+import static org.jqcowfs.systemtests.ChannelWrites.writeAt;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -60,11 +61,11 @@ class WritableMountIT {
           switch (random.nextInt(8)) {
             case 0 -> { // a hole punched: reads as zeros
               fallocate(flat, "-p", offset, length);
-              write(ref, new byte[length], offset);
+              writeAt(ref, new byte[length], offset);
             }
             case 1 -> { // a zero range
               fallocate(flat, "-z", offset, length);
-              write(ref, new byte[length], offset);
+              writeAt(ref, new byte[length], offset);
             }
             case 2 -> ch.force(false); // fsync
             case 3 -> { // O_DIRECT, 4 KiB-aligned
@@ -85,13 +86,13 @@ class WritableMountIT {
                           "conv=notrunc",
                           "status=none"));
               assertEquals(0, dd.code(), dd.err());
-              write(ref, data, at);
+              writeAt(ref, data, at);
             }
             default -> {
               byte[] data = new byte[length];
               random.nextBytes(data);
-              write(ch, data, offset);
-              write(ref, data, offset);
+              writeAt(ch, data, offset);
+              writeAt(ref, data, offset);
             }
           }
           if (op % 15 == 14) {
@@ -138,7 +139,7 @@ class WritableMountIT {
           FileChannel ch =
               FileChannel.open(
                   m.file("changes.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
-        write(ch, data, 3_000_000L + round);
+        writeAt(ch, data, 3_000_000L + round);
       }
     }
     assertEquals(before, Qemu.sha256(image), "--overlay: the image is untouched");
@@ -154,7 +155,7 @@ class WritableMountIT {
         FileChannel ch =
             FileChannel.open(
                 m.file("top.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
-      write(ch, data, 0);
+      writeAt(ch, data, 0);
       try (var files = Files.list(tmp)) {
         assertEquals(1, files.count(), "the scratch overlay lives in java.io.tmpdir");
       }
@@ -183,7 +184,7 @@ class WritableMountIT {
             FileChannel.open(
                 m.file("top.raw"), StandardOpenOption.READ, StandardOpenOption.WRITE)) {
       for (int i = 0; i < 200; i++) {
-        write(ch, data, i * 65536L); // no writeback cache: each write(2) is a FUSE_WRITE
+        writeAt(ch, data, i * 65536L); // no writeback cache: each writeAt(2) is a FUSE_WRITE
       }
     }
     List<String> lines = Files.readAllLines(log);
@@ -257,13 +258,6 @@ class WritableMountIT {
                 Long.toString(length),
                 file.toString()));
     assertEquals(0, r.code(), "fallocate " + mode + ": " + r.err());
-  }
-
-  private static void write(FileChannel ch, byte[] data, long offset) throws IOException {
-    ByteBuffer b = ByteBuffer.wrap(data);
-    while (b.hasRemaining()) {
-      ch.write(b, offset + b.position());
-    }
   }
 
   /** Reads both in 1 MiB pieces and compares them. */

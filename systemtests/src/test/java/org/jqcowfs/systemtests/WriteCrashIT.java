@@ -1,10 +1,9 @@
 package org.jqcowfs.systemtests;
 
+import static org.jqcowfs.systemtests.ChannelWrites.writeAt;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -55,12 +54,12 @@ class WriteCrashIT {
           long offset = (long) (random.nextDouble() * (SIZE - length));
           byte[] data = new byte[length];
           random.nextBytes(data);
-          write(ch, data, offset);
+          writeAt(ch, data, offset);
           unsynced.add(new Op(offset, data));
           if (random.nextInt(3) == 0) {
             ch.force(false);
             for (Op op : unsynced) {
-              write(ref, op.data(), op.offset()); // synced: must survive the kill
+              writeAt(ref, op.data(), op.offset()); // synced: must survive the kill
             }
             unsynced.clear();
           }
@@ -105,8 +104,8 @@ class WriteCrashIT {
         byte[] data = new byte[1 + random.nextInt(200_000)];
         random.nextBytes(data);
         long offset = (long) (random.nextDouble() * (SIZE - data.length));
-        write(ch, data, offset);
-        write(ref, data, offset);
+        writeAt(ch, data, offset);
+        writeAt(ref, data, offset);
       }
     } finally {
       m.process.destroy(); // SIGTERM: unmount, flush, close clean
@@ -118,12 +117,5 @@ class WriteCrashIT {
     assertEquals(0, check.exitStatus(), "clean, no leaks: " + check);
     Qemu.Check compare = Qemu.compare(top, reference);
     assertEquals(0, compare.exitStatus(), "every completed write: " + compare);
-  }
-
-  private static void write(FileChannel ch, byte[] data, long offset) throws IOException {
-    ByteBuffer b = ByteBuffer.wrap(data);
-    while (b.hasRemaining()) {
-      ch.write(b, offset + b.position());
-    }
   }
 }
