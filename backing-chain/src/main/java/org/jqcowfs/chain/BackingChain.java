@@ -33,6 +33,9 @@ public final class BackingChain implements Image {
       v.add(new LayerView(i));
     }
     this.views = List.copyOf(v);
+    for (int i = 0; i + 1 < layers.size(); i++) {
+      layers.get(i).setBacking(views.get(i + 1));
+    }
   }
 
   /** The layers, top first. */
@@ -57,7 +60,7 @@ public final class BackingChain implements Image {
 
   @Override
   public void read(ByteBuffer dst, long guestOffset) throws IOException {
-    views.get(0).read(dst, guestOffset);
+    top().read(dst, guestOffset);
   }
 
   /** Whether the top layer was opened for writing; the layers below never are. */
@@ -69,17 +72,17 @@ public final class BackingChain implements Image {
   /** Writes into the top layer; its new clusters copy what the layers below hold. */
   @Override
   public void write(ByteBuffer src, long guestOffset) throws IOException {
-    top().write(src, guestOffset, below());
+    top().write(src, guestOffset);
   }
 
   @Override
   public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
-    top().writeZeroes(guestOffset, bytes, mayUnmap, below());
+    top().writeZeroes(guestOffset, bytes, mayUnmap);
   }
 
   @Override
   public void punchHole(long guestOffset, long bytes) throws IOException {
-    top().punchHole(guestOffset, bytes, below());
+    top().punchHole(guestOffset, bytes);
   }
 
   @Override
@@ -90,11 +93,6 @@ public final class BackingChain implements Image {
   @Override
   public void flush() throws IOException {
     top().flush();
-  }
-
-  /** The chain below the top layer, or null. */
-  private Image below() {
-    return views.size() > 1 ? views.get(1) : null;
   }
 
   @Override
@@ -131,7 +129,10 @@ public final class BackingChain implements Image {
     return null;
   }
 
-  /** Layer {@code index} reading through to the layers below it. */
+  /**
+   * Layer {@code index} with the layers below it: what the layer above links as its backing image
+   * (its reads go through the links; its block status is the chain's from {@code index} down).
+   */
   private final class LayerView implements Image {
     private final int index;
 
@@ -151,9 +152,7 @@ public final class BackingChain implements Image {
 
     @Override
     public void read(ByteBuffer dst, long guestOffset) throws IOException {
-      layers
-          .get(index)
-          .read(dst, guestOffset, index + 1 < layers.size() ? views.get(index + 1) : null);
+      layers.get(index).read(dst, guestOffset); // through the layers below, linked at open
     }
 
     /** The status of what this view reads: the chain from its layer down. */

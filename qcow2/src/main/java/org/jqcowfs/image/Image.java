@@ -33,8 +33,8 @@ public interface Image extends Closeable {
 
   /**
    * Reads {@code dst.remaining()} bytes at {@code guestOffset} into {@code dst}, advancing its
-   * position to its limit. Ranges that this image does not allocate read as zeros (a standalone
-   * image has no backing file; {@code BackingChain} reads them from the layer below).
+   * position to its limit. Ranges that this image does not allocate read from its backing image
+   * ({@link #setBacking}), as zeros where it has none or it is shorter.
    *
    * @param dst destination; its remaining bytes are filled completely
    * @param guestOffset offset in bytes into the virtual disk, {@code 0 <= guestOffset} and {@code
@@ -46,15 +46,17 @@ public interface Image extends Closeable {
   void read(ByteBuffer dst, long guestOffset) throws IOException;
 
   /**
-   * As {@link #read(ByteBuffer, long)}, reading the ranges this image does not allocate from {@code
-   * backing}, the image below it in a chain (zeros where {@code backing} is null or shorter). This
-   * default, for an image that never has a backing file (raw), ignores {@code backing}.
+   * Links {@code backing} as the image below this one, once, when the chain opens (QEMU's {@code
+   * bs->backing}, imago's {@code set_backing}): from then on the ranges this layer does not
+   * allocate read from it, and new clusters copy what it reads (copy-on-write). Its block status is
+   * the status of the chain from it down. This default, for a format that never has a backing file
+   * (raw), refuses.
    *
-   * @param backing the image below this one, or null
-   * @throws IOException as {@link #read(ByteBuffer, long)}
+   * @param backing the image below, or null for none
+   * @throws UnsupportedOperationException if the format has no backing files
    */
-  default void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
-    read(dst, guestOffset);
+  default void setBacking(Image backing) {
+    throw new UnsupportedOperationException(path() + ": this image format has no backing file");
   }
 
   /**
@@ -122,29 +124,6 @@ public interface Image extends Closeable {
   }
 
   /**
-   * As {@link #write(ByteBuffer, long)}, for a layer of a chain: where new storage must be filled
-   * around the written bytes (qcow2 copy-on-write), the bytes come from {@code backing}, the image
-   * below (null: zeros). This default, for an image that never has a backing file (raw), ignores
-   * {@code backing}.
-   *
-   * @throws IOException as {@link #write(ByteBuffer, long)}
-   */
-  default void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
-    write(src, guestOffset);
-  }
-
-  /**
-   * As {@link #writeZeroes(long, long, boolean)}, for a layer of a chain over {@code backing}. This
-   * default ignores {@code backing}.
-   *
-   * @throws IOException as {@link #write(ByteBuffer, long)}
-   */
-  default void writeZeroes(long guestOffset, long bytes, boolean mayUnmap, Image backing)
-      throws IOException {
-    writeZeroes(guestOffset, bytes, mayUnmap);
-  }
-
-  /**
    * Makes {@code [guestOffset, guestOffset + bytes)} read as zeros; with {@code mayUnmap} the
    * storage behind whole clusters may be given back. This default refuses.
    *
@@ -165,18 +144,6 @@ public interface Image extends Closeable {
    */
   default void punchHole(long guestOffset, long bytes) throws IOException {
     writeZeroes(guestOffset, bytes, true);
-  }
-
-  /**
-   * {@link #punchHole(long, long)} of this image as the top of a chain over {@code backing} (the
-   * image below, or null). This default is {@link #writeZeroes(long, long, boolean, Image)} with
-   * unmap.
-   *
-   * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
-   * @throws IOException as {@link #write}
-   */
-  default void punchHole(long guestOffset, long bytes, Image backing) throws IOException {
-    writeZeroes(guestOffset, bytes, true, backing);
   }
 
   /**

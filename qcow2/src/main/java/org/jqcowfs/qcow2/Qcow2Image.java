@@ -22,9 +22,9 @@ import org.jqcowfs.qcow2.format.SubclusterType;
 /**
  * One qcow2 layer: the active image or the read-only view of one internal snapshot. Reads map guest
  * offsets through L1 and cached L2 tables to host clusters (spec section 3), decompress compressed
- * clusters, and read unallocated ranges from a backing image given by the caller. An active image
- * opened writable ({@link HostFileOptions#writable}) also takes writes ({@link Qcow2Writer}).
- * Thread-safe; no lock is held while data is read or written.
+ * clusters, and read unallocated ranges from the backing image linked at open ({@link
+ * #setBacking}). An active image opened writable ({@link HostFileOptions#writable}) also takes
+ * writes ({@link Qcow2Writer}). Thread-safe; no lock is held while data is read or written.
  */
 public final class Qcow2Image implements Image {
 
@@ -43,6 +43,9 @@ public final class Qcow2Image implements Image {
   private final CompressedClusterReader compressedReader;
   private final Qcow2Writer writer;
   private final ImageLock writeLock;
+
+  /** The image below, linked once when the chain opens; null for none. */
+  private volatile Image backing;
 
   /**
    * @param writeLock the writer's lock on the image, or null to open read-only
@@ -85,7 +88,8 @@ public final class Qcow2Image implements Image {
     this.writer =
         writeLock == null
             ? null
-            : new Qcow2Writer(this, file, header, mapper, l2Cache, snapshots, snapshotTableBytes);
+            : new Qcow2Writer(
+                new Reader(), file, header, mapper, l2Cache, snapshots, snapshotTableBytes);
   }
 
   /** Opens the active image with default options. */
@@ -174,26 +178,30 @@ public final class Qcow2Image implements Image {
     return l2Cache.stats();
   }
 
+  /**
+   * Links the image below ({@link Image#setBacking}). An image whose header names a backing file
+   * takes writes only once one is linked, so that new clusters copy what it holds.
+   */
   @Override
-  public void read(ByteBuffer dst, long guestOffset) throws IOException {
-    read(dst, guestOffset, null);
+  public void setBacking(Image backing) {
+    this.backing = backing;
   }
 
   /**
-   * As {@link Image#read}, reading ranges this layer does not allocate from {@code backing} (zeros
-   * where {@code backing} is null or shorter than this image). The request is mapped first; then
-   * its separate host ranges are read, and its compressed clusters decompressed, in parallel
-   * ({@link ParallelTasks}, as QEMU's {@code qcow2_co_preadv_part} hands each run to its aio task
-   * pool).
+   * As {@link Image#read}, reading ranges this layer does not allocate from the linked backing
+   * image (zeros where there is none or it is shorter than this image). The request is mapped
+   * first; then its separate host ranges are read, and its compressed clusters decompressed, in
+   * parallel ({@link ParallelTasks}, as QEMU's {@code qcow2_co_preadv_part} hands each run to its
+   * aio task pool).
    *
-   * @param backing the image below this one, or null
    * @throws ImageFormatException for a corrupt mapping or compressed cluster in the range (naming
    *     L1/L2 place and guest offset)
    * @throws IOException if a host read fails; the whole request fails
    */
   @Override
-  public void read(ByteBuffer dst, long guestOffset, Image backing) throws IOException {
+  public void read(ByteBuffer dst, long guestOffset) throws IOException {
     Image.checkRange(guestOffset, dst.remaining(), virtualSize);
+    Image backing = this.backing;
     long pos = guestOffset;
     List<CompressedClusterReader.Part> compressed = null;
     List<HostRead> hostReads = null;
@@ -296,41 +304,16 @@ public final class Qcow2Image implements Image {
   }
 
   /**
-   * As {@link Image#write} (QEMU {@code qcow2_co_pwritev_part}), for an image without a backing
-   * file; one with a backing file is written through its chain ({@link #write(ByteBuffer, long,
-   * Image)}), so that new clusters copy what the backing file holds. A write that would land on
-   * metadata is refused and marks the image corrupt.
+   * As {@link Image#write} (QEMU {@code qcow2_co_pwritev_part}): new clusters copy what the guest
+   * reads around the written bytes (this image, then the linked backing image). A write that would
+   * land on metadata is refused and marks the image corrupt.
    *
-   * @throws IOException also if the image has a backing file
+   * @throws IOException also if the header names a backing file and none is linked
    */
   @Override
   public void write(ByteBuffer src, long guestOffset) throws IOException {
-    write(src, guestOffset, standalone());
-  }
-
-  /** Null for an image without a backing file; refuses one that has one. */
-  private Image standalone() throws IOException {
-    if (header.backingFileName() != null) {
-      throw new IOException(path + ": has a backing file; written through its chain, not alone");
-    }
-    return null;
-  }
-
-  @Override
-  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
-    writeZeroes(guestOffset, bytes, mayUnmap, standalone());
-  }
-
-  /**
-   * As {@link #write(ByteBuffer, long)}, copying the parts of newly allocated clusters that the
-   * request does not cover from {@code backing} where this image has no data.
-   *
-   * @param backing the image below this one, or null
-   */
-  @Override
-  public void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
     Image.checkRange(guestOffset, src.remaining(), virtualSize);
-    writer().write(src, guestOffset, backing);
+    linkedWriter().write(src, guestOffset);
   }
 
   /**
@@ -338,20 +321,13 @@ public final class Qcow2Image implements Image {
    * qcow2_co_pwrite_zeroes}, {@link Qcow2Writer#writeZeroes}): whole clusters get the zero flag,
    * and with {@code mayUnmap} give their host clusters back; the rest is written as zero data.
    *
-   * @param backing the image below this one, or null
    * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
    * @throws IOException as {@link #write(ByteBuffer, long)}
    */
   @Override
-  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap, Image backing)
-      throws IOException {
+  public void writeZeroes(long guestOffset, long bytes, boolean mayUnmap) throws IOException {
     Image.checkRange(guestOffset, bytes, virtualSize);
-    writer().writeZeroes(guestOffset, bytes, mayUnmap, backing);
-  }
-
-  @Override
-  public void punchHole(long guestOffset, long bytes) throws IOException {
-    punchHole(guestOffset, bytes, standalone());
+    linkedWriter().writeZeroes(guestOffset, bytes, mayUnmap);
   }
 
   /**
@@ -359,14 +335,13 @@ public final class Qcow2Image implements Image {
    * back ({@link Qcow2Writer#punchHole}): they are discarded where a discarded cluster reads as
    * zeros (v3, or no backing file), the rest gets write-zeroes with unmap.
    *
-   * @param backing the image below this one, or null
    * @throws IllegalArgumentException if the range lies outside {@code [0, size())}
    * @throws IOException as {@link #write(ByteBuffer, long)}
    */
   @Override
-  public void punchHole(long guestOffset, long bytes, Image backing) throws IOException {
+  public void punchHole(long guestOffset, long bytes) throws IOException {
     Image.checkRange(guestOffset, bytes, virtualSize);
-    writer().punchHole(guestOffset, bytes, backing);
+    linkedWriter().punchHole(guestOffset, bytes);
   }
 
   /**
@@ -422,10 +397,58 @@ public final class Qcow2Image implements Image {
     return writer;
   }
 
+  /** The writer, for a write that may copy from the backing file: refused until one is linked. */
+  private Qcow2Writer linkedWriter() throws IOException {
+    if (backing == null && header.backingFileName() != null) {
+      throw new IOException(path + ": has a backing file; written through its chain, not alone");
+    }
+    return writer();
+  }
+
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, virtualSize);
     return blockStatus.at(guestOffset, Math.min(maxLength, virtualSize - guestOffset));
+  }
+
+  /** What the writer reads: this image through its backing image ({@link GuestReader}). */
+  private final class Reader implements GuestReader {
+    @Override
+    public long size() {
+      return virtualSize;
+    }
+
+    @Override
+    public void read(ByteBuffer dst, long guestOffset) throws IOException {
+      Qcow2Image.this.read(dst, guestOffset);
+    }
+
+    @Override
+    public boolean isZero(long pos, long bytes) throws IOException {
+      long end = Math.min(pos + bytes, virtualSize);
+      while (pos < end) {
+        Extent e = blockStatus(pos, end - pos);
+        long n = Math.min(e.length(), end - pos);
+        if (e.allocated() ? !e.zero() : !belowIsZero(pos, n)) {
+          return false;
+        }
+        pos += n;
+      }
+      return true;
+    }
+
+    private boolean belowIsZero(long pos, long bytes) throws IOException {
+      Image below = backing;
+      long end = below == null ? pos : Math.min(pos + bytes, below.size());
+      while (pos < end) {
+        Extent e = below.blockStatus(pos, end - pos);
+        if (e.allocated() && !e.zero()) {
+          return false; // data somewhere below (an unallocated chain reads as zeros)
+        }
+        pos += Math.min(e.length(), end - pos);
+      }
+      return true;
+    }
   }
 
   /** Flushes a writable image, then closes its files and lock. */

@@ -11,8 +11,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
-import org.jqcowfs.image.Extent;
-import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Geometry;
@@ -43,7 +41,7 @@ import org.slf4j.LoggerFactory;
 final class Qcow2Writer {
   private static final Logger LOG = LoggerFactory.getLogger(Qcow2Writer.class);
 
-  private final Qcow2Image image;
+  private final GuestReader guest;
   private final Path path;
   private final HostFile file;
   private final Header header;
@@ -97,7 +95,7 @@ final class Qcow2Writer {
       boolean fresh) {}
 
   Qcow2Writer(
-      Qcow2Image image,
+      GuestReader guest,
       HostFile file,
       Header header,
       ClusterMapper mapper,
@@ -105,7 +103,7 @@ final class Qcow2Writer {
       List<Snapshot> snapshots,
       long snapshotTableBytes)
       throws IOException {
-    this.image = image;
+    this.guest = guest;
     this.path = file.path();
     this.file = file;
     this.header = header;
@@ -154,9 +152,9 @@ final class Qcow2Writer {
 
   /**
    * Writes {@code src}'s remaining bytes at {@code guestOffset}; the ranges copied into new
-   * clusters read through {@code backing} where this image has no data.
+   * clusters are read as the guest reads them now ({@link GuestReader}).
    */
-  void write(ByteBuffer src, long guestOffset, Image backing) throws IOException {
+  void write(ByteBuffer src, long guestOffset) throws IOException {
     long pos = guestOffset;
     while (src.hasRemaining()) {
       Step step = prepare(pos, src.remaining());
@@ -167,7 +165,7 @@ final class Qcow2Writer {
         if (step.allocation() == null) {
           file.write(part, step.hostOffset());
         } else {
-          writeAllocated(step, part, pos, backing);
+          writeAllocated(step, part, pos);
         }
         done = true;
       } finally {
@@ -199,9 +197,9 @@ final class Qcow2Writer {
    * on a v2 image with a backing file, are written as zero data (as the block layer does when the
    * driver answers ENOTSUP).
    */
-  void writeZeroes(long pos, long bytes, boolean mayUnmap, Image backing) throws IOException {
+  void writeZeroes(long pos, long bytes, boolean mayUnmap) throws IOException {
     if (g.extendedL2()) {
-      writeZeroSubclusters(pos, bytes, mayUnmap, backing);
+      writeZeroSubclusters(pos, bytes, mayUnmap);
       return;
     }
     long end = pos + bytes;
@@ -209,12 +207,12 @@ final class Qcow2Writer {
     long last = end & -cs;
     Change change = v3 ? (mayUnmap ? Change.ZERO_UNMAP : Change.ZERO) : Change.DISCARD_FULL;
     if (first >= last || (!v3 && header.backingFileName() != null)) {
-      writeZeroData(pos, bytes, backing);
+      writeZeroData(pos, bytes);
       return;
     }
-    writeZeroData(pos, first - pos, backing);
+    writeZeroData(pos, first - pos);
     changeClusters(first, last, change);
-    writeZeroData(last, end - last, backing);
+    writeZeroData(last, end - last);
   }
 
   /**
@@ -225,20 +223,20 @@ final class Qcow2Writer {
    * image with a backing file a discarded cluster would read as the backing file: there all of it
    * is write-zeroes.
    */
-  void punchHole(long pos, long bytes, Image backing) throws IOException {
+  void punchHole(long pos, long bytes) throws IOException {
     long end = pos + bytes;
     long first = roundUp(pos);
     long last = end & -cs;
     if (first >= last || (!v3 && header.backingFileName() != null)) {
-      writeZeroes(pos, bytes, true, backing);
+      writeZeroes(pos, bytes, true);
       return;
     }
     if (pos < first) {
-      writeZeroes(pos, first - pos, true, backing);
+      writeZeroes(pos, first - pos, true);
     }
     discard(first, last - first);
     if (last < end) {
-      writeZeroes(last, end - last, true, backing);
+      writeZeroes(last, end - last, true);
     }
   }
 
@@ -250,15 +248,14 @@ final class Qcow2Writer {
    * their zero bits, their allocation bits cleared ({@code zero_l2_subclusters}); whole clusters as
    * {@link #writeZeroes}. At the disk's end the last subcluster counts as whole.
    */
-  private void writeZeroSubclusters(long pos, long bytes, boolean mayUnmap, Image backing)
-      throws IOException {
+  private void writeZeroSubclusters(long pos, long bytes, boolean mayUnmap) throws IOException {
     long sc = 1L << g.subclusterBits();
     long end = pos + bytes;
-    long alignedEnd = end == image.size() ? (end + sc - 1) & -sc : end;
+    long alignedEnd = end == guest.size() ? (end + sc - 1) & -sc : end;
     long first = (pos + sc - 1) & -sc; // the first subcluster boundary from pos
     long last = alignedEnd & -sc; // the end of the last whole subcluster
     if (pos < first) {
-      zeroPieceOfSubcluster(pos, Math.min(first, end) - pos, backing);
+      zeroPieceOfSubcluster(pos, Math.min(first, end) - pos);
     }
     for (long at = first; at < last; ) {
       long clusterEnd = Math.min(last, roundUp(at + 1));
@@ -268,14 +265,14 @@ final class Qcow2Writer {
         at = wholeEnd;
       } else {
         if (!zeroSubclustersOf(at, clusterEnd - at, false)) {
-          writeZeroData(at, clusterEnd - at, backing); // compressed: no partial zeroing
+          writeZeroData(at, clusterEnd - at); // compressed: no partial zeroing
         }
         at = clusterEnd;
       }
     }
     long tail = Math.max(first, last);
     if (tail < end) {
-      zeroPieceOfSubcluster(tail, end - tail, backing);
+      zeroPieceOfSubcluster(tail, end - tail);
     }
   }
 
@@ -285,45 +282,15 @@ final class Qcow2Writer {
    * of it reads as zeros ({@code is_zero}) and it holds no data of this image, else zero data is
    * written.
    */
-  private void zeroPieceOfSubcluster(long pos, long bytes, Image backing) throws IOException {
+  private void zeroPieceOfSubcluster(long pos, long bytes) throws IOException {
     long sc = 1L << g.subclusterBits();
     long start = pos & -sc;
-    long end = Math.min(start + sc, image.size());
+    long end = Math.min(start + sc, guest.size());
     boolean restIsZero =
-        statusIsZero(start, pos - start, backing)
-            && statusIsZero(pos + bytes, end - (pos + bytes), backing);
+        guest.isZero(start, pos - start) && guest.isZero(pos + bytes, end - (pos + bytes));
     if (!restIsZero || !zeroSubclustersOf(start, sc, true)) {
-      writeZeroData(pos, bytes, backing);
+      writeZeroData(pos, bytes);
     }
-  }
-
-  /**
-   * QEMU's {@code is_zero}: whether block status says zeros for all of {@code [pos, pos + bytes)}
-   * (clamped to the disk), through this image and then {@code backing}.
-   */
-  private boolean statusIsZero(long pos, long bytes, Image backing) throws IOException {
-    long end = Math.min(pos + bytes, image.size());
-    while (pos < end) {
-      Extent e = image.blockStatus(pos, end - pos);
-      long n = Math.min(e.length(), end - pos);
-      if (e.allocated() ? !e.zero() : !belowIsZero(pos, n, backing)) {
-        return false;
-      }
-      pos += n;
-    }
-    return true;
-  }
-
-  private static boolean belowIsZero(long pos, long bytes, Image backing) throws IOException {
-    long end = backing == null ? pos : Math.min(pos + bytes, backing.size());
-    while (pos < end) {
-      Extent e = backing.blockStatus(pos, end - pos);
-      if (e.allocated() && !e.zero()) {
-        return false; // data somewhere below (an unallocated chain reads as zeros)
-      }
-      pos += Math.min(e.length(), end - pos);
-    }
-    return true;
   }
 
   /**
@@ -383,13 +350,13 @@ final class Qcow2Writer {
    * QEMU's {@code is_zero} keeps it from allocating (mkfs.ext4's first probe, a 4 KiB discard,
    * allocated a cluster and an L2 table that the whole-disk discard after it then walked).
    */
-  private void writeZeroData(long pos, long bytes, Image backing) throws IOException {
-    if (bytes <= 0 || statusIsZero(pos, bytes, backing)) {
+  private void writeZeroData(long pos, long bytes) throws IOException {
+    if (bytes <= 0 || guest.isZero(pos, bytes)) {
       return;
     }
     while (bytes > 0) {
       int n = (int) Math.min(bytes, 1 << 20);
-      write(ByteBuffer.allocate(n), pos, backing);
+      write(ByteBuffer.allocate(n), pos);
       pos += n;
       bytes -= n;
     }
@@ -508,7 +475,7 @@ final class Qcow2Writer {
    * with {@code zeroes} also written ({@code full}). Synced at the end.
    */
   void preallocate(boolean reserve, boolean zeroes) throws IOException {
-    long size = image.size();
+    long size = guest.size();
     long end = 0;
     lock.lock();
     try {
@@ -733,18 +700,17 @@ final class Qcow2Writer {
    * Writes the new clusters of {@code step}: the head before {@code pos} and the tail after the
    * data, read as the guest sees them now, around {@code data} ({@code perform_cow}).
    */
-  private void writeAllocated(Step step, ByteBuffer data, long pos, Image backing)
-      throws IOException {
+  private void writeAllocated(Step step, ByteBuffer data, long pos) throws IOException {
     Allocation a = step.allocation();
     long start = step.claim().start();
     long copyFrom = start + a.cowStartFrom();
     long dataEnd = pos + data.remaining();
     long copyTo = start + (a.clusters() - 1) * cs + a.cowEndTo();
     // QEMU's is_zero_cow: a region that reads as zeros is not written into a fresh cluster
-    if (a.fresh() && statusIsZero(copyFrom, pos - copyFrom, backing)) {
+    if (a.fresh() && guest.isZero(copyFrom, pos - copyFrom)) {
       copyFrom = pos;
     }
-    if (a.fresh() && statusIsZero(dataEnd, copyTo - dataEnd, backing)) {
+    if (a.fresh() && guest.isZero(dataEnd, copyTo - dataEnd)) {
       copyTo = dataEnd;
     }
     long hostStart = a.hostOffset() + (copyFrom - start);
@@ -754,19 +720,19 @@ final class Qcow2Writer {
     }
     if (copyTo - copyFrom > COW_BUFFER_BYTES) { // large data: no copy of it into a buffer
       if (pos > copyFrom) {
-        file.write(current(copyFrom, pos - copyFrom, backing), hostStart);
+        file.write(current(copyFrom, pos - copyFrom), hostStart);
       }
       file.write(data.duplicate(), a.hostOffset() + (pos - start));
       if (copyTo > dataEnd) {
-        file.write(current(dataEnd, copyTo - dataEnd, backing), a.hostOffset() + (dataEnd - start));
+        file.write(current(dataEnd, copyTo - dataEnd), a.hostOffset() + (dataEnd - start));
       }
       return;
     }
     // one write of head, data and tail (QEMU's perform_cow gathers them into one request)
     ByteBuffer b = cowBuffer((int) (copyTo - copyFrom));
-    readCurrent(b.slice(0, (int) (pos - copyFrom)), copyFrom, backing);
+    readCurrent(b.slice(0, (int) (pos - copyFrom)), copyFrom);
     b.put((int) (pos - copyFrom), data.duplicate(), 0, data.remaining());
-    readCurrent(b.slice((int) (dataEnd - copyFrom), (int) (copyTo - dataEnd)), dataEnd, backing);
+    readCurrent(b.slice((int) (dataEnd - copyFrom), (int) (copyTo - dataEnd)), dataEnd);
     file.write(b, hostStart);
   }
 
@@ -786,10 +752,10 @@ final class Qcow2Writer {
   }
 
   /** Reads the guest bytes at {@code pos} into all of {@code dst} (zeros past the disk's end). */
-  private void readCurrent(ByteBuffer dst, long pos, Image backing) throws IOException {
-    int inDisk = (int) Math.max(0, Math.min(dst.remaining(), image.size() - pos));
+  private void readCurrent(ByteBuffer dst, long pos) throws IOException {
+    int inDisk = (int) Math.max(0, Math.min(dst.remaining(), guest.size() - pos));
     if (inDisk > 0) {
-      image.read(dst.slice(0, inDisk), pos, backing);
+      guest.read(dst.slice(0, inDisk), pos);
     }
     for (int i = inDisk; i < dst.remaining(); i++) {
       dst.put(i, (byte) 0);
@@ -797,9 +763,9 @@ final class Qcow2Writer {
   }
 
   /** The {@code bytes} guest bytes at {@code pos} as they read now (zeros past the disk's end). */
-  private ByteBuffer current(long pos, long bytes, Image backing) throws IOException {
+  private ByteBuffer current(long pos, long bytes) throws IOException {
     ByteBuffer b = ByteBuffer.allocate((int) bytes);
-    readCurrent(b, pos, backing);
+    readCurrent(b, pos);
     return b;
   }
 

@@ -66,6 +66,7 @@ class CrashStateTest {
     try (Qcow2Image top =
             Qcow2Opener.open(image, options, recording, ImageLock.acquireForWrite(image));
         Image backing = Qcow2WriteTest.openBacking(dir, c)) {
+      top.setBacking(backing);
       for (int i = 0; i < 24; i++) {
         if (random.nextInt(4) == 0) {
           top.flush();
@@ -79,7 +80,7 @@ class CrashStateTest {
         }
         int kind = random.nextInt(8);
         if (kind == 0) {
-          top.writeZeroes(offset, length, random.nextBoolean(), backing);
+          top.writeZeroes(offset, length, random.nextBoolean());
           ops.add(new Op(offset, length, (byte) 0));
         } else if (kind == 1) {
           top.discard(offset, length);
@@ -93,7 +94,7 @@ class CrashStateTest {
           Op op = new Op(offset, length, (byte) (1 + i));
           ByteBuffer data = ByteBuffer.allocate(length);
           Arrays.fill(data.array(), op.pattern());
-          top.write(data, offset, backing);
+          top.write(data, offset);
           ops.add(op);
         }
       }

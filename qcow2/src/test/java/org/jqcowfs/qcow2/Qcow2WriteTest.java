@@ -72,6 +72,7 @@ class Qcow2WriteTest {
     List<String> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
         Image backing = openBacking(dir, c)) {
+      image.setBacking(backing);
       for (int op = 0; op < 40; op++) {
         if (random.nextInt(8) == 0) {
           image.flush();
@@ -82,10 +83,10 @@ class Qcow2WriteTest {
         long offset = randomOffset(random, length);
         int kind = random.nextInt(10);
         if (kind == 0) {
-          image.writeZeroes(offset, length, false, backing);
+          image.writeZeroes(offset, length, false);
           commands.add("write -q -z " + offset + " " + length);
         } else if (kind == 1) {
-          image.writeZeroes(offset, length, true, backing);
+          image.writeZeroes(offset, length, true);
           commands.add("write -q -z -u " + offset + " " + length);
         } else if (kind == 2) {
           image.discard(offset, length);
@@ -94,7 +95,7 @@ class Qcow2WriteTest {
           int pattern = 1 + op % 254;
           ByteBuffer data = ByteBuffer.allocate((int) length);
           java.util.Arrays.fill(data.array(), (byte) pattern);
-          image.write(data, offset, backing);
+          image.write(data, offset);
           assertEquals(length, data.position(), "the write consumed its buffer");
           commands.add("write -q -P " + pattern + " " + offset + " " + length);
         }
@@ -118,6 +119,7 @@ class Qcow2WriteTest {
     List<String> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
         Image backing = openBacking(dir, c)) {
+      image.setBacking(backing);
       for (int op = 0; op < 30; op++) {
         long length = randomLength(random);
         long offset = randomOffset(random, length);
@@ -125,10 +127,10 @@ class Qcow2WriteTest {
           int pattern = 1 + op % 254;
           ByteBuffer data = ByteBuffer.allocate((int) length);
           java.util.Arrays.fill(data.array(), (byte) pattern);
-          image.write(data, offset, backing);
+          image.write(data, offset);
           commands.add("write -q -P " + pattern + " " + offset + " " + length);
         } else {
-          image.punchHole(offset, length, backing);
+          image.punchHole(offset, length);
           commands.add("write -q -z -u " + offset + " " + length);
         }
       }
@@ -149,10 +151,10 @@ class Qcow2WriteTest {
     long bytesBefore = Files.size(empty);
     String mapBefore = Qemu.mapJson(empty);
     try (Qcow2Image image = openWritable(empty)) {
-      image.punchHole(0, 4096, null);
-      image.punchHole(70_000, 1000, null);
-      image.writeZeroes(200_000, 5000, false, null);
-      image.writeZeroes((1 << 20) + 100, 60_000, true, null);
+      image.punchHole(0, 4096);
+      image.punchHole(70_000, 1000);
+      image.writeZeroes(200_000, 5000, false);
+      image.writeZeroes((1 << 20) + 100, 60_000, true);
     }
     assertEquals(bytesBefore, Files.size(empty), "no cluster or table allocated");
     assertEquals(mapBefore, Qemu.mapJson(empty), "qemu-img map");
@@ -167,8 +169,9 @@ class Qcow2WriteTest {
     Path theirs = Files.copy(ours, dir.resolve("theirs.qcow2"));
     try (Qcow2Image image = openWritable(ours);
         Image backing = Qcow2Image.open(base, Qcow2Options.DEFAULT)) {
-      image.punchHole(4096, 4096, backing);
-      image.writeZeroes(70_000, 1000, false, backing);
+      image.setBacking(backing);
+      image.punchHole(4096, 4096);
+      image.writeZeroes(70_000, 1000, false);
     }
     assertAsQemuIo(
         "overlay over data",
@@ -195,12 +198,13 @@ class Qcow2WriteTest {
     List<String> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
         Image backing = openBacking(dir, c)) {
+      image.setBacking(backing);
       for (int op = 0; op < 30; op++) {
         long length = 1 + random.nextInt(random.nextBoolean() ? 3000 : 200_000);
         long offset = (long) (random.nextDouble() * (SIZE - length));
         ByteBuffer data = ByteBuffer.allocate((int) length);
         java.util.Arrays.fill(data.array(), (byte) (op + 1));
-        image.write(data, offset, backing);
+        image.write(data, offset);
         commands.add("write -q -P " + (op + 1) + " " + offset + " " + length);
         if (op == 15) { // a cluster written whole, then partly: in place, bitmap widened
           image.flush();
@@ -232,17 +236,18 @@ class Qcow2WriteTest {
     List<String> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
         Image backing = openBacking(dir, c)) {
+      image.setBacking(backing);
       for (int op = 0; op < 40; op++) {
         long length = 1 + random.nextInt(random.nextBoolean() ? 5000 : 300_000);
         long offset = (long) (random.nextDouble() * (SIZE - length));
         if (op % 3 == 0) {
           ByteBuffer data = ByteBuffer.allocate((int) length);
           java.util.Arrays.fill(data.array(), (byte) (op + 1));
-          image.write(data, offset, backing);
+          image.write(data, offset);
           commands.add("write -q -P " + (op + 1) + " " + offset + " " + length);
         } else {
           boolean unmap = op % 3 == 2;
-          image.writeZeroes(offset, length, unmap, backing);
+          image.writeZeroes(offset, length, unmap);
           commands.add("write -q -z " + (unmap ? "-u " : "") + offset + " " + length);
         }
       }
@@ -327,6 +332,7 @@ class Qcow2WriteTest {
     List<List<String>> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
         Image backing = openBacking(dir, c)) {
+      image.setBacking(backing);
       List<java.util.concurrent.Future<List<String>>> done = new ArrayList<>();
       java.util.concurrent.ExecutorService pool =
           java.util.concurrent.Executors.newFixedThreadPool(threads);
@@ -334,7 +340,7 @@ class Qcow2WriteTest {
         for (int t = 0; t < threads; t++) {
           long start = 7 + t * slice;
           Random random = new Random(c.ordinal() * 131L + t);
-          done.add(pool.submit(() -> runSlice(image, backing, random, start, slice)));
+          done.add(pool.submit(() -> runSlice(image, random, start, slice)));
         }
         for (java.util.concurrent.Future<List<String>> f : done) {
           commands.add(f.get());
@@ -365,6 +371,7 @@ class Qcow2WriteTest {
     List<String> commands = new ArrayList<>();
     try (Qcow2Image image = openWritable(ours);
         Image backing = openBacking(dir, c)) {
+      image.setBacking(backing);
       java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(threads);
       List<Thread> workers = new ArrayList<>();
       List<Throwable> failures = java.util.Collections.synchronizedList(new ArrayList<>());
@@ -379,7 +386,7 @@ class Qcow2WriteTest {
                       long offset = (8L << 20) + k * 20480L + thread * 512L;
                       ByteBuffer data = ByteBuffer.allocate(512);
                       java.util.Arrays.fill(data.array(), (byte) (1 + thread));
-                      image.write(data, offset, backing);
+                      image.write(data, offset);
                     }
                   } catch (Exception | Error e) {
                     failures.add(e);
@@ -400,8 +407,8 @@ class Qcow2WriteTest {
   }
 
   /** 30 random writes, zero writes and flushes inside {@code [start, start + bytes)}. */
-  private static List<String> runSlice(
-      Qcow2Image image, Image backing, Random random, long start, long bytes) throws IOException {
+  private static List<String> runSlice(Qcow2Image image, Random random, long start, long bytes)
+      throws IOException {
     List<String> commands = new ArrayList<>();
     for (int op = 0; op < 30; op++) {
       if (random.nextInt(10) == 0) {
@@ -411,13 +418,13 @@ class Qcow2WriteTest {
       long length = 1 + random.nextInt(random.nextBoolean() ? 4096 : 300_000);
       long offset = start + (long) (random.nextDouble() * (bytes - length));
       if (random.nextInt(8) == 0) {
-        image.writeZeroes(offset, length, random.nextBoolean(), backing);
+        image.writeZeroes(offset, length, random.nextBoolean());
         commands.add("write -q -z " + offset + " " + length);
       } else {
         int pattern = 1 + random.nextInt(254);
         ByteBuffer data = ByteBuffer.allocate((int) length);
         java.util.Arrays.fill(data.array(), (byte) pattern);
-        image.write(data, offset, backing);
+        image.write(data, offset);
         commands.add("write -q -P " + pattern + " " + offset + " " + length);
       }
     }
@@ -477,8 +484,12 @@ class Qcow2WriteTest {
     };
   }
 
-  /** A qcow2 layer over a raw one, read as one image. */
+  /** A qcow2 layer over a raw one, linked, read as one image. */
   private record TwoLayers(Qcow2Image top, Image below) implements Image {
+    TwoLayers {
+      top.setBacking(below);
+    }
+
     @Override
     public long size() {
       return top.size();
@@ -496,7 +507,7 @@ class Qcow2WriteTest {
 
     @Override
     public void read(ByteBuffer dst, long guestOffset) throws IOException {
-      top.read(dst, guestOffset, below);
+      top.read(dst, guestOffset);
     }
 
     /** The status of what it reads: the top layer's, else the lower one's (zeros past its end). */
