@@ -1,18 +1,18 @@
 package org.jqcowfs.chain;
 
+import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.BooleanSupplier;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
-import org.jqcowfs.io.CachedView;
 import org.jqcowfs.io.Closeables;
-import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.L2Cache;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.Location;
 
 /**
  * An image with its backing files, top (index 0) to bottom, seen as one virtual disk. Reads go to
@@ -23,9 +23,9 @@ import org.jqcowfs.qcow2.L2Cache;
 public final class BackingChain implements Image {
   private final List<Image> layers;
   private final List<Image> views;
-  private final List<ImageLock> locks;
+  private final List<Closeable> locks;
 
-  BackingChain(List<Image> layers, List<ImageLock> locks) {
+  BackingChain(List<Image> layers, List<Closeable> locks) {
     this.layers = List.copyOf(layers);
     this.locks = List.copyOf(locks);
     List<Image> v = new ArrayList<>();
@@ -49,8 +49,8 @@ public final class BackingChain implements Image {
   }
 
   @Override
-  public Path path() {
-    return top().path();
+  public Location location() {
+    return top().location();
   }
 
   @Override
@@ -146,8 +146,8 @@ public final class BackingChain implements Image {
     }
 
     @Override
-    public Path path() {
-      return layers.get(index).path();
+    public Location location() {
+      return layers.get(index).location();
     }
 
     @Override

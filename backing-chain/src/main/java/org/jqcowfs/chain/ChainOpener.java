@@ -1,10 +1,9 @@
 package org.jqcowfs.chain;
 
+import java.io.Closeable;
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.ByteBuffer;
-import java.nio.file.Files;
-import java.nio.file.LinkOption;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HexFormat;
@@ -13,12 +12,14 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.io.Closeables;
-import org.jqcowfs.io.HostFileOptions;
-import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.raw.RawImage;
+import org.jqcowfs.storage.FileLocation;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
+import org.jqcowfs.storage.StorageOpener;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -64,22 +65,36 @@ public final class ChainOpener {
    * @throws IOException if a file cannot be opened or read
    */
   public static BackingChain open(Path top, ChainOptions options) throws IOException {
+    return open(FileLocation.of(top), options);
+  }
+
+  /**
+   * As {@link #open(Path, ChainOptions)}, for an image at any location its {@link
+   * ChainOptions#opener} opens; stored names resolve against it ({@link Location#resolve}).
+   *
+   * @throws ImageFormatException if a layer is refused, as {@link #open(Path, ChainOptions)}
+   * @throws IOException if a storage cannot be opened or read
+   */
+  public static BackingChain open(Location top, ChainOptions options) throws IOException {
+    StorageOpener opener = options.opener();
     List<Image> layers = new ArrayList<>();
-    List<ImageLock> locks = new ArrayList<>();
-    List<Path> seen = new ArrayList<>();
+    List<Closeable> locks = new ArrayList<>();
+    List<Location> seen = new ArrayList<>();
     try {
-      Path current = top;
+      Location current = top;
       Format format = options.topFormat();
-      checkOpenable(top, null);
       if (format == Format.QCOW2) {
-        checkQcow2Magic(top);
+        checkQcow2Magic(top, opener);
       }
       NamePolicy names = namePolicy(top, options);
       String snapshot = options.snapshot();
-      Path namedBy = null;
+      Location namedBy = null;
       while (current != null) {
-        checkOpenable(current, namedBy);
-        Path real = current.toRealPath();
+        String who = namedBy == null ? "" : " (backing file of " + namedBy + ")";
+        if (!current.exists()) {
+          throw new NoSuchFileException(current.toString(), null, "does not exist" + who);
+        }
+        Location real = current.real();
         if (seen.contains(real)) {
           throw new ImageFormatException(
               namedBy, "backing chain cycle: " + chainText(seen) + " -> " + real);
@@ -91,35 +106,29 @@ public final class ChainOpener {
         seen.add(real);
         // Only the top layer is written; a qcow2 top takes the writer's lock itself.
         boolean writer = layers.isEmpty() && options.hostIo().writable();
-        HostFileOptions io = options.hostIo().withWritable(writer);
         if (writer && options.forceShare()) {
           throw new ImageFormatException(current, "an image opened for writing cannot be shared");
-        }
-        if (writer && format == Format.RAW) {
-          locks.add(ImageLock.acquireForWrite(current));
-        } else if (!options.forceShare() && !writer) {
-          locks.add(ImageLock.acquire(current));
         }
         if (format == Format.RAW) {
           if (snapshot != null) {
             throw new ImageFormatException(current, "a raw image has no snapshots");
           }
-          layers.add(RawImage.open(current, io));
+        }
+        Image image = openLayer(current, format, writer, snapshot, names, options, locks, who);
+        layers.add(image);
+        if (!(image instanceof Qcow2Image q)) {
           break;
         }
-        Qcow2Image image =
-            Qcow2Image.open(current, new Qcow2Options(options.l2CacheBytes(), snapshot, names, io));
-        layers.add(image);
-        if (!options.forceShare() && !image.dataFilePath().equals(image.path())) {
-          locks.add(ImageLock.acquire(image.dataFilePath()));
+        if (!options.forceShare() && !q.dataFileLocation().equals(q.location())) {
+          locks.add(opener.lock(q.dataFileLocation(), false));
         }
         snapshot = null;
-        String name = image.backingFileName().orElse(null);
+        String name = q.backingFileName().orElse(null);
         if (name == null) {
           break;
         }
-        Path next = names.resolve(current, name, "backing file");
-        format = backingFormat(image, next, options.probeBackingFormat());
+        Location next = names.resolve(current, name, "backing file");
+        format = backingFormat(q, next, options.probeBackingFormat(), opener);
         namedBy = current;
         current = next;
       }
@@ -134,28 +143,72 @@ public final class ChainOpener {
     }
   }
 
-  private static String chainText(List<Path> seen) {
+  /**
+   * Locks and opens one layer; what the storage refuses (a directory, a FIFO) is said with {@code
+   * who}, the image whose backing name led here.
+   */
+  private static Image openLayer(
+      Location at,
+      Format format,
+      boolean writer,
+      String snapshot,
+      NamePolicy names,
+      ChainOptions options,
+      List<Closeable> locks,
+      String who)
+      throws IOException {
+    StorageOpener opener = options.opener();
+    try {
+      if (writer && format == Format.RAW) {
+        locks.add(opener.lock(at, true));
+      } else if (!options.forceShare() && !writer) {
+        locks.add(opener.lock(at, false));
+      }
+      if (format == Format.RAW) {
+        return RawImage.open(at, opener, writer);
+      }
+      return Qcow2Image.open(
+          at,
+          new Qcow2Options(
+              options.l2CacheBytes(),
+              snapshot,
+              names,
+              options.hostIo().withWritable(writer),
+              options.storage()));
+    } catch (ImageFormatException | NoSuchFileException e) {
+      throw e;
+    } catch (IOException e) {
+      if (who.isEmpty() || !e.getMessage().startsWith(at + ": ")) {
+        throw e;
+      }
+      throw new IOException(e.getMessage() + who, e);
+    }
+  }
+
+  private static String chainText(List<Location> seen) {
     StringBuilder b = new StringBuilder();
-    for (Path p : seen) {
+    for (Location p : seen) {
       b.append(b.length() == 0 ? "" : " -> ").append(p);
     }
     return b.toString();
   }
 
   /** The top image's directory and the extra allowed ones, or QEMU's follow-anything. */
-  private static NamePolicy namePolicy(Path top, ChainOptions options) throws IOException {
+  private static NamePolicy namePolicy(Location top, ChainOptions options) throws IOException {
     if (options.unsafeBacking()) {
       return NamePolicy.UNSAFE;
     }
-    List<Path> dirs = new ArrayList<>();
-    dirs.add(NamePolicy.directoryOf(top));
-    dirs.addAll(options.allowDirs());
+    List<Location> dirs = new ArrayList<>();
+    dirs.add(top.directory());
+    for (Path d : options.allowDirs()) {
+      dirs.add(FileLocation.of(d));
+    }
     return NamePolicy.confinedTo(dirs);
   }
 
   /** Refuses a top image that should be qcow2 but lacks the magic (an empty file too). */
-  private static void checkQcow2Magic(Path top) throws IOException {
-    byte[] magic = magic(top);
+  private static void checkQcow2Magic(Location top, StorageOpener opener) throws IOException {
+    byte[] magic = magic(top, opener, "");
     if (!isQcow2Magic(magic)) {
       String found =
           magic.length == 0
@@ -169,14 +222,18 @@ public final class ChainOpener {
     }
   }
 
-  private static Format backingFormat(Qcow2Image image, Path next, boolean probeQcow2)
+  private static Format backingFormat(
+      Qcow2Image image, Location next, boolean probeQcow2, StorageOpener opener)
       throws IOException {
     String stored = image.backingFormat().orElse(null);
     if (stored == null) {
-      Format probed = probe(next, image.path());
+      Format probed =
+          isQcow2Magic(magic(next, opener, " (backing file of " + image.location() + ")"))
+              ? Format.QCOW2
+              : Format.RAW;
       if (probed == Format.QCOW2 && !probeQcow2) {
         throw new ImageFormatException(
-            image.path(),
+            image.location(),
             "backing file '"
                 + image.backingFileName().orElse("")
                 + "' ("
@@ -186,12 +243,12 @@ public final class ChainOpener {
                 + " files). Record its format with 'qemu-img rebase -u -F qcow2 -b "
                 + image.backingFileName().orElse("")
                 + " "
-                + image.path()
+                + image.location()
                 + "', or pass --probe-backing-format if the image is trusted");
       }
       LOG.warn(
           "{}: no backing format stored for '{}'; probed as {}",
-          image.path(),
+          image.location(),
           image.backingFileName().orElse(""),
           probed.name().toLowerCase(java.util.Locale.ROOT));
       return probed;
@@ -201,42 +258,30 @@ public final class ChainOpener {
       case "raw" -> Format.RAW;
       default ->
           throw new ImageFormatException(
-              image.path(), "backing format '" + stored + "' is not supported (qcow2 or raw)");
+              image.location(), "backing format '" + stored + "' is not supported (qcow2 or raw)");
     };
   }
 
   /**
-   * Refuses, before any blocking open, a missing file, a directory, a FIFO or a socket.
-   *
-   * @param namedBy the image whose backing name led here, or null for the top image
+   * The first 4 bytes at {@code at} (fewer for a shorter object), read through {@code opener},
+   * which refuses directories and FIFOs before anything could block; {@code who} says whose backing
+   * name led there.
    */
-  static void checkOpenable(Path p, Path namedBy) throws IOException {
-    String who = namedBy == null ? "" : " (backing file of " + namedBy + ")";
-    if (!Files.exists(p)) {
-      throw new java.nio.file.NoSuchFileException(p.toString(), null, "does not exist" + who);
+  private static byte[] magic(Location at, StorageOpener opener, String who) throws IOException {
+    if (!at.exists()) {
+      throw new NoSuchFileException(at.toString(), null, "does not exist" + who);
     }
-    if (Files.isDirectory(p)) {
-      throw new IOException(p + ": is a directory" + who);
-    }
-    if (!Files.isRegularFile(p)) {
-      Object mode = Files.getAttribute(p, "unix:mode", LinkOption.NOFOLLOW_LINKS);
-      boolean block = mode instanceof Integer m && (m & 0170000) == 0060000;
-      if (!block && !Files.isRegularFile(p.toRealPath())) {
-        throw new IOException(p + ": not a regular file or block device" + who);
+    try (Storage s = opener.open(at, false)) {
+      ByteBuffer b = ByteBuffer.allocate(4);
+      int n = s.readUpTo(b, 0);
+      return java.util.Arrays.copyOf(b.array(), Math.max(0, n));
+    } catch (ImageFormatException | NoSuchFileException e) {
+      throw e;
+    } catch (IOException e) {
+      if (who.isEmpty() || !e.getMessage().startsWith(at + ": ")) {
+        throw e;
       }
-    }
-  }
-
-  /** Probes a file's format by its first 4 bytes. */
-  static Format probe(Path p, Path namedBy) throws IOException {
-    checkOpenable(p, namedBy);
-    return isQcow2Magic(magic(p)) ? Format.QCOW2 : Format.RAW;
-  }
-
-  /** The file's first 4 bytes, fewer for a shorter file. */
-  private static byte[] magic(Path p) throws IOException {
-    try (InputStream in = Files.newInputStream(p)) {
-      return in.readNBytes(4);
+      throw new IOException(e.getMessage() + who, e);
     }
   }
 

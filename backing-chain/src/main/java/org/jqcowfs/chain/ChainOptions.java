@@ -3,6 +3,8 @@ package org.jqcowfs.chain;
 import java.nio.file.Path;
 import java.util.List;
 import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixOpener;
+import org.jqcowfs.storage.StorageOpener;
 
 /**
  * How to open a backing chain.
@@ -20,7 +22,9 @@ import org.jqcowfs.io.HostFileOptions;
  * @param probeBackingFormat probe a backing file with no stored format into qcow2 when it has the
  *     qcow2 magic ({@code --probe-backing-format}); false: refuse such a file
  * @param topFormat the top image's format ({@code --format}); never probed
- * @param hostIo how each layer's files are opened and read
+ * @param hostIo whether the top image is opened writable, and the read policies of local files
+ * @param storage what opens and locks each layer's storage, or null for local files read as {@code
+ *     hostIo} says ({@link #opener})
  */
 public record ChainOptions(
     int maxDepth,
@@ -31,7 +35,8 @@ public record ChainOptions(
     boolean unsafeBacking,
     boolean probeBackingFormat,
     ChainOpener.Format topFormat,
-    HostFileOptions hostIo) {
+    HostFileOptions hostIo,
+    StorageOpener storage) {
   /** The default cap on chain depth. */
   public static final int DEFAULT_MAX_DEPTH = 64;
 
@@ -49,7 +54,8 @@ public record ChainOptions(
           false,
           false,
           ChainOpener.Format.QCOW2,
-          HostFileOptions.DEFAULT);
+          HostFileOptions.DEFAULT,
+          null);
 
   public ChainOptions {
     if (maxDepth < 1) {
@@ -72,7 +78,8 @@ public record ChainOptions(
         unsafeBacking,
         probeBackingFormat,
         topFormat,
-        hostIo);
+        hostIo,
+        storage);
   }
 
   /** These options with {@code forceShare} set as given. */
@@ -86,7 +93,8 @@ public record ChainOptions(
         unsafeBacking,
         probeBackingFormat,
         topFormat,
-        hostIo);
+        hostIo,
+        storage);
   }
 
   /** These options with this L2 cache capacity in bytes (-1: QEMU's default). */
@@ -100,7 +108,8 @@ public record ChainOptions(
         unsafeBacking,
         probeBackingFormat,
         topFormat,
-        hostIo);
+        hostIo,
+        storage);
   }
 
   /**
@@ -109,7 +118,16 @@ public record ChainOptions(
    */
   public ChainOptions withNames(List<Path> dirs, boolean unsafe, boolean probe) {
     return new ChainOptions(
-        maxDepth, l2CacheBytes, snapshot, forceShare, dirs, unsafe, probe, topFormat, hostIo);
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        forceShare,
+        dirs,
+        unsafe,
+        probe,
+        topFormat,
+        hostIo,
+        storage);
   }
 
   /** These options with the top image's format. */
@@ -123,7 +141,8 @@ public record ChainOptions(
         unsafeBacking,
         probeBackingFormat,
         format,
-        hostIo);
+        hostIo,
+        storage);
   }
 
   /** These options with another way of opening and reading host files. */
@@ -137,6 +156,27 @@ public record ChainOptions(
         unsafeBacking,
         probeBackingFormat,
         topFormat,
-        io);
+        io,
+        storage);
+  }
+
+  /** These options opening and locking each layer's storage with {@code opener}. */
+  public ChainOptions withStorage(StorageOpener opener) {
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat,
+        hostIo,
+        opener);
+  }
+
+  /** What opens and locks storage: {@link #storage}, or local files read as {@code hostIo} says. */
+  public StorageOpener opener() {
+    return storage != null ? storage : new PosixOpener(hostIo);
   }
 }

@@ -18,7 +18,7 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.storage.Storage;
 
 /**
  * Writes a backing chain's virtual disk to a raw file, the job of {@code qemu-img convert -O raw
@@ -217,7 +217,7 @@ public final class Converter {
 
   /** A chunk buffer ({@link #CHUNK} bytes, direct) and the non-zero runs read into it. */
   private static final class Slot {
-    final ByteBuffer buf = HostFile.alignedBuffer(CHUNK);
+    final ByteBuffer buf = Storage.alignedBuffer(CHUNK);
     final int[] runs = new int[2 * (CHUNK / ZERO_BLOCK / 2 + 1)];
     Planner.Chunk chunk;
     int count;

@@ -2,12 +2,12 @@ package org.jqcowfs.readahead;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
-import org.jqcowfs.io.CachedView;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.Location;
 
 /**
  * An {@link Image} that reads ahead for sequential readers: each {@link ReadAheadStream} (one per
@@ -70,8 +70,8 @@ public final class ReadAheadImage implements Image {
   }
 
   @Override
-  public Path path() {
-    return image.path();
+  public Location location() {
+    return image.location();
   }
 
   @Override

@@ -12,8 +12,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.image.Image;
-import org.jqcowfs.io.CachedView;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.Storage;
 
 /**
  * The reads of one stream over an {@link ReadAheadImage} (one open file), with read-ahead of its
@@ -371,8 +371,8 @@ public final class ReadAheadStream implements AutoCloseable {
   private ByteBuffer takeBuffer() {
     ByteBuffer buffer = returned.poll();
     if (buffer == null && buffers < MAX_BUFFERS) {
-      // aligned, so that reads of uncached data go around the page cache (HostFile)
-      buffer = HostFile.alignedBuffer(WINDOW_BYTES);
+      // aligned, so that reads of uncached data go around the page cache (Storage)
+      buffer = Storage.alignedBuffer(WINDOW_BYTES);
       buffers++;
     }
     return buffer;

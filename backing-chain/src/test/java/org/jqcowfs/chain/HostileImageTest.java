@@ -24,11 +24,9 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -68,8 +66,12 @@ public class HostileImageTest {
   private static final AtomicInteger HANGS = new AtomicInteger();
   private static final AtomicInteger CRASHES = new AtomicInteger();
 
-  /** Reads that fell outside the file they read, seen by the {@link HostFile} observer. */
+  /** Reads that fell outside the file they read, seen by {@link ObservedStorage}. */
   private static final List<String> OUTSIDE = new CopyOnWriteArrayList<>();
+
+  /** Every file of every chain opened here, observed for reads outside the file. */
+  private static final ChainOptions OBSERVED =
+      ChainOptions.DEFAULT.withStorage(ObservedStorage.opener(OUTSIDE));
 
   // Header field offsets (spec section 1).
   static final int VERSION = 4;
@@ -739,22 +741,6 @@ public class HostileImageTest {
     return new Case(name, Outcome.OK, b);
   }
 
-  @BeforeAll
-  static void observeReads() {
-    HostFile.observeReads(
-        (path, position, bytes) -> {
-          long length = path.toFile().length();
-          if (position < 0 || bytes < 0 || position + bytes > length) {
-            OUTSIDE.add(path + ": " + bytes + " bytes at " + position + ", file " + length);
-          }
-        });
-  }
-
-  @AfterAll
-  static void stopObserving() {
-    HostFile.observeReads(null);
-  }
-
   @ParameterizedTest(name = "{0}")
   @MethodSource("cases")
   void hostile(Case c, @TempDir Path dir) throws Exception {
@@ -787,11 +773,12 @@ public class HostileImageTest {
   private static void check(Case c, Path image, Path dir) throws Exception {
     switch (c.outcome()) {
       case REFUSED -> {
-        IOException e = assertThrows(IOException.class, () -> ChainOpener.open(image).close());
+        IOException e =
+            assertThrows(IOException.class, () -> ChainOpener.open(image, OBSERVED).close());
         assertMentions(e, image, c.expect());
       }
       case EIO -> {
-        try (BackingChain chain = ChainOpener.open(image)) {
+        try (BackingChain chain = ChainOpener.open(image, OBSERVED)) {
           IOException e =
               assertThrows(
                   ImageFormatException.class, () -> chain.read(ByteBuffer.allocate(65536), 0));
@@ -824,7 +811,7 @@ public class HostileImageTest {
         }
       }
       case SNAPSHOTS_IGNORED -> {
-        try (BackingChain chain = ChainOpener.open(image)) {
+        try (BackingChain chain = ChainOpener.open(image, OBSERVED)) {
           Qcow2Image top = (Qcow2Image) chain.top();
           assertEquals(List.of(), top.snapshots());
           assertTrue(top.snapshotTableDamage().isPresent(), "the damage is kept for the user");
@@ -840,13 +827,13 @@ public class HostileImageTest {
         IOException e =
             assertThrows(
                 IOException.class,
-                () -> ChainOpener.open(image, ChainOptions.DEFAULT.withSnapshot("s1")).close());
+                () -> ChainOpener.open(image, OBSERVED.withSnapshot("s1")).close());
         assertMentions(e, image, c.expect());
       }
       case OK -> {
         Path ref = dir.resolve("ref.raw");
         Qemu.convertRaw(image, ref, null);
-        try (BackingChain chain = ChainOpener.open(image)) {
+        try (BackingChain chain = ChainOpener.open(image, OBSERVED)) {
           ByteBuffer b = ByteBuffer.allocate((int) chain.size());
           chain.read(b, 0);
           assertArrayEquals(Files.readAllBytes(ref), b.array());

@@ -27,8 +27,8 @@ class ReadAheadInvalidateTest {
     }
 
     @Override
-    public Path path() {
-      return Path.of("memory");
+    public org.jqcowfs.storage.Location location() {
+      return org.jqcowfs.storage.FileLocation.of(Path.of("memory"));
     }
 
     @Override

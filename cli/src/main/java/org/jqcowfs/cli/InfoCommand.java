@@ -71,7 +71,7 @@ final class InfoCommand implements Callable<Integer> {
   private static ObjectNode describe(ObjectMapper json, Image image) throws Exception {
     ObjectNode n = json.createObjectNode();
     n.put("virtual-size", image.size());
-    n.put("filename", image.path().toString());
+    n.put("filename", image.location().toString());
     if (image instanceof Qcow2Image q) {
       Header h = q.header();
       n.put("cluster-size", h.clusterSize());
@@ -114,14 +114,7 @@ final class InfoCommand implements Callable<Integer> {
       }
       if (h.backingFileName() != null) {
         n.put("backing-filename", h.backingFileName());
-        n.put(
-            "full-backing-filename",
-            q.path()
-                .toAbsolutePath()
-                .getParent()
-                .resolve(h.backingFileName())
-                .normalize()
-                .toString());
+        n.put("full-backing-filename", q.location().resolve(h.backingFileName()).toString());
         if (h.backingFormat() != null) {
           n.put("backing-filename-format", h.backingFormat());
         }
@@ -129,10 +122,18 @@ final class InfoCommand implements Callable<Integer> {
       n.put("dirty-flag", h.hasIncompatible(Header.INCOMPAT_DIRTY));
     } else {
       n.put("format", "raw");
-      n.put("actual-size", java.nio.file.Files.size(image.path()));
+      n.put("actual-size", java.nio.file.Files.size(localPath(image)));
       n.put("dirty-flag", false);
     }
     return n;
+  }
+
+  /** The local file of a raw image: info opens only local files. */
+  private static java.nio.file.Path localPath(Image image) {
+    return image
+        .location()
+        .localPath()
+        .orElseThrow(() -> new IllegalStateException(image.location() + ": not a local file"));
   }
 
   private static void printHuman(PrintWriter out, ObjectNode n) {

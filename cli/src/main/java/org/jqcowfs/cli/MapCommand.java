@@ -92,7 +92,7 @@ final class MapCommand implements Callable<Integer> {
                 "0x" + Long.toHexString(e.length()),
                 e.hostOffset() >= 0 ? "0x" + Long.toHexString(e.hostOffset()) : "-",
                 e.compressed() ? "compressed" : e.zero() ? "zero" : "data",
-                e.hostFile() != null ? e.hostFile() : chain.layers().get(e.depth()).path());
+                e.hostFile() != null ? e.hostFile() : chain.layers().get(e.depth()).location());
           }
         }
       }

@@ -24,7 +24,6 @@ import org.jqcowfs.fuse.KernelBackend;
 import org.jqcowfs.fuse.LibC;
 import org.jqcowfs.fuse.MountOptions;
 import org.jqcowfs.fuse.Mounted;
-import org.jqcowfs.image.NamePolicy;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
@@ -234,7 +233,7 @@ final class MountCommand implements Callable<Integer> {
       }
       Overlays.createOrReuse(top, image, format, chainOptions);
       List<Path> dirs = new ArrayList<>(chainOptions.allowDirs());
-      dirs.add(NamePolicy.directoryOf(image)); // the overlay's backing file and its chain
+      dirs.add(image.toAbsolutePath().getParent()); // the overlay's backing file and its chain
       chainOptions =
           chainOptions
               .withNames(dirs, chainOptions.unsafeBacking(), chainOptions.probeBackingFormat())

@@ -6,7 +6,6 @@ import java.nio.file.Path;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
-import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.qcow2.Qcow2Create;
 import org.jqcowfs.qcow2.Qcow2Image;
 
@@ -25,7 +24,7 @@ final class Overlays {
   static void createOrReuse(
       Path overlay, Path image, ChainOpener.Format format, ChainOptions options)
       throws IOException {
-    Path dir = NamePolicy.directoryOf(overlay.toAbsolutePath());
+    Path dir = overlay.toAbsolutePath().getParent();
     Path target = image.toRealPath();
     if (Files.exists(overlay)) {
       String name;

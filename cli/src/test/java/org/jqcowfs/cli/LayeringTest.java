@@ -1,7 +1,10 @@
 package org.jqcowfs.cli;
 
+import static com.tngtech.archunit.core.domain.JavaClass.Predicates.resideInAPackage;
+import static com.tngtech.archunit.core.domain.JavaClass.Predicates.resideOutsideOfPackage;
 import static com.tngtech.archunit.lang.syntax.ArchRuleDefinition.noClasses;
 import static com.tngtech.archunit.library.Architectures.layeredArchitecture;
+import static com.tngtech.archunit.library.dependencies.SlicesRuleDefinition.slices;
 
 import com.tngtech.archunit.core.domain.JavaClasses;
 import com.tngtech.archunit.core.importer.ClassFileImporter;
@@ -10,9 +13,11 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The data flows one way, and the build says so: cli -> fuse -> read-ahead -> chain -> qcow2 and
- * raw -> the format, compression, image contract and host I/O packages below them, no package
- * reaching up (docs/architecture.md); the qcow2 format package does no I/O. Checked on the main
- * classes of every module (this module's test class path holds them all).
+ * raw -> the format, compression, image contract, local I/O and storage packages below them, no
+ * package reaching up and no cycle between packages (docs/architecture.md); the qcow2 format
+ * package does no I/O; the image contract and the storage interface name no implementation; the
+ * qcow2 write side reads through its narrow reader, not through {@code Qcow2Image}. Checked on the
+ * main classes of every module (this module's test class path holds them all).
  */
 class LayeringTest {
   private static final JavaClasses CLASSES =
@@ -47,6 +52,8 @@ class LayeringTest {
         .definedBy("org.jqcowfs.image..")
         .layer("io")
         .definedBy("org.jqcowfs.io..")
+        .layer("storage")
+        .definedBy("org.jqcowfs.storage..")
         .whereLayer("cli")
         .mayNotBeAccessedByAnyLayer()
         .whereLayer("fuse")
@@ -71,6 +78,19 @@ class LayeringTest {
         .whereLayer("io")
         .mayOnlyBeAccessedByLayers(
             "cli", "fuse", "convert", "readahead", "chain", "raw", "qcow2", "compress", "image")
+        .whereLayer("storage")
+        .mayOnlyBeAccessedByLayers(
+            "cli",
+            "fuse",
+            "convert",
+            "readahead",
+            "chain",
+            "raw",
+            "qcow2",
+            "compress",
+            "format",
+            "image",
+            "io")
         .check(CLASSES);
   }
 
@@ -95,13 +115,47 @@ class LayeringTest {
   }
 
   @Test
-  void theImageContractKnowsNoFormat() {
+  void theImageContractKnowsNoFormatAndNoStorageImplementation() {
     noClasses()
         .that()
         .resideInAPackage("org.jqcowfs.image..")
         .should()
         .dependOnClassesThat()
-        .resideInAnyPackage("org.jqcowfs.qcow2..", "org.jqcowfs.raw..", "org.jqcowfs.chain..")
+        .resideInAnyPackage(
+            "org.jqcowfs.qcow2..", "org.jqcowfs.raw..", "org.jqcowfs.chain..", "org.jqcowfs.io..")
         .check(CLASSES);
+  }
+
+  @Test
+  void theStorageInterfaceDependsOnNothingElseOfTheProject() {
+    noClasses()
+        .that()
+        .resideInAPackage("org.jqcowfs.storage..")
+        .should()
+        .dependOnClassesThat(
+            resideInAPackage("org.jqcowfs..").and(resideOutsideOfPackage("org.jqcowfs.storage..")))
+        .check(CLASSES);
+  }
+
+  @Test
+  void theQcow2WriteSideDoesNotDependOnQcow2Image() {
+    noClasses()
+        .that()
+        .haveSimpleNameStartingWith("Qcow2Writer")
+        .or()
+        .haveSimpleNameStartingWith("Refcounts")
+        .or()
+        .haveSimpleNameStartingWith("MetadataRanges")
+        .or()
+        .haveSimpleNameStartingWith("GuestReader")
+        .should()
+        .dependOnClassesThat()
+        .haveFullyQualifiedName("org.jqcowfs.qcow2.Qcow2Image")
+        .check(CLASSES);
+  }
+
+  @Test
+  void noCyclesBetweenPackages() {
+    slices().matching("org.jqcowfs.(**)").should().beFreeOfCycles().check(CLASSES);
   }
 }

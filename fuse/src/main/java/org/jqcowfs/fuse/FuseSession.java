@@ -11,7 +11,7 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -368,11 +368,11 @@ public final class FuseSession implements Closeable {
 
     Worker() {
       // The payload starts on a page boundary, so that READs of image data that is not cached go
-      // around the page cache (HostFile): a buffered read there started the kernel's readahead on
+      // around the page cache (Storage): a buffered read there started the kernel's readahead on
       // the image file, and a cold dd of an in-order image then drifted back to the page cache.
-      int align = HostFile.DIRECT_ALIGNMENT;
+      int align = Storage.DIRECT_ALIGNMENT;
       ByteBuffer buffer =
-          HostFile.alignedBuffer(align + FuseOps.MAX_READ_BYTES)
+          Storage.alignedBuffer(align + FuseOps.MAX_READ_BYTES)
               .slice(align - OUT_HEADER_BYTES, OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
               .order(ByteOrder.nativeOrder());
       ByteBuffer iov =

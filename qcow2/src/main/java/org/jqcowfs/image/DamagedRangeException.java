@@ -1,6 +1,6 @@
 package org.jqcowfs.image;
 
-import java.nio.file.Path;
+import org.jqcowfs.storage.Location;
 
 /**
  * A read or block-status call met damaged metadata: an L1 entry, L2 entry or compressed cluster
@@ -21,7 +21,7 @@ public final class DamagedRangeException extends ImageFormatException {
    * @param guestOffset the first guest byte the damaged entry maps
    * @param length bytes the damaged entry maps, {@code >= 1}
    */
-  public DamagedRangeException(Path file, String message, long guestOffset, long length) {
+  public DamagedRangeException(Location file, String message, long guestOffset, long length) {
     super(file, message);
     this.guestOffset = guestOffset;
     this.length = length;

@@ -1,9 +1,9 @@
 package org.jqcowfs.image;
 
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import org.jqcowfs.storage.Location;
 
 /**
  * A run of guest bytes {@code [start, start + length)} of one layer with one block status, in the
@@ -30,7 +30,7 @@ public record Extent(
     boolean zero,
     boolean compressed,
     long hostOffset,
-    Path hostFile,
+    Location hostFile,
     int depth) {
 
   public Extent {
@@ -51,7 +51,7 @@ public record Extent(
       boolean zero,
       boolean compressed,
       long hostOffset,
-      Path hostFile) {
+      Location hostFile) {
     this(start, length, allocated, data, zero, compressed, hostOffset, hostFile, 0);
   }
 

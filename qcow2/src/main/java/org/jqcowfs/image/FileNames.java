@@ -1,7 +1,7 @@
 package org.jqcowfs.image;
 
-import java.nio.file.Path;
 import java.util.regex.Pattern;
+import org.jqcowfs.storage.Location;
 
 /**
  * Resolves file names stored in an image (backing file, external data file) the way QEMU does for
@@ -15,13 +15,14 @@ public final class FileNames {
   private FileNames() {}
 
   /**
-   * @param image the file that stores the name
+   * @param image where the image that stores the name is
    * @param name the stored name
    * @param field what the name is, for the message ("backing file", "external data file")
-   * @return the resolved path
+   * @return the resolved location ({@link Location#resolve})
    * @throws ImageFormatException for an empty, {@code json:} or protocol name
    */
-  public static Path resolve(Path image, String name, String field) throws ImageFormatException {
+  public static Location resolve(Location image, String name, String field)
+      throws ImageFormatException {
     if (name.isEmpty()) {
       throw new ImageFormatException(image, field + " name is empty");
     }
@@ -33,7 +34,6 @@ public final class FileNames {
       throw new ImageFormatException(
           image, field + " name '" + name + "' names a protocol, which is refused");
     }
-    Path dir = image.toAbsolutePath().getParent();
-    return dir.resolve(name).normalize();
+    return image.resolve(name);
   }
 }

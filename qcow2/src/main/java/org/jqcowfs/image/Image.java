@@ -3,10 +3,10 @@ package org.jqcowfs.image;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.List;
-import org.jqcowfs.io.CachedView;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 
 /**
  * A disk image seen as a flat run of guest bytes: one layer (qcow2 or raw) or a whole backing
@@ -19,8 +19,8 @@ public interface Image extends Closeable {
   /** The virtual disk size in bytes (QEMU's {@code bdrv_getlength}). */
   long size();
 
-  /** The file this image was opened from. */
-  Path path();
+  /** Where this image was opened from (for a chain: its top image). */
+  Location location();
 
   /**
    * Bytes the host files behind this image occupy on disk ({@code st_blocks * 512} of the image
@@ -56,14 +56,14 @@ public interface Image extends Closeable {
    * @throws UnsupportedOperationException if the format has no backing files
    */
   default void setBacking(Image backing) {
-    throw new UnsupportedOperationException(path() + ": this image format has no backing file");
+    throw new UnsupportedOperationException(location() + ": this image format has no backing file");
   }
 
   /**
    * The {@code length} guest bytes at {@code guestOffset} as a read-only view of the page cache
-   * ({@link HostFile#mapCached}), when one host file stores all of them raw, in one contiguous
-   * range that the cache holds; else null, and the caller reads them with {@link #read}. The view
-   * holds what {@link #read} would write. The caller closes it. This default has no view.
+   * ({@link Storage.CachedViews#mapCached}), when one host file stores all of them raw, in one
+   * contiguous range that the cache holds; else null, and the caller reads them with {@link #read}.
+   * The view holds what {@link #read} would write. The caller closes it. This default has no view.
    *
    * @param guestOffset offset in bytes, with {@code [guestOffset, guestOffset + length)} in {@code
    *     [0, size())}
@@ -165,7 +165,7 @@ public interface Image extends Closeable {
   default void flush() throws IOException {}
 
   private IOException readOnly() {
-    return new IOException(path() + ": opened read-only");
+    return new IOException(location() + ": opened read-only");
   }
 
   /** Fills {@code dst}'s remaining bytes with zeros from a shared zero buffer. */

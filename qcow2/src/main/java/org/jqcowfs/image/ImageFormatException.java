@@ -2,6 +2,7 @@ package org.jqcowfs.image;
 
 import java.io.IOException;
 import java.nio.file.Path;
+import org.jqcowfs.storage.Location;
 
 /**
  * An image that breaks the qcow2 format, or uses a feature jqcowfs refuses. The message names the
@@ -17,6 +18,14 @@ public class ImageFormatException extends IOException {
    */
   public ImageFormatException(Path file, String message) {
     super(file + ": " + message);
+  }
+
+  /**
+   * @param location where the image being parsed is
+   * @param message what is wrong: field, value and place
+   */
+  public ImageFormatException(Location location, String message) {
+    super(location + ": " + message);
   }
 
   /** Formats {@code value} as {@code 0x...}. */

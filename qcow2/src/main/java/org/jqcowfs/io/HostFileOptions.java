@@ -1,15 +1,15 @@
 package org.jqcowfs.io;
 
 /**
- * How a {@link HostFile} is opened and read. The read policies are on by default; each can be
- * turned off to measure it (docs/decisions/direct-reads-and-aio.md, page-cache-and-push.md).
+ * How a {@link Storage} is opened and read. The read policies are on by default; each can be turned
+ * off to measure it (docs/decisions/direct-reads-and-aio.md, page-cache-and-push.md).
  *
  * @param writable opened for writing too ({@code O_RDWR}); else read-only
  * @param directReads ranges the page cache does not hold are read around it ({@code O_DIRECT})
  * @param mappedReads cached ranges may be handed out as page-cache views ({@link
- *     HostFile#mapCached})
+ *     Storage.CachedViews#mapCached})
  * @param linuxAio separate uncached ranges of one request are read in Linux AIO batches ({@link
- *     HostFile#readRanges})
+ *     Storage.BatchedReads#readRanges})
  */
 public record HostFileOptions(
     boolean writable, boolean directReads, boolean mappedReads, boolean linuxAio) {

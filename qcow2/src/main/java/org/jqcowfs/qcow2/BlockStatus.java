@@ -1,11 +1,11 @@
 package org.jqcowfs.qcow2;
 
 import java.io.IOException;
-import java.nio.file.Path;
 import org.jqcowfs.image.Extent;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 
 /**
  * The block status of one qcow2 layer from its {@link Mapping}s, as QEMU's {@code
@@ -13,19 +13,21 @@ import org.jqcowfs.qcow2.format.Header;
  * asked too ({@code qcow2_detect_metadata_preallocation}).
  */
 final class BlockStatus {
-  private final HostFile file;
-  private final HostFile dataFile;
+  private final Storage file;
+  private final Storage dataFile;
   private final Header header;
   private final Geometry geometry;
   private final ClusterMapper mapper;
+  private final Storage.Holes holes;
   private volatile Boolean metadataPreallocation;
 
-  BlockStatus(HostFile file, HostFile dataFile, Header header, ClusterMapper mapper) {
+  BlockStatus(Storage file, Storage dataFile, Header header, ClusterMapper mapper) {
     this.file = file;
     this.dataFile = dataFile;
     this.header = header;
     this.geometry = header.geometry();
     this.mapper = mapper;
+    this.holes = dataFile.capability(Storage.Holes.class);
   }
 
   /**
@@ -37,7 +39,7 @@ final class BlockStatus {
   Extent at(long guestOffset, long maxLength) throws IOException {
     Mapping r = mapper.map(guestOffset, maxLength);
     long len = r.length();
-    Path dataPath = dataFile.path();
+    Location dataPath = dataFile.location();
     return switch (r.type()) {
       case NORMAL ->
           metadataPreallocation()
@@ -59,13 +61,13 @@ final class BlockStatus {
    * BDRV_BLOCK_RECURSE} in {@code bdrv_co_block_status}), so host holes read as zero data.
    */
   private Extent hostFileStatus(long guestOffset, long len, long host) throws IOException {
-    Path dataPath = dataFile.path();
-    long data = dataFile.seekData(host);
+    Location dataPath = dataFile.location();
+    long data = holes.seekData(host);
     if (data < 0) {
       return new Extent(guestOffset, len, true, true, true, false, host, dataPath);
     }
     if (data == host) {
-      long hole = dataFile.seekHole(host);
+      long hole = holes.seekHole(host);
       long n = hole < 0 ? len : Math.min(len, hole - host);
       return new Extent(guestOffset, n, true, true, false, false, host, dataPath);
     }
@@ -80,9 +82,14 @@ final class BlockStatus {
       return known;
     }
     boolean result;
+    Storage.Allocation allocation = file.capability(Storage.Allocation.class);
+    if (holes == null || allocation == null) {
+      metadataPreallocation = false; // a storage that cannot tell its holes: nothing to ask
+      return false;
+    }
     try {
       long fileLength = file.length();
-      long realClusters = file.allocatedBytes() / geometry.clusterSize();
+      long realClusters = allocation.allocatedBytes() / geometry.clusterSize();
       long threshold = Math.max(realClusters * 10 / 9, realClusters + 2);
       long endCluster = (fileLength + geometry.clusterSize() - 1) >>> geometry.clusterBits();
       Refcounts refcounts = new Refcounts(file, header);

@@ -4,15 +4,15 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.L1Entry;
 import org.jqcowfs.qcow2.format.L2Entry;
 import org.jqcowfs.qcow2.format.L2Table;
 import org.jqcowfs.qcow2.format.SubclusterType;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 
 /**
  * Maps guest ranges of one qcow2 layer to {@link Mapping}s through its L1 table and cached L2
@@ -22,9 +22,9 @@ import org.jqcowfs.qcow2.format.SubclusterType;
  * place, and {@link L2Cache} loads each table once.
  */
 final class ClusterMapper {
-  private final Path path;
-  private final HostFile file;
-  private final HostFile dataFile;
+  private final Location path;
+  private final Storage file;
+  private final Storage dataFile;
   private final Geometry geometry;
   private final boolean v3;
   private volatile long[] l1Table;
@@ -38,14 +38,14 @@ final class ClusterMapper {
    * @param virtualSize the disk's bytes, to which damaged ranges are clipped
    */
   ClusterMapper(
-      HostFile file,
-      HostFile dataFile,
+      Storage file,
+      Storage dataFile,
       Geometry geometry,
       int version,
       long[] l1Table,
       long virtualSize,
       L2Cache l2Cache) {
-    this.path = file.path();
+    this.path = file.location();
     this.file = file;
     this.dataFile = dataFile;
     this.geometry = geometry;

@@ -7,10 +7,10 @@ import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.zip.DataFormatException;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.compress.Decompressor;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.L2Entry;
+import org.jqcowfs.storage.Storage;
 
 /**
  * Reads the compressed clusters of one request (QEMU {@code qcow2_co_preadv_compressed}, with the
@@ -42,7 +42,7 @@ final class CompressedClusterReader {
     ImageFormatException at(Mapping run, String what);
   }
 
-  private final HostFile file;
+  private final Storage file;
   private final Geometry geometry;
   private final Decompressor decompressor;
   private final Corruption corruption;
@@ -50,7 +50,7 @@ final class CompressedClusterReader {
   private final ThreadLocal<ByteBuffer> streamBuffers = new ThreadLocal<>();
 
   CompressedClusterReader(
-      HostFile file, Geometry geometry, Decompressor decompressor, Corruption corruption) {
+      Storage file, Geometry geometry, Decompressor decompressor, Corruption corruption) {
     this.file = file;
     this.geometry = geometry;
     this.decompressor = decompressor;
@@ -98,14 +98,14 @@ final class CompressedClusterReader {
   /**
    * Reads the streams of {@code parts[from, to)} ({@code total} bytes; neighbours with one pread),
    * then decompresses them. Each pread covers its streams widened to {@link
-   * HostFile#DIRECT_ALIGNMENT} boundaries (cut at {@code fileLength}) into an aligned buffer, so
+   * Storage#DIRECT_ALIGNMENT} boundaries (cut at {@code fileLength}) into an aligned buffer, so
    * that streams the page cache does not hold are read around it, as plain clusters are.
    */
   private void readGroup(
       List<Part> parts, int from, int to, long[] starts, int[] lengths, long total, long fileLength)
       throws IOException {
     int n = to - from;
-    long align = HostFile.DIRECT_ALIGNMENT;
+    long align = Storage.DIRECT_ALIGNMENT;
     // Each span may also hold the gaps between its streams (at most MAX_GAP_BYTES per stream) and
     // up to one alignment unit before and after it.
     ByteBuffer streams =
@@ -144,7 +144,7 @@ final class CompressedClusterReader {
     if (b == null || b.capacity() < bytes) {
       int clusterBytes = (int) geometry.clusterSize();
       long grown = b == null ? clusterBytes + (clusterBytes >> 3) + 1024 : 2L * b.capacity();
-      b = HostFile.alignedBuffer((int) Math.max(bytes, Math.min(grown, Integer.MAX_VALUE >> 1)));
+      b = Storage.alignedBuffer((int) Math.max(bytes, Math.min(grown, Integer.MAX_VALUE >> 1)));
       streamBuffers.set(b);
     }
     return b.clear();

@@ -9,14 +9,15 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.function.Consumer;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.ImageLock;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.L1Entry;
 import org.jqcowfs.qcow2.format.L2Entry;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.storage.Storage;
 
 /**
  * The consistency check of one qcow2 file, as {@code qemu-img check} does it without repairs (QEMU
@@ -28,7 +29,7 @@ import org.jqcowfs.qcow2.format.Snapshot;
  * are QEMU's, one per finding.
  */
 public final class Qcow2Check {
-  private final HostFile file;
+  private final Storage file;
   private final Header header;
   private final Geometry geometry;
   private final boolean dataFile;
@@ -77,7 +78,7 @@ public final class Qcow2Check {
     }
   }
 
-  private Qcow2Check(HostFile file, Header header, boolean dataFile, Consumer<String> messages)
+  private Qcow2Check(Storage file, Header header, boolean dataFile, Consumer<String> messages)
       throws IOException {
     this.file = file;
     this.header = header;
@@ -101,7 +102,7 @@ public final class Qcow2Check {
    * @throws IOException if the file cannot be read
    */
   public static Result check(Path path, Consumer<String> messages) throws IOException {
-    try (HostFile file = HostFile.open(path)) {
+    try (Storage file = PosixStorage.open(path, HostFileOptions.DEFAULT)) {
       Header h = Qcow2Opener.readHeader(file, true);
       checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h, true);
@@ -166,7 +167,7 @@ public final class Qcow2Check {
     Result before;
     long leaksFixed = 0;
     long corruptionsFixed = 0;
-    try (HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (Storage file = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       Header h = Qcow2Opener.readHeader(file);
       checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
@@ -212,7 +213,7 @@ public final class Qcow2Check {
    * Clears the dirty and corrupt bits of a v3 image that checks clean ({@code qcow2_mark_clean}).
    */
   private static void clearBits(Path path) throws IOException {
-    try (HostFile file = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (Storage file = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       Header h = Qcow2Opener.readHeader(file);
       long bits = Header.INCOMPAT_DIRTY | Header.INCOMPAT_CORRUPT;
       if (h.version() >= 3 && (h.incompatibleFeatures() & bits) != 0) {
@@ -714,6 +715,6 @@ public final class Qcow2Check {
 
   @Override
   public String toString() {
-    return "Qcow2Check(" + file.path() + ", " + hex(fileLength) + " bytes)";
+    return "Qcow2Check(" + file.location() + ", " + hex(fileLength) + " bytes)";
   }
 }

@@ -7,10 +7,11 @@ import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.storage.Storage;
 
 /**
  * Creates an empty qcow2 image as {@code qemu-img create -f qcow2} lays it out (QEMU {@code
@@ -198,7 +199,7 @@ public final class Qcow2Create {
 
     Files.createFile(path);
     boolean done = false;
-    try (HostFile f = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (Storage f = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       f.write(h.encode(), 0);
       ByteBuffer table = ByteBuffer.allocate((int) clusterSize);
       for (int i = 0; i < blocks; i++) {

@@ -1,5 +1,6 @@
 package org.jqcowfs.qcow2;
 
+import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
@@ -9,15 +10,16 @@ import java.util.Optional;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.CachedView;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.io.HostFileOptions;
-import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.compress.Decompressor;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.format.SubclusterType;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.FileLocation;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 
 /**
  * One qcow2 layer: the active image or the read-only view of one internal snapshot. Reads map guest
@@ -28,9 +30,11 @@ import org.jqcowfs.qcow2.format.SubclusterType;
  */
 public final class Qcow2Image implements Image {
 
-  private final Path path;
-  private final HostFile file;
-  private final HostFile dataFile;
+  private final Location path;
+  private final Storage file;
+  private final Storage dataFile;
+  private final Storage.BatchedReads batchedReads;
+  private final Storage.CachedViews cachedViews;
   private final Header header;
   private final Geometry geometry;
   private final long virtualSize;
@@ -42,7 +46,7 @@ public final class Qcow2Image implements Image {
   private final BlockStatus blockStatus;
   private final CompressedClusterReader compressedReader;
   private final Qcow2Writer writer;
-  private final ImageLock writeLock;
+  private final Closeable writeLock;
 
   /** The image below, linked once when the chain opens; null for none. */
   private volatile Image backing;
@@ -53,8 +57,8 @@ public final class Qcow2Image implements Image {
    *     checks)
    */
   Qcow2Image(
-      HostFile file,
-      HostFile dataFile,
+      Storage file,
+      Storage dataFile,
       Header header,
       long[] l1Table,
       long virtualSize,
@@ -62,12 +66,14 @@ public final class Qcow2Image implements Image {
       String snapshotDamage,
       Snapshot snapshot,
       long l2CacheBytes,
-      ImageLock writeLock,
+      Closeable writeLock,
       long snapshotTableBytes)
       throws IOException {
-    this.path = file.path();
+    this.path = file.location();
     this.file = file;
     this.dataFile = dataFile;
+    this.batchedReads = dataFile.capability(Storage.BatchedReads.class);
+    this.cachedViews = dataFile.capability(Storage.CachedViews.class);
     this.header = header;
     this.geometry = header.geometry();
     this.virtualSize = virtualSize;
@@ -94,7 +100,12 @@ public final class Qcow2Image implements Image {
 
   /** Opens the active image with default options. */
   public static Qcow2Image open(Path path) throws IOException {
-    return open(path, Qcow2Options.DEFAULT);
+    return open(FileLocation.of(path), Qcow2Options.DEFAULT);
+  }
+
+  /** Opens the local file {@code path} as {@link #open(Location, Qcow2Options)} does. */
+  public static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
+    return open(FileLocation.of(path), options);
   }
 
   /**
@@ -106,12 +117,12 @@ public final class Qcow2Image implements Image {
    * @throws ImageFormatException if the image is refused (message names file, field, value)
    * @throws IOException if a file cannot be opened or read
    */
-  public static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
-    return Qcow2Opener.open(path, options);
+  public static Qcow2Image open(Location location, Qcow2Options options) throws IOException {
+    return Qcow2Opener.open(location, options);
   }
 
   @Override
-  public Path path() {
+  public Location location() {
     return path;
   }
 
@@ -158,19 +169,27 @@ public final class Qcow2Image implements Image {
     return Optional.ofNullable(header.backingFormat());
   }
 
-  /** The file holding guest data: the external data file, or the image itself. */
-  public Path dataFilePath() {
-    return dataFile.path();
+  /** Where guest data is: the external data file, or the image itself. */
+  public Location dataFileLocation() {
+    return dataFile.location();
   }
 
-  /** Bytes the image file occupies on disk (qemu-img info's "disk size"). */
+  /**
+   * Bytes the image file occupies on disk (qemu-img info's "disk size"); its length where the
+   * storage cannot tell ({@link Storage.Allocation}).
+   */
   public long allocatedBytes() throws IOException {
-    return file.allocatedBytes();
+    return allocatedBytes(file);
   }
 
   @Override
   public long hostBytes() throws IOException {
-    return file.allocatedBytes() + (dataFile != file ? dataFile.allocatedBytes() : 0);
+    return allocatedBytes(file) + (dataFile != file ? allocatedBytes(dataFile) : 0);
+  }
+
+  private static long allocatedBytes(Storage storage) throws IOException {
+    Storage.Allocation a = storage.capability(Storage.Allocation.class);
+    return a != null ? a.allocatedBytes() : storage.length();
   }
 
   /** L2 cache counters. */
@@ -242,8 +261,8 @@ public final class Qcow2Image implements Image {
   /**
    * Reads separate ranges of the data file (a fragmented image): on this thread those the page
    * cache does not hold in Linux AIO batches and those it holds from it ({@link
-   * HostFile#readRanges}), any others in parallel on {@link ParallelTasks}' I/O helpers, as before
-   * there was AIO. The figures are in {@code LinuxAio}.
+   * Storage.BatchedReads#readRanges}), any others in parallel on {@link ParallelTasks}' I/O
+   * helpers, as before there was AIO. The figures are in {@code LinuxAio}.
    */
   private void readHostRanges(List<HostRead> reads) throws IOException {
     int n = reads.size();
@@ -255,7 +274,7 @@ public final class Qcow2Image implements Image {
         dsts[i] = reads.get(i).dst();
         positions[i] = reads.get(i).hostOffset();
       }
-      done = dataFile.readRanges(dsts, positions);
+      done = batchedReads != null ? batchedReads.readRanges(dsts, positions) : done;
     }
     int[] left = new int[n];
     int count = 0;
@@ -281,7 +300,7 @@ public final class Qcow2Image implements Image {
     Image.checkRange(guestOffset, length, virtualSize);
     Mapping run = mapper.map(guestOffset, length);
     return run.type() == SubclusterType.NORMAL && run.length() == length
-        ? dataFile.mapCached(run.hostOffset(), length)
+        ? (cachedViews != null ? cachedViews.mapCached(run.hostOffset(), length) : null)
         : null;
   }
 

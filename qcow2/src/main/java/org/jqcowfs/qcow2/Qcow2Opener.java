@@ -1,15 +1,17 @@
 package org.jqcowfs.qcow2;
 
+import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.List;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
-import org.jqcowfs.io.HostFile;
-import org.jqcowfs.io.ImageLock;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
+import org.jqcowfs.storage.StorageOpener;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -22,13 +24,14 @@ final class Qcow2Opener {
 
   private Qcow2Opener() {}
 
-  /** As {@link Qcow2Image#open(Path, Qcow2Options)}. */
-  static Qcow2Image open(Path path, Qcow2Options options) throws IOException {
+  /** As {@link Qcow2Image#open(Location, Qcow2Options)}. */
+  static Qcow2Image open(Location path, Qcow2Options options) throws IOException {
     boolean writable = options.hostIo().writable();
-    ImageLock writeLock = writable ? ImageLock.acquireForWrite(path) : null;
-    HostFile file;
+    StorageOpener opener = options.opener();
+    Closeable writeLock = writable ? opener.lock(path, true) : null;
+    Storage file;
     try {
-      file = HostFile.open(path, options.hostIo());
+      file = opener.open(path, writable);
     } catch (IOException | RuntimeException e) {
       if (writeLock != null) {
         writeLock.close();
@@ -39,7 +42,7 @@ final class Qcow2Opener {
       if (writable && readHeader(file).hasIncompatible(Header.INCOMPAT_DIRTY)) {
         file.close();
         repairDirty(path);
-        file = HostFile.open(path, options.hostIo());
+        file = opener.open(path, true);
       }
     } catch (IOException | RuntimeException e) {
       file.close();
@@ -56,8 +59,15 @@ final class Qcow2Opener {
    *
    * @throws ImageFormatException if corruptions remain after the repair
    */
-  private static void repairDirty(Path path) throws IOException {
-    LOG.warn("{}: the dirty bit is set (lazy refcounts); repairing the refcounts", path);
+  private static void repairDirty(Location location) throws IOException {
+    LOG.warn("{}: the dirty bit is set (lazy refcounts); repairing the refcounts", location);
+    Path path =
+        location
+            .localPath()
+            .orElseThrow(
+                () ->
+                    new ImageFormatException(
+                        location, "cannot open for writing: the dirty bit is set"));
     Qcow2Check.Repair r =
         Qcow2Check.repairLocked(path, true, line -> LOG.info("{}: {}", path, line));
     if (r.after().exitStatus() == 1 || r.after().exitStatus() == 2) {
@@ -80,10 +90,10 @@ final class Qcow2Opener {
    *
    * @param writeLock the writer's lock, or null to open read-only
    */
-  static Qcow2Image open(Path path, Qcow2Options options, HostFile file, ImageLock writeLock)
+  static Qcow2Image open(Location path, Qcow2Options options, Storage file, Closeable writeLock)
       throws IOException {
     boolean writable = writeLock != null;
-    HostFile dataFile = null;
+    Storage dataFile = null;
     try {
       Header h = readHeader(file);
       if (writable) {
@@ -126,10 +136,10 @@ final class Qcow2Opener {
         NamePolicy names =
             options.names() != null
                 ? options.names()
-                : NamePolicy.confinedTo(List.of(NamePolicy.directoryOf(path)));
-        Path dataPath = names.resolve(path, h.dataFileName(), "external data file");
+                : NamePolicy.confinedTo(List.of(path.directory()));
+        Location dataPath = names.resolve(path, h.dataFileName(), "external data file");
         try {
-          dataFile = HostFile.open(dataPath, options.hostIo());
+          dataFile = options.opener().open(dataPath, false);
         } catch (IOException e) {
           throw new ImageFormatException(
               path, "external data file '" + h.dataFileName() + "': " + e.getMessage());
@@ -163,7 +173,7 @@ final class Qcow2Opener {
    * Refuses to open for writing what the writer does not keep consistent: a snapshot view, an image
    * marked corrupt or dirty (its refcounts need a repair first), an external data file.
    */
-  private static void refuseWrites(Path path, Header h, Qcow2Options options)
+  private static void refuseWrites(Location path, Header h, Qcow2Options options)
       throws ImageFormatException {
     String why = null;
     if (options.snapshot() != null) {
@@ -180,7 +190,7 @@ final class Qcow2Opener {
     }
   }
 
-  private static Snapshot find(List<Snapshot> snapshots, String idOrName, Path path)
+  private static Snapshot find(List<Snapshot> snapshots, String idOrName, Location path)
       throws ImageFormatException {
     for (Snapshot s : snapshots) {
       if (s.id().equals(idOrName)) {
@@ -201,12 +211,12 @@ final class Qcow2Opener {
    *
    * @throws ImageFormatException as {@link Header#decode}
    */
-  static Header readHeader(HostFile file) throws IOException {
+  static Header readHeader(Storage file) throws IOException {
     return readHeader(file, false);
   }
 
-  /** As {@link #readHeader(HostFile)}; {@code tablesMayPassEnd} as {@link Header#decode}. */
-  static Header readHeader(HostFile file, boolean tablesMayPassEnd) throws IOException {
+  /** As {@link #readHeader(Storage)}; {@code tablesMayPassEnd} as {@link Header#decode}. */
+  static Header readHeader(Storage file, boolean tablesMayPassEnd) throws IOException {
     long fileLength = file.length();
     ByteBuffer prefix = ByteBuffer.allocate((int) Math.min(fileLength, Header.PREFIX_BYTES));
     file.readFully(prefix, 0);
@@ -218,21 +228,21 @@ final class Qcow2Opener {
       file.readFully(first, 0);
       first.flip();
     }
-    return Header.decode(file.path(), first, fileLength, tablesMayPassEnd);
+    return Header.decode(file.location(), first, fileLength, tablesMayPassEnd);
   }
 
   /**
    * The {@code words} big-endian 64-bit words at {@code offset}, zeros for those past the end of
    * the file (as QEMU's block layer reads there).
    */
-  static long[] readWordsZeroPastEnd(HostFile file, long offset, int words) throws IOException {
+  static long[] readWordsZeroPastEnd(Storage file, long offset, int words) throws IOException {
     long inFile = Math.max(0, Math.min(words, (file.length() - offset) / 8));
     long[] table = readWords(file, offset, (int) inFile);
     return inFile == words ? table : java.util.Arrays.copyOf(table, words);
   }
 
   /** The {@code words} big-endian 64-bit words at {@code offset} (a table: L1, refcount). */
-  static long[] readWords(HostFile file, long offset, int words) throws IOException {
+  static long[] readWords(Storage file, long offset, int words) throws IOException {
     long[] out = new long[words];
     if (words > 0) {
       ByteBuffer b = ByteBuffer.allocate(words * 8);

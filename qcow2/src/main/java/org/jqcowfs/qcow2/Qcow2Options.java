@@ -2,6 +2,8 @@ package org.jqcowfs.qcow2;
 
 import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixOpener;
+import org.jqcowfs.storage.StorageOpener;
 
 /**
  * How to open a qcow2 image.
@@ -10,23 +12,47 @@ import org.jqcowfs.io.HostFileOptions;
  *     whole disk, up to 32 MiB)
  * @param snapshot the id or name of an internal snapshot whose read-only view to open, or null for
  *     the active image
- * @param names which files an external data file name may reach; null: the image's own directory
- *     and below ({@link NamePolicy#confinedTo})
- * @param hostIo how the image file and its data file are opened and read
+ * @param names which locations an external data file name may reach; null: the image's own
+ *     directory and below ({@link NamePolicy#confinedTo})
+ * @param hostIo whether the image is opened writable, and the read policies of local files
+ * @param storage what opens the image and its data file, or null for local files read as {@code
+ *     hostIo} says ({@link #opener})
  */
 public record Qcow2Options(
-    long l2CacheBytes, String snapshot, NamePolicy names, HostFileOptions hostIo) {
+    long l2CacheBytes,
+    String snapshot,
+    NamePolicy names,
+    HostFileOptions hostIo,
+    StorageOpener storage) {
   /** The defaults: QEMU's cache size, the active image, names confined to the image's directory. */
   public static final Qcow2Options DEFAULT =
       new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT);
 
+  /** Options that open local files ({@code storage} null). */
+  public Qcow2Options(
+      long l2CacheBytes, String snapshot, NamePolicy names, HostFileOptions hostIo) {
+    this(l2CacheBytes, snapshot, names, hostIo, null);
+  }
+
+  /**
+   * What opens the image's storage: {@link #storage}, or local files read as {@code hostIo} says.
+   */
+  public StorageOpener opener() {
+    return storage != null ? storage : new PosixOpener(hostIo);
+  }
+
   /** These options with other host I/O options (writable, for a writer). */
   public Qcow2Options withHostIo(HostFileOptions io) {
-    return new Qcow2Options(l2CacheBytes, snapshot, names, io);
+    return new Qcow2Options(l2CacheBytes, snapshot, names, io, storage);
   }
 
   /** These options with another snapshot (null: the active image). */
   public Qcow2Options withSnapshot(String idOrName) {
-    return new Qcow2Options(l2CacheBytes, idOrName, names, hostIo);
+    return new Qcow2Options(l2CacheBytes, idOrName, names, hostIo, storage);
+  }
+
+  /** These options opening storage with {@code opener}. */
+  public Qcow2Options withStorage(StorageOpener opener) {
+    return new Qcow2Options(l2CacheBytes, snapshot, names, hostIo, opener);
   }
 }

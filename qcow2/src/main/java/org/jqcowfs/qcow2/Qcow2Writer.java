@@ -4,7 +4,6 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -12,7 +11,6 @@ import java.util.Map;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.L1Entry;
@@ -20,6 +18,8 @@ import org.jqcowfs.qcow2.format.L2Entry;
 import org.jqcowfs.qcow2.format.L2Table;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.format.SubclusterType;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -42,8 +42,9 @@ final class Qcow2Writer {
   private static final Logger LOG = LoggerFactory.getLogger(Qcow2Writer.class);
 
   private final GuestReader guest;
-  private final Path path;
-  private final HostFile file;
+  private final Location path;
+  private final Storage file;
+  private final Storage.Allocation allocation;
   private final Header header;
   private final Geometry g;
   private final long cs;
@@ -96,7 +97,7 @@ final class Qcow2Writer {
 
   Qcow2Writer(
       GuestReader guest,
-      HostFile file,
+      Storage file,
       Header header,
       ClusterMapper mapper,
       L2Cache l2Cache,
@@ -104,8 +105,9 @@ final class Qcow2Writer {
       long snapshotTableBytes)
       throws IOException {
     this.guest = guest;
-    this.path = file.path();
+    this.path = file.location();
     this.file = file;
+    this.allocation = file.capability(Storage.Allocation.class);
     this.header = header;
     this.g = header.geometry();
     this.cs = g.clusterSize();
@@ -506,8 +508,8 @@ final class Qcow2Writer {
           end = Math.max(end, at + cs);
         }
         changeTable(l2Offset, table.with(0, entries));
-        if (missing > 0 && reserve) {
-          file.allocate(host, (long) missing * cs);
+        if (missing > 0 && reserve && allocation != null) {
+          allocation.allocate(host, (long) missing * cs);
         }
         for (long at = host; zeroes && at < host + (long) missing * cs; at += 1 << 20) {
           file.write(ByteBuffer.allocate((int) Math.min(1 << 20, host + missing * cs - at)), at);
@@ -614,10 +616,10 @@ final class Qcow2Writer {
       // file is grown here, under the lock, so that no data write outside it changes its length.
       long length = file.length();
       fresh = host >= length;
-      if (inCluster == 0 && limit >= k * cs) {
+      if (inCluster == 0 && limit >= k * cs && allocation != null) {
         // Wholly written: reserved as one extent, so the data write neither reserves each block
         // nor allocates at writeback (docs/performance.md), and a full host fails here.
-        file.reserve(host, k * cs);
+        allocation.reserve(host, k * cs);
       } else if (host + k * cs > length) {
         file.setLength(host + k * cs);
       }

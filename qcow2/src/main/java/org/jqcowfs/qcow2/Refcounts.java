@@ -10,8 +10,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.storage.Storage;
 
 /**
  * The refcounts of one image (spec section 4; QEMU {@code qcow2-refcount.c}): reads them, and for a
@@ -43,7 +43,7 @@ final class Refcounts {
     void removed(long hostOffset, long bytes);
   }
 
-  private final HostFile file;
+  private final Storage file;
   private final int clusterBits;
   private final long clusterSize;
   private final int bits;
@@ -74,7 +74,7 @@ final class Refcounts {
     }
   }
 
-  Refcounts(HostFile file, Header header) throws IOException {
+  Refcounts(Storage file, Header header) throws IOException {
     this.file = file;
     this.clusterBits = header.clusterBits();
     this.clusterSize = header.clusterSize();
@@ -129,7 +129,7 @@ final class Refcounts {
       while (run < clusters) {
         if (c >= Header.MAX_HOST_OFFSET >>> clusterBits) {
           throw new IOException(
-              file.path() + ": no free host cluster below the format's limit of 2^56 bytes");
+              file.location() + ": no free host cluster below the format's limit of 2^56 bytes");
         }
         if (refcount(c) == 0) {
           run++;
@@ -203,7 +203,7 @@ final class Refcounts {
       long now = refcount(c);
       if (now == 0) {
         throw new ImageFormatException(
-            file.path(),
+            file.location(),
             "refcount of host cluster " + hex(c << clusterBits) + " would drop below 0");
       }
       set(c, now - 1);
@@ -282,7 +282,8 @@ final class Refcounts {
     }
     if ((word & REFT_RESERVED_MASK) != 0 || (offset & (clusterSize - 1)) != 0) {
       throw new ImageFormatException(
-          file.path(), "refcount table entry " + t + ": " + hex(word) + " unaligned or reserved");
+          file.location(),
+          "refcount table entry " + t + ": " + hex(word) + " unaligned or reserved");
     }
     if (offset > file.length() - clusterSize && zerosPastEnd) {
       ByteBuffer data = ByteBuffer.allocate((int) clusterSize); // QEMU reads zeros there
@@ -296,7 +297,7 @@ final class Refcounts {
     }
     if (offset > file.length() - clusterSize) {
       throw new ImageFormatException(
-          file.path(),
+          file.location(),
           "refcount table entry "
               + t
               + ": block offset "
@@ -407,7 +408,7 @@ final class Refcounts {
     }
     if (tableClusters * clusterSize > Header.MAX_REFTABLE_BYTES) {
       throw new IOException(
-          file.path() + ": the refcount table would outgrow QEMU's limit of 8 MiB");
+          file.location() + ": the refcount table would outgrow QEMU's limit of 8 MiB");
     }
     long newTableOffset = (areaStart + newBlocks) << clusterBits;
     long[] grown = java.util.Arrays.copyOf(table, (int) newEntries);

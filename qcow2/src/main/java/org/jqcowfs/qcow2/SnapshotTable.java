@@ -5,13 +5,13 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import org.jqcowfs.image.ImageFormatException;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 
 /** Reads the internal snapshot table (spec section 5) into {@link Snapshot} entries. */
 final class SnapshotTable {
@@ -23,7 +23,7 @@ final class SnapshotTable {
    *
    * @throws ImageFormatException naming the snapshot index and field on a bad entry
    */
-  static List<Snapshot> read(HostFile file, Header h) throws IOException {
+  static List<Snapshot> read(Storage file, Header h) throws IOException {
     return readTable(file, h).snapshots();
   }
 
@@ -34,17 +34,17 @@ final class SnapshotTable {
   record Table(List<Snapshot> snapshots, long bytes, List<String> corruptions) {}
 
   /** As {@link #read}, with the table's bytes. */
-  static Table readTable(HostFile file, Header h) throws IOException {
+  static Table readTable(Storage file, Header h) throws IOException {
     return readTable(file, h, false);
   }
 
   /**
-   * As {@link #readTable(HostFile, Header)}; {@code forCheck} lets through what a check reports
+   * As {@link #readTable(Storage, Header)}; {@code forCheck} lets through what a check reports
    * itself, as QEMU's {@code calculate_refcounts} does: an L1 table too large, unaligned, or past
    * the end of the file.
    */
-  static Table readTable(HostFile file, Header h, boolean forCheck) throws IOException {
-    Path p = file.path();
+  static Table readTable(Storage file, Header h, boolean forCheck) throws IOException {
+    Location p = file.location();
     List<Snapshot> out = new ArrayList<>();
     List<String> corruptions = new ArrayList<>(); // what a check reports (forCheck)
     long pos = h.snapshotsOffset();
@@ -132,7 +132,7 @@ final class SnapshotTable {
   }
 
   private static void readAt(
-      HostFile file,
+      Storage file,
       ByteBuffer dst,
       long pos,
       int index,
@@ -150,7 +150,7 @@ final class SnapshotTable {
     }
     if (pos > fileLength || dst.remaining() > fileLength - pos) {
       throw new ImageFormatException(
-          file.path(),
+          file.location(),
           "snapshot " + index + ": " + what + " at " + hex(pos) + " runs past the end of the file");
     }
     file.readFully(dst, pos);

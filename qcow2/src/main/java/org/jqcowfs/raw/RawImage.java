@@ -5,23 +5,33 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
-import org.jqcowfs.io.CachedView;
-import org.jqcowfs.io.HostFile;
-import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixOpener;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.FileLocation;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
+import org.jqcowfs.storage.StorageOpener;
 
 /**
  * A raw image: guest offset = host offset. Its size is the file's length rounded up to 512 bytes,
  * as QEMU's {@code total_sectors}; the tail past the file reads as zeros. Block status comes from
- * the file's holes (SEEK_DATA/SEEK_HOLE), as QEMU's file-posix {@code raw_co_block_status}.
+ * the file's holes (SEEK_DATA/SEEK_HOLE), as QEMU's file-posix {@code raw_co_block_status}; a
+ * storage that cannot tell holes ({@link Storage.Holes}) holds data up to its end.
  */
 public final class RawImage implements Image {
-  private final HostFile file;
+  private final Storage file;
+  private final Storage.Holes holes;
+  private final Storage.CachedViews views;
+  private final Storage.Allocation allocation;
   private final boolean writable;
   private volatile long fileLength;
   private final long size;
 
-  private RawImage(HostFile file, long fileLength, boolean writable) {
+  private RawImage(Storage file, long fileLength, boolean writable) {
     this.file = file;
+    this.holes = file.capability(Storage.Holes.class);
+    this.views = file.capability(Storage.CachedViews.class);
+    this.allocation = file.capability(Storage.Allocation.class);
     this.fileLength = fileLength;
     this.writable = writable;
     this.size = (fileLength + 511) & ~511L;
@@ -29,18 +39,21 @@ public final class RawImage implements Image {
 
   /** Opens a raw image read-only with the default read policies. */
   public static RawImage open(Path path) throws IOException {
-    return open(path, HostFileOptions.DEFAULT);
+    return open(FileLocation.of(path), PosixOpener.DEFAULT, false);
   }
 
   /**
-   * Opens a raw image as {@code hostIo} says.
+   * Opens the raw image at {@code location} through {@code opener}, read-only unless {@code
+   * writable}.
    *
-   * @throws IOException if the file is missing, not a regular file or block device, or unreadable
+   * @throws IOException if the storage is missing, not a regular file or block device, or
+   *     unreadable
    */
-  public static RawImage open(Path path, HostFileOptions hostIo) throws IOException {
-    HostFile f = HostFile.open(path, hostIo);
+  public static RawImage open(Location location, StorageOpener opener, boolean writable)
+      throws IOException {
+    Storage f = opener.open(location, writable);
     try {
-      return new RawImage(f, f.length(), hostIo.writable());
+      return new RawImage(f, f.length(), writable);
     } catch (IOException | RuntimeException e) {
       f.close();
       throw e;
@@ -48,8 +61,8 @@ public final class RawImage implements Image {
   }
 
   @Override
-  public Path path() {
-    return file.path();
+  public Location location() {
+    return file.location();
   }
 
   @Override
@@ -75,25 +88,37 @@ public final class RawImage implements Image {
   @Override
   public CachedView cachedView(long guestOffset, int length) throws IOException {
     Image.checkRange(guestOffset, length, size);
-    return guestOffset + length <= fileLength ? file.mapCached(guestOffset, length) : null;
+    return views != null && guestOffset + length <= fileLength
+        ? views.mapCached(guestOffset, length)
+        : null;
   }
 
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, size);
     long len = Math.min(maxLength, size - guestOffset);
-    long data = file.seekData(guestOffset);
-    Path p = file.path();
+    long data = seekData(guestOffset);
+    Location p = file.location();
     if (data < 0) {
       return new Extent(guestOffset, len, true, false, true, false, guestOffset, p);
     }
     if (data == guestOffset) {
-      long hole = file.seekHole(guestOffset);
+      long hole = seekHole(guestOffset);
       long n = hole < 0 ? len : Math.min(len, ((hole - guestOffset) + 511) & ~511L);
       return new Extent(guestOffset, n, true, true, false, false, guestOffset, p);
     }
     return new Extent(
         guestOffset, Math.min(len, data - guestOffset), true, false, true, false, guestOffset, p);
+  }
+
+  /** SEEK_DATA of the storage; without {@link Storage.Holes}, all of it is data. */
+  private long seekData(long offset) throws IOException {
+    return holes != null ? holes.seekData(offset) : offset < fileLength ? offset : -1;
+  }
+
+  /** SEEK_HOLE of the storage; without {@link Storage.Holes}, its end. */
+  private long seekHole(long offset) throws IOException {
+    return holes != null ? holes.seekHole(offset) : offset <= fileLength ? fileLength : -1;
   }
 
   @Override
@@ -150,7 +175,7 @@ public final class RawImage implements Image {
 
   private void requireWritable() throws IOException {
     if (!writable) {
-      throw new IOException(file.path() + ": opened read-only");
+      throw new IOException(file.location() + ": opened read-only");
     }
   }
 
@@ -160,7 +185,7 @@ public final class RawImage implements Image {
 
   @Override
   public long hostBytes() throws IOException {
-    return file.allocatedBytes();
+    return allocation != null ? allocation.allocatedBytes() : file.length();
   }
 
   @Override

@@ -14,6 +14,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 import java.util.Random;
+import org.jqcowfs.storage.Storage;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -64,7 +65,7 @@ class NativeCallsTest {
       long[] positions = {3 << 16, 0, 15 << 16};
       ByteBuffer[] dsts = new ByteBuffer[positions.length];
       for (int i = 0; i < dsts.length; i++) {
-        dsts[i] = HostFile.alignedBuffer(1 << 16);
+        dsts[i] = Storage.alignedBuffer(1 << 16);
       }
       long[] results = new long[positions.length];
       LinuxAio.read(fd, dsts, positions, positions.length, results);

@@ -16,18 +16,19 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Random;
 import org.jqcowfs.image.Image;
-import org.jqcowfs.io.HostFile;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.ImageLock;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.Qcow2WriteTest.Case;
 import org.jqcowfs.qcow2.testing.Qemu;
+import org.jqcowfs.storage.FileLocation;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * Power cuts at every instant, the way dm-log-writes replays a device: a workload of writes,
- * write-zeroes, discards and flushes runs over a {@link RecordingHostFile}; then crash states are
+ * write-zeroes, discards and flushes runs over a {@link RecordingStorage}; then crash states are
  * rebuilt from the log: the writes up to each sync, plus random subsets (in 4 KiB pieces) of the
  * writes between it and the next sync. Each state must be consistent for {@code qemu-img check}
  * (leaks allowed, no corruption) and must read, through {@code qemu-img convert}, every byte
@@ -58,13 +59,15 @@ class CrashStateTest {
     Random random = new Random(c.ordinal() * 31L + 5);
     List<Op> ops = new ArrayList<>();
     List<FlushPoint> flushes = new ArrayList<>();
-    RecordingHostFile recording =
-        new RecordingHostFile(
-            HostFile.open(image, HostFileOptions.DEFAULT.withWritable(true)), dir.resolve("log"));
+    RecordingStorage recording =
+        new RecordingStorage(
+            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
+            dir.resolve("log"));
     Qcow2Options options =
         new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
     try (Qcow2Image top =
-            Qcow2Opener.open(image, options, recording, ImageLock.acquireForWrite(image));
+            Qcow2Opener.open(
+                FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image));
         Image backing = Qcow2WriteTest.openBacking(dir, c)) {
       top.setBacking(backing);
       for (int i = 0; i < 24; i++) {
@@ -100,7 +103,7 @@ class CrashStateTest {
       }
     }
     flushes.add(new FlushPoint(ops.size(), recording.flushes())); // close flushes
-    List<RecordingHostFile.Entry> log = recording.log();
+    List<RecordingStorage.Entry> log = recording.log();
     List<State> states = chooseStates(log, flushes, random);
     Path state = dir.resolve("state.qcow2");
     int checked = 0;
@@ -134,7 +137,7 @@ class CrashStateTest {
    * flush's state.
    */
   private static List<State> chooseStates(
-      List<RecordingHostFile.Entry> log, List<FlushPoint> flushes, Random random) {
+      List<RecordingStorage.Entry> log, List<FlushPoint> flushes, Random random) {
     int syncs = syncs(log);
     List<State> must = new ArrayList<>();
     List<State> rest = new ArrayList<>();
@@ -155,8 +158,8 @@ class CrashStateTest {
     return must;
   }
 
-  private static int syncs(List<RecordingHostFile.Entry> log) {
-    return (int) log.stream().filter(RecordingHostFile.Entry::isFlush).count();
+  private static int syncs(List<RecordingStorage.Entry> log) {
+    return (int) log.stream().filter(RecordingStorage.Entry::isFlush).count();
   }
 
   /**
@@ -166,8 +169,8 @@ class CrashStateTest {
    */
   private static void rebuild(
       Path original,
-      RecordingHostFile recording,
-      List<RecordingHostFile.Entry> log,
+      RecordingStorage recording,
+      List<RecordingStorage.Entry> log,
       State s,
       Path out)
       throws IOException {
@@ -175,7 +178,7 @@ class CrashStateTest {
     int seen = 0;
     Random pick = new Random(s.seed());
     try (FileChannel ch = FileChannel.open(out, StandardOpenOption.WRITE)) {
-      for (RecordingHostFile.Entry e : log) {
+      for (RecordingStorage.Entry e : log) {
         if (e.isFlush()) {
           if (++seen > s.syncs()) {
             break;
@@ -205,7 +208,7 @@ class CrashStateTest {
   }
 
   private static void apply(
-      FileChannel ch, RecordingHostFile recording, RecordingHostFile.Entry e, int from, int to)
+      FileChannel ch, RecordingStorage recording, RecordingStorage.Entry e, int from, int to)
       throws IOException {
     ByteBuffer b = ByteBuffer.allocate(to - from);
     recording.readBytes(e, from, b);

@@ -10,9 +10,11 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.testing.Qemu;
+import org.jqcowfs.storage.Storage;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -48,7 +50,7 @@ class HeaderEncodeTest {
     Qemu.img(dir, args.toArray(String[]::new));
     Path top = dir.resolve("top.qcow2");
     Header h;
-    try (HostFile f = HostFile.open(top)) {
+    try (Storage f = PosixStorage.open(top, HostFileOptions.DEFAULT)) {
       h = Qcow2Opener.readHeader(f);
     }
     ByteBuffer encoded = h.encode();
@@ -62,6 +64,6 @@ class HeaderEncodeTest {
     }
     ByteBuffer first = ByteBuffer.allocate((int) Math.min(h.clusterSize(), onDisk.length));
     first.put(encoded.duplicate()).clear();
-    assertEquals(h, Header.decode(top, first, onDisk.length));
+    assertEquals(h, Header.decode(org.jqcowfs.storage.FileLocation.of(top), first, onDisk.length));
   }
 }

@@ -5,8 +5,10 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.storage.Storage;
 
 /**
  * Fuzzes the header and header-extension parser ({@link Header#decode}, spec sections 1 and 2) with
@@ -20,7 +22,7 @@ class HeaderFuzzTest {
   @FuzzTest(maxDuration = "20s")
   void header(byte[] firstCluster) throws IOException {
     Files.write(FILE, firstCluster);
-    try (HostFile f = HostFile.open(FILE)) {
+    try (Storage f = PosixStorage.open(FILE, HostFileOptions.DEFAULT)) {
       Header h = Qcow2Opener.readHeader(f);
       h.geometry();
       roundTrip(h, f.length());
@@ -42,7 +44,7 @@ class HeaderFuzzTest {
     long length = Math.max(fileLength, encoded.remaining());
     ByteBuffer first = ByteBuffer.allocate((int) Math.min(h.clusterSize(), length));
     first.put(encoded).clear();
-    Header again = Header.decode(FILE, first, length);
+    Header again = Header.decode(org.jqcowfs.storage.FileLocation.of(FILE), first, length);
     if (!again.equals(h)) {
       throw new AssertionError("round trip changed the header: " + h + " -> " + again);
     }

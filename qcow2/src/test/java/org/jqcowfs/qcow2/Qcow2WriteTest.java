@@ -496,8 +496,8 @@ class Qcow2WriteTest {
     }
 
     @Override
-    public Path path() {
-      return top.path();
+    public org.jqcowfs.storage.Location location() {
+      return top.location();
     }
 
     @Override

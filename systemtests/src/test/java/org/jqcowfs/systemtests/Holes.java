@@ -6,7 +6,8 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.testing.Qemu;
 
 /** Data segments: from a SEEK_DATA/SEEK_HOLE walk over a file, and from QEMU's map. */
@@ -16,7 +17,7 @@ final class Holes {
   /** [start, end) pairs where a SEEK_DATA/SEEK_HOLE walk over {@code file} finds data. */
   static List<List<Long>> walk(Path file) throws IOException {
     List<List<Long>> got = new ArrayList<>();
-    try (HostFile f = HostFile.open(file)) {
+    try (PosixStorage f = PosixStorage.open(file, HostFileOptions.DEFAULT)) {
       long size = f.length();
       long pos = 0;
       while (pos < size) {

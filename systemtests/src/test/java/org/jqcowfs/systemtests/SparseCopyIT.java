@@ -12,7 +12,8 @@ import java.nio.file.attribute.UserDefinedFileAttributeView;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -70,7 +71,7 @@ class SparseCopyIT {
     }
     Jqcowfs.Run cmp = Jqcowfs.exec(List.of("cmp", reference.toString(), copy.toString()));
     assertEquals(0, cmp.code(), "copy differs from qemu-img convert: " + cmp.out());
-    try (HostFile f = HostFile.open(copy)) {
+    try (PosixStorage f = PosixStorage.open(copy, HostFileOptions.DEFAULT)) {
       assertTrue(f.allocatedBytes() <= data * 11 / 10, "copy is not sparse: " + f.allocatedBytes());
     }
   }

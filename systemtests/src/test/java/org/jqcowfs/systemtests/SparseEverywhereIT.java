@@ -158,7 +158,8 @@ class SparseEverywhereIT {
     assertEquals(0, convert.code(), convert.err());
     cmp = Jqcowfs.exec(List.of("cmp", reference.toString(), converted.toString()));
     assertEquals(0, cmp.code(), "jqcowfs convert differs from qemu-img convert: " + cmp.out());
-    try (org.jqcowfs.io.HostFile f = org.jqcowfs.io.HostFile.open(converted)) {
+    try (org.jqcowfs.io.PosixStorage f =
+        org.jqcowfs.io.PosixStorage.open(converted, org.jqcowfs.io.HostFileOptions.DEFAULT)) {
       assertTrue(
           f.allocatedBytes() <= data + 4 * MIB, "convert wrote holes: " + f.allocatedBytes());
     }

@@ -21,7 +21,8 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -210,7 +211,7 @@ class UntrustedImageIT {
               "page at " + pos);
         }
       }
-      try (HostFile f = HostFile.open(flat)) {
+      try (PosixStorage f = PosixStorage.open(flat, HostFileOptions.DEFAULT)) {
         if (damage.blockStatusSeesIt()) {
           assertThrows(IOException.class, () -> f.seekData(start), "SEEK_DATA in the range");
           assertThrows(IOException.class, () -> f.seekHole(start), "SEEK_HOLE in the range");

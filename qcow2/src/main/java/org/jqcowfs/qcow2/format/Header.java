@@ -4,12 +4,12 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.Map;
 import java.util.Set;
 import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.storage.Location;
 
 /**
  * The qcow2 header and its extensions (spec sections 1 and 2), parsed and range-checked. Every
@@ -182,17 +182,18 @@ public record Header(
    * @throws ImageFormatException if the file is not a qcow2 image, uses a refused feature (
    *     encryption, unknown incompatible bits), or has a field out of range
    */
-  public static Header decode(Path p, ByteBuffer c, long fileLength) throws ImageFormatException {
+  public static Header decode(Location p, ByteBuffer c, long fileLength)
+      throws ImageFormatException {
     return decode(p, c, fileLength, false);
   }
 
   /**
-   * As {@link #decode(Path, ByteBuffer, long)}; with {@code tablesMayPassEnd} the L1, refcount and
-   * snapshot tables may run past the end of the file (they read as zeros there), as {@code
+   * As {@link #decode(Location, ByteBuffer, long)}; with {@code tablesMayPassEnd} the L1, refcount
+   * and snapshot tables may run past the end of the file (they read as zeros there), as {@code
    * qcow2_do_open} lets them: for a check that reports what it finds, never for reading or writing,
    * which get a {@link TablePastEndException}.
    */
-  public static Header decode(Path p, ByteBuffer c, long fileLength, boolean tablesMayPassEnd)
+  public static Header decode(Location p, ByteBuffer c, long fileLength, boolean tablesMayPassEnd)
       throws ImageFormatException {
     long tableLimit = tablesMayPassEnd ? MAX_HOST_OFFSET : fileLength;
     if (fileLength < V2_HEADER_BYTES || c.limit() < V2_HEADER_BYTES) {
@@ -627,7 +628,8 @@ public record Header(
         || type == EXT_DATA_FILE;
   }
 
-  private static String printable(Path p, byte[] data, String what) throws ImageFormatException {
+  private static String printable(Location p, byte[] data, String what)
+      throws ImageFormatException {
     for (byte x : data) {
       if (x < 0x21 || x > 0x7e) {
         throw new ImageFormatException(
@@ -642,7 +644,7 @@ public record Header(
    * the file.
    */
   public static void checkTable(
-      Path p, String field, long offset, long bytes, long clusterSize, long fileLength)
+      Location p, String field, long offset, long bytes, long clusterSize, long fileLength)
       throws ImageFormatException {
     if (bytes == 0) {
       return;

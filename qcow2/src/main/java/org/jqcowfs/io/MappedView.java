@@ -2,6 +2,7 @@ package org.jqcowfs.io;
 
 import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicBoolean;
+import org.jqcowfs.storage.CachedView;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -10,7 +11,7 @@ import org.slf4j.LoggerFactory;
  * with {@code MAP_SHARED | MAP_POPULATE}), so that a write can take them from the cache itself: a
  * FUSE reply's {@code writev} copies them once, from the cache into the kernel's page of the flat
  * file, where a read would first have copied them into a buffer of ours. Made by {@link
- * HostFile#mapCached}; {@link #close} unmaps. Thread-safe.
+ * PosixStorage#mapCached}; {@link #close} unmaps. Thread-safe.
  *
  * <p>The bytes are the file's as the page cache holds them at each moment, as a read would see
  * them. Two rules keep the process safe:
@@ -25,8 +26,8 @@ import org.slf4j.LoggerFactory;
  *       FUSE reply path does.
  * </ul>
  */
-public final class CachedView implements AutoCloseable {
-  private static final Logger LOG = LoggerFactory.getLogger(CachedView.class);
+public final class MappedView implements CachedView {
+  private static final Logger LOG = LoggerFactory.getLogger(MappedView.class);
 
   private final long mapping;
   private final long mapBytes;
@@ -39,7 +40,7 @@ public final class CachedView implements AutoCloseable {
    * @param offset where the viewed bytes start in the mapping, in bytes
    * @param length the bytes viewed
    */
-  CachedView(long mapping, long mapBytes, int offset, int length) {
+  MappedView(long mapping, long mapBytes, int offset, int length) {
     this.mapping = mapping;
     this.mapBytes = mapBytes;
     this.bytes =
@@ -48,7 +49,7 @@ public final class CachedView implements AutoCloseable {
             .asReadOnlyBuffer();
   }
 
-  /** The viewed bytes: a read-only direct buffer, position 0, limit the length in bytes. */
+  @Override
   public ByteBuffer bytes() {
     return bytes.duplicate();
   }

@@ -14,16 +14,17 @@ import java.util.List;
 import java.util.Random;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.testing.Qemu;
+import org.jqcowfs.storage.Storage;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Reads of data the page cache does not hold go around it ({@link HostFile}): the bytes equal
+ * Reads of data the page cache does not hold go around it ({@link Storage}): the bytes equal
  * qemu-img convert's, and the image's cached bytes ({@code fincore}) do not grow by what was read.
  * Reads into unaligned buffers go through the cache; ranges cached in full or in part read right.
  */
-class HostFileDirectReadTest {
+class PosixStorageDirectReadTest {
   private static final int MIB = 1 << 20;
 
   @TempDir Path dir;
@@ -44,7 +45,7 @@ class HostFileDirectReadTest {
   @Test
   void uncachedDataReadIntoAnAlignedBufferBypassesThePageCache() throws Exception {
     long before = cachedBytes();
-    ByteBuffer buf = HostFile.alignedBuffer(8 * MIB);
+    ByteBuffer buf = Storage.alignedBuffer(8 * MIB);
     try (Qcow2Image q = Qcow2Image.open(image)) {
       q.read(buf, 0);
     }
@@ -72,7 +73,7 @@ class HostFileDirectReadTest {
       image = dir.resolve(name);
       evict();
       long before = cachedBytes();
-      ByteBuffer buf = HostFile.alignedBuffer(8 * MIB);
+      ByteBuffer buf = Storage.alignedBuffer(8 * MIB);
       try (Qcow2Image q = Qcow2Image.open(image)) {
         q.read(buf, 0);
       }
@@ -111,7 +112,7 @@ class HostFileDirectReadTest {
     long before = cachedBytes();
     long batched = LinuxAio.completedReads();
     try (Qcow2Image q = Qcow2Image.open(image)) {
-      ByteBuffer buf = HostFile.alignedBuffer(32 * MIB);
+      ByteBuffer buf = Storage.alignedBuffer(32 * MIB);
       q.read(buf, 0);
       assertArrayEquals(qemu, bytes(buf.flip()));
       // Most of 512 ranges went in batches (a range that happens to follow the one before it in
@@ -129,7 +130,7 @@ class HostFileDirectReadTest {
       long cached = cachedBytes();
       assertTrue(cached >= 16 * MIB && cached < 24 * MIB, cached + " bytes cached, not 16 MiB");
       batched = LinuxAio.completedReads();
-      ByteBuffer again = HostFile.alignedBuffer(32 * MIB);
+      ByteBuffer again = Storage.alignedBuffer(32 * MIB);
       q.read(again, 0);
       assertArrayEquals(qemu, bytes(again.flip()));
       assertTrue(LinuxAio.completedReads() > batched, "no AIO batch for the uncached half");
@@ -140,13 +141,13 @@ class HostFileDirectReadTest {
   void cachedDataAndUnalignedBuffersReadThroughThePageCache() throws Exception {
     try (Qcow2Image q = Qcow2Image.open(image)) {
       ByteBuffer unaligned =
-          HostFile.alignedBuffer(4 * MIB + 4096).position(16).slice().limit(4 * MIB);
+          Storage.alignedBuffer(4 * MIB + 4096).position(16).slice().limit(4 * MIB);
       q.read(unaligned, 0);
       assertArrayEquals(Arrays.copyOf(want, 4 * MIB), bytes(unaligned.flip()));
       assertTrue(cachedBytes() >= 4 * MIB, "an unaligned read left " + cachedBytes() + " cached");
 
       // Half of this range is cached now, half is not: both halves read right.
-      ByteBuffer buf = HostFile.alignedBuffer(6 * MIB);
+      ByteBuffer buf = Storage.alignedBuffer(6 * MIB);
       q.read(buf, 2 * MIB);
       assertArrayEquals(Arrays.copyOfRange(want, 2 * MIB, 8 * MIB), bytes(buf.flip()));
     }

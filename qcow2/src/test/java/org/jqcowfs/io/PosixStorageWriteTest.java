@@ -15,10 +15,10 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * {@link PosixHostFile}'s write side: what it writes, Java reads; punched holes read as zeros;
+ * {@link PosixStorage}'s write side: what it writes, Java reads; punched holes read as zeros;
  * reserved ranges read as before.
  */
-class HostFileWriteTest {
+class PosixStorageWriteTest {
   private static final int MIB = 1 << 20;
 
   @TempDir Path dir;
@@ -29,7 +29,7 @@ class HostFileWriteTest {
     Files.write(path, new byte[0]);
     byte[] data = new byte[2 * MIB];
     Arrays.fill(data, (byte) 0x5a);
-    try (HostFile f = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (PosixStorage f = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       f.write(ByteBuffer.wrap(data), MIB);
       f.flush();
       assertEquals(3 * MIB, f.length());
@@ -46,7 +46,7 @@ class HostFileWriteTest {
   void allocateAndReserveGrowTheFileKeepItsBytesAndNameAFailureInWords() throws IOException {
     Path path = dir.resolve("a");
     Files.write(path, new byte[] {7});
-    try (HostFile f = HostFile.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
+    try (PosixStorage f = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
       f.allocate(0, 2 * MIB);
       assertEquals(2 * MIB, f.length());
       assertEquals(2 * MIB, f.allocatedBytes(), "reserved, not a hole");
@@ -65,7 +65,7 @@ class HostFileWriteTest {
   void aReadOnlyFileRefusesWrites() throws IOException {
     Path path = dir.resolve("ro");
     Files.write(path, new byte[4096]);
-    try (HostFile f = HostFile.open(path)) {
+    try (PosixStorage f = PosixStorage.open(path, HostFileOptions.DEFAULT)) {
       assertThrows(NonWritableChannelException.class, () -> f.write(ByteBuffer.allocate(1), 0));
       assertThrows(NonWritableChannelException.class, f::flush);
       assertThrows(NonWritableChannelException.class, () -> f.punchHole(0, 4096));

@@ -7,15 +7,22 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
-import org.jqcowfs.io.CachedView;
-import org.jqcowfs.io.HostFile;
+import org.jqcowfs.io.PosixStorage;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 
 /**
- * A host file that records every write and every flush (sync) made through it, in order, as
+ * A storage that records every write and every flush (sync) made through it, in order, as
  * dm-log-writes records a block device: the log from which crash states are rebuilt. The written
  * bytes go to a log file beside it, as dm-log-writes keeps them on a log device.
  */
-final class RecordingHostFile implements HostFile {
+final class RecordingStorage
+    implements Storage,
+        Storage.CachedViews,
+        Storage.BatchedReads,
+        Storage.Holes,
+        Storage.Allocation {
   /**
    * One write: its host offset, its length in bytes and where its bytes are in the log file; or,
    * with {@code length} -1, a completed flush.
@@ -31,12 +38,12 @@ final class RecordingHostFile implements HostFile {
     }
   }
 
-  private final HostFile delegate;
+  private final PosixStorage delegate;
   private final FileChannel bytes;
   private final List<Entry> log = new ArrayList<>();
   private long logEnd;
 
-  RecordingHostFile(HostFile delegate, Path logFile) throws IOException {
+  RecordingStorage(PosixStorage delegate, Path logFile) throws IOException {
     this.delegate = delegate;
     this.bytes =
         FileChannel.open(
@@ -90,8 +97,8 @@ final class RecordingHostFile implements HostFile {
   }
 
   @Override
-  public Path path() {
-    return delegate.path();
+  public Location location() {
+    return delegate.location();
   }
 
   @Override

@@ -9,6 +9,10 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
+import org.jqcowfs.storage.CachedView;
+import org.jqcowfs.storage.FileLocation;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -25,8 +29,13 @@ import org.slf4j.LoggerFactory;
  * #warm}) is read through it. {@link HostFileOptions#directReads} off turns it off; the figures are
  * in docs/decisions/direct-reads-and-aio.md.
  */
-public final class PosixHostFile implements HostFile {
-  private static final Logger LOG = LoggerFactory.getLogger(PosixHostFile.class);
+public final class PosixStorage
+    implements Storage,
+        Storage.CachedViews,
+        Storage.BatchedReads,
+        Storage.Holes,
+        Storage.Allocation {
+  private static final Logger LOG = LoggerFactory.getLogger(PosixStorage.class);
 
   /**
    * How far past a cached range the cache must hold the file too for the range to be read through
@@ -39,8 +48,6 @@ public final class PosixHostFile implements HostFile {
 
   /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
   private static volatile boolean noCachestat;
-
-  private static volatile ReadObserver observer;
 
   private final Path path;
   private final HostFileOptions options;
@@ -77,7 +84,7 @@ public final class PosixHostFile implements HostFile {
   /** A direct read of this file failed: never try again. */
   private volatile boolean noDirect;
 
-  private PosixHostFile(
+  private PosixStorage(
       Path path,
       HostFileOptions options,
       FileChannel channel,
@@ -97,16 +104,8 @@ public final class PosixHostFile implements HostFile {
    * @throws IOException if the file is missing, not a regular file or block device, or cannot be
    *     opened as asked
    */
-  public static PosixHostFile open(Path path, HostFileOptions options) throws IOException {
-    if (!Files.exists(path)) {
-      throw new java.nio.file.NoSuchFileException(path.toString(), null, "no such file");
-    }
-    if (Files.isDirectory(path)) {
-      throw new IOException(path + ": is a directory");
-    }
-    if (!Files.isRegularFile(path) && !isBlockDevice(path)) {
-      throw new IOException(path + ": not a regular file or block device");
-    }
+  public static PosixStorage open(Path path, HostFileOptions options) throws IOException {
+    checkOpenable(path);
     FileChannel channel =
         options.writable()
             ? FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE)
@@ -116,7 +115,26 @@ public final class PosixHostFile implements HostFile {
         direct != null && options.linuxAio() && LinuxAio.available()
             ? Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
             : -1;
-    return new PosixHostFile(path, options, channel, direct, directFd); // open gives -1 on failure
+    return new PosixStorage(path, options, channel, direct, directFd); // open gives -1 on failure
+  }
+
+  /**
+   * Refuses, before any open that could block, a missing file, a directory, a FIFO, a socket or a
+   * character device: only a regular file or a block device opens.
+   *
+   * @throws java.nio.file.NoSuchFileException if nothing is there
+   * @throws IOException otherwise, naming the path and what it is
+   */
+  static void checkOpenable(Path path) throws IOException {
+    if (!Files.exists(path)) {
+      throw new java.nio.file.NoSuchFileException(path.toString(), null, "no such file");
+    }
+    if (Files.isDirectory(path)) {
+      throw new IOException(path + ": is a directory");
+    }
+    if (!Files.isRegularFile(path) && !isBlockDevice(path)) {
+      throw new IOException(path + ": not a regular file or block device");
+    }
   }
 
   private static boolean isBlockDevice(Path path) {
@@ -128,13 +146,12 @@ public final class PosixHostFile implements HostFile {
     }
   }
 
-  /** Installs {@code o} (or none, with null) as the observer of every read of every file. */
-  static void observeReads(ReadObserver o) {
-    observer = o;
+  @Override
+  public Location location() {
+    return FileLocation.of(path);
   }
 
   /** The path the file was opened from. */
-  @Override
   public Path path() {
     return path;
   }
@@ -160,16 +177,12 @@ public final class PosixHostFile implements HostFile {
 
   /**
    * Reads {@code dst}'s remaining bytes at {@code position}, through the page cache when {@code
-   * cached}, else as {@link #read} decides; each read is shown to the {@link ReadObserver} first.
+   * cached}, else as {@link #read} decides.
    */
   private void readLoop(ByteBuffer dst, long position, long length, boolean cached)
       throws IOException {
     long pos = position;
-    ReadObserver o = observer;
     while (dst.hasRemaining()) {
-      if (o != null) {
-        o.read(path, pos, dst.remaining());
-      }
       int n = cached ? channel.read(dst, pos) : read(dst, pos, length);
       if (n < 0) {
         throw new IOException(path + ": unexpected end of file at 0x" + Long.toHexString(pos));
@@ -230,15 +243,11 @@ public final class PosixHostFile implements HostFile {
     ByteBuffer[] batch = new ByteBuffer[Math.min(m, LinuxAio.MAX_BATCH)];
     long[] batchPositions = new long[batch.length];
     long[] results = new long[batch.length];
-    ReadObserver o = observer;
     for (int from = 0; from < m; from += batch.length) {
       int count = Math.min(batch.length, m - from);
       for (int j = 0; j < count; j++) {
         batch[j] = dsts[picked[from + j]];
         batchPositions[j] = positions[picked[from + j]];
-        if (o != null) {
-          o.read(path, batchPositions[j], batch[j].remaining());
-        }
       }
       fdLock.readLock().lock();
       try {
@@ -271,8 +280,7 @@ public final class PosixHostFile implements HostFile {
    * holds every page of them ({@code cachestat}); null when it does not, when that cannot be told,
    * when mapping is off ({@link HostFileOptions#mappedReads}) or when {@code mmap} fails: the
    * caller then reads the range. The caller closes the view (see {@link CachedView} for the rules).
-   * Shown to the {@link ReadObserver} as a read. Mapping costs a fraction of a read
-   * (docs/performance.md).
+   * Mapping costs a fraction of a read (docs/performance.md).
    *
    * @throws IOException if the range runs past the end of the file (naming the range)
    */
@@ -285,10 +293,6 @@ public final class PosixHostFile implements HostFile {
     if (!allCached(position, length) || noCachestat) {
       return null;
     }
-    ReadObserver o = observer;
-    if (o != null) {
-      o.read(path, position, length);
-    }
     long start = position - position % PAGE_BYTES;
     long bytes = position + length - start;
     fdLock.readLock().lock();
@@ -299,7 +303,7 @@ public final class PosixHostFile implements HostFile {
         LOG.debug("{}: mmap of {} bytes at {} failed: errno {}", path, bytes, start, Posix.errno());
         return null;
       }
-      return new CachedView(mapping, bytes, (int) (position - start), length);
+      return new MappedView(mapping, bytes, (int) (position - start), length);
     } finally {
       fdLock.readLock().unlock();
     }
