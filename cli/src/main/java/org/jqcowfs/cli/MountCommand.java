@@ -1,9 +1,6 @@
 package org.jqcowfs.cli;
 
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -16,14 +13,15 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
-import org.jqcowfs.fuse.Errno;
-import org.jqcowfs.fuse.FlatFileSystem;
-import org.jqcowfs.fuse.FuseMount;
-import org.jqcowfs.fuse.JnrFuseBackend;
-import org.jqcowfs.fuse.KernelBackend;
-import org.jqcowfs.fuse.LibC;
-import org.jqcowfs.fuse.MountOptions;
-import org.jqcowfs.fuse.Mounted;
+import org.jqcowfs.cli.daemon.DaemonLog;
+import org.jqcowfs.cli.daemon.Daemonizer;
+import org.jqcowfs.cli.daemon.Signals;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
+import org.jqcowfs.fuse.filesystem.MountOptions;
+import org.jqcowfs.fuse.transport.FuseMount;
+import org.jqcowfs.fuse.transport.JnrFuseBackend;
+import org.jqcowfs.fuse.transport.KernelBackend;
+import org.jqcowfs.fuse.transport.Mounted;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
@@ -210,7 +208,9 @@ final class MountCommand implements Callable<Integer> {
       Files.newOutputStream(logFile, StandardOpenOption.CREATE, StandardOpenOption.APPEND).close();
     }
     if (!foreground) {
-      return daemonize();
+      List<String> args = new ArrayList<>(spec.commandLine().getParseResult().originalArgs());
+      args.addAll(args.indexOf("mount") + 1, List.of("--foreground", "--notify-ready"));
+      return Daemonizer.start(Main.class.getName(), args, READY);
     }
     List<Path> images = paths.subList(0, paths.size() - 1);
     ChainOptions chainOptions =
@@ -351,102 +351,6 @@ final class MountCommand implements Callable<Integer> {
       }
     }
     return false;
-  }
-
-  /**
-   * Starts this command again with {@code --foreground --notify-ready} in a new session (setsid),
-   * its stdin /dev/null, its stdout a pipe to this process, its stderr ours; passes its output
-   * through and waits for its ready line or its exit. Spawned with posix_spawn, not a {@code
-   * ProcessBuilder}: the JVM's process reaper would sit in waitpid, and a JVM exits 0.3 s late when
-   * a thread is in a native call (docs/decisions/one-daemonizer.md).
-   */
-  private int daemonize() throws Exception {
-    List<String> cmd = new ArrayList<>();
-    if (Files.isExecutable(Path.of("/usr/bin/setsid"))) {
-      cmd.add("/usr/bin/setsid");
-    }
-    cmd.addAll(javaCommand());
-    List<String> args = new ArrayList<>(spec.commandLine().getParseResult().originalArgs());
-    int at = args.indexOf("mount");
-    args.addAll(at + 1, List.of("--foreground", "--notify-ready"));
-    cmd.addAll(args);
-    int[] pipe = new int[2];
-    if (LibC.pipe(pipe) != 0) {
-      throw new IOException("pipe: " + LibC.strerror(LibC.errno()));
-    }
-    int devNull = LibC.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
-    int pid;
-    try {
-      pid = LibC.spawn(cmd, LibC.environment(), new int[] {devNull, pipe[1], 2});
-    } finally {
-      LibC.close(pipe[1]);
-      LibC.close(devNull);
-    }
-    try {
-      if (pid < 0) {
-        throw new IOException(cmd.get(0) + ": " + LibC.strerror(-pid));
-      }
-      if (passOutputUntilReady(pipe[0])) {
-        return 0;
-      }
-    } finally {
-      LibC.close(pipe[0]);
-    }
-    int[] status = new int[1];
-    while (LibC.waitpid(pid, status, 0) < 0 && LibC.errno() == Errno.EINTR) {
-      // interrupted: wait again
-    }
-    int code = (status[0] & 0x7f) != 0 ? 128 + (status[0] & 0x7f) : (status[0] >> 8) & 0xff;
-    return code != 0 ? code : 1;
-  }
-
-  /** Copies the daemon's lines from {@code fd} to stdout; true at its {@link #READY} line. */
-  private static boolean passOutputUntilReady(int fd) throws IOException {
-    ByteBuffer buf = ByteBuffer.allocateDirect(4096);
-    ByteArrayOutputStream line = new ByteArrayOutputStream();
-    while (true) {
-      long n = LibC.read(fd, buf.clear(), buf.capacity());
-      if (n < 0 && LibC.errno() == Errno.EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        System.out.print(line.toString(StandardCharsets.UTF_8));
-        return false;
-      }
-      for (int i = 0; i < n; i++) {
-        byte b = buf.get(i);
-        if (b != '\n') {
-          line.write(b);
-          continue;
-        }
-        String text = line.toString(StandardCharsets.UTF_8);
-        line.reset();
-        if (text.equals(READY)) {
-          return true;
-        }
-        System.out.println(text);
-      }
-    }
-  }
-
-  /**
-   * This JVM's command up to its main class, options included ({@code /proc/self/cmdline}, which
-   * costs less to read than the JVM's management beans take to load).
-   */
-  private static List<String> javaCommand() {
-    ProcessHandle.Info info = ProcessHandle.current().info();
-    List<String> cmd = new ArrayList<>();
-    cmd.add(
-        info.command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
-    String[] arguments = info.arguments().orElse(new String[0]);
-    for (String a : arguments) {
-      cmd.add(a);
-      if (a.equals(Main.class.getName())) {
-        return cmd;
-      }
-    }
-    // Started some other way (a test's launcher): the class path and the main class.
-    return List.of(cmd.get(0), "-cp", System.getProperty("java.class.path"), Main.class.getName());
   }
 
   /** picocli converter for byte counts. */

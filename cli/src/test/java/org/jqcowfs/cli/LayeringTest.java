@@ -155,6 +155,29 @@ class LayeringTest {
   }
 
   @Test
+  void theFuseProtocolDependsOnNothingElseOfTheProject() {
+    noClasses()
+        .that()
+        .resideInAPackage("org.jqcowfs.fuse.protocol..")
+        .should()
+        .dependOnClassesThat(
+            resideInAPackage("org.jqcowfs..")
+                .and(resideOutsideOfPackage("org.jqcowfs.fuse.protocol..")))
+        .check(CLASSES);
+  }
+
+  @Test
+  void theFilesystemKnowsNoTransport() {
+    noClasses()
+        .that()
+        .resideInAPackage("org.jqcowfs.fuse.filesystem..")
+        .should()
+        .dependOnClassesThat()
+        .resideInAPackage("org.jqcowfs.fuse.transport..")
+        .check(CLASSES);
+  }
+
+  @Test
   void noCyclesBetweenPackages() {
     slices().matching("org.jqcowfs.(**)").should().beFreeOfCycles().check(CLASSES);
   }

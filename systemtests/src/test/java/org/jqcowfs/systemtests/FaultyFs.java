@@ -9,7 +9,7 @@ import java.nio.file.StandardOpenOption;
 import jnr.ffi.Pointer;
 import jnr.ffi.types.off_t;
 import jnr.ffi.types.size_t;
-import org.jqcowfs.fuse.FuseMount;
+import org.jqcowfs.fuse.transport.FuseMount;
 import ru.serce.jnrfuse.ErrorCodes;
 import ru.serce.jnrfuse.FuseFillDir;
 import ru.serce.jnrfuse.FuseStubFS;

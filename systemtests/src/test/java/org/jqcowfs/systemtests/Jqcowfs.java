@@ -10,7 +10,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import org.jqcowfs.fuse.FuseMount;
+import org.jqcowfs.fuse.transport.FuseMount;
 
 /** Runs the real {@code bin/jqcowfs} launcher of this source tree, and real mounts with it. */
 final class Jqcowfs {

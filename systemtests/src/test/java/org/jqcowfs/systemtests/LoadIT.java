@@ -84,7 +84,7 @@ class LoadIT {
     AtomicLong reads = new AtomicLong();
     AtomicLong bytes = new AtomicLong();
     try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, c.image().toString())) {
-      Path flat = m.file(org.jqcowfs.fuse.FlatFileSystem.rawName(c.image()));
+      Path flat = m.file(org.jqcowfs.fuse.filesystem.FlatFileSystem.rawName(c.image()));
       long pid = m.process.pid();
       // Warm up (worker threads, thread-local buffers), then count.
       readUntil(flat, want, -1, System.nanoTime() + 2_000_000_000L, new AtomicLong(), bytes);

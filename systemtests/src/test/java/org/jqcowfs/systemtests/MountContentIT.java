@@ -12,7 +12,7 @@ import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Set;
 import java.util.stream.Stream;
-import org.jqcowfs.fuse.FlatFileSystem;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.qcow2.testing.ImageMatrix;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;

@@ -1,4 +1,4 @@
-package org.jqcowfs.cli;
+package org.jqcowfs.cli.daemon;
 
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -7,7 +7,7 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.jqcowfs.fuse.LibC;
+import org.jqcowfs.fuse.transport.LibC;
 
 /**
  * Where a mount daemon's log goes once the mount is live, and what systemd is told. The log lines
@@ -15,7 +15,7 @@ import org.jqcowfs.fuse.LibC;
  * given; else, for a daemon in the background, to the journal when {@code $JOURNAL_STREAM} says
  * stderr is it, and to syslog ({@code /dev/log}) otherwise. A foreground daemon keeps stderr.
  */
-final class DaemonLog {
+public final class DaemonLog {
   /** syslog facility daemon (3), shifted as a PRI value wants it. */
   private static final int FACILITY_DAEMON = 3 << 3;
 
@@ -31,7 +31,8 @@ final class DaemonLog {
    * @param syslogSocket the syslog socket ({@code /dev/log}, or a test's)
    * @throws IOException if the log file cannot be opened (the message names it)
    */
-  static void moveLog(boolean background, Path logFile, String syslogSocket) throws IOException {
+  public static void moveLog(boolean background, Path logFile, String syslogSocket)
+      throws IOException {
     if (logFile != null) {
       if (!Files.exists(logFile)) {
         Files.createFile(logFile);
@@ -41,7 +42,7 @@ final class DaemonLog {
         throw new IOException(logFile + ": " + LibC.strerror(LibC.errno()));
       }
       System.err.flush();
-      LibC.dup2(fd, 2);
+      DaemonCalls.dup2(fd, 2);
       LibC.close(fd);
       return;
     }
@@ -67,7 +68,7 @@ final class DaemonLog {
       return;
     }
     System.err.flush();
-    LibC.dup2(devNull, 2);
+    DaemonCalls.dup2(devNull, 2);
     LibC.close(devNull);
     if (syslog != null) {
       System.setErr(new PrintStream(new SyslogStream(syslog), true, StandardCharsets.UTF_8));
@@ -75,11 +76,11 @@ final class DaemonLog {
   }
 
   /** Points stdout at /dev/null, once the launcher has read the ready line and gone. */
-  static void closeStdout() {
+  public static void closeStdout() {
     int devNull = LibC.open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC);
     if (devNull >= 0) {
       System.out.flush();
-      LibC.dup2(devNull, 1);
+      DaemonCalls.dup2(devNull, 1);
       LibC.close(devNull);
     }
   }
@@ -154,7 +155,7 @@ final class DaemonLog {
    *
    * @throws IOException if the socket cannot be reached
    */
-  static void notifySystemd(String state) throws IOException {
+  public static void notifySystemd(String state) throws IOException {
     String socket = System.getenv("NOTIFY_SOCKET");
     if (socket == null || socket.isEmpty()) {
       return;

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.protocol;
 
 /** An operation's answer that is an error number, not a failure: ENOENT, EROFS, ENXIO... */
 public final class FuseException extends RuntimeException {

@@ -1,6 +1,7 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import java.nio.file.Path;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 
 /** A live mount of a {@link FlatFileSystem}, by either backend. */
 public interface Mounted {

@@ -1,5 +1,6 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.filesystem;
 
+import com.sun.security.auth.module.UnixSystem;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -13,7 +14,10 @@ import java.util.concurrent.atomic.LongAdder;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.fuse.protocol.Errno;
+import org.jqcowfs.fuse.protocol.FuseException;
 import org.jqcowfs.io.Closeables;
+import org.jqcowfs.readahead.Borrower;
 import org.jqcowfs.readahead.ReadAheadImage;
 import org.jqcowfs.readahead.ReadAheadStream;
 import org.slf4j.Logger;
@@ -26,6 +30,15 @@ import org.slf4j.LoggerFactory;
  */
 public final class FlatFileSystem implements Closeable {
   private static final Logger LOG = LoggerFactory.getLogger(FlatFileSystem.class);
+
+  /**
+   * Readahead for the mount, in KiB (root only: the bdi's {@code read_ahead_kb}), and the window of
+   * each flat file's read-ahead image. The kernel then asks for up to 8 MiB ahead of a sequential
+   * reader in 1 MiB READs, answered in parallel while the reader is busy (less left cp waiting:
+   * docs/decisions/page-cache-and-push.md). The transport's drop-behind keeps its lag above this,
+   * doubled (cp's FADV_SEQUENTIAL doubles the window).
+   */
+  public static final int READ_AHEAD_KIB = 8192;
 
   /** The root directory's inode (FUSE_ROOT_ID). */
   public static final long ROOT_INODE = 1;
@@ -141,8 +154,8 @@ public final class FlatFileSystem implements Closeable {
   private final List<FlatFile> files;
   private final Map<String, FlatFile> byName = new HashMap<>();
   private final long mountMillis = System.currentTimeMillis();
-  private final int ownerUid = LibC.getuid();
-  private final int ownerGid = LibC.getgid();
+  private final int ownerUid = (int) new UnixSystem().getUid(); // the mounting process's
+  private final int ownerGid = (int) new UnixSystem().getGid();
   private final LongAdder readBytes = new LongAdder();
 
   /** Set by {@link #close}: the data count walk stops. */
@@ -236,7 +249,7 @@ public final class FlatFileSystem implements Closeable {
                 fileName,
                 ROOT_INODE + 1 + files.size(),
                 chain,
-                new ReadAheadImage(chain, KernelBackend.READ_AHEAD_KIB * 1024L),
+                new ReadAheadImage(chain, READ_AHEAD_KIB * 1024L),
                 dataCount,
                 mtime,
                 uid,
@@ -602,7 +615,7 @@ public final class FlatFileSystem implements Closeable {
    *
    * @throws IOException as {@link #read}
    */
-  int read(ReadAheadStream reader, ByteBuffer dst, long offset, ReplyPayload payload)
+  public int read(ReadAheadStream reader, ByteBuffer dst, long offset, Borrower payload)
       throws IOException {
     if (offset < 0) {
       throw new FuseException(Errno.EINVAL, "negative offset " + offset);

@@ -1,8 +1,10 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.concurrent.atomic.AtomicBoolean;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
+import org.jqcowfs.fuse.filesystem.MountOptions;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -13,13 +15,8 @@ import org.slf4j.LoggerFactory;
 public final class KernelBackend implements Mounted {
   private static final Logger LOG = LoggerFactory.getLogger(KernelBackend.class);
 
-  /**
-   * Readahead for the mount, in KiB (root only: the bdi's {@code read_ahead_kb}). The kernel then
-   * asks for up to 8 MiB ahead of a sequential reader in 1 MiB READs, answered in parallel while
-   * the reader is busy (less left cp waiting: docs/decisions/page-cache-and-push.md). {@link
-   * DropBehind} keeps its lag above this, doubled (cp's FADV_SEQUENTIAL doubles the window).
-   */
-  static final int READ_AHEAD_KIB = 8192;
+  /** Readahead for the mount, in KiB: {@link FlatFileSystem#READ_AHEAD_KIB}. */
+  static final int READ_AHEAD_KIB = FlatFileSystem.READ_AHEAD_KIB;
 
   private static final long INIT_TIMEOUT_MILLIS = 30_000;
 

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import java.nio.ByteBuffer;
 import java.util.ArrayList;

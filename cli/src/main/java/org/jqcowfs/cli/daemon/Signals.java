@@ -1,6 +1,5 @@
-package org.jqcowfs.cli;
+package org.jqcowfs.cli.daemon;
 
-import org.jqcowfs.fuse.LibC;
 import sun.misc.Signal;
 
 /**
@@ -8,7 +7,7 @@ import sun.misc.Signal;
  * daemon was started with them ignored: the JVM leaves a signal that is ignored at startup ignored
  * (a shell's {@code nohup}, or a parent that ignores SIGHUP), so the disposition is reset first.
  */
-final class Signals {
+public final class Signals {
   private static final int SIGHUP = 1;
   private static final int SIGTERM = 15;
   private static final long SIG_DFL = 0;
@@ -17,12 +16,12 @@ final class Signals {
   private Signals() {}
 
   /** Makes SIGHUP and SIGTERM exit with status 128 + signal, running the shutdown hooks. */
-  static void exitOnHangupAndTerm() {
+  public static void exitOnHangupAndTerm() {
     for (int number : new int[] {SIGHUP, SIGTERM}) {
       if (!ignored(number)) {
         continue; // the JVM's own handler runs the shutdown hooks
       }
-      LibC.signal(number, SIG_DFL);
+      DaemonCalls.signal(number, SIG_DFL);
       Signal.handle(
           new Signal(number == SIGHUP ? "HUP" : "TERM"), s -> System.exit(128 + s.getNumber()));
     }
@@ -30,11 +29,12 @@ final class Signals {
 
   /** Whether {@code number}'s disposition is SIG_IGN ({@code struct sigaction}: handler first). */
   private static boolean ignored(int number) {
-    long old = LibC.MEMORY.allocateMemory(256, true);
+    long old = DaemonCalls.MEMORY.allocateMemory(256, true);
     try {
-      return LibC.sigaction(number, 0, old) == 0 && LibC.MEMORY.getLong(old) == SIG_IGN;
+      return DaemonCalls.sigaction(number, 0, old) == 0
+          && DaemonCalls.MEMORY.getLong(old) == SIG_IGN;
     } finally {
-      LibC.MEMORY.freeMemory(old);
+      DaemonCalls.MEMORY.freeMemory(old);
     }
   }
 }

@@ -1,11 +1,11 @@
-package org.jqcowfs.cli;
+package org.jqcowfs.cli.daemon;
 
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
-import org.jqcowfs.fuse.LibC;
+import org.jqcowfs.fuse.transport.LibC;
 
 /**
  * Datagrams to a Unix socket (syslog's {@code /dev/log}, systemd's {@code $NOTIFY_SOCKET}), which
@@ -40,12 +40,14 @@ final class UnixDatagram implements Closeable {
       throw new IOException(name + ": not a Unix socket name (1 to 107 bytes)");
     }
     ByteBuffer a = ByteBuffer.allocateDirect(2 + SUN_PATH_BYTES).order(ByteOrder.nativeOrder());
-    a.putShort(0, (short) LibC.AF_UNIX);
+    a.putShort(0, (short) DaemonCalls.AF_UNIX);
     a.put(2, path);
     if (abstractName) {
       a.put(2, (byte) 0);
     }
-    int fd = LibC.socket(LibC.AF_UNIX, LibC.SOCK_DGRAM | LibC.SOCK_CLOEXEC, 0);
+    int fd =
+        DaemonCalls.socket(
+            DaemonCalls.AF_UNIX, DaemonCalls.SOCK_DGRAM | DaemonCalls.SOCK_CLOEXEC, 0);
     if (fd < 0) {
       throw new IOException(name + ": socket: " + LibC.strerror(LibC.errno()));
     }
@@ -60,7 +62,7 @@ final class UnixDatagram implements Closeable {
   void send(String text) throws IOException {
     byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
     ByteBuffer b = ByteBuffer.allocateDirect(bytes.length).put(bytes).flip();
-    if (LibC.sendto(fd, b, bytes.length, 0, address, addressBytes) < 0) {
+    if (DaemonCalls.sendto(fd, b, bytes.length, 0, address, addressBytes) < 0) {
       throw new IOException(name + ": " + LibC.strerror(LibC.errno()));
     }
   }

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -8,7 +8,11 @@ import java.util.List;
 import jnr.ffi.Pointer;
 import jnr.ffi.types.off_t;
 import jnr.ffi.types.size_t;
-import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem.FlatFile;
+import org.jqcowfs.fuse.filesystem.MountOptions;
+import org.jqcowfs.fuse.protocol.Errno;
+import org.jqcowfs.fuse.protocol.FuseException;
 import ru.serce.jnrfuse.FuseFillDir;
 import ru.serce.jnrfuse.FuseStubFS;
 import ru.serce.jnrfuse.struct.FileStat;

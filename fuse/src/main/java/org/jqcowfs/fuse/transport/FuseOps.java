@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -7,14 +7,20 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
-import org.jqcowfs.fuse.FlatFileSystem.FlatFile;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem.FlatFile;
+import org.jqcowfs.fuse.protocol.Errno;
+import org.jqcowfs.fuse.protocol.FuseException;
+import org.jqcowfs.fuse.protocol.FuseOpcode;
 import org.jqcowfs.readahead.ReadAheadStream;
 
 /**
- * The FUSE operations of the read-only flat-file filesystem: each decodes its request body, asks
- * {@link FlatFileSystem} and encodes its reply payload (struct layouts of the kernel's {@code
- * include/uapi/linux/fuse.h}, protocol 7.31, little-endian). Operations that would write answer
- * EROFS, unknown ones ENOSYS; errors are thrown and mapped to errno by {@link FuseSession}.
+ * The FUSE operations of the flat-file filesystem: each decodes its request body, asks {@link
+ * FlatFileSystem} and encodes its reply payload (struct layouts of the kernel's {@code
+ * include/uapi/linux/fuse.h}, protocol 7.31, little-endian). On a read-only mount the operations
+ * that write answer EROFS; on a writable one WRITE, FALLOCATE, SETATTR (same size, mode and owner)
+ * and FSYNC reach the filesystem. Unknown opcodes answer ENOSYS; errors are thrown and mapped to
+ * errno by {@link FuseDispatcher}, which also answers FUSE_INIT through {@link #init}.
  */
 final class FuseOps {
   /** Protocol version this code speaks. */
@@ -118,7 +124,8 @@ final class FuseOps {
   }
 
   /**
-   * Answers one request (every opcode but FUSE_INIT and FUSE_INTERRUPT, which the session handles).
+   * Answers one request (every opcode but FUSE_INIT and FUSE_INTERRUPT, which the dispatcher
+   * handles).
    *
    * @param in the request body (after {@code fuse_in_header}), position 0
    * @param out the reply payload buffer (after {@code fuse_out_header}), position 0

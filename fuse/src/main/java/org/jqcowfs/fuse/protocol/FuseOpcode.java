@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.protocol;
 
 /**
  * The opcodes of the Linux FUSE kernel protocol ({@code enum fuse_opcode} in the kernel's {@code

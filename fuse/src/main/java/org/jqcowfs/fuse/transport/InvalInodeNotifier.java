@@ -1,10 +1,11 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
+import org.jqcowfs.fuse.protocol.Errno;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.protocol;
 
 import java.io.IOException;
 import java.nio.file.AccessDeniedException;
@@ -7,24 +7,24 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
-import org.jqcowfs.io.Posix;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Linux errno values (those the qcow2 core's native calls also need are {@link Posix}'s), and the
- * one place where an exception from an operation becomes the errno the kernel is answered with.
+ * Linux errno values (asm-generic/errno-base.h and errno.h; the core's native calls name the same),
+ * and the one place where an exception from an operation becomes the errno the kernel is answered
+ * with.
  */
 public final class Errno {
   private static final Logger LOG = LoggerFactory.getLogger(Errno.class);
 
   public static final int EPERM = 1;
   public static final int ENOENT = 2;
-  public static final int EINTR = Posix.EINTR;
+  public static final int EINTR = 4;
   public static final int EIO = 5;
-  public static final int ENXIO = Posix.ENXIO;
+  public static final int ENXIO = 6;
   public static final int EBADF = 9;
-  public static final int EAGAIN = Posix.EAGAIN;
+  public static final int EAGAIN = 11;
   public static final int ENOMEM = 12;
   public static final int EACCES = 13;
   public static final int EBUSY = 16;
@@ -37,7 +37,7 @@ public final class Errno {
   public static final int EFBIG = 27;
   public static final int EOPNOTSUPP = 95;
   public static final int ERANGE = 34;
-  public static final int ENOSYS = Posix.ENOSYS;
+  public static final int ENOSYS = 38;
   public static final int ENODATA = 61;
   public static final int ENOTCONN = 107;
   public static final int ENODEV = 19;

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import static org.jqcowfs.io.NativeFunction.libc;
 
@@ -15,17 +15,16 @@ import org.jqcowfs.io.Posix;
  * The C library calls the FUSE transport and the daemon need, bound with jffi as {@link Posix}
  * binds the file calls (one binding style: {@link NativeFunction}). Only what Java cannot do
  * itself: {@code /dev/fuse} I/O, the clone ioctl, epoll, mount(2), passing a file descriptor over a
- * socket (the fusermount3 protocol), datagrams to a Unix socket (syslog, systemd's notify socket),
- * signal dispositions and posix_spawn. Buffers passed here are direct and used from position 0;
- * native memory is a {@code long} address from {@link #MEMORY}. errno after a call: {@link
- * #errno()}.
+ * socket (the fusermount3 protocol) and posix_spawn (fusermount3, and the daemonizer). The calls
+ * only the daemon makes are the cli's ({@code DaemonCalls}). Buffers passed here are direct and
+ * used from position 0; native memory is a {@code long} address from {@link #MEMORY}. errno after a
+ * call: {@link #errno()}.
  */
 public final class LibC {
   public static final int O_RDWR = 02;
   public static final int O_CLOEXEC = Posix.O_CLOEXEC;
   public static final int AF_UNIX = 1;
   public static final int SOCK_STREAM = 1;
-  public static final int SOCK_DGRAM = 2;
   public static final int SOCK_CLOEXEC = 02000000;
   public static final long MS_RDONLY = 1;
   public static final long MS_NOSUID = 2;
@@ -63,12 +62,7 @@ public final class LibC {
       libc("mount", INT, POINTER, POINTER, POINTER, LONG, POINTER);
   private static final NativeFunction UMOUNT2 = libc("umount2", INT, POINTER, INT);
   private static final NativeFunction SOCKETPAIR = libc("socketpair", INT, INT, INT, INT, POINTER);
-  private static final NativeFunction SOCKET = libc("socket", INT, INT, INT, INT);
-  private static final NativeFunction SENDTO =
-      libc("sendto", LONG, INT, POINTER, LONG, INT, POINTER, INT);
   private static final NativeFunction RECVMSG = libc("recvmsg", LONG, INT, POINTER, INT);
-  private static final NativeFunction SIGACTION = libc("sigaction", INT, INT, POINTER, POINTER);
-  private static final NativeFunction SIGNAL = libc("signal", POINTER, INT, POINTER);
   private static final NativeFunction GETUID = libc("getuid", INT);
   private static final NativeFunction GETGID = libc("getgid", INT);
   private static final NativeFunction STRERROR = libc("strerror", POINTER, INT);
@@ -83,8 +77,6 @@ public final class LibC {
   private static final NativeFunction POSIX_SPAWNP =
       libc("posix_spawnp", INT, POINTER, POINTER, POINTER, POINTER, POINTER, POINTER);
   private static final NativeFunction WAITPID = libc("waitpid", INT, INT, POINTER, INT);
-  private static final NativeFunction DUP2 = libc("dup2", INT, INT, INT);
-  private static final NativeFunction PIPE2 = libc("pipe2", INT, POINTER, INT);
   private static final NativeFunction EPOLL_CREATE1 = libc("epoll_create1", INT, INT);
   private static final NativeFunction EPOLL_CTL = libc("epoll_ctl", INT, INT, INT, INT, POINTER);
   private static final NativeFunction EPOLL_WAIT = libc("epoll_wait", INT, INT, POINTER, INT, INT);
@@ -202,31 +194,9 @@ public final class LibC {
     }
   }
 
-  /** {@code socket(domain, type, protocol)}: a file descriptor, or -1. */
-  public static int socket(int domain, int type, int protocol) {
-    return (int) INVOKER.invokeN3(SOCKET.context(), SOCKET.address(), domain, type, protocol);
-  }
-
-  /** {@code sendto(2)} of the direct {@code buf}; {@code addr} (direct) holds a sockaddr. */
-  public static long sendto(
-      int fd, ByteBuffer buf, long len, int flags, ByteBuffer addr, int addrlen) {
-    return INVOKER.invokeN6(
-        SENDTO.context(), SENDTO.address(), fd, address(buf), len, flags, address(addr), addrlen);
-  }
-
   /** {@code recvmsg(fd, msg, flags)} with {@code msg} the address of a {@code struct msghdr}. */
   public static long recvmsg(int fd, long msg, int flags) {
     return INVOKER.invokeN3(RECVMSG.context(), RECVMSG.address(), fd, msg, flags);
-  }
-
-  /** {@code sigaction(signum, act, oldact)}, addresses (0 for NULL): 0, or -1. */
-  public static int sigaction(int signum, long act, long oldact) {
-    return (int) INVOKER.invokeN3(SIGACTION.context(), SIGACTION.address(), signum, act, oldact);
-  }
-
-  /** {@code signal(signum, handler)}; handler 0 is SIG_DFL. Returns the previous handler. */
-  public static long signal(int signum, long handler) {
-    return INVOKER.invokeN2(SIGNAL.context(), SIGNAL.address(), signum, handler);
   }
 
   public static int getuid() {
@@ -295,26 +265,6 @@ public final class LibC {
     }
   }
 
-  /** This process's environment as {@code NAME=value} strings, for {@link #spawn}. */
-  public static List<String> environment() {
-    List<String> env = new java.util.ArrayList<>();
-    System.getenv().forEach((k, v) -> env.add(k + "=" + v));
-    return env;
-  }
-
-  /** {@code pipe2(fds, O_CLOEXEC)}: 0 with the read end in {@code fds[0]}, the write end in 1. */
-  public static int pipe(int[] fds) {
-    long mem = MEMORY.allocateMemory(8, true);
-    try {
-      int r = (int) INVOKER.invokeN2(PIPE2.context(), PIPE2.address(), mem, O_CLOEXEC);
-      fds[0] = MEMORY.getInt(mem);
-      fds[1] = MEMORY.getInt(mem + 4);
-      return r;
-    } finally {
-      MEMORY.freeMemory(mem);
-    }
-  }
-
   /** {@code waitpid(pid, &status, options)}: the pid, or -1; the status is the wait status. */
   public static int waitpid(int pid, int[] status, int options) {
     long s = MEMORY.allocateMemory(4, true);
@@ -325,11 +275,6 @@ public final class LibC {
     } finally {
       MEMORY.freeMemory(s);
     }
-  }
-
-  /** {@code dup2(oldfd, newfd)}: {@code newfd}, or -1. */
-  public static int dup2(int oldfd, int newfd) {
-    return (int) INVOKER.invokeN2(DUP2.context(), DUP2.address(), oldfd, newfd);
   }
 
   private static long address(ByteBuffer direct) {

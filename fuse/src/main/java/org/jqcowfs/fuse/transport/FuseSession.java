@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import com.kenai.jffi.MemoryIO;
 import java.io.Closeable;
@@ -7,18 +7,19 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Set;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import org.jqcowfs.fuse.filesystem.FlatFileSystem;
+import org.jqcowfs.fuse.protocol.Errno;
+import org.jqcowfs.fuse.protocol.FuseOpcode;
 import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * The FUSE kernel protocol over {@code /dev/fuse}: worker threads that each read a request, answer
- * it through {@link FuseOps} and write the reply. The session ends when the kernel answers ENODEV
- * (the filesystem was unmounted).
+ * it through the {@link FuseDispatcher} and write the reply. The session ends when the kernel
+ * answers ENODEV (the filesystem was unmounted).
  *
  * <p>The first worker reads the mount's fd, blocking: the thread that has just answered takes the
  * caller's next request without a wake-up of another thread (a fio loop of 4 KiB writes with fsync
@@ -39,7 +40,7 @@ public final class FuseSession implements Closeable {
   private static final Logger LOG = LoggerFactory.getLogger(FuseSession.class);
 
   /** Request header bytes ({@code struct fuse_in_header}). */
-  static final int IN_HEADER_BYTES = 40;
+  static final int IN_HEADER_BYTES = FuseDispatcher.IN_HEADER_BYTES;
 
   /** Reply header bytes ({@code struct fuse_out_header}). */
   static final int OUT_HEADER_BYTES = 16;
@@ -49,9 +50,6 @@ public final class FuseSession implements Closeable {
 
   /** Request buffer bytes: the kernel refuses reads into buffers smaller than a whole request. */
   static final int REQUEST_BUFFER_BYTES = MAX_WRITE_BYTES + 64 * 1024;
-
-  /** Marks the unique of an interrupt request ({@code FUSE_INT_REQ_BIT}). */
-  private static final long FUSE_INT_REQ_BIT = 1;
 
   /** {@code sizeof(struct iovec)} on 64-bit Linux: base address, then length. */
   private static final int IOVEC_BYTES = 16;
@@ -65,12 +63,10 @@ public final class FuseSession implements Closeable {
 
   private final int masterFd;
   private final InvalInodeNotifier notifier;
-  private final FuseOps ops;
+  private final FuseDispatcher dispatcher;
   private final int threads;
-  private final boolean debug;
   private final List<Thread> workers = new ArrayList<>();
   private final List<Integer> clonedFds = new ArrayList<>();
-  private final CountDownLatch initialized = new CountDownLatch(1);
   private final CountDownLatch finished;
 
   /**
@@ -81,6 +77,14 @@ public final class FuseSession implements Closeable {
   private static final long HOLD_MILLIS = Long.getLong("jqcowfs.test.holdMillis", 0);
 
   private static final long HOLD_OFFSET = Long.getLong("jqcowfs.test.holdOffset", -1);
+
+  /** The test hook's {@link FuseDispatcher.RequestHook}. */
+  private static void hold(FuseOpcode op, ByteBuffer body) throws InterruptedException {
+    if ((op == FuseOpcode.FUSE_READ || op == FuseOpcode.FUSE_LSEEK)
+        && body.getLong(8) == HOLD_OFFSET) {
+      Thread.sleep(HOLD_MILLIS);
+    }
+  }
 
   /**
    * Helpers look for requests at least this often: the longest a request waits behind a first
@@ -119,9 +123,6 @@ public final class FuseSession implements Closeable {
   /** {@link #arm}'s {@code struct epoll_event} (guarded by {@link #gate}). */
   private final ByteBuffer event = ByteBuffer.allocateDirect(LibC.EPOLL_EVENT_BYTES);
 
-  /** The uniques of the requests being answered (an interrupt for another one gets EAGAIN). */
-  private final Set<Long> inFlight = ConcurrentHashMap.newKeySet();
-
   /**
    * A session on {@code devFd} (an open {@code /dev/fuse} mounted somewhere).
    *
@@ -134,9 +135,9 @@ public final class FuseSession implements Closeable {
     }
     this.masterFd = devFd;
     this.notifier = new InvalInodeNotifier(devFd);
-    this.ops = new FuseOps(fs, notifier);
+    this.dispatcher =
+        new FuseDispatcher(fs, notifier, HOLD_MILLIS > 0 ? FuseSession::hold : null, debug);
     this.threads = threads;
-    this.debug = debug;
     this.finished = new CountDownLatch(threads);
   }
 
@@ -187,7 +188,7 @@ public final class FuseSession implements Closeable {
    */
   public boolean awaitInit(long timeoutMillis) throws InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    while (!initialized.await(20, TimeUnit.MILLISECONDS)) {
+    while (!dispatcher.awaitInit(20)) {
       if (finished.getCount() == 0 || System.nanoTime() > deadline) {
         return false;
       }
@@ -240,7 +241,7 @@ public final class FuseSession implements Closeable {
         }
         long start = System.nanoTime();
         try {
-          handle(fd, w.request, w.reply, helped);
+          handle(fd, w, helped);
         } finally {
           if (helped) {
             setBusy(false);
@@ -300,7 +301,7 @@ public final class FuseSession implements Closeable {
         if (!w.accept(n, err)) {
           return;
         }
-        handle(helperFd, w.request, w.reply, false);
+        handle(helperFd, w, false);
       }
     } finally {
       finished.countDown();
@@ -360,8 +361,14 @@ public final class FuseSession implements Closeable {
     }
   }
 
-  /** A worker's buffers: the request, and the reply ({@link Reply}). */
-  private static final class Worker {
+  /**
+   * A worker's buffers: the request, and the reply ({@link Reply}); and the dispatcher's {@link
+   * FuseDispatcher.Replier} for the request it answers (where, and whether it is the first worker).
+   */
+  private final class Worker implements FuseDispatcher.Replier {
+    int fd;
+    boolean first;
+
     final ByteBuffer request =
         ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
     final Reply reply;
@@ -381,6 +388,14 @@ public final class FuseSession implements Closeable {
               .putLong(0, MemoryIO.getInstance().getDirectBufferAddress(buffer))
               .putLong(8, OUT_HEADER_BYTES); // the header's iovec; the lent runs follow it
       reply = new Reply(buffer, new ReplyPayload(), iov);
+    }
+
+    @Override
+    public void reply(long unique, int error, int payloadBytes) {
+      if (first) {
+        setBusy(false);
+      }
+      sendReply(fd, reply, unique, error, payloadBytes);
     }
 
     /**
@@ -404,98 +419,19 @@ public final class FuseSession implements Closeable {
   }
 
   /**
-   * Answers one request; {@code first}: it came to the first worker, which disarms the helpers
-   * before it writes the reply (the caller's next request then waits for it, not for a helper).
+   * Answers one request through the dispatcher; {@code first}: it came to the first worker, which
+   * disarms the helpers before it writes the reply (the caller's next request then waits for it,
+   * not for a helper).
    */
-  private void handle(int fd, ByteBuffer request, Reply reply, boolean first) {
-    int opcode = request.getInt(4);
-    long unique = request.getLong(8);
-    long nodeid = request.getLong(16);
-    FuseOpcode op = FuseOpcode.of(opcode);
-    ByteBuffer in =
-        request
-            .slice(IN_HEADER_BYTES, request.limit() - IN_HEADER_BYTES)
-            .order(ByteOrder.nativeOrder());
-    if (op == FuseOpcode.FUSE_INTERRUPT) {
-      interrupt(fd, unique, in.getLong(0), reply);
-      return;
-    }
+  private void handle(int fd, Worker w, boolean first) {
+    w.fd = fd;
+    w.first = first;
     ByteBuffer out =
-        reply
+        w.reply
             .buffer
-            .slice(OUT_HEADER_BYTES, reply.buffer.capacity() - OUT_HEADER_BYTES)
+            .slice(OUT_HEADER_BYTES, w.reply.buffer.capacity() - OUT_HEADER_BYTES)
             .order(ByteOrder.nativeOrder());
-    boolean tracked = op != FuseOpcode.FUSE_FORGET && op != FuseOpcode.FUSE_BATCH_FORGET;
-    if (tracked) {
-      inFlight.add(unique);
-    }
-    int error = 0;
-    int length;
-    try {
-      if (HOLD_MILLIS > 0
-          && (op == FuseOpcode.FUSE_READ || op == FuseOpcode.FUSE_LSEEK)
-          && in.getLong(8) == HOLD_OFFSET) {
-        Thread.sleep(HOLD_MILLIS);
-      }
-      length =
-          op == FuseOpcode.FUSE_INIT
-              ? ops.init(in, out)
-              : ops.handle(op, nodeid, in, out, reply.payload);
-    } catch (Throwable e) {
-      error = Errno.of(e, op + " " + describe(nodeid));
-      length = 0;
-    }
-    if (!tracked) {
-      return; // FORGET and BATCH_FORGET have no reply
-    }
-    // Answered whether or not FUSE_INTERRUPT came for it: every request here ends soon.
-    inFlight.remove(unique);
-    if (error != 0) {
-      reply.payload.release();
-    }
-    if (debug) {
-      String at =
-          op == FuseOpcode.FUSE_READ || op == FuseOpcode.FUSE_LSEEK ? " at " + in.getLong(8) : "";
-      LOG.info(
-          "{} node {}{} unique {}: {}",
-          op,
-          nodeid,
-          at,
-          unique,
-          error == 0 ? length + " bytes" : "errno " + error);
-    }
-    if (first) {
-      setBusy(false);
-    }
-    sendReply(fd, reply, unique, error, length);
-    if (op == FuseOpcode.FUSE_INIT && error == 0) {
-      initialized.countDown();
-    }
-  }
-
-  private String describe(long nodeid) {
-    if (nodeid == FlatFileSystem.ROOT_INODE) {
-      return "/";
-    }
-    try {
-      return ops.fs().file(nodeid).name();
-    } catch (FuseException e) {
-      return "inode " + nodeid;
-    }
-  }
-
-  /**
-   * FUSE_INTERRUPT, as libfuse treats it for a filesystem that registers no interrupt handler: a
-   * request still being worked on is answered as usual (it ends soon: jqcowfs has no request that
-   * waits without bound), so no caller sees EINTR from a regular file, which most programs do not
-   * retry (QEMU's raw driver took the rest of a disk for data after an EINTR from SEEK_HOLE). A
-   * target not known yet (another worker has not registered it) gets EAGAIN, and the kernel sends
-   * the interrupt again.
-   */
-  private void interrupt(int fd, long unique, long target, Reply reply) {
-    if (!inFlight.contains(target)) {
-      sendReply(fd, reply, unique | FUSE_INT_REQ_BIT, Errno.EAGAIN, 0);
-    }
+    dispatcher.dispatch(w.request, out, w.reply.payload, w);
   }
 
   /**

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.filesystem;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -113,7 +113,7 @@ public record MountOptions(
   }
 
   /** The option string for fusermount3 (its {@code -o}). */
-  String fusermountOptions() {
+  public String fusermountOptions() {
     List<String> o = new ArrayList<>(List.of(writable ? "rw" : "ro", "nosuid", "nodev"));
     o.add("fsname=" + fsname);
     o.add("subtype=jqcowfs");

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 import com.kenai.jffi.MemoryIO;
 import java.io.IOException;
@@ -10,6 +10,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
+import org.jqcowfs.fuse.filesystem.MountOptions;
+import org.jqcowfs.fuse.protocol.Errno;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

@@ -1,4 +1,4 @@
-package org.jqcowfs.fuse;
+package org.jqcowfs.fuse.transport;
 
 /**
  * Drop-behind for one open flat file: once its READ requests stream forward, the kernel's page
