@@ -103,7 +103,15 @@ final class ClusterMapper {
       for (long next = l1Index + 1; limit < maxBytes && l1Entry(next).isUnallocated(); next++) {
         limit = Math.min(maxBytes, (next + 1) * geometry.bytesPerL2Table() - pos);
       }
-      return new Mapping(pos, limit, SubclusterType.UNALLOCATED_PLAIN, -1, null, l1Index, -1);
+      return new Mapping(
+          pos,
+          limit,
+          SubclusterType.UNALLOCATED_PLAIN,
+          -1,
+          null,
+          l1Index,
+          -1,
+          Mapping.ReadKind.BELOW);
     }
     if (geometry.offsetInCluster(l2Offset) != 0) {
       throw corruptAt(l1Index, -1, "L2 table offset " + hex(l2Offset) + " unaligned", pos);
@@ -142,7 +150,7 @@ final class ClusterMapper {
     }
     long length = Math.min(runEnd, wanted) - pos;
     checkInFile(type, first, host, length, l1Index, l2Index, pos);
-    return new Mapping(pos, length, type, host, first, l1Index, l2Index);
+    return new Mapping(pos, length, type, host, first, l1Index, l2Index, Mapping.ReadKind.of(type));
   }
 
   /**

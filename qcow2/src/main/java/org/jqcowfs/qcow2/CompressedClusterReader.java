@@ -20,21 +20,12 @@ import org.jqcowfs.storage.Storage;
  * ParallelTasks#runCpuBound}, on the cores no other request is decompressing on), and the first
  * failure fails the request. Thread-safe.
  */
-final class CompressedClusterReader {
+final class CompressedClusterReader implements ClusterDecoder {
   /** Most bytes of compressed streams read for one group of clusters. */
   static final int MAX_GROUP_BYTES = 8 << 20;
 
   /** Largest gap in bytes between two streams that still reads them with one pread. */
   static final int MAX_GAP_BYTES = 4096;
-
-  /**
-   * A compressed cluster to read: its run (one cluster) and where its bytes go.
-   *
-   * @param run the mapped run, type COMPRESSED
-   * @param dst the guest bytes wanted, from position to limit, inside the run's cluster
-   * @param guestOffset the guest offset of {@code dst}'s first byte
-   */
-  record Part(Mapping run, ByteBuffer dst, long guestOffset) {}
 
   /** Builds the error for a part that cannot be decompressed. */
   @FunctionalInterface
@@ -60,13 +51,15 @@ final class CompressedClusterReader {
   }
 
   /**
-   * Fills every part's {@code dst} (positions are left as they were).
+   * Fills every part's {@code dst} (positions are left as they were); each part's run is one
+   * compressed cluster.
    *
    * @param parts in guest order
    * @throws IOException the first failure: a read error, or a {@link ImageFormatException} naming
    *     the cluster's L1/L2 place and host offset when a stream does not decompress
    */
-  void read(List<Part> parts) throws IOException {
+  @Override
+  public void read(List<Part> parts) throws IOException {
     // Each stream's host offset and stored bytes (the descriptor's upper bound, cut at the end of
     // the file), worked out once.
     int count = parts.size();

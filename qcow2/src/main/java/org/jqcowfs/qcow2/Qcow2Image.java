@@ -15,7 +15,6 @@ import org.jqcowfs.qcow2.compress.Decompressor;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
-import org.jqcowfs.qcow2.format.SubclusterType;
 import org.jqcowfs.storage.CachedView;
 import org.jqcowfs.storage.FileLocation;
 import org.jqcowfs.storage.Location;
@@ -44,7 +43,7 @@ public final class Qcow2Image implements Image {
   private final L2Cache l2Cache;
   private final ClusterMapper mapper;
   private final BlockStatus blockStatus;
-  private final CompressedClusterReader compressedReader;
+  private final ClusterDecoder decoder;
   private final Qcow2Writer writer;
   private final Closeable writeLock;
 
@@ -87,7 +86,7 @@ public final class Qcow2Image implements Image {
         new ClusterMapper(
             file, dataFile, geometry, header.version(), l1Table, virtualSize, l2Cache);
     this.blockStatus = new BlockStatus(file, dataFile, header, mapper);
-    this.compressedReader =
+    this.decoder =
         new CompressedClusterReader(
             file, geometry, Decompressor.forType(header.compressionType()), mapper::corrupt);
     this.writeLock = writeLock;
@@ -222,30 +221,29 @@ public final class Qcow2Image implements Image {
     Image.checkRange(guestOffset, dst.remaining(), virtualSize);
     Image backing = this.backing;
     long pos = guestOffset;
-    List<CompressedClusterReader.Part> compressed = null;
+    List<ClusterDecoder.Part> decoded = null;
     List<HostRead> hostReads = null;
     while (dst.hasRemaining()) {
       Mapping run = mapper.map(pos, dst.remaining());
       int n = (int) run.length();
       ByteBuffer part = dst.slice(dst.position(), n);
-      switch (run.type()) {
-        case NORMAL -> {
+      switch (run.readKind()) {
+        case HOST -> {
           // Gathered: separate host ranges (a fragmented image) are read in parallel.
           if (hostReads == null) {
             hostReads = new ArrayList<>();
           }
           hostReads.add(new HostRead(run.hostOffset(), part));
         }
-        case ZERO_PLAIN, ZERO_ALLOC -> Image.fillZeros(part);
-        case UNALLOCATED_PLAIN, UNALLOCATED_ALLOC -> readBacking(part, pos, backing);
-        case COMPRESSED -> {
-          // Gathered, then read and decompressed together (in parallel) once the request is mapped.
-          if (compressed == null) {
-            compressed = new ArrayList<>();
+        case ZEROS -> Image.fillZeros(part);
+        case BELOW -> readBacking(part, pos, backing);
+        case DECODED -> {
+          // Gathered, then read and decoded together (in parallel) once the request is mapped.
+          if (decoded == null) {
+            decoded = new ArrayList<>();
           }
-          compressed.add(new CompressedClusterReader.Part(run, part, pos));
+          decoded.add(new ClusterDecoder.Part(run, part, pos));
         }
-        case INVALID -> throw new IllegalStateException("mapRun never returns INVALID");
       }
       dst.position(dst.position() + n);
       pos += n;
@@ -253,8 +251,8 @@ public final class Qcow2Image implements Image {
     if (hostReads != null) {
       readHostRanges(hostReads);
     }
-    if (compressed != null) {
-      compressedReader.read(compressed);
+    if (decoded != null) {
+      decoder.read(decoded);
     }
   }
 
@@ -290,16 +288,16 @@ public final class Qcow2Image implements Image {
   }
 
   /**
-   * A view of the range when one {@link SubclusterType#NORMAL} run maps all of it (contiguous in
+   * A view of the range when one {@link Mapping.ReadKind#HOST} run maps all of it (contiguous in
    * the data file, as {@link #read} would read it with one {@code readFully}) and the page cache
-   * holds it; null for anything else: zero, unallocated or compressed parts, runs split between
-   * host ranges or L2 tables, or bytes not cached.
+   * holds it; null for anything else: zero, unallocated or decoded (compressed) parts, runs split
+   * between host ranges or L2 tables, or bytes not cached.
    */
   @Override
   public CachedView cachedView(long guestOffset, int length) throws IOException {
     Image.checkRange(guestOffset, length, virtualSize);
     Mapping run = mapper.map(guestOffset, length);
-    return run.type() == SubclusterType.NORMAL && run.length() == length
+    return run.readKind() == Mapping.ReadKind.HOST && run.length() == length
         ? (cachedViews != null ? cachedViews.mapCached(run.hostOffset(), length) : null)
         : null;
   }
