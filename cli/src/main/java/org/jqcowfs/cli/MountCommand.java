@@ -16,6 +16,7 @@ import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.cli.daemon.DaemonLog;
 import org.jqcowfs.cli.daemon.Daemonizer;
 import org.jqcowfs.cli.daemon.Signals;
+import org.jqcowfs.fuse.filesystem.FlatFile;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.fuse.filesystem.MountOptions;
 import org.jqcowfs.fuse.transport.FuseMount;
@@ -261,7 +262,8 @@ final class MountCommand implements Callable<Integer> {
       Path scratch)
       throws Exception {
     CountDownLatch closed = new CountDownLatch(1);
-    try (FlatFileSystem fs = FlatFileSystem.open(images, name, chainOptions, options.ownership())) {
+    try (FlatFileSystem fs =
+        FlatFileSystem.of(Disks.open(images, name, chainOptions, options.ownership()))) {
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
       AtomicReference<Mounted> live = new AtomicReference<>();
       AtomicBoolean mounting = new AtomicBoolean();
@@ -287,7 +289,7 @@ final class MountCommand implements Callable<Integer> {
         Files.writeString(pidFile, ProcessHandle.current().pid() + "\n");
       }
       DaemonLog.moveLog(notifyReady, logFile, syslogSocket);
-      for (FlatFileSystem.FlatFile f : fs.files()) {
+      for (FlatFile f : fs.files()) {
         LOG.info("{}/{}: {} bytes", mounted.mountpoint(), f.name(), f.size());
       }
       if (notifyReady) {

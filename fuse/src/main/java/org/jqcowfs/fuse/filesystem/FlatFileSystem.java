@@ -4,7 +4,6 @@ import com.sun.security.auth.module.UnixSystem;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -12,13 +11,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.LongAdder;
 import org.jqcowfs.chain.BackingChain;
-import org.jqcowfs.chain.ChainOpener;
-import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.fuse.protocol.Errno;
 import org.jqcowfs.fuse.protocol.FuseException;
 import org.jqcowfs.io.Closeables;
 import org.jqcowfs.readahead.Borrower;
-import org.jqcowfs.readahead.ReadAheadImage;
 import org.jqcowfs.readahead.ReadAheadStream;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -51,106 +47,6 @@ public final class FlatFileSystem implements Closeable {
   /** Extended attribute giving the bytes served by READ since the mount, in decimal. */
   public static final String READ_BYTES_XATTR = "user.jqcowfs.read_bytes";
 
-  /**
-   * One flat file.
-   *
-   * @param name its name in the root directory
-   * @param inode its inode number (2, 3, ...)
-   * @param chain the backing chain it shows
-   * @param dataCount bytes that read as data (for st_blocks = bytes / 512, rounded up)
-   * @param mtimeMillis the top image's modification time, milliseconds since the epoch
-   * @param uid st_uid: the top image file's owner, or the {@code uid=} option
-   * @param gid st_gid: the top image file's group, or the {@code gid=} option
-   * @param permissions st_mode's permission bits: the top image file's read bits (0600 -> 0400), or
-   *     {@code 0444 & ~umask} with the {@code umask=} option
-   */
-  public record FlatFile(
-      String name,
-      long inode,
-      BackingChain chain,
-      ReadAheadImage readAhead,
-      DataCount dataCount,
-      long mtimeMillis,
-      int uid,
-      int gid,
-      int permissions) {
-    /** The virtual disk's length in bytes (st_size). */
-    public long size() {
-      return chain.size();
-    }
-
-    /** st_blocks: the bytes that read as data, in 512-byte units, rounded up. */
-    public long blocks() {
-      return (dataCount.bytes() + 511) / 512;
-    }
-  }
-
-  /**
-   * The bytes of a flat file that read as data ({@link org.jqcowfs.image.Extent#readsAsData}), for
-   * st_blocks. At first a bound that costs no walk: the layers' bytes on disk ({@link
-   * BackingChain#hostBytes}), capped by the virtual size, which is enough for cp's {@code st_blocks
-   * < st_size / 512} test for holes; exact once the background walk over block status has reached
-   * the end of the disk. Thread-safe.
-   */
-  public static final class DataCount {
-    private volatile long bytes;
-    private volatile boolean exact;
-
-    DataCount(long bound) {
-      this.bytes = bound;
-    }
-
-    /** The bytes, exact or the bound. */
-    public long bytes() {
-      return bytes;
-    }
-
-    /** Whether {@link #bytes} is the walk's exact count. */
-    public boolean exact() {
-      return exact;
-    }
-
-    private volatile boolean changed;
-    private volatile long changedNanos;
-
-    void setExact(long exactBytes) {
-      bytes = exactBytes;
-      exact = true;
-    }
-
-    /** A write changed which bytes read as data: the count is walked again once writes pause. */
-    void changed() {
-      changedNanos = System.nanoTime();
-      changed = true;
-      exact = false;
-    }
-
-    /**
-     * Whether a write came since the last call and none in the last {@code quietNanos}, clearing
-     * the mark then.
-     */
-    boolean takeChanged(long quietNanos) {
-      if (!changed || System.nanoTime() - changedNanos < quietNanos) {
-        return false;
-      }
-      changed = false;
-      return true;
-    }
-  }
-
-  /**
-   * Who owns the flat files and who may read them, each -1 to follow the top image file ({@code -o
-   * uid=N,gid=N,umask=M}, as FUSE filesystems spell them).
-   *
-   * @param uid st_uid of every flat file, or -1
-   * @param gid st_gid of every flat file, or -1
-   * @param umask permission bits taken away from 0444, or -1 for the image's read bits
-   */
-  public record Ownership(int uid, int gid, int umask) {
-    /** Everything from the image. */
-    public static final Ownership FROM_IMAGE = new Ownership(-1, -1, -1);
-  }
-
   private final List<FlatFile> files;
   private final Map<String, FlatFile> byName = new HashMap<>();
   private final long mountMillis = System.currentTimeMillis();
@@ -167,98 +63,70 @@ public final class FlatFileSystem implements Closeable {
   private final boolean writable;
 
   private FlatFileSystem(List<FlatFile> files) {
-    this.dataCounter = new Thread(this::countData, "jqcowfs-data-count");
-    this.dataCounter.setDaemon(true);
     this.files = List.copyOf(files);
     this.writable = files.stream().anyMatch(f -> f.chain().writable());
     for (FlatFile f : files) {
       byName.put(f.name(), f);
     }
+    this.dataCounter =
+        new Thread(new DataCounter(this.files, () -> closing, writable), "jqcowfs-data-count");
+    this.dataCounter.setDaemon(true);
   }
 
   /**
-   * Opens every image with its chain and names its flat file: {@code name} when given (one image
-   * only), else the image's file name with its extension replaced by {@code .raw}.
+   * Refuses a name that cannot be a file in the root directory.
    *
-   * @throws IllegalArgumentException if two files would have the same name, or {@code name} is
-   *     given for several images or is not a valid file name
-   * @throws IOException if an image or a backing file is refused or cannot be read; the images
-   *     opened so far are closed
+   * @throws IllegalArgumentException naming it
    */
-  public static FlatFileSystem open(List<Path> images, String name, ChainOptions options)
-      throws IOException {
-    return open(images, name, options, Ownership.FROM_IMAGE);
-  }
-
-  /**
-   * As {@link #open(List, String, ChainOptions)}, the files owned and readable as {@code ownership}
-   * says. Nothing walks the disks before this returns: st_blocks starts as a bound and a background
-   * walk makes it exact ({@link DataCount}); a damaged range does not refuse a disk.
-   *
-   * @throws IllegalArgumentException as {@link #open(List, String, ChainOptions)}
-   * @throws IOException as {@link #open(List, String, ChainOptions)}
-   */
-  public static FlatFileSystem open(
-      List<Path> images, String name, ChainOptions options, Ownership ownership)
-      throws IOException {
-    if (name != null && images.size() != 1) {
-      throw new IllegalArgumentException("--name needs exactly one image, not " + images.size());
-    }
-    if (name != null
-        && (name.isEmpty() || name.contains("/") || name.equals(".") || name.equals(".."))) {
+  public static void checkName(String name) {
+    if (name.isEmpty() || name.contains("/") || name.equals(".") || name.equals("..")) {
       throw new IllegalArgumentException("--name '" + name + "' is not a file name");
     }
+  }
+
+  /**
+   * A filesystem of one flat file per disk, in order (inodes 2, 3, ...). It owns the disks from
+   * here on, and closes them if it refuses them. Nothing walks the disks before this returns:
+   * st_blocks starts as a bound (the layers' bytes on disk) and a background walk makes it exact
+   * ({@link DataCount}); a damaged range does not refuse a disk.
+   *
+   * @throws IllegalArgumentException if a name is not a file name, or two disks have one name
+   * @throws IOException if a chain cannot say its bytes on disk
+   */
+  public static FlatFileSystem of(List<Disk> disks) throws IOException {
     List<FlatFile> files = new ArrayList<>();
-    Map<String, Path> names = new HashMap<>();
+    Map<String, Disk> names = new HashMap<>();
     try {
-      for (Path image : images) {
-        String fileName = name != null ? name : rawName(image);
-        Path clash = names.putIfAbsent(fileName, image);
+      for (Disk d : disks) {
+        String n = d.name();
+        checkName(n);
+        Disk clash = names.putIfAbsent(n, d);
         if (clash != null) {
           throw new IllegalArgumentException(
-              "'" + image + "' and '" + clash + "' would both be " + fileName + "; use --name");
+              "'"
+                  + d.chain().location()
+                  + "' and '"
+                  + clash.chain().location()
+                  + "' would both be "
+                  + n
+                  + "; use --name");
         }
-        BackingChain chain = ChainOpener.open(image, options);
-        long mtime;
-        DataCount dataCount;
-        int uid;
-        int gid;
-        int permissions;
-        try {
-          mtime = Files.getLastModifiedTime(image).toMillis();
-          dataCount = new DataCount(Math.min(chain.size(), chain.hostBytes()));
-          uid =
-              ownership.uid() >= 0
-                  ? ownership.uid()
-                  : (Integer) Files.getAttribute(image, "unix:uid");
-          gid =
-              ownership.gid() >= 0
-                  ? ownership.gid()
-                  : (Integer) Files.getAttribute(image, "unix:gid");
-          int bits = chain.writable() ? 0666 : 0444; // the write bits only on a writable mount
-          permissions =
-              ownership.umask() >= 0
-                  ? bits & ~ownership.umask()
-                  : bits & (Integer) Files.getAttribute(image, "unix:mode");
-        } catch (IOException | RuntimeException e) {
-          chain.close();
-          throw e;
-        }
+        BackingChain chain = d.chain();
         files.add(
             new FlatFile(
-                fileName,
+                n,
                 ROOT_INODE + 1 + files.size(),
                 chain,
-                new ReadAheadImage(chain, READ_AHEAD_KIB * 1024L),
-                dataCount,
-                mtime,
-                uid,
-                gid,
-                permissions));
+                d.readAhead(),
+                new DataCount(Math.min(chain.size(), chain.hostBytes())),
+                d.mtimeMillis(),
+                d.uid(),
+                d.gid(),
+                d.permissions()));
       }
     } catch (IOException | RuntimeException e) {
       try {
-        Closeables.closeAll(files.stream().map(FlatFile::readAhead).toList());
+        Closeables.closeAll(disks.stream().map(Disk::readAhead).toList());
       } catch (IOException suppressed) {
         e.addSuppressed(suppressed);
       }
@@ -267,59 +135,6 @@ public final class FlatFileSystem implements Closeable {
     FlatFileSystem fs = new FlatFileSystem(files);
     fs.dataCounter.start();
     return fs;
-  }
-
-  /**
-   * The background walk that makes each file's {@link DataCount} exact, file by file. It holds no
-   * lock a READ takes and stops at {@link #close}. A damaged range it meets is logged once (a READ
-   * or LSEEK there gives EIO) and skipped; an I/O error leaves that file's count at its bound.
-   */
-  private void countData() {
-    for (FlatFile f : files) {
-      countData(f);
-    }
-    // On a writable mount, a file is counted again once its writes have paused for 2 s: a walk
-    // after every write took half a core from a random-write load.
-    while (!closing && writable) {
-      try {
-        Thread.sleep(500);
-      } catch (InterruptedException e) {
-        return;
-      }
-      for (FlatFile f : files) {
-        if (!closing && f.dataCount().takeChanged(2_000_000_000L)) {
-          countData(f);
-        }
-      }
-    }
-  }
-
-  private void countData(FlatFile f) {
-    {
-      try {
-        long n =
-            f.chain()
-                .dataBytes(
-                    d ->
-                        LOG.error(
-                            "{}; reads of guest range {} give EIO", d.getMessage(), d.rangeText()),
-                    () -> closing);
-        if (n < 0) {
-          return;
-        }
-        if (!f.dataCount().changed) {
-          f.dataCount().setExact(n);
-        }
-      } catch (IOException | RuntimeException e) {
-        if (closing) {
-          return;
-        }
-        LOG.warn(
-            "{}: counting data bytes failed, st_blocks stays a bound: {}",
-            f.name(),
-            e.getMessage());
-      }
-    }
   }
 
   /** {@code image.qcow2} -> {@code image.raw}; a name without an extension gets {@code .raw}. */
@@ -347,38 +162,6 @@ public final class FlatFileSystem implements Closeable {
 
   /** The longest file name statfs reports, in bytes. */
   static final int NAME_MAX = 255;
-
-  /**
-   * What stat tells of an inode: the policy both backends encode.
-   *
-   * @param inode the inode number
-   * @param size st_size in bytes
-   * @param blocks st_blocks, 512-byte units
-   * @param mtimeMillis st_mtime (and atime, ctime), milliseconds since the epoch
-   * @param mode file type and permissions
-   * @param nlink links
-   * @param uid owner
-   * @param gid group
-   */
-  public record Attributes(
-      long inode,
-      long size,
-      long blocks,
-      long mtimeMillis,
-      int mode,
-      int nlink,
-      int uid,
-      int gid) {}
-
-  /**
-   * What statfs tells: the disks' bytes, nothing free (the flat files are read-only).
-   *
-   * @param blocks capacity in {@code blockBytes} units
-   * @param files inodes in use
-   * @param blockBytes block size in bytes
-   * @param nameMax longest name in bytes
-   */
-  public record FsStats(long blocks, long files, int blockBytes, int nameMax) {}
 
   /**
    * The attributes of {@code inode}: the root directory (owned by the mounting user, mode 0555) or
@@ -455,73 +238,6 @@ public final class FlatFileSystem implements Closeable {
   }
 
   /**
-   * Writes {@code src}'s remaining bytes to {@code f} at {@code offset}, up to the end of the disk
-   * (FUSE_WRITE): through the read-ahead decorator, so that no window keeps the old bytes.
-   *
-   * @return the bytes written: fewer than asked when the write reaches past the end
-   * @throws FuseException EROFS on a read-only file, ENOSPC at or past the end of the disk (as a
-   *     block device answers), EINVAL for a negative offset
-   * @throws IOException when the image cannot be written: EIO, or ENOSPC from the host
-   */
-  public int write(FlatFile f, ByteBuffer src, long offset) throws IOException {
-    requireWritable(f);
-    if (offset < 0) {
-      throw new FuseException(Errno.EINVAL, "negative offset " + offset);
-    }
-    if (offset >= f.size()) {
-      throw new FuseException(Errno.ENOSPC, "write at " + offset + ", past the end of the disk");
-    }
-    int n = (int) Math.min(src.remaining(), f.size() - offset);
-    f.readAhead().write(src.slice(src.position(), n), offset);
-    f.dataCount().changed();
-    return n;
-  }
-
-  /** {@code fallocate(2)}'s {@code FALLOC_FL_KEEP_SIZE}. */
-  public static final int FALLOC_FL_KEEP_SIZE = 1;
-
-  /** {@code FALLOC_FL_PUNCH_HOLE}. */
-  public static final int FALLOC_FL_PUNCH_HOLE = 2;
-
-  /** {@code FALLOC_FL_ZERO_RANGE}. */
-  public static final int FALLOC_FL_ZERO_RANGE = 0x10;
-
-  /**
-   * {@code fallocate(2)} on {@code f} (FUSE_FALLOCATE): PUNCH_HOLE (with KEEP_SIZE) reads back as
-   * zeros and gives the clusters back ({@code Image.punchHole}); ZERO_RANGE writes zeroes keeping
-   * the allocation; plain allocation inside the disk does nothing (its clusters are allocated on
-   * write).
-   *
-   * @throws FuseException EROFS on a read-only file, EOPNOTSUPP for other modes, EFBIG for a range
-   *     past the end of the disk without KEEP_SIZE, EINVAL for a bad range
-   * @throws IOException as {@link #write}
-   */
-  public void fallocate(FlatFile f, int mode, long offset, long length) throws IOException {
-    requireWritable(f);
-    if (offset < 0 || length <= 0) {
-      throw new FuseException(Errno.EINVAL, "range " + offset + " +" + length);
-    }
-    boolean keepSize = (mode & FALLOC_FL_KEEP_SIZE) != 0;
-    long end = Math.min(f.size(), offset + length);
-    if (offset + length > f.size() && !keepSize) {
-      throw new FuseException(Errno.EFBIG, "the disk's size is fixed");
-    }
-    int kind = mode & ~FALLOC_FL_KEEP_SIZE;
-    if (kind != 0 && kind != FALLOC_FL_PUNCH_HOLE && kind != FALLOC_FL_ZERO_RANGE) {
-      throw new FuseException(Errno.EOPNOTSUPP, "fallocate mode " + mode);
-    }
-    if (kind == 0 || offset >= end) {
-      return;
-    }
-    if (kind == FALLOC_FL_PUNCH_HOLE) {
-      f.readAhead().punchHole(offset, end - offset);
-    } else {
-      f.readAhead().writeZeroes(offset, end - offset, false);
-    }
-    f.dataCount().changed();
-  }
-
-  /**
    * Makes every completed write to {@code f} durable (FUSE_FSYNC); for the root, to every file
    * (FUSE_FSYNCDIR).
    *
@@ -555,12 +271,6 @@ public final class FlatFileSystem implements Closeable {
     }
     if ((uid >= 0 && uid != a.uid()) || (gid >= 0 && gid != a.gid())) {
       throw new FuseException(Errno.EPERM, "changing the owner");
-    }
-  }
-
-  private static void requireWritable(FlatFile f) {
-    if (!f.chain().writable()) {
-      throw new FuseException(Errno.EROFS, "read-only");
     }
   }
 

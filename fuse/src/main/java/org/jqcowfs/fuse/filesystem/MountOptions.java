@@ -21,11 +21,11 @@ public record MountOptions(
     String fsname,
     boolean noexec,
     boolean noatime,
-    FlatFileSystem.Ownership ownership,
+    Ownership ownership,
     boolean writable) {
   /** The defaults: private to the mounting user, source "jqcowfs", ownership from the image. */
   public static final MountOptions DEFAULT =
-      new MountOptions(false, "jqcowfs", false, false, FlatFileSystem.Ownership.FROM_IMAGE, false);
+      new MountOptions(false, "jqcowfs", false, false, Ownership.FROM_IMAGE, false);
 
   public MountOptions {
     if (fsname.isEmpty() || fsname.contains(",") || fsname.contains(" ")) {
@@ -84,8 +84,7 @@ public record MountOptions(
         }
       }
     }
-    return new MountOptions(
-        allow, name, exec, atime, new FlatFileSystem.Ownership(uid, gid, umask), writable);
+    return new MountOptions(allow, name, exec, atime, new Ownership(uid, gid, umask), writable);
   }
 
   /** These options, read-write or read-only. */

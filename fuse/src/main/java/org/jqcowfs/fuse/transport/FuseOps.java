@@ -7,8 +7,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
+import org.jqcowfs.fuse.filesystem.Attributes;
+import org.jqcowfs.fuse.filesystem.FlatFile;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
-import org.jqcowfs.fuse.filesystem.FlatFileSystem.FlatFile;
+import org.jqcowfs.fuse.filesystem.FsStats;
 import org.jqcowfs.fuse.protocol.Errno;
 import org.jqcowfs.fuse.protocol.FuseException;
 import org.jqcowfs.fuse.protocol.FuseOpcode;
@@ -175,14 +177,14 @@ final class FuseOps {
     long offset = in.getLong(8);
     int size = in.getInt(16);
     ByteBuffer data = in.slice(40, Math.min(size, in.limit() - 40));
-    int n = fs.write(fs.file(nodeid), data, offset);
+    int n = fs.file(nodeid).write(data, offset);
     out.putInt(0, n).putInt(4, 0);
     return 8;
   }
 
   /** FUSE_FALLOCATE: {@code fuse_fallocate_in} (fh, offset, length, mode) -> no payload. */
   private int fallocate(long nodeid, ByteBuffer in) throws IOException {
-    fs.fallocate(fs.file(nodeid), in.getInt(24), in.getLong(8), in.getLong(16));
+    fs.file(nodeid).fallocate(in.getInt(24), in.getLong(8), in.getLong(16));
     return 0;
   }
 
@@ -257,7 +259,7 @@ final class FuseOps {
 
   /** {@code struct fuse_attr} (88 bytes) of {@code nodeid} at {@code at}. */
   private void putAttr(ByteBuffer out, int at, long nodeid) {
-    FlatFileSystem.Attributes a = fs.attributes(nodeid);
+    Attributes a = fs.attributes(nodeid);
     long millis = a.mtimeMillis();
     long seconds = Math.floorDiv(millis, 1000);
     int nanos = (int) Math.floorMod(millis, 1000) * 1_000_000;
@@ -375,7 +377,7 @@ final class FuseOps {
 
   /** FUSE_STATFS -> {@code fuse_statfs_out} (80 bytes). */
   private int statfs(ByteBuffer out) {
-    FlatFileSystem.FsStats st = fs.stats();
+    FsStats st = fs.stats();
     out.putLong(0, st.blocks())
         .putLong(8, 0) // bfree
         .putLong(16, 0) // bavail

@@ -8,8 +8,10 @@ import java.util.List;
 import jnr.ffi.Pointer;
 import jnr.ffi.types.off_t;
 import jnr.ffi.types.size_t;
+import org.jqcowfs.fuse.filesystem.Attributes;
+import org.jqcowfs.fuse.filesystem.FlatFile;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
-import org.jqcowfs.fuse.filesystem.FlatFileSystem.FlatFile;
+import org.jqcowfs.fuse.filesystem.FsStats;
 import org.jqcowfs.fuse.filesystem.MountOptions;
 import org.jqcowfs.fuse.protocol.Errno;
 import org.jqcowfs.fuse.protocol.FuseException;
@@ -147,7 +149,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
   @Override
   public int getattr(String path, FileStat stat) {
     try {
-      FlatFileSystem.Attributes a = fs.attributes(inode(path));
+      Attributes a = fs.attributes(inode(path));
       stat.st_ino.set(a.inode());
       stat.st_mode.set(a.mode());
       stat.st_uid.set(a.uid());
@@ -209,7 +211,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
       FlatFile f = fs.file(inode(path));
       ByteBuffer b = buffer(size);
       buf.get(0, b.array(), 0, (int) size);
-      return fs.write(f, b, offset);
+      return f.write(b, offset);
     } catch (Throwable e) {
       return -Errno.of(e, "write " + path + " at " + offset);
     }
@@ -219,7 +221,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
   public int fallocate(
       String path, int mode, @off_t long offset, @off_t long length, FuseFileInfo fi) {
     try {
-      fs.fallocate(fs.file(inode(path)), mode, offset, length);
+      fs.file(inode(path)).fallocate(mode, offset, length);
       return 0;
     } catch (Throwable e) {
       return -Errno.of(e, "fallocate " + path + " at " + offset);
@@ -287,7 +289,7 @@ public final class JnrFuseBackend extends FuseStubFS implements Mounted {
 
   @Override
   public int statfs(String path, Statvfs st) {
-    FlatFileSystem.FsStats stats = fs.stats();
+    FsStats stats = fs.stats();
     st.f_bsize.set(stats.blockBytes());
     st.f_frsize.set(stats.blockBytes());
     st.f_blocks.set(stats.blocks());

@@ -14,11 +14,15 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.fuse.filesystem.Disk;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.fuse.protocol.Errno;
 import org.jqcowfs.fuse.protocol.FuseOpcode;
 import org.jqcowfs.qcow2.testing.Qemu;
+import org.jqcowfs.readahead.ReadAheadImage;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -52,12 +56,11 @@ class FuseDispatcherTest {
         dir, "disk.qcow2", "write -q -P 17 1M 192k", "write -q -z 3M 1M", "write -q -P 5 5M 4k");
     want =
         Files.readAllBytes(Qemu.convertRaw(dir.resolve("disk.qcow2"), dir.resolve("w.raw"), null));
+    BackingChain chain = ChainOpener.open(dir.resolve("disk.qcow2"), ChainOptions.DEFAULT);
     fs =
-        FlatFileSystem.open(
-            List.of(dir.resolve("disk.qcow2")),
-            null,
-            ChainOptions.DEFAULT,
-            FlatFileSystem.Ownership.FROM_IMAGE);
+        FlatFileSystem.of(
+            List.of(
+                new Disk("disk.raw", chain, new ReadAheadImage(chain, 8 << 20), 0, 0, 0, 0444)));
     notifier = new InvalInodeNotifier(-1); // no kernel: a notification would fail, and is not sent
     dispatcher = new FuseDispatcher(fs, notifier, null, false);
   }
