@@ -10,7 +10,7 @@ import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.io.Closeables;
-import org.jqcowfs.qcow2.L2Cache;
+import org.jqcowfs.qcow2.metadata.L2Cache;
 import org.jqcowfs.storage.CachedView;
 import org.jqcowfs.storage.Location;
 

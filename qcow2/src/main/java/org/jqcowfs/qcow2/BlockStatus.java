@@ -4,6 +4,9 @@ import java.io.IOException;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.metadata.ClusterMapper;
+import org.jqcowfs.qcow2.metadata.Mapping;
+import org.jqcowfs.qcow2.metadata.Refcounts;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
 

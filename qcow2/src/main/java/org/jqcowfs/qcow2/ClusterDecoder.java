@@ -3,6 +3,7 @@ package org.jqcowfs.qcow2;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import org.jqcowfs.qcow2.metadata.Mapping;
 
 /**
  * Reads the runs whose host bytes are not the guest bytes as they are ({@link

@@ -10,6 +10,7 @@ import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.compress.Decompressor;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.L2Entry;
+import org.jqcowfs.qcow2.metadata.Mapping;
 import org.jqcowfs.storage.Storage;
 
 /**

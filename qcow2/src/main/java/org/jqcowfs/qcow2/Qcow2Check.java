@@ -17,6 +17,10 @@ import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.L1Entry;
 import org.jqcowfs.qcow2.format.L2Entry;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.qcow2.metadata.HeaderWriter;
+import org.jqcowfs.qcow2.metadata.MetadataIo;
+import org.jqcowfs.qcow2.metadata.Refcounts;
+import org.jqcowfs.qcow2.metadata.SnapshotTable;
 import org.jqcowfs.storage.Storage;
 
 /**
@@ -103,7 +107,7 @@ public final class Qcow2Check {
    */
   public static Result check(Path path, Consumer<String> messages) throws IOException {
     try (Storage file = PosixStorage.open(path, HostFileOptions.DEFAULT)) {
-      Header h = Qcow2Opener.readHeader(file, true);
+      Header h = MetadataIo.readHeader(file, true);
       checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h, true);
       return new Qcow2Check(file, h, h.dataFileName() != null, messages).run(snapshots);
@@ -168,7 +172,7 @@ public final class Qcow2Check {
     long leaksFixed = 0;
     long corruptionsFixed = 0;
     try (Storage file = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
-      Header h = Qcow2Opener.readHeader(file);
+      Header h = MetadataIo.readHeader(file);
       checkBitmaps(path, h, messages);
       SnapshotTable.Table snapshots = SnapshotTable.readTable(file, h);
       Qcow2Check c = new Qcow2Check(file, h, h.dataFileName() != null, messages);
@@ -214,12 +218,10 @@ public final class Qcow2Check {
    */
   private static void clearBits(Path path) throws IOException {
     try (Storage file = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
-      Header h = Qcow2Opener.readHeader(file);
+      Header h = MetadataIo.readHeader(file);
       long bits = Header.INCOMPAT_DIRTY | Header.INCOMPAT_CORRUPT;
       if (h.version() >= 3 && (h.incompatibleFeatures() & bits) != 0) {
-        ByteBuffer b = ByteBuffer.allocate(8).putLong(0, h.incompatibleFeatures() & ~bits);
-        file.write(b, Header.OFF_INCOMPATIBLE_FEATURES);
-        file.flush();
+        HeaderWriter.writeIncompatibleFeatures(file, h.incompatibleFeatures() & ~bits);
       }
     }
   }
@@ -292,9 +294,7 @@ public final class Qcow2Check {
     long tableOffset = (areaStart + blocks) << geometry.clusterBits();
     file.write(table, tableOffset);
     file.flush();
-    ByteBuffer h = ByteBuffer.allocate(12).putLong(0, tableOffset).putInt(8, (int) tableClusters);
-    file.write(h, Header.OFF_REFCOUNT_TABLE_OFFSET);
-    file.flush();
+    HeaderWriter.writeRefcountTable(file, tableOffset, (int) tableClusters);
     messages.accept(
         String.format(
             "Rebuilding refcount structure: %d refcount blocks and a %d-cluster table at %#x",
@@ -306,7 +306,7 @@ public final class Qcow2Check {
    * check_oflag_copied} with fix); returns how many entries changed.
    */
   private long fixCopiedFlags() throws IOException {
-    Header now = Qcow2Opener.readHeader(file);
+    Header now = MetadataIo.readHeader(file);
     Refcounts counts = new Refcounts(file, now);
     long[] l1 = readTable(now.l1TableOffset(), now.l1Size(), null);
     if (l1 == null) {
@@ -706,7 +706,7 @@ public final class Qcow2Check {
       }
       return null;
     }
-    return Qcow2Opener.readWordsZeroPastEnd(file, offset, words);
+    return MetadataIo.readWordsZeroPastEnd(file, offset, words);
   }
 
   private void report(String format, Object... args) {

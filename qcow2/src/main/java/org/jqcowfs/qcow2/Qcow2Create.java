@@ -11,6 +11,8 @@ import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.metadata.HeaderWriter;
+import org.jqcowfs.qcow2.metadata.Refcounts;
 import org.jqcowfs.storage.Storage;
 
 /**
@@ -200,7 +202,7 @@ public final class Qcow2Create {
     Files.createFile(path);
     boolean done = false;
     try (Storage f = PosixStorage.open(path, HostFileOptions.DEFAULT.withWritable(true))) {
-      f.write(h.encode(), 0);
+      HeaderWriter.write(f, h);
       ByteBuffer table = ByteBuffer.allocate((int) clusterSize);
       for (int i = 0; i < blocks; i++) {
         table.putLong(i * 8, (2 + i) * clusterSize);

@@ -2,13 +2,14 @@ package org.jqcowfs.qcow2;
 
 import java.io.Closeable;
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.List;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.qcow2.metadata.MetadataIo;
+import org.jqcowfs.qcow2.metadata.SnapshotTable;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
 import org.jqcowfs.storage.StorageOpener;
@@ -39,7 +40,7 @@ final class Qcow2Opener {
       throw e;
     }
     try {
-      if (writable && readHeader(file).hasIncompatible(Header.INCOMPAT_DIRTY)) {
+      if (writable && MetadataIo.readHeader(file).hasIncompatible(Header.INCOMPAT_DIRTY)) {
         file.close();
         repairDirty(path);
         file = opener.open(path, true);
@@ -95,7 +96,7 @@ final class Qcow2Opener {
     boolean writable = writeLock != null;
     Storage dataFile = null;
     try {
-      Header h = readHeader(file);
+      Header h = MetadataIo.readHeader(file);
       if (writable) {
         refuseWrites(path, h, options);
       }
@@ -131,7 +132,7 @@ final class Qcow2Opener {
         l1Size = chosen.l1Size();
         size = chosen.virtualSize() & ~511L;
       }
-      long[] l1 = readWords(file, l1Offset, l1Size);
+      long[] l1 = MetadataIo.readWords(file, l1Offset, l1Size);
       if (h.dataFileName() != null) {
         NamePolicy names =
             options.names() != null
@@ -203,53 +204,5 @@ final class Qcow2Opener {
       }
     }
     throw new ImageFormatException(path, "no snapshot with id or name '" + idOrName + "'");
-  }
-
-  /**
-   * Reads and decodes the header of {@code file}: its first {@link Header#PREFIX_BYTES}, then the
-   * first cluster that names.
-   *
-   * @throws ImageFormatException as {@link Header#decode}
-   */
-  static Header readHeader(Storage file) throws IOException {
-    return readHeader(file, false);
-  }
-
-  /** As {@link #readHeader(Storage)}; {@code tablesMayPassEnd} as {@link Header#decode}. */
-  static Header readHeader(Storage file, boolean tablesMayPassEnd) throws IOException {
-    long fileLength = file.length();
-    ByteBuffer prefix = ByteBuffer.allocate((int) Math.min(fileLength, Header.PREFIX_BYTES));
-    file.readFully(prefix, 0);
-    prefix.flip();
-    int bytes = Header.bytesToDecode(prefix, fileLength);
-    ByteBuffer first = prefix;
-    if (bytes > prefix.limit()) {
-      first = ByteBuffer.allocate(bytes);
-      file.readFully(first, 0);
-      first.flip();
-    }
-    return Header.decode(file.location(), first, fileLength, tablesMayPassEnd);
-  }
-
-  /**
-   * The {@code words} big-endian 64-bit words at {@code offset}, zeros for those past the end of
-   * the file (as QEMU's block layer reads there).
-   */
-  static long[] readWordsZeroPastEnd(Storage file, long offset, int words) throws IOException {
-    long inFile = Math.max(0, Math.min(words, (file.length() - offset) / 8));
-    long[] table = readWords(file, offset, (int) inFile);
-    return inFile == words ? table : java.util.Arrays.copyOf(table, words);
-  }
-
-  /** The {@code words} big-endian 64-bit words at {@code offset} (a table: L1, refcount). */
-  static long[] readWords(Storage file, long offset, int words) throws IOException {
-    long[] out = new long[words];
-    if (words > 0) {
-      ByteBuffer b = ByteBuffer.allocate(words * 8);
-      file.readFully(b, offset);
-      b.flip();
-      b.asLongBuffer().get(out);
-    }
-    return out;
   }
 }

@@ -13,6 +13,7 @@ import java.util.List;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.metadata.MetadataIo;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.jqcowfs.storage.Storage;
 import org.junit.jupiter.api.io.TempDir;
@@ -51,7 +52,7 @@ class HeaderEncodeTest {
     Path top = dir.resolve("top.qcow2");
     Header h;
     try (Storage f = PosixStorage.open(top, HostFileOptions.DEFAULT)) {
-      h = Qcow2Opener.readHeader(f);
+      h = MetadataIo.readHeader(f);
     }
     ByteBuffer encoded = h.encode();
     byte[] onDisk = Files.readAllBytes(top);

@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.metadata.MetadataIo;
 import org.jqcowfs.storage.Storage;
 
 /**
@@ -23,7 +24,7 @@ class HeaderFuzzTest {
   void header(byte[] firstCluster) throws IOException {
     Files.write(FILE, firstCluster);
     try (Storage f = PosixStorage.open(FILE, HostFileOptions.DEFAULT)) {
-      Header h = Qcow2Opener.readHeader(f);
+      Header h = MetadataIo.readHeader(f);
       h.geometry();
       roundTrip(h, f.length());
     } catch (IOException expected) {

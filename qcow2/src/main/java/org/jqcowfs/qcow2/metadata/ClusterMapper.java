@@ -1,4 +1,4 @@
-package org.jqcowfs.qcow2;
+package org.jqcowfs.qcow2.metadata;
 
 import static org.jqcowfs.image.ImageFormatException.hex;
 
@@ -21,7 +21,7 @@ import org.jqcowfs.storage.Storage;
  * Thread-safe: the L1 table is replaced whole by a writer ({@link #setL1Table}), never changed in
  * place, and {@link L2Cache} loads each table once.
  */
-final class ClusterMapper {
+public final class ClusterMapper {
   private final Location path;
   private final Storage file;
   private final Storage dataFile;
@@ -37,7 +37,7 @@ final class ClusterMapper {
    * @param l1Table the L1 table's entries as stored
    * @param virtualSize the disk's bytes, to which damaged ranges are clipped
    */
-  ClusterMapper(
+  public ClusterMapper(
       Storage file,
       Storage dataFile,
       Geometry geometry,
@@ -56,18 +56,18 @@ final class ClusterMapper {
   }
 
   /** L1 entry {@code index}; none (no L2 table) past the end of a table shorter than the disk. */
-  L1Entry l1Entry(long index) {
+  public L1Entry l1Entry(long index) {
     long[] l1 = l1Table;
     return new L1Entry(index < l1.length ? l1[(int) index] : 0);
   }
 
   /** The L1 table's entries now; the caller must not change the array. */
-  long[] l1Table() {
+  public long[] l1Table() {
     return l1Table;
   }
 
   /** Replaces the L1 table by {@code entries}, which no one changes afterwards. */
-  void setL1Table(long[] entries) {
+  public void setL1Table(long[] entries) {
     l1Table = entries;
   }
 
@@ -76,7 +76,7 @@ final class ClusterMapper {
    *
    * @throws ImageFormatException if the table lies past the end of the file
    */
-  L2Table l2Table(long l2Offset, long l1Index) throws IOException {
+  public L2Table l2Table(long l2Offset, long l1Index) throws IOException {
     long pos = l1Index * geometry.bytesPerL2Table();
     return l2Cache.get(l2Offset, off -> loadL2(off, l1Index, pos));
   }
@@ -88,7 +88,7 @@ final class ClusterMapper {
    * @throws ImageFormatException naming L1/L2 index and value for a bad L1 entry, L2 table offset,
    *     or L2 entry
    */
-  Mapping map(long pos, long maxBytes) throws IOException {
+  public Mapping map(long pos, long maxBytes) throws IOException {
     long l1Index = geometry.l1Index(pos);
     long tableEnd = (l1Index + 1) * geometry.bytesPerL2Table();
     long limit = Math.min(maxBytes, tableEnd - pos);
@@ -278,7 +278,7 @@ final class ClusterMapper {
     return L2Table.decode(b, geometry);
   }
 
-  ImageFormatException corrupt(Mapping run, String what) {
+  public ImageFormatException corrupt(Mapping run, String what) {
     return corruptAt(run.l1Index(), run.l2Index(), what, run.guestOffset());
   }
 

@@ -1,4 +1,4 @@
-package org.jqcowfs.qcow2;
+package org.jqcowfs.qcow2.write;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -8,7 +8,7 @@ import java.nio.ByteBuffer;
  * layer, then its backing image, then zeros), for the head and tail of a copy-on-write (QEMU {@code
  * perform_cow}), and whether a range reads as zeros (QEMU {@code is_zero}). Thread-safe.
  */
-interface GuestReader {
+public interface GuestReader {
 
   /** The virtual disk size in bytes. */
   long size();

@@ -1,4 +1,4 @@
-package org.jqcowfs.qcow2;
+package org.jqcowfs.qcow2.metadata;
 
 import static org.jqcowfs.image.ImageFormatException.hex;
 
@@ -23,18 +23,18 @@ import org.jqcowfs.storage.Storage;
  *
  * <p>Not thread-safe: a writer calls it under its metadata lock; a check makes its own.
  */
-final class Refcounts {
+public final class Refcounts {
   /** {@code REFT_OFFSET_MASK}. */
-  static final long REFT_OFFSET_MASK = 0xfffffffffffffe00L;
+  public static final long REFT_OFFSET_MASK = 0xfffffffffffffe00L;
 
   /** {@code REFT_RESERVED_MASK}: bits 0-8. */
-  static final long REFT_RESERVED_MASK = 0x1ffL;
+  public static final long REFT_RESERVED_MASK = 0x1ffL;
 
   /** Clean refcount blocks kept cached beyond the dirty ones, in bytes. */
   private static final long CLEAN_CACHE_BYTES = 4L << 20;
 
   /** Called with each host range that becomes metadata (refcount blocks, a new table). */
-  interface MetadataSink {
+  public interface MetadataSink {
     /**
      * @throws IOException if the range overlaps metadata already there (nothing is written then)
      */
@@ -74,7 +74,7 @@ final class Refcounts {
     }
   }
 
-  Refcounts(Storage file, Header header) throws IOException {
+  public Refcounts(Storage file, Header header) throws IOException {
     this.file = file;
     this.clusterBits = header.clusterBits();
     this.clusterSize = header.clusterSize();
@@ -83,21 +83,21 @@ final class Refcounts {
     this.cleanCapacity = (int) Math.max(8, CLEAN_CACHE_BYTES / clusterSize);
     this.tableOffset = header.refcountTableOffset();
     int entries = (int) (header.refcountTableClusters() * clusterSize / 8);
-    table = Qcow2Opener.readWordsZeroPastEnd(file, tableOffset, entries); // only a check's can
+    table = MetadataIo.readWordsZeroPastEnd(file, tableOffset, entries); // only a check's can
   }
 
   /** A block past the end of the file reads as zeros (a check's view, as QEMU reads it). */
-  void readPastEndAsZeros() {
+  public void readPastEndAsZeros() {
     zerosPastEnd = true;
   }
 
   /** Tells {@code s} of refcount metadata that this instance adds or drops. */
-  void setMetadataSink(MetadataSink s) {
+  public void setMetadataSink(MetadataSink s) {
     this.sink = s;
   }
 
   /** The refcount table's entries as they are now (on disk too). */
-  long[] table() {
+  public long[] table() {
     return table;
   }
 
@@ -107,7 +107,7 @@ final class Refcounts {
    *
    * @throws ImageFormatException on an unaligned or out-of-file refcount block
    */
-  long refcount(long clusterIndex) throws IOException {
+  public long refcount(long clusterIndex) throws IOException {
     Block b = block(clusterIndex / entriesPerBlock, false);
     return b == null ? 0 : get(b.data, clusterIndex % entriesPerBlock);
   }
@@ -120,7 +120,7 @@ final class Refcounts {
    * @throws IOException if the file would outgrow the format's host offsets or the refcount table
    *     its limit, or a refcount block cannot be read or written
    */
-  long allocate(int clusters) throws IOException {
+  public long allocate(int clusters) throws IOException {
     long start = freeHint;
     long firstFree = -1;
     while (true) {
@@ -168,7 +168,7 @@ final class Refcounts {
    * {@link #applyFrees} is called: after the references are gone from the disk (QEMU orders its
    * refcount cache after the L2 cache for the same reason). Until then the clusters stay in use.
    */
-  void freeLater(long hostOffset, long bytes) {
+  public void freeLater(long hostOffset, long bytes) {
     frees.add(new long[] {hostOffset, bytes});
   }
 
@@ -176,12 +176,12 @@ final class Refcounts {
    * Drops one reference at once from each cluster of {@code [hostOffset, hostOffset + bytes)}: for
    * clusters this writer allocated and nothing references, after a failed data write.
    */
-  void freeNow(long hostOffset, long bytes) throws IOException {
+  public void freeNow(long hostOffset, long bytes) throws IOException {
     decrement(hostOffset, bytes);
   }
 
   /** Whether decrements wait for {@link #applyFrees}. */
-  boolean hasFrees() {
+  public boolean hasFrees() {
     return !frees.isEmpty();
   }
 
@@ -190,7 +190,7 @@ final class Refcounts {
    *
    * @throws ImageFormatException if a refcount would drop below zero (the image is corrupt)
    */
-  void applyFrees() throws IOException {
+  public void applyFrees() throws IOException {
     List<long[]> todo = new ArrayList<>(frees);
     frees.clear();
     for (long[] f : todo) {
@@ -214,7 +214,7 @@ final class Refcounts {
   }
 
   /** Whether a refcount block changed in memory since {@link #writeDirty}. */
-  boolean hasDirty() {
+  public boolean hasDirty() {
     if (!newEntries.isEmpty()) {
       return true;
     }
@@ -227,7 +227,7 @@ final class Refcounts {
   }
 
   /** Writes the changed refcount blocks (not synced: the caller flushes the file). */
-  void writeDirty() throws IOException {
+  public void writeDirty() throws IOException {
     for (Map.Entry<Long, Block> e : blocks.entrySet()) {
       Block b = e.getValue();
       if (b.dirty) {
@@ -243,7 +243,7 @@ final class Refcounts {
    *
    * @throws IllegalStateException if the cluster has no refcount block
    */
-  void setExisting(long clusterIndex, long value) throws IOException {
+  public void setExisting(long clusterIndex, long value) throws IOException {
     if (block(clusterIndex / entriesPerBlock, false) == null) {
       throw new IllegalStateException("no refcount block for cluster " + clusterIndex);
     }
@@ -371,7 +371,7 @@ final class Refcounts {
    * @return whether anything was written (the caller then syncs before any L2 entry can point into
    *     the new blocks' range)
    */
-  boolean writeNewTableEntries() throws IOException {
+  public boolean writeNewTableEntries() throws IOException {
     if (newEntries.isEmpty()) {
       return false;
     }
@@ -436,10 +436,7 @@ final class Refcounts {
     encoded.asLongBuffer().put(grown);
     file.write(encoded, newTableOffset);
     file.flush();
-    ByteBuffer header = ByteBuffer.allocate(12);
-    header.putLong(0, newTableOffset).putInt(8, (int) tableClusters);
-    file.write(header, Header.OFF_REFCOUNT_TABLE_OFFSET);
-    file.flush();
+    HeaderWriter.writeRefcountTable(file, newTableOffset, (int) tableClusters);
     long oldOffset = tableOffset;
     long oldBytes = ((oldEntries * 8L + clusterSize - 1) / clusterSize) * clusterSize;
     table = grown;
@@ -462,7 +459,7 @@ final class Refcounts {
   }
 
   /** Refcount {@code index} of a block of {@code bits}-bit refcounts. */
-  static long get(ByteBuffer block, int bits, long index) {
+  public static long get(ByteBuffer block, int bits, long index) {
     return switch (bits) {
       case 64 -> block.getLong((int) (index * 8));
       case 32 -> Integer.toUnsignedLong(block.getInt((int) (index * 4)));
@@ -476,7 +473,7 @@ final class Refcounts {
   }
 
   /** Sets refcount {@code index} of a block of {@code bits}-bit refcounts. */
-  static void put(ByteBuffer block, int bits, long index, long value) {
+  public static void put(ByteBuffer block, int bits, long index, long value) {
     switch (bits) {
       case 64 -> block.putLong((int) (index * 8), value);
       case 32 -> block.putInt((int) (index * 4), (int) value);

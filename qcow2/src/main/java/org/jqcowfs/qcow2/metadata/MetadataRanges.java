@@ -1,4 +1,4 @@
-package org.jqcowfs.qcow2;
+package org.jqcowfs.qcow2.metadata;
 
 import static org.jqcowfs.image.ImageFormatException.hex;
 
@@ -11,14 +11,14 @@ import java.util.TreeMap;
  * its L2 tables, the refcount table and blocks, the snapshot table and the snapshots' L1 tables).
  * Not thread-safe: the writer uses it under its metadata lock.
  */
-final class MetadataRanges {
+public final class MetadataRanges {
   private record Range(long end, String what) {}
 
   private final TreeMap<Long, Range> ranges = new TreeMap<>();
   private long longest;
 
   /** Records {@code [hostOffset, hostOffset + bytes)} as holding {@code what}. */
-  void add(long hostOffset, long bytes, String what) {
+  public void add(long hostOffset, long bytes, String what) {
     if (bytes <= 0) {
       return;
     }
@@ -28,7 +28,7 @@ final class MetadataRanges {
   }
 
   /** Forgets the range that starts at {@code hostOffset}, if any. */
-  void remove(long hostOffset) {
+  public void remove(long hostOffset) {
     ranges.remove(hostOffset);
   }
 
@@ -36,7 +36,7 @@ final class MetadataRanges {
    * What metadata {@code [hostOffset, hostOffset + bytes)} overlaps, as "the L1 table at 0x30000",
    * or null if none.
    */
-  String overlap(long hostOffset, long bytes) {
+  public String overlap(long hostOffset, long bytes) {
     long end = hostOffset + bytes;
     for (Map.Entry<Long, Range> e :
         ranges.subMap(Math.max(0, hostOffset - longest), true, end, false).entrySet()) {

@@ -1,4 +1,4 @@
-package org.jqcowfs.qcow2;
+package org.jqcowfs.qcow2.metadata;
 
 import static org.jqcowfs.image.ImageFormatException.hex;
 
@@ -14,7 +14,7 @@ import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
 
 /** Reads the internal snapshot table (spec section 5) into {@link Snapshot} entries. */
-final class SnapshotTable {
+public final class SnapshotTable {
   private SnapshotTable() {}
 
   /**
@@ -23,7 +23,7 @@ final class SnapshotTable {
    *
    * @throws ImageFormatException naming the snapshot index and field on a bad entry
    */
-  static List<Snapshot> read(Storage file, Header h) throws IOException {
+  public static List<Snapshot> read(Storage file, Header h) throws IOException {
     return readTable(file, h).snapshots();
   }
 
@@ -31,10 +31,10 @@ final class SnapshotTable {
    * The table's entries and its bytes in the file (QEMU {@code s->snapshots_size}: each entry's
    * fixed part, extra data, id and name, padded to 8).
    */
-  record Table(List<Snapshot> snapshots, long bytes, List<String> corruptions) {}
+  public record Table(List<Snapshot> snapshots, long bytes, List<String> corruptions) {}
 
   /** As {@link #read}, with the table's bytes. */
-  static Table readTable(Storage file, Header h) throws IOException {
+  public static Table readTable(Storage file, Header h) throws IOException {
     return readTable(file, h, false);
   }
 
@@ -43,7 +43,7 @@ final class SnapshotTable {
    * itself, as QEMU's {@code calculate_refcounts} does: an L1 table too large, unaligned, or past
    * the end of the file.
    */
-  static Table readTable(Storage file, Header h, boolean forCheck) throws IOException {
+  public static Table readTable(Storage file, Header h, boolean forCheck) throws IOException {
     Location p = file.location();
     List<Snapshot> out = new ArrayList<>();
     List<String> corruptions = new ArrayList<>(); // what a check reports (forCheck)

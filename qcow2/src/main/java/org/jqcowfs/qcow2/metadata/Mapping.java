@@ -1,4 +1,4 @@
-package org.jqcowfs.qcow2;
+package org.jqcowfs.qcow2.metadata;
 
 import org.jqcowfs.qcow2.format.L2Entry;
 import org.jqcowfs.qcow2.format.SubclusterType;
@@ -16,7 +16,7 @@ import org.jqcowfs.qcow2.format.SubclusterType;
  * @param l1Index L1 index of the run
  * @param l2Index L2 index of the run's first cluster
  */
-record Mapping(
+public record Mapping(
     long guestOffset,
     long length,
     SubclusterType type,
@@ -30,7 +30,7 @@ record Mapping(
    * How a read gets a run's guest bytes. Every read path switches on this, not on the subcluster
    * type, so that a new kind of stored data (encrypted clusters) is learnt in one place.
    */
-  enum ReadKind {
+  public enum ReadKind {
     /** The host bytes as they are, contiguous in the data file: read, or viewed in the cache. */
     HOST,
     /**

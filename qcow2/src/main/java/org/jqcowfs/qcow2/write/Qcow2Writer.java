@@ -1,0 +1,207 @@
+package org.jqcowfs.qcow2.write;
+
+import static org.jqcowfs.image.ImageFormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
+import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.qcow2.metadata.ClusterMapper;
+import org.jqcowfs.qcow2.metadata.HeaderWriter;
+import org.jqcowfs.qcow2.metadata.L2Cache;
+import org.jqcowfs.qcow2.metadata.Refcounts;
+import org.jqcowfs.qcow2.write.ClusterAllocator.Allocation;
+import org.jqcowfs.qcow2.write.ClusterAllocator.Step;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The write side of one qcow2 image (QEMU {@code qcow2_co_pwritev_part}, {@code
+ * qcow2_alloc_host_offset}, {@code qcow2_alloc_cluster_link_l2}): writes land in place in clusters
+ * whose L2 entry is COPIED; any other cluster (unallocated, zero, compressed, shared with a
+ * snapshot) gets a new host cluster, written whole: the head and tail the request does not cover
+ * are copied from what the guest reads there now (the old cluster, the backing image, or zeros),
+ * read through the narrow {@link GuestReader}, never through the image itself.
+ *
+ * <p>Split as QEMU's files split it: {@link ClusterAllocator} maps a write to host clusters and
+ * links them ({@code qcow2-cluster.c}), {@link ZeroesAndDiscards} changes whole clusters ({@code
+ * qcow2_cluster_zeroize}, {@code qcow2_cluster_discard}), {@link MetadataCache} holds the changed
+ * metadata, owns the one lock (QEMU's {@code s->lock}) and writes it in the order that keeps
+ * refcount >= references at every instant ({@code qcow2-cache.c}), {@link OverlapGuard} refuses a
+ * write onto metadata ({@code qcow2_check_metadata_overlap}). Metadata changes under the lock; data
+ * is read and written outside it. This class writes the data and the copy-on-write around it.
+ */
+public final class Qcow2Writer {
+  private static final Logger LOG = LoggerFactory.getLogger(Qcow2Writer.class);
+
+  private final GuestReader guest;
+  private final Location path;
+  private final Storage file;
+  private final Header header;
+  private final long cs;
+  private final OverlapGuard guard;
+  private final MetadataCache cache;
+  private final ClusterAllocator allocator;
+  private final ZeroesAndDiscards zeroes;
+
+  /**
+   * The write side of the image in {@code file}, reading what copy-on-write needs through {@code
+   * guest}; clears the autoclear bits of a v3 image, which it does not keep up to date.
+   *
+   * @param snapshotTableBytes the snapshot table's bytes in the file (for the overlap checks)
+   * @throws IOException if the refcount table cannot be read or the header written
+   */
+  public Qcow2Writer(
+      GuestReader guest,
+      Storage file,
+      Header header,
+      ClusterMapper mapper,
+      L2Cache l2Cache,
+      List<Snapshot> snapshots,
+      long snapshotTableBytes)
+      throws IOException {
+    this.guest = guest;
+    this.path = file.location();
+    this.file = file;
+    this.header = header;
+    this.cs = header.geometry().clusterSize();
+    Refcounts refcounts = new Refcounts(file, header);
+    this.guard = new OverlapGuard(file, header, mapper, refcounts, snapshots, snapshotTableBytes);
+    this.cache = new MetadataCache(file, header, mapper, l2Cache, refcounts, guard);
+    this.allocator = new ClusterAllocator(file, header, mapper, refcounts, guard, cache);
+    this.zeroes = new ZeroesAndDiscards(guest, file, header, mapper, allocator, cache, this::write);
+    if (header.version() >= 3 && header.autoclearFeatures() != 0) {
+      // The spec: a writer clears the autoclear bits it does not keep up to date (bitmaps).
+      HeaderWriter.writeAutoclearFeatures(file, 0);
+      LOG.info("{}: autoclear bits {} cleared", path, hex(header.autoclearFeatures()));
+    }
+  }
+
+  /**
+   * Writes {@code src}'s remaining bytes at {@code guestOffset}; the ranges copied into new
+   * clusters are read as the guest reads them now ({@link GuestReader}).
+   */
+  public void write(ByteBuffer src, long guestOffset) throws IOException {
+    long pos = guestOffset;
+    while (src.hasRemaining()) {
+      Step step = allocator.prepare(pos, src.remaining());
+      int n = (int) step.bytes();
+      ByteBuffer part = src.slice(src.position(), n);
+      boolean done = false;
+      try {
+        if (step.allocation() == null) {
+          file.write(part, step.hostOffset());
+        } else {
+          writeAllocated(step, part, pos);
+        }
+        done = true;
+      } finally {
+        allocator.finish(step, done);
+      }
+      src.position(src.position() + n);
+      pos += n;
+    }
+  }
+
+  /** As {@link ZeroesAndDiscards#writeZeroes}. */
+  public void writeZeroes(long pos, long bytes, boolean mayUnmap) throws IOException {
+    zeroes.writeZeroes(pos, bytes, mayUnmap);
+  }
+
+  /** As {@link ZeroesAndDiscards#punchHole}. */
+  public void punchHole(long pos, long bytes) throws IOException {
+    zeroes.punchHole(pos, bytes);
+  }
+
+  /** As {@link ZeroesAndDiscards#discard}. */
+  public void discard(long pos, long bytes) throws IOException {
+    zeroes.discard(pos, bytes);
+  }
+
+  /** As {@link ClusterAllocator#preallocate}, then {@link #flush}. */
+  public void preallocate(boolean reserve, boolean zeroes) throws IOException {
+    allocator.preallocate(reserve, zeroes, guest.size());
+    flush();
+  }
+
+  /** As {@link MetadataCache#flush}. */
+  public void flush() throws IOException {
+    cache.flush();
+  }
+
+  /**
+   * Writes the new clusters of {@code step}: the head before {@code pos} and the tail after the
+   * data, read as the guest sees them now, around {@code data} ({@code perform_cow}).
+   */
+  private void writeAllocated(Step step, ByteBuffer data, long pos) throws IOException {
+    Allocation a = step.allocation();
+    long start = step.claim().start();
+    long copyFrom = start + a.cowStartFrom();
+    long dataEnd = pos + data.remaining();
+    long copyTo = start + (a.clusters() - 1) * cs + a.cowEndTo();
+    // QEMU's is_zero_cow: a region that reads as zeros is not written into a fresh cluster
+    if (a.fresh() && guest.isZero(copyFrom, pos - copyFrom)) {
+      copyFrom = pos;
+    }
+    if (a.fresh() && guest.isZero(dataEnd, copyTo - dataEnd)) {
+      copyTo = dataEnd;
+    }
+    long hostStart = a.hostOffset() + (copyFrom - start);
+    if (copyFrom == pos && copyTo == dataEnd) {
+      file.write(data.duplicate(), hostStart);
+      return;
+    }
+    if (copyTo - copyFrom > COW_BUFFER_BYTES) { // large data: no copy of it into a buffer
+      if (pos > copyFrom) {
+        file.write(current(copyFrom, pos - copyFrom), hostStart);
+      }
+      file.write(data.duplicate(), a.hostOffset() + (pos - start));
+      if (copyTo > dataEnd) {
+        file.write(current(dataEnd, copyTo - dataEnd), a.hostOffset() + (dataEnd - start));
+      }
+      return;
+    }
+    // one write of head, data and tail (QEMU's perform_cow gathers them into one request)
+    ByteBuffer b = cowBuffer((int) (copyTo - copyFrom));
+    readCurrent(b.slice(0, (int) (pos - copyFrom)), copyFrom);
+    b.put((int) (pos - copyFrom), data.duplicate(), 0, data.remaining());
+    readCurrent(b.slice((int) (dataEnd - copyFrom), (int) (copyTo - dataEnd)), dataEnd);
+    file.write(b, hostStart);
+  }
+
+  /** The largest copy-on-write request written as one buffer (per worker thread). */
+  private static final int COW_BUFFER_BYTES = 1 << 20;
+
+  private static final ThreadLocal<ByteBuffer> COW_BUFFER = new ThreadLocal<>();
+
+  /** This thread's buffer for a copy-on-write request of {@code bytes}, position 0. */
+  private static ByteBuffer cowBuffer(int bytes) {
+    ByteBuffer b = COW_BUFFER.get();
+    if (b == null || b.capacity() < bytes) {
+      b = ByteBuffer.allocateDirect(Math.max(bytes, 128 << 10));
+      COW_BUFFER.set(b);
+    }
+    return b.clear().limit(bytes);
+  }
+
+  /** Reads the guest bytes at {@code pos} into all of {@code dst} (zeros past the disk's end). */
+  private void readCurrent(ByteBuffer dst, long pos) throws IOException {
+    int inDisk = (int) Math.max(0, Math.min(dst.remaining(), guest.size() - pos));
+    if (inDisk > 0) {
+      guest.read(dst.slice(0, inDisk), pos);
+    }
+    for (int i = inDisk; i < dst.remaining(); i++) {
+      dst.put(i, (byte) 0);
+    }
+  }
+
+  /** The {@code bytes} guest bytes at {@code pos} as they read now (zeros past the disk's end). */
+  private ByteBuffer current(long pos, long bytes) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate((int) bytes);
+    readCurrent(b, pos);
+    return b;
+  }
+}
