@@ -18,8 +18,9 @@ import ru.serce.jnrfuse.struct.FuseFileInfo;
 
 /**
  * A test filesystem (jnr-fuse, in the test's JVM) that shows one real file and fails reads of a
- * chosen byte range with EIO while told to: a disk with a bad sector, for the image jqcowfs reads.
- * Mounted with {@code direct_io}, so no page cache hides a failure or its repair.
+ * chosen byte range with EIO while told to, or answers every read late: a disk with a bad sector,
+ * or a slow one, for the image jqcowfs reads. Mounted with {@code direct_io}, so no page cache
+ * hides a failure or its repair.
  */
 final class FaultyFs extends FuseStubFS implements AutoCloseable {
   private final Path file;
@@ -29,6 +30,7 @@ final class FaultyFs extends FuseStubFS implements AutoCloseable {
   private volatile long badStart = -1;
   private volatile long badEnd = -1;
   private volatile long failedReads;
+  private volatile long delayMillis;
 
   private FaultyFs(Path file, Path mountpoint) throws IOException {
     this.file = file;
@@ -60,6 +62,11 @@ final class FaultyFs extends FuseStubFS implements AutoCloseable {
   void fail(long start, long end) {
     badEnd = end;
     badStart = start;
+  }
+
+  /** Every read is answered {@code millis} late from now on (0: at once again): a slow disk. */
+  void delay(long millis) {
+    delayMillis = millis;
   }
 
   /** Reads work again. */
@@ -112,6 +119,15 @@ final class FaultyFs extends FuseStubFS implements AutoCloseable {
   @Override
   public int read(
       String path, Pointer buf, @size_t long size, @off_t long offset, FuseFileInfo fi) {
+    long millis = delayMillis;
+    if (millis > 0) {
+      try {
+        Thread.sleep(millis);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return -ErrorCodes.EINTR();
+      }
+    }
     long start = badStart;
     long end = badEnd;
     if (start >= 0 && offset < end && offset + size > start) {

@@ -9,7 +9,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -71,22 +70,18 @@ class InterruptIT {
   }
 
   /**
-   * A READ (O_DIRECT, so that the caller's own request reaches the daemon) and an LSEEK that the
-   * daemon holds for a second (a test hook) while the caller gets SIGALRM (no SA_RESTART: an EINTR
-   * from the daemon would reach the caller) are answered right.
+   * An LSEEK and a READ (O_DIRECT, so that the caller's own request reaches the daemon) that take
+   * the daemon a second, its image on a disk that answers each read a second late ({@link
+   * FaultyFs#delay}), while the caller gets SIGALRM (no SA_RESTART: an EINTR from the daemon would
+   * reach the caller), are answered right. The LSEEK comes first: its walk reads the L2 table
+   * without caching it, so the READ reads it again, and its compressed cluster.
    */
   @Test
   void aSignalledCallerGetsTheAnswerNotEintr(@TempDir Path dir) throws Exception {
     Path image = compressedImage(dir);
+    Path slowMnt = Files.createDirectory(dir.resolve("slow"));
     Path mnt = Files.createDirectory(dir.resolve("mnt"));
-    long held = MIB; // inside the first data run, [1M, 2M), pattern 1
-    List<String> cmd =
-        new ArrayList<>(List.of(Jqcowfs.LAUNCHER.toString(), "mount", "-f", image.toString()));
-    cmd.add(mnt.toString());
-    Map<String, String> env =
-        Map.of(
-            "JQCOWFS_JAVA_OPTS",
-            "-Djqcowfs.test.holdMillis=1000 -Djqcowfs.test.holdOffset=" + held);
+    long held = 2 * MIB - 65536; // the last cluster of the first data run, [1M, 2M), pattern 1
     Path script = dir.resolve("signalled.py");
     Files.writeString(
         script,
@@ -107,17 +102,19 @@ class InterruptIT {
             "off = int(sys.argv[2])",
             "t = time.monotonic()",
             "signal.setitimer(signal.ITIMER_REAL, 0.2)",
-            "n = libc.pread(fd, addr, 65536, off)",
-            "e1 = ctypes.get_errno() if n < 0 else 0",
-            "t1 = time.monotonic() - t",
-            "t = time.monotonic()",
-            "signal.setitimer(signal.ITIMER_REAL, 0.2)",
             "h = libc.lseek(fd, off, 4)",
             "e2 = ctypes.get_errno() if h < 0 else 0",
             "t2 = time.monotonic() - t",
+            "t = time.monotonic()",
+            "signal.setitimer(signal.ITIMER_REAL, 0.2)",
+            "n = libc.pread(fd, addr, 65536, off)",
+            "e1 = ctypes.get_errno() if n < 0 else 0",
+            "t1 = time.monotonic() - t",
             "print(n, e1, h, e2, len(seen), buf[:2].hex(), round(t1, 2), round(t2, 2))",
             ""));
-    try (Jqcowfs.Mount m = Jqcowfs.Mount.start(mnt, cmd, env)) {
+    try (FaultyFs disk = FaultyFs.mount(image, slowMnt);
+        Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, disk.path().toString())) {
+      disk.delay(1000);
       Jqcowfs.Run r =
           Jqcowfs.exec(
               List.of("python3", script.toString(), m.file("c.raw").toString(), "" + held));

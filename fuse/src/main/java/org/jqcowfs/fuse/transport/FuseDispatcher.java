@@ -42,20 +42,7 @@ public final class FuseDispatcher {
     void reply(long unique, int error, int payloadBytes);
   }
 
-  /**
-   * Told of each request before it is answered (a test holds one while its caller is signalled).
-   */
-  @FunctionalInterface
-  public interface RequestHook {
-    /**
-     * @param op the opcode
-     * @param body the request body (after {@code fuse_in_header}), position 0; not to be changed
-     */
-    void before(FuseOpcode op, ByteBuffer body) throws InterruptedException;
-  }
-
   private final FuseOps ops;
-  private final RequestHook hook;
   private final boolean debug;
   private final CountDownLatch initialized = new CountDownLatch(1);
 
@@ -64,13 +51,10 @@ public final class FuseDispatcher {
 
   /**
    * @param notifier where page cache invalidations go (drop-behind of sequential readers)
-   * @param hook told of each request first, or null
    * @param debug log every request and its answer
    */
-  public FuseDispatcher(
-      FlatFileSystem fs, InvalInodeNotifier notifier, RequestHook hook, boolean debug) {
+  public FuseDispatcher(FlatFileSystem fs, InvalInodeNotifier notifier, boolean debug) {
     this.ops = new FuseOps(fs, notifier);
-    this.hook = hook;
     this.debug = debug;
   }
 
@@ -99,9 +83,6 @@ public final class FuseDispatcher {
     int error = 0;
     int length;
     try {
-      if (hook != null) {
-        hook.before(op, in);
-      }
       length =
           op == FuseOpcode.FUSE_INIT ? ops.init(in, out) : ops.handle(op, nodeid, in, out, payload);
     } catch (Throwable e) {

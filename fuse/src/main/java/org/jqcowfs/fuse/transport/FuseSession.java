@@ -70,23 +70,6 @@ public final class FuseSession implements Closeable {
   private final CountDownLatch finished;
 
   /**
-   * Test hook ({@code -Djqcowfs.test.holdMillis=N -Djqcowfs.test.holdOffset=OFF}): READ and LSEEK
-   * requests at offset OFF are held N ms before they are answered, so that a test can signal the
-   * caller while its request is in flight. Off (0) unless set.
-   */
-  private static final long HOLD_MILLIS = Long.getLong("jqcowfs.test.holdMillis", 0);
-
-  private static final long HOLD_OFFSET = Long.getLong("jqcowfs.test.holdOffset", -1);
-
-  /** The test hook's {@link FuseDispatcher.RequestHook}. */
-  private static void hold(FuseOpcode op, ByteBuffer body) throws InterruptedException {
-    if ((op == FuseOpcode.FUSE_READ || op == FuseOpcode.FUSE_LSEEK)
-        && body.getLong(8) == HOLD_OFFSET) {
-      Thread.sleep(HOLD_MILLIS);
-    }
-  }
-
-  /**
    * Helpers look for requests at least this often: the longest a request waits behind a first
    * worker whose request was expected to be quick, and the bound of a missed wake-up.
    */
@@ -135,8 +118,7 @@ public final class FuseSession implements Closeable {
     }
     this.masterFd = devFd;
     this.notifier = new InvalInodeNotifier(devFd);
-    this.dispatcher =
-        new FuseDispatcher(fs, notifier, HOLD_MILLIS > 0 ? FuseSession::hold : null, debug);
+    this.dispatcher = new FuseDispatcher(fs, notifier, debug);
     this.threads = threads;
     this.finished = new CountDownLatch(threads);
   }

@@ -62,7 +62,7 @@ class FuseDispatcherTest {
             List.of(
                 new Disk("disk.raw", chain, new ReadAheadImage(chain, 8 << 20), 0, 0, 0, 0444)));
     notifier = new InvalInodeNotifier(-1); // no kernel: a notification would fail, and is not sent
-    dispatcher = new FuseDispatcher(fs, notifier, null, false);
+    dispatcher = new FuseDispatcher(fs, notifier, false);
   }
 
   @AfterEach
