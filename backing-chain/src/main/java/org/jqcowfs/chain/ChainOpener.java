@@ -175,13 +175,8 @@ public final class ChainOpener {
               names,
               options.hostIo().withWritable(writer),
               options.storage()));
-    } catch (ImageFormatException | NoSuchFileException e) {
-      throw e;
     } catch (IOException e) {
-      if (who.isEmpty() || !e.getMessage().startsWith(at + ": ")) {
-        throw e;
-      }
-      throw new IOException(e.getMessage() + who, e);
+      throw saying(e, at, who);
     }
   }
 
@@ -275,14 +270,23 @@ public final class ChainOpener {
       ByteBuffer b = ByteBuffer.allocate(4);
       int n = s.readUpTo(b, 0);
       return java.util.Arrays.copyOf(b.array(), Math.max(0, n));
-    } catch (ImageFormatException | NoSuchFileException e) {
-      throw e;
     } catch (IOException e) {
-      if (who.isEmpty() || !e.getMessage().startsWith(at + ": ")) {
-        throw e;
-      }
-      throw new IOException(e.getMessage() + who, e);
+      throw saying(e, at, who);
     }
+  }
+
+  /**
+   * {@code e} as the storage said it of {@code at} (a directory, a FIFO), with {@code who} added:
+   * whose backing name led there. Format errors and missing files say it themselves.
+   */
+  private static IOException saying(IOException e, Location at, String who) {
+    if (e instanceof ImageFormatException
+        || e instanceof NoSuchFileException
+        || who.isEmpty()
+        || !String.valueOf(e.getMessage()).startsWith(at + ": ")) {
+      return e;
+    }
+    return new IOException(e.getMessage() + who, e);
   }
 
   private static boolean isQcow2Magic(byte[] magic) {

@@ -6,6 +6,7 @@ import java.nio.ByteBuffer;
 import java.util.List;
 import org.jqcowfs.io.PosixOpener;
 import org.jqcowfs.io.PosixStorage;
+import org.jqcowfs.qcow2.testing.ForwardingStorage;
 import org.jqcowfs.storage.CachedView;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
@@ -17,17 +18,11 @@ import org.jqcowfs.storage.StorageOpener;
  * that no crafted pointer reads what is not there. Every capability of the file is kept, so the
  * batched and mapped read paths are observed too.
  */
-final class ObservedStorage
-    implements Storage,
-        Storage.CachedViews,
-        Storage.BatchedReads,
-        Storage.Holes,
-        Storage.Allocation {
-  private final PosixStorage file;
+final class ObservedStorage extends ForwardingStorage {
   private final List<String> outside;
 
   private ObservedStorage(PosixStorage file, List<String> outside) {
-    this.file = file;
+    super(file);
     this.outside = outside;
   }
 
@@ -52,16 +47,6 @@ final class ObservedStorage
     if (position < 0 || bytes < 0 || position + bytes > length) {
       outside.add(file.location() + ": " + bytes + " bytes at " + position + ", file " + length);
     }
-  }
-
-  @Override
-  public Location location() {
-    return file.location();
-  }
-
-  @Override
-  public long length() throws IOException {
-    return file.length();
   }
 
   @Override
@@ -100,55 +85,5 @@ final class ObservedStorage
       answered(position, length);
     }
     return view;
-  }
-
-  @Override
-  public long seekData(long offset) throws IOException {
-    return file.seekData(offset);
-  }
-
-  @Override
-  public long seekHole(long offset) throws IOException {
-    return file.seekHole(offset);
-  }
-
-  @Override
-  public long allocatedBytes() throws IOException {
-    return file.allocatedBytes();
-  }
-
-  @Override
-  public void allocate(long position, long length) throws IOException {
-    file.allocate(position, length);
-  }
-
-  @Override
-  public void reserve(long position, long length) throws IOException {
-    file.reserve(position, length);
-  }
-
-  @Override
-  public void write(ByteBuffer src, long position) throws IOException {
-    file.write(src, position);
-  }
-
-  @Override
-  public void flush() throws IOException {
-    file.flush();
-  }
-
-  @Override
-  public void punchHole(long position, long length) throws IOException {
-    file.punchHole(position, length);
-  }
-
-  @Override
-  public void setLength(long bytes) throws IOException {
-    file.setLength(bytes);
-  }
-
-  @Override
-  public void close() throws IOException {
-    file.close();
   }
 }

@@ -11,7 +11,6 @@ import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.fuse.filesystem.Disk;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.fuse.filesystem.Ownership;
-import org.jqcowfs.io.Closeables;
 import org.jqcowfs.readahead.ReadAheadImage;
 
 /**
@@ -69,11 +68,7 @@ final class Disks {
         }
       }
     } catch (IOException | RuntimeException e) {
-      try {
-        Closeables.closeAll(disks.stream().map(Disk::readAhead).toList());
-      } catch (IOException suppressed) {
-        e.addSuppressed(suppressed);
-      }
+      Disk.closeAfter(disks, e);
       throw e;
     }
     return disks;

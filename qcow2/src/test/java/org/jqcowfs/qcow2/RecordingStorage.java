@@ -8,21 +8,14 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import org.jqcowfs.io.PosixStorage;
-import org.jqcowfs.storage.CachedView;
-import org.jqcowfs.storage.Location;
-import org.jqcowfs.storage.Storage;
+import org.jqcowfs.qcow2.testing.ForwardingStorage;
 
 /**
  * A storage that records every write and every flush (sync) made through it, in order, as
  * dm-log-writes records a block device: the log from which crash states are rebuilt. The written
  * bytes go to a log file beside it, as dm-log-writes keeps them on a log device.
  */
-final class RecordingStorage
-    implements Storage,
-        Storage.CachedViews,
-        Storage.BatchedReads,
-        Storage.Holes,
-        Storage.Allocation {
+final class RecordingStorage extends ForwardingStorage {
   /**
    * One write: its host offset, its length in bytes and where its bytes are in the log file; or,
    * with {@code length} -1, a completed flush.
@@ -38,13 +31,12 @@ final class RecordingStorage
     }
   }
 
-  private final PosixStorage delegate;
   private final FileChannel bytes;
   private final List<Entry> log = new ArrayList<>();
   private long logEnd;
 
   RecordingStorage(PosixStorage delegate, Path logFile) throws IOException {
-    this.delegate = delegate;
+    super(delegate);
     this.bytes =
         FileChannel.open(
             logFile,
@@ -77,7 +69,7 @@ final class RecordingStorage
   public void write(ByteBuffer src, long position) throws IOException {
     ByteBuffer copy = src.duplicate();
     int length = copy.remaining();
-    delegate.write(src, position);
+    file.write(src, position);
     synchronized (this) {
       long at = logEnd;
       while (copy.hasRemaining()) {
@@ -90,63 +82,18 @@ final class RecordingStorage
 
   @Override
   public void flush() throws IOException {
-    delegate.flush();
+    file.flush();
     synchronized (this) {
       log.add(new Entry(-1, -1, -1));
     }
   }
 
   @Override
-  public Location location() {
-    return delegate.location();
-  }
-
-  @Override
-  public long length() throws IOException {
-    return delegate.length();
-  }
-
-  @Override
-  public void readFully(ByteBuffer dst, long position) throws IOException {
-    delegate.readFully(dst, position);
-  }
-
-  @Override
-  public int readUpTo(ByteBuffer dst, long position) throws IOException {
-    return delegate.readUpTo(dst, position);
-  }
-
-  @Override
-  public boolean[] readRanges(ByteBuffer[] dsts, long[] positions) throws IOException {
-    return delegate.readRanges(dsts, positions);
-  }
-
-  @Override
-  public CachedView mapCached(long position, int length) throws IOException {
-    return delegate.mapCached(position, length);
-  }
-
-  @Override
-  public long seekData(long offset) throws IOException {
-    return delegate.seekData(offset);
-  }
-
-  @Override
-  public long seekHole(long offset) throws IOException {
-    return delegate.seekHole(offset);
-  }
-
-  @Override
-  public long allocatedBytes() throws IOException {
-    return delegate.allocatedBytes();
-  }
-
-  @Override
   public void setLength(long bytes) throws IOException {
-    if (bytes < delegate.length()) {
+    if (bytes < file.length()) {
       throw new UnsupportedOperationException("not recorded: shrinking");
     }
-    delegate.setLength(bytes);
+    file.setLength(bytes);
     synchronized (this) {
       log.add(new Entry(bytes, -2, -1));
     }
@@ -159,8 +106,8 @@ final class RecordingStorage
 
   @Override
   public void reserve(long position, long length) throws IOException {
-    long end = Math.max(delegate.length(), position + length);
-    delegate.reserve(position, length);
+    long end = Math.max(file.length(), position + length);
+    file.reserve(position, length);
     synchronized (this) {
       log.add(new Entry(end, -2, -1)); // the length it may grow to; the bytes read as before
     }
@@ -169,11 +116,6 @@ final class RecordingStorage
   @Override
   public void punchHole(long position, long length) throws IOException {
     throw new UnsupportedOperationException("not recorded: punchHole");
-  }
-
-  @Override
-  public void close() throws IOException {
-    delegate.close();
   }
 
   /** Closes the log file. */

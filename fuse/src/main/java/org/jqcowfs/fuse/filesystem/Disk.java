@@ -1,6 +1,9 @@
 package org.jqcowfs.fuse.filesystem;
 
+import java.io.IOException;
+import java.util.List;
 import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.io.Closeables;
 import org.jqcowfs.readahead.ReadAheadImage;
 
 /**
@@ -22,4 +25,17 @@ public record Disk(
     long mtimeMillis,
     int uid,
     int gid,
-    int permissions) {}
+    int permissions) {
+
+  /**
+   * Closes {@code disks} (their read-ahead images, which close their chains) after {@code failure},
+   * to which what fails to close is added.
+   */
+  public static void closeAfter(List<Disk> disks, Exception failure) {
+    try {
+      Closeables.closeAll(disks.stream().map(Disk::readAhead).toList());
+    } catch (IOException suppressed) {
+      failure.addSuppressed(suppressed);
+    }
+  }
+}

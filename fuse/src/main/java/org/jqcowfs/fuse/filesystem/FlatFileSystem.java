@@ -125,11 +125,7 @@ public final class FlatFileSystem implements Closeable {
                 d.permissions()));
       }
     } catch (IOException | RuntimeException e) {
-      try {
-        Closeables.closeAll(disks.stream().map(Disk::readAhead).toList());
-      } catch (IOException suppressed) {
-        e.addSuppressed(suppressed);
-      }
+      Disk.closeAfter(disks, e);
       throw e;
     }
     FlatFileSystem fs = new FlatFileSystem(files);
