@@ -16,8 +16,6 @@ import org.jqcowfs.fuse.protocol.FuseException;
 import org.jqcowfs.io.Closeables;
 import org.jqcowfs.readahead.Borrower;
 import org.jqcowfs.readahead.ReadAheadStream;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * The filesystem both FUSE backends serve: a read-only root directory holding one flat file per
@@ -25,7 +23,6 @@ import org.slf4j.LoggerFactory;
  * bytes, errors are exceptions ({@link FuseException} for an errno answer).
  */
 public final class FlatFileSystem implements Closeable {
-  private static final Logger LOG = LoggerFactory.getLogger(FlatFileSystem.class);
 
   /**
    * Readahead for the mount, in KiB (root only: the bdi's {@code read_ahead_kb}), and the window of
