@@ -2,7 +2,6 @@ package org.jqcowfs.qcow2;
 
 import java.io.Closeable;
 import java.io.IOException;
-import java.nio.file.Path;
 import java.util.List;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
@@ -41,9 +40,7 @@ final class Qcow2Opener {
     }
     try {
       if (writable && MetadataIo.readHeader(file).hasIncompatible(Header.INCOMPAT_DIRTY)) {
-        file.close();
-        repairDirty(path);
-        file = opener.open(path, true);
+        repairDirty(path, file);
       }
     } catch (IOException | RuntimeException e) {
       file.close();
@@ -60,27 +57,19 @@ final class Qcow2Opener {
    *
    * @throws ImageFormatException if corruptions remain after the repair
    */
-  private static void repairDirty(Location location) throws IOException {
+  private static void repairDirty(Location location, Storage file) throws IOException {
     LOG.warn("{}: the dirty bit is set (lazy refcounts); repairing the refcounts", location);
-    Path path =
-        location
-            .localPath()
-            .orElseThrow(
-                () ->
-                    new ImageFormatException(
-                        location, "cannot open for writing: the dirty bit is set"));
-    Qcow2Check.Repair r =
-        Qcow2Check.repairLocked(path, true, line -> LOG.info("{}: {}", path, line));
+    Qcow2Check.Repair r = Qcow2Check.repair(file, true, line -> LOG.info("{}: {}", location, line));
     if (r.after().exitStatus() == 1 || r.after().exitStatus() == 2) {
       throw new ImageFormatException(
-          path,
+          location,
           "cannot open for writing: "
               + r.after().corruptions()
               + " corruptions remain after repairing the dirty image's refcounts");
     }
     LOG.info(
         "{}: repaired {} leaked clusters and {} corruptions",
-        path,
+        location,
         r.leaksFixed(),
         r.corruptionsFixed());
   }
