@@ -26,8 +26,8 @@ import org.slf4j.LoggerFactory;
  * cachestat} to ask, and a file that opens with {@code O_DIRECT}): the disk writes straight into
  * the caller's buffer, which a reader reuses, instead of into fresh page-cache pages that are then
  * copied once more (each fresh page costs this VM a host fault). Data the cache holds ({@link
- * #warm}) is read through it. {@link HostFileOptions#directReads} off turns it off; the figures are
- * in docs/decisions/direct-reads-and-aio.md.
+ * PageCacheProbe#warm}) is read through it. {@link HostFileOptions#directReads} off turns it off;
+ * the figures are in docs/decisions/direct-reads-and-aio.md.
  */
 public final class PosixStorage
     implements Storage,
@@ -36,18 +36,6 @@ public final class PosixStorage
         Storage.Holes,
         Storage.Allocation {
   private static final Logger LOG = LoggerFactory.getLogger(PosixStorage.class);
-
-  /**
-   * How far past a cached range the cache must hold the file too for the range to be read through
-   * it, in bytes: beyond the kernel's readahead (twice {@code read_ahead_kb}, 8 MiB here).
-   */
-  static final long WARM_PROBE_BYTES = 64L << 20;
-
-  /** The page size in bytes: {@code cachestat} counts pages. */
-  private static final long PAGE_BYTES = Posix.getpagesize();
-
-  /** {@code cachestat} is missing (a kernel before 6.5): no direct reads in this process. */
-  private static volatile boolean noCachestat;
 
   private final Path path;
   private final HostFileOptions options;
@@ -61,40 +49,29 @@ public final class PosixStorage
 
   private boolean closed; // guarded by this
 
-  /** The file opened with {@code O_DIRECT}, or null ({@link #openDirect}). */
-  private final FileChannel directChannel;
-
-  /**
-   * The file opened with {@code O_DIRECT} as a descriptor of our own, for {@link #readRanges}'s
-   * Linux AIO batches; -1 when there is none. Guarded by {@link #fdLock}.
-   */
-  private volatile int directFd;
-
   /**
    * Held for reading while a descriptor number is in use by a call that must not land on another
-   * file (an AIO batch in flight on {@link #directFd}, an {@code mmap} of {@link #ownFd}); {@link
-   * #close} closes both under the write lock, so it never frees a number under such a call (a
-   * reused number would read or map another file).
+   * file (an AIO batch in flight on the direct descriptor of {@link DirectReads}, an {@code mmap}
+   * of {@link #ownFd}); {@link #close} closes both under the write lock, so it never frees a number
+   * under such a call (a reused number would read or map another file).
    */
   private final ReadWriteLock fdLock = new ReentrantReadWriteLock();
 
   /** {@code fallocate} is not supported here: {@link #reserve} grows the file instead. */
   private volatile boolean noReserve;
 
-  /** A direct read of this file failed: never try again. */
-  private volatile boolean noDirect;
+  /** What the page cache holds of the file. */
+  private final PageCacheProbe cache;
 
-  private PosixStorage(
-      Path path,
-      HostFileOptions options,
-      FileChannel channel,
-      FileChannel directChannel,
-      int directFd) {
+  /** The reads, direct or through the page cache. */
+  private final DirectReads reads;
+
+  private PosixStorage(Path path, HostFileOptions options, FileChannel channel) {
     this.path = path;
     this.options = options;
     this.channel = channel;
-    this.directChannel = directChannel;
-    this.directFd = directFd;
+    this.cache = new PageCacheProbe(this::fd); // asked only after the constructor returns
+    this.reads = DirectReads.open(path, options, channel, cache, fdLock);
   }
 
   /**
@@ -110,12 +87,7 @@ public final class PosixStorage
         options.writable()
             ? FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE)
             : FileChannel.open(path, StandardOpenOption.READ);
-    FileChannel direct = options.directReads() ? openDirect(path) : null;
-    int directFd =
-        direct != null && options.linuxAio() && LinuxAio.available()
-            ? Posix.open(path.toString(), Posix.O_RDONLY | Posix.O_CLOEXEC | Posix.O_DIRECT)
-            : -1;
-    return new PosixStorage(path, options, channel, direct, directFd); // open gives -1 on failure
+    return new PosixStorage(path, options, channel);
   }
 
   /**
@@ -171,34 +143,16 @@ public final class PosixStorage
   @Override
   public void readFully(ByteBuffer dst, long position) throws IOException {
     long length = length();
-    checkRange(position, dst.remaining(), length);
-    readLoop(dst, position, length, false);
-  }
-
-  /**
-   * Reads {@code dst}'s remaining bytes at {@code position}, through the page cache when {@code
-   * cached}, else as {@link #read} decides.
-   */
-  private void readLoop(ByteBuffer dst, long position, long length, boolean cached)
-      throws IOException {
-    long pos = position;
-    while (dst.hasRemaining()) {
-      int n = cached ? channel.read(dst, pos) : read(dst, pos, length);
-      if (n < 0) {
-        throw new IOException(path + ": unexpected end of file at 0x" + Long.toHexString(pos));
-      }
-      pos += n;
-    }
+    DirectReads.checkRange(path, position, dst.remaining(), length);
+    reads.readLoop(dst, position, length, false);
   }
 
   /**
    * Reads, of the ranges {@code dsts[i]} (their remaining bytes) at file offsets {@code
-   * positions[i]}, those made of whole aligned pages (as {@link #readFully} reads around the page
-   * cache), each in full, on the calling thread: the ones the page cache does not hold (see {@link
-   * #warm}) with Linux AIO batches ({@link LinuxAio}) of at most {@link LinuxAio#MAX_BATCH} reads,
-   * the ones it holds copied from it. The others, and any whose direct read fails, are left
-   * untouched for the caller to read with {@link #readFully}, on threads of its own if it likes.
-   * Nothing is read when fewer than two ranges qualify, or when this file has no AIO descriptor.
+   * positions[i]}, those made of whole aligned pages that a direct read can take, each in full on
+   * the calling thread: with Linux AIO batches the ones the page cache does not hold, copied from
+   * it the ones it holds ({@link DirectReads#readRanges}). The others are left for the caller's
+   * {@link #readFully}.
    *
    * @return for each range, whether it was read (its buffer's position is then its limit)
    * @throws IOException if a range runs past the end of the file (naming the range), before any
@@ -206,73 +160,7 @@ public final class PosixStorage
    */
   @Override
   public boolean[] readRanges(ByteBuffer[] dsts, long[] positions) throws IOException {
-    int n = dsts.length;
-    boolean[] done = new boolean[n];
-    if (directFd < 0 || noDirect || noCachestat || n < 2 || !LinuxAio.available()) {
-      return done;
-    }
-    long length = length();
-    int[] picked = new int[n];
-    int[] cached = new int[n];
-    int m = 0;
-    int c = 0;
-    for (int i = 0; i < n; i++) {
-      int bytes = dsts[i].remaining();
-      checkRange(positions[i], bytes, length);
-      if (bytes > 0
-          && (bytes & (DIRECT_ALIGNMENT - 1)) == 0
-          && directPossible(dsts[i], positions[i])) {
-        if (warm(positions[i], bytes, length)) {
-          cached[c++] = i;
-        } else {
-          picked[m++] = i;
-        }
-      }
-    }
-    if (m + c < 2) {
-      return done;
-    }
-    // Asked once: the cached ranges are not asked about again by readFully.
-    for (int k = 0; k < c; k++) {
-      readLoop(dsts[cached[k]], positions[cached[k]], length, true);
-      done[cached[k]] = true;
-    }
-    if (m == 0) {
-      return done;
-    }
-    ByteBuffer[] batch = new ByteBuffer[Math.min(m, LinuxAio.MAX_BATCH)];
-    long[] batchPositions = new long[batch.length];
-    long[] results = new long[batch.length];
-    for (int from = 0; from < m; from += batch.length) {
-      int count = Math.min(batch.length, m - from);
-      for (int j = 0; j < count; j++) {
-        batch[j] = dsts[picked[from + j]];
-        batchPositions[j] = positions[picked[from + j]];
-      }
-      fdLock.readLock().lock();
-      try {
-        if (directFd < 0) {
-          throw new java.nio.channels.ClosedChannelException();
-        }
-        LinuxAio.read(directFd, batch, batchPositions, count, results);
-      } finally {
-        fdLock.readLock().unlock();
-      }
-      for (int j = 0; j < count; j++) {
-        if (results[j] == batch[j].remaining()) {
-          batch[j].position(batch[j].limit());
-          done[picked[from + j]] = true;
-        } else if (results[j] < 0 && results[j] != Long.MIN_VALUE) {
-          noDirect = true;
-          LOG.debug(
-              "{}: direct read at {} failed (errno {}), reading through the page cache",
-              path,
-              batchPositions[j],
-              -results[j]);
-        }
-      }
-    }
-    return done;
+    return reads.readRanges(dsts, positions);
   }
 
   /**
@@ -286,14 +174,14 @@ public final class PosixStorage
    */
   @Override
   public CachedView mapCached(long position, int length) throws IOException {
-    if (!options.mappedReads() || noCachestat || length <= 0) {
+    if (!options.mappedReads() || !PageCacheProbe.available() || length <= 0) {
       return null;
     }
-    checkRange(position, length, length());
-    if (!allCached(position, length) || noCachestat) {
+    DirectReads.checkRange(path, position, length, length());
+    if (!cache.allCached(position, length) || !PageCacheProbe.available()) {
       return null;
     }
-    long start = position - position % PAGE_BYTES;
+    long start = position - position % PageCacheProbe.PAGE_BYTES;
     long bytes = position + length - start;
     fdLock.readLock().lock();
     try {
@@ -306,104 +194,6 @@ public final class PosixStorage
       return new MappedView(mapping, bytes, (int) (position - start), length);
     } finally {
       fdLock.readLock().unlock();
-    }
-  }
-
-  private void checkRange(long position, long want, long length) throws IOException {
-    if (position < 0 || position > length || want > length - position) {
-      throw new IOException(
-          path
-              + ": read of "
-              + want
-              + " bytes at "
-              + "0x"
-              + Long.toHexString(position)
-              + " runs past the end of the file ("
-              + "0x"
-              + Long.toHexString(length)
-              + ")");
-    }
-  }
-
-  /**
-   * One positional read: around the page cache when {@link #directPossible} and the range is not
-   * {@link #warm}, through it otherwise, and whenever a direct read fails: an error then comes from
-   * the ordinary read of the same range, and this file is read through the cache from then on.
-   */
-  private int read(ByteBuffer dst, long pos, long fileLength) throws IOException {
-    // The whole pages of the range; a tail shorter than a page (a file that ends mid-page) is read
-    // through the cache by the next call.
-    int pages = dst.remaining() & -DIRECT_ALIGNMENT;
-    FileChannel direct = directChannel;
-    if (direct != null && pages > 0 && directPossible(dst, pos) && !warm(pos, pages, fileLength)) {
-      int start = dst.position();
-      int limit = dst.limit();
-      try {
-        return direct.read(dst.limit(start + pages), pos);
-      } catch (IOException e) {
-        noDirect = true;
-        dst.position(start);
-        LOG.debug("{}: direct read at {} failed, reading through the page cache", path, pos, e);
-      } finally {
-        dst.limit(limit);
-      }
-    }
-    return channel.read(dst, pos);
-  }
-
-  private boolean directPossible(ByteBuffer dst, long pos) {
-    return !noDirect
-        && !noCachestat
-        && dst.isDirect()
-        && (pos & (DIRECT_ALIGNMENT - 1)) == 0
-        && dst.alignmentOffset(dst.position(), DIRECT_ALIGNMENT) == 0;
-  }
-
-  /**
-   * Whether {@code [pos, pos + bytes)} is to be read through the page cache: the cache holds all of
-   * it, and also the page {@link #WARM_PROBE_BYTES} past its end (when the file reaches that far),
-   * as it does for a file someone has read or is reading. Readahead alone does not reach that far:
-   * the header and table reads at open, and a probe of the format, leave readahead marks behind
-   * them, and a cached range read through the cache that holds one starts the kernel's readahead
-   * further on, which caches the next ranges in full, and so on to the end of the file
-   * (docs/decisions/direct-reads-and-aio.md).
-   */
-  private boolean warm(long pos, long bytes, long fileLength) throws IOException {
-    if (!allCached(pos, bytes)) {
-      return false;
-    }
-    long probe = pos + bytes + WARM_PROBE_BYTES;
-    return probe + PAGE_BYTES > fileLength || allCached(probe - probe % PAGE_BYTES, PAGE_BYTES);
-  }
-
-  /**
-   * Whether the page cache holds every page of {@code [pos, pos + bytes)} ({@code cachestat}); true
-   * when that cannot be told.
-   */
-  private boolean allCached(long pos, long bytes) throws IOException {
-    long cached = Posix.cachedPages(fd(), pos, bytes);
-    if (cached < 0) {
-      int errno = Posix.errno();
-      if (errno == Posix.ENOSYS) {
-        LOG.debug("no cachestat (Linux before 6.5): reads go through the page cache");
-        noCachestat = true;
-      }
-      return true;
-    }
-    return cached * PAGE_BYTES >= bytes;
-  }
-
-  /**
-   * The file opened with {@code O_DIRECT}, when direct reads are on and the file system takes it;
-   * else null (tmpfs before Linux 6.6, some FUSE file systems). Opened with the file, so that a
-   * daemon's descriptors do not change under load.
-   */
-  private static FileChannel openDirect(Path path) {
-    try {
-      return FileChannel.open(
-          path, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
-    } catch (IOException | UnsupportedOperationException e) {
-      return null;
     }
   }
 
@@ -593,16 +383,11 @@ public final class PosixStorage
           ownFd = -1;
         }
       }
-      if (directFd >= 0) {
-        Posix.close(directFd);
-        directFd = -1;
-      }
+      reads.closeDescriptor();
     } finally {
       fdLock.writeLock().unlock();
     }
-    if (directChannel != null) {
-      directChannel.close();
-    }
+    reads.closeChannel();
     channel.close();
   }
 }
