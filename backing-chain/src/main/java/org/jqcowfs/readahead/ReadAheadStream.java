@@ -2,13 +2,9 @@ package org.jqcowfs.readahead;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.ReentrantLock;
 import org.jqcowfs.image.Image;
@@ -18,20 +14,21 @@ import org.jqcowfs.storage.Storage;
 /**
  * The reads of one stream over an {@link ReadAheadImage} (one open file), with read-ahead of its
  * own once they run sequentially: while the kernel waits for one READ, the next {@link #DEPTH}
- * windows of {@link #WINDOW_BYTES} are read and decompressed here, on {@link #PREFETCH} threads.
- * The kernel's own readahead asks for only a few READs at a time (128 KiB ones on a mount without
- * root, where its readahead cannot be raised), and O_DIRECT readers get none from it.
+ * windows of {@link #WINDOW_BYTES} are read and decompressed here, on {@link
+ * ReadAheadWindow#PREFETCH} threads. The kernel's own readahead asks for only a few READs at a time
+ * (128 KiB ones on a mount without root, where its readahead cannot be raised), and O_DIRECT
+ * readers get none from it.
  *
  * <p>A read is sequential when it starts where the stream has got to, or, once windows are being
  * read, up to {@link #WINDOW_BYTES} past it; one that starts before it, up to {@link #LATE_BYTES}
  * or in a window still kept, is a READ of the stream answered late and changes nothing. The
  * kernel's readahead sends several READs at once, and the FUSE workers may take them in any order.
- * Windows are aligned to their length; a read takes the parts it finds in completed or running
- * windows and reads the rest itself. A window is dropped once all its bytes have been served, when
- * the stream is {@link #KEEP_BYTES} past it, on a jump, or once the stream has passed it and its
- * buffer is needed for a window ahead; so a READ answered late finds its window. A window whose
- * read failed is never served: the read that needs it reads that range itself, so an error is EIO
- * for the affected request only. Random readers (fio) never start a window.
+ * ReadAheadWindows are aligned to their length; a read takes the parts it finds in completed or
+ * running windows and reads the rest itself. A window is dropped once all its bytes have been
+ * served, when the stream is {@link #KEEP_BYTES} past it, on a jump, or once the stream has passed
+ * it and its buffer is needed for a window ahead; so a READ answered late finds its window. A
+ * window whose read failed is never served: the read that needs it reads that range itself, so an
+ * error is EIO for the affected request only. Random readers (fio) never start a window.
  *
  * <p>Thread-safe. Every request, on whichever worker, is served from the windows: a short lock
  * guards only which windows exist (no I/O and no waiting under it), and a request pins the window
@@ -42,32 +39,16 @@ public final class ReadAheadStream implements AutoCloseable {
   /** Bytes per read-ahead window (and its alignment). */
   static final int WINDOW_BYTES = 1 << 20;
 
-  /** Windows read ahead of the reader's position. */
+  /** ReadAheadWindows read ahead of the reader's position. */
   static final int DEPTH = 3;
 
   /**
-   * Window buffers one reader may own, in use or spare: {@link #DEPTH}, the window being read, the
-   * one before it (for a READ answered late), and two whose reads or copies may still be running
-   * after a jump dropped them. Bounds the direct memory of an open file to 7 MiB, also when windows
-   * are dropped while their reads run.
+   * ReadAheadWindow buffers one reader may own, in use or spare: {@link #DEPTH}, the window being
+   * read, the one before it (for a READ answered late), and two whose reads or copies may still be
+   * running after a jump dropped them. Bounds the direct memory of an open file to 7 MiB, also when
+   * windows are dropped while their reads run.
    */
   static final int MAX_BUFFERS = DEPTH + 4;
-
-  /** Threads reading windows, shared by every open file (their reads fan out further inside). */
-  static final int PREFETCH_THREADS = Math.max(2, Runtime.getRuntime().availableProcessors());
-
-  private static final ExecutorService PREFETCH = prefetchPool();
-
-  private static ExecutorService prefetchPool() {
-    AtomicInteger n = new AtomicInteger();
-    return Executors.newFixedThreadPool(
-        PREFETCH_THREADS,
-        r -> {
-          Thread t = new Thread(r, "jqcowfs-readahead-" + n.incrementAndGet());
-          t.setDaemon(true);
-          return t;
-        });
-  }
 
   /**
    * How far behind the stream a READ may start and still count as one of its own answered late (it
@@ -84,100 +65,15 @@ public final class ReadAheadStream implements AutoCloseable {
    */
   private final long keepBytes;
 
-  /** Set in {@link Window#pins} once the window is dropped: no new pins. */
-  private static final int DROPPED = 1 << 30;
-
-  /**
-   * One window: bytes [index x WINDOW_BYTES, + length) of the file once {@code done}, in {@link
-   * #bytes()}. Its buffer goes back to {@link #returned} when it has been dropped, its read has
-   * ended and no request copies from it any more; a window whose bytes are a view of the page cache
-   * gives its buffer back at once and closes the view then instead.
-   */
-  private final class Window {
-    final long index;
-
-    /** The window's bytes in the file: {@link #WINDOW_BYTES}, less at the end of the file. */
-    final int length;
-
-    /** Bytes served from the window so far; at {@link #length} it is dropped. */
-    private final AtomicInteger served = new AtomicInteger();
-
-    /** The window's own buffer; not used once {@link #view} is set. */
-    final ByteBuffer buffer;
-
-    /**
-     * The page cache's bytes, mapped ({@link CachedView}), when the image stores the window raw in
-     * one cached host range; set before {@link #done} completes, so any thread that has seen {@code
-     * done} sees it.
-     */
-    volatile CachedView view;
-
-    final CompletableFuture<Integer> done = new CompletableFuture<>();
-
-    /** Requests copying from or lending the buffer, plus {@link #DROPPED} once dropped. */
-    private final AtomicInteger pins = new AtomicInteger();
-
-    Window(long index, int length, ByteBuffer buffer) {
-      this.index = index;
-      this.length = length;
-      this.buffer = buffer;
-    }
-
-    /** Pins the buffer for a copy or a loan; false once dropped. */
-    boolean pin() {
-      for (int p; ((p = pins.get()) & DROPPED) == 0; ) {
-        if (pins.compareAndSet(p, p + 1)) {
-          return true;
-        }
-      }
-      return false;
-    }
-
-    void unpin() {
-      if (pins.decrementAndGet() == DROPPED) {
-        recycle();
-      }
-    }
-
-    /** Counts {@code n} bytes served; true once all of the window's bytes have been. */
-    boolean serve(int n) {
-      return served.addAndGet(n) >= length;
-    }
-
-    /** Called once, by the thread that removed the window from {@link #windows}. */
-    void drop() {
-      if (pins.getAndAdd(DROPPED) == 0) {
-        recycle();
-      }
-    }
-
-    private void recycle() {
-      done.whenComplete(
-          (length, failure) -> {
-            CachedView v = view;
-            if (v != null) {
-              v.close();
-            } else {
-              returned.add(buffer);
-            }
-          });
-    }
-
-    /** The window's bytes, once {@link #done}: the view's, or the buffer's. */
-    ByteBuffer bytes() {
-      CachedView v = view;
-      return v != null ? v.bytes() : buffer;
-    }
-  }
-
   private final ReadAheadImage owner;
   private final Image image;
 
   /** Guards which windows exist and where the stream is; never held during I/O or a wait. */
   private final ReentrantLock lock = new ReentrantLock();
 
-  /** Windows by index; changed under {@link #lock}, read by requests without it. */
-  private final ConcurrentSkipListMap<Long, Window> windows = new ConcurrentSkipListMap<>();
+  /** ReadAheadWindows by index; changed under {@link #lock}, read by requests without it. */
+  private final ConcurrentSkipListMap<Long, ReadAheadWindow> windows =
+      new ConcurrentSkipListMap<>();
 
   /**
    * Buffers of dropped windows, handed back once their reads and copies end. Lock-free: a prefetch
@@ -185,7 +81,7 @@ public final class ReadAheadStream implements AutoCloseable {
    */
   private final ConcurrentLinkedQueue<ByteBuffer> returned = new ConcurrentLinkedQueue<>();
 
-  /** Window buffers allocated, at most {@link #MAX_BUFFERS}; guarded by {@link #lock}. */
+  /** ReadAheadWindow buffers allocated, at most {@link #MAX_BUFFERS}; guarded by {@link #lock}. */
   private int buffers;
 
   /** Where the stream has got to: the furthest end of a sequential read; guarded by lock. */
@@ -252,7 +148,7 @@ public final class ReadAheadStream implements AutoCloseable {
     int pos = 0;
     while (pos < n) {
       long at = offset + pos;
-      int part = partInWindow(at, n - pos);
+      int part = partInReadAheadWindow(at, n - pos);
       ByteBuffer to = dst.slice(dst.position() + pos, part);
       if (copy(at, to)) {
         windowBytes.add(part);
@@ -334,11 +230,11 @@ public final class ReadAheadStream implements AutoCloseable {
    * stores the window raw in one cached host range ({@link CachedView}; {@code buffer} then goes
    * back at once), else read into {@code buffer}.
    */
-  private Window start(long index, ByteBuffer buffer, long size) {
+  private ReadAheadWindow start(long index, ByteBuffer buffer, long size) {
     long from = index * WINDOW_BYTES;
     int length = (int) Math.min(WINDOW_BYTES, size - from);
-    Window w = new Window(index, length, buffer);
-    PREFETCH.execute(
+    ReadAheadWindow w = new ReadAheadWindow(index, length, buffer, returned);
+    ReadAheadWindow.PREFETCH.execute(
         () -> {
           try {
             CachedView v = image.cachedView(from, length);
@@ -357,7 +253,7 @@ public final class ReadAheadStream implements AutoCloseable {
     return w;
   }
 
-  /** Window buffers allocated so far, at most {@link #MAX_BUFFERS} (for tests). */
+  /** ReadAheadWindow buffers allocated so far, at most {@link #MAX_BUFFERS} (for tests). */
   public int buffersAllocated() {
     lock.lock();
     try {
@@ -391,7 +287,7 @@ public final class ReadAheadStream implements AutoCloseable {
    *     or it is a view (the caller reads the range)
    */
   private boolean copy(long at, ByteBuffer to) {
-    Window w = pinned(at, to.remaining());
+    ReadAheadWindow w = pinned(at, to.remaining());
     if (w == null) {
       return false;
     }
@@ -417,8 +313,8 @@ public final class ReadAheadStream implements AutoCloseable {
   private boolean lendAll(long offset, int n, Borrower payload) {
     for (int pos = 0; pos < n; ) {
       long at = offset + pos;
-      int part = partInWindow(at, n - pos);
-      Window w = pinned(at, part);
+      int part = partInReadAheadWindow(at, n - pos);
+      ReadAheadWindow w = pinned(at, part);
       if (w == null) {
         payload.release();
         return false;
@@ -437,7 +333,7 @@ public final class ReadAheadStream implements AutoCloseable {
   /**
    * Bytes of {@code left} from file offset {@code at} that lie in the window holding {@code at}.
    */
-  private static int partInWindow(long at, int left) {
+  private static int partInReadAheadWindow(long at, int left) {
     return (int) Math.min(left, (at / WINDOW_BYTES + 1) * WINDOW_BYTES - at);
   }
 
@@ -448,8 +344,8 @@ public final class ReadAheadStream implements AutoCloseable {
    * @return null if there is no such window, it was dropped, or its read failed, was interrupted or
    *     came up short of those bytes
    */
-  private Window pinned(long at, int n) {
-    Window w = windows.get(at / WINDOW_BYTES);
+  private ReadAheadWindow pinned(long at, int n) {
+    ReadAheadWindow w = windows.get(at / WINDOW_BYTES);
     if (w == null || !w.pin()) {
       return null;
     }
@@ -475,7 +371,7 @@ public final class ReadAheadStream implements AutoCloseable {
    * because a later part of its READ could not be lent stays counted, and the READ's copy counts it
    * again: the window then goes early (its bytes are read again if asked for), never late.
    */
-  private void served(Window w, int n) {
+  private void served(ReadAheadWindow w, int n) {
     if (w.serve(n)) {
       drop(w);
     }
@@ -484,14 +380,14 @@ public final class ReadAheadStream implements AutoCloseable {
   /** Drops the windows with indexes in [from, to); their buffers are reused once unused. */
   private void drop(long from, long to) {
     if (from < to) {
-      for (Window w : windows.subMap(from, to).values()) {
+      for (ReadAheadWindow w : windows.subMap(from, to).values()) {
         drop(w);
       }
     }
   }
 
   /** Takes {@code w} out of {@link #windows} and drops it, unless another thread already has. */
-  private void drop(Window w) {
+  private void drop(ReadAheadWindow w) {
     if (windows.remove(w.index, w)) {
       w.drop();
     }
