@@ -4,7 +4,6 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import org.jqcowfs.image.Extent;
@@ -17,8 +16,6 @@ import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.metadata.ClusterMapper;
 import org.jqcowfs.qcow2.metadata.L2Cache;
-import org.jqcowfs.qcow2.metadata.Mapping;
-import org.jqcowfs.qcow2.write.GuestReader;
 import org.jqcowfs.qcow2.write.Qcow2Writer;
 import org.jqcowfs.storage.CachedView;
 import org.jqcowfs.storage.FileLocation;
@@ -37,8 +34,6 @@ public final class Qcow2Image implements Image {
   private final Location path;
   private final Storage file;
   private final Storage dataFile;
-  private final Storage.BatchedReads batchedReads;
-  private final Storage.CachedViews cachedViews;
   private final Header header;
   private final Geometry geometry;
   private final long virtualSize;
@@ -48,12 +43,9 @@ public final class Qcow2Image implements Image {
   private final L2Cache l2Cache;
   private final ClusterMapper mapper;
   private final BlockStatus blockStatus;
-  private final ClusterDecoder decoder;
+  private final LayerReader reader;
   private final Qcow2Writer writer;
   private final Closeable writeLock;
-
-  /** The image below, linked once when the chain opens; null for none. */
-  private volatile Image backing;
 
   /**
    * @param writeLock the writer's lock on the image, or null to open read-only
@@ -76,8 +68,6 @@ public final class Qcow2Image implements Image {
     this.path = file.location();
     this.file = file;
     this.dataFile = dataFile;
-    this.batchedReads = dataFile.capability(Storage.BatchedReads.class);
-    this.cachedViews = dataFile.capability(Storage.CachedViews.class);
     this.header = header;
     this.geometry = header.geometry();
     this.virtualSize = virtualSize;
@@ -91,15 +81,15 @@ public final class Qcow2Image implements Image {
         new ClusterMapper(
             file, dataFile, geometry, header.version(), l1Table, virtualSize, l2Cache);
     this.blockStatus = new BlockStatus(file, dataFile, header, mapper);
-    this.decoder =
+    ClusterDecoder decoder =
         new CompressedClusterReader(
             file, geometry, Decompressor.forType(header.compressionType()), mapper::corrupt);
+    this.reader = new LayerReader(dataFile, mapper, decoder, blockStatus, virtualSize);
     this.writeLock = writeLock;
     this.writer =
         writeLock == null
             ? null
-            : new Qcow2Writer(
-                new Reader(), file, header, mapper, l2Cache, snapshots, snapshotTableBytes);
+            : new Qcow2Writer(reader, file, header, mapper, l2Cache, snapshots, snapshotTableBytes);
   }
 
   /** Opens the active image with default options. */
@@ -207,15 +197,12 @@ public final class Qcow2Image implements Image {
    */
   @Override
   public void setBacking(Image backing) {
-    this.backing = backing;
+    reader.setBacking(backing);
   }
 
   /**
    * As {@link Image#read}, reading ranges this layer does not allocate from the linked backing
-   * image (zeros where there is none or it is shorter than this image). The request is mapped
-   * first; then its separate host ranges are read, and its compressed clusters decompressed, in
-   * parallel ({@link ParallelTasks}, as QEMU's {@code qcow2_co_preadv_part} hands each run to its
-   * aio task pool).
+   * image (zeros where there is none or it is shorter than this image); {@link LayerReader#read}.
    *
    * @throws ImageFormatException for a corrupt mapping or compressed cluster in the range (naming
    *     L1/L2 place and guest offset)
@@ -223,101 +210,16 @@ public final class Qcow2Image implements Image {
    */
   @Override
   public void read(ByteBuffer dst, long guestOffset) throws IOException {
-    Image.checkRange(guestOffset, dst.remaining(), virtualSize);
-    Image backing = this.backing;
-    long pos = guestOffset;
-    List<ClusterDecoder.Part> decoded = null;
-    List<HostRead> hostReads = null;
-    while (dst.hasRemaining()) {
-      Mapping run = mapper.map(pos, dst.remaining());
-      int n = (int) run.length();
-      ByteBuffer part = dst.slice(dst.position(), n);
-      switch (run.readKind()) {
-        case HOST -> {
-          // Gathered: separate host ranges (a fragmented image) are read in parallel.
-          if (hostReads == null) {
-            hostReads = new ArrayList<>();
-          }
-          hostReads.add(new HostRead(run.hostOffset(), part));
-        }
-        case ZEROS -> Image.fillZeros(part);
-        case BELOW -> readBacking(part, pos, backing);
-        case DECODED -> {
-          // Gathered, then read and decoded together (in parallel) once the request is mapped.
-          if (decoded == null) {
-            decoded = new ArrayList<>();
-          }
-          decoded.add(new ClusterDecoder.Part(run, part, pos));
-        }
-      }
-      dst.position(dst.position() + n);
-      pos += n;
-    }
-    if (hostReads != null) {
-      readHostRanges(hostReads);
-    }
-    if (decoded != null) {
-      decoder.read(decoded);
-    }
+    reader.read(dst, guestOffset);
   }
 
   /**
-   * Reads separate ranges of the data file (a fragmented image): on this thread those the page
-   * cache does not hold in Linux AIO batches and those it holds from it ({@link
-   * Storage.BatchedReads#readRanges}), any others in parallel on {@link ParallelTasks}' I/O
-   * helpers, as before there was AIO. The figures are in {@code LinuxAio}.
-   */
-  private void readHostRanges(List<HostRead> reads) throws IOException {
-    int n = reads.size();
-    boolean[] done = new boolean[n];
-    if (n > 1) {
-      ByteBuffer[] dsts = new ByteBuffer[n];
-      long[] positions = new long[n];
-      for (int i = 0; i < n; i++) {
-        dsts[i] = reads.get(i).dst();
-        positions[i] = reads.get(i).hostOffset();
-      }
-      done = batchedReads != null ? batchedReads.readRanges(dsts, positions) : done;
-    }
-    int[] left = new int[n];
-    int count = 0;
-    for (int i = 0; i < n; i++) {
-      if (!done[i]) {
-        left[count++] = i;
-      }
-    }
-    ParallelTasks.run(
-        count,
-        ParallelTasks.IO_HELPERS,
-        k -> dataFile.readFully(reads.get(left[k]).dst(), reads.get(left[k]).hostOffset()));
-  }
-
-  /**
-   * A view of the range when one {@link Mapping.ReadKind#HOST} run maps all of it (contiguous in
-   * the data file, as {@link #read} would read it with one {@code readFully}) and the page cache
-   * holds it; null for anything else: zero, unallocated or decoded (compressed) parts, runs split
-   * between host ranges or L2 tables, or bytes not cached.
+   * A view of the page cache's bytes when one host range holds the whole range raw and the cache
+   * holds it; null for anything else ({@link LayerReader#cachedView}).
    */
   @Override
   public CachedView cachedView(long guestOffset, int length) throws IOException {
-    Image.checkRange(guestOffset, length, virtualSize);
-    Mapping run = mapper.map(guestOffset, length);
-    return run.readKind() == Mapping.ReadKind.HOST && run.length() == length
-        ? (cachedViews != null ? cachedViews.mapCached(run.hostOffset(), length) : null)
-        : null;
-  }
-
-  /** A contiguous range of the data file and where its bytes go. */
-  private record HostRead(long hostOffset, ByteBuffer dst) {}
-
-  private static void readBacking(ByteBuffer part, long pos, Image backing) throws IOException {
-    long avail =
-        backing == null ? 0 : Math.max(0, Math.min(part.remaining(), backing.size() - pos));
-    if (avail > 0) {
-      backing.read(part.slice(part.position(), (int) avail), pos);
-      part.position(part.position() + (int) avail);
-    }
-    Image.fillZeros(part);
+    return reader.cachedView(guestOffset, length);
   }
 
   @Override
@@ -421,7 +323,7 @@ public final class Qcow2Image implements Image {
 
   /** The writer, for a write that may copy from the backing file: refused until one is linked. */
   private Qcow2Writer linkedWriter() throws IOException {
-    if (backing == null && header.backingFileName() != null) {
+    if (reader.backing() == null && header.backingFileName() != null) {
       throw new IOException(path + ": has a backing file; written through its chain, not alone");
     }
     return writer();
@@ -431,46 +333,6 @@ public final class Qcow2Image implements Image {
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, virtualSize);
     return blockStatus.at(guestOffset, Math.min(maxLength, virtualSize - guestOffset));
-  }
-
-  /** What the writer reads: this image through its backing image ({@link GuestReader}). */
-  private final class Reader implements GuestReader {
-    @Override
-    public long size() {
-      return virtualSize;
-    }
-
-    @Override
-    public void read(ByteBuffer dst, long guestOffset) throws IOException {
-      Qcow2Image.this.read(dst, guestOffset);
-    }
-
-    @Override
-    public boolean isZero(long pos, long bytes) throws IOException {
-      long end = Math.min(pos + bytes, virtualSize);
-      while (pos < end) {
-        Extent e = blockStatus(pos, end - pos);
-        long n = Math.min(e.length(), end - pos);
-        if (e.allocated() ? !e.zero() : !belowIsZero(pos, n)) {
-          return false;
-        }
-        pos += n;
-      }
-      return true;
-    }
-
-    private boolean belowIsZero(long pos, long bytes) throws IOException {
-      Image below = backing;
-      long end = below == null ? pos : Math.min(pos + bytes, below.size());
-      while (pos < end) {
-        Extent e = below.blockStatus(pos, end - pos);
-        if (e.allocated() && !e.zero()) {
-          return false; // data somewhere below (an unallocated chain reads as zeros)
-        }
-        pos += Math.min(e.length(), end - pos);
-      }
-      return true;
-    }
   }
 
   /** Flushes a writable image, then closes its files and lock. */
