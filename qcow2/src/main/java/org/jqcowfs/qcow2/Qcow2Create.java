@@ -11,8 +11,8 @@ import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixStorage;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.RefcountBlock;
 import org.jqcowfs.qcow2.metadata.HeaderWriter;
-import org.jqcowfs.qcow2.metadata.Refcounts;
 import org.jqcowfs.storage.Storage;
 
 /**
@@ -213,7 +213,7 @@ public final class Qcow2Create {
         for (long c = i * refcountsPerBlock;
             c < Math.min(usedClusters, (i + 1) * refcountsPerBlock);
             c++) {
-          Refcounts.put(block, 1 << options.refcountOrder(), c - i * refcountsPerBlock, 1);
+          RefcountBlock.put(block, 1 << options.refcountOrder(), c - i * refcountsPerBlock, 1);
         }
         f.write(block, (2 + i) * clusterSize);
       }

@@ -7,6 +7,7 @@ import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.L1Entry;
 import org.jqcowfs.qcow2.format.L2Entry;
+import org.jqcowfs.qcow2.format.RefcountBlock;
 import org.jqcowfs.qcow2.metadata.HeaderWriter;
 import org.jqcowfs.qcow2.metadata.MetadataIo;
 import org.jqcowfs.qcow2.metadata.Refcounts;
@@ -104,7 +105,7 @@ final class RefcountRepair {
         long c = k * perBlock + i;
         long count = c < check.references.length ? check.references[(int) c] : 0;
         count += c >= areaStart && c < areaEnd ? 1 : 0;
-        Refcounts.put(block, bits, i, Math.min(count, max));
+        RefcountBlock.put(block, bits, i, Math.min(count, max));
       }
       long at = (areaStart + k) << geometry.clusterBits();
       file.write(block, at);

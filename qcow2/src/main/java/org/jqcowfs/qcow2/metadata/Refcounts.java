@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.format.RefcountBlock;
 import org.jqcowfs.storage.Storage;
 
 /**
@@ -32,16 +33,6 @@ public final class Refcounts {
 
   /** Clean refcount blocks kept cached beyond the dirty ones, in bytes. */
   private static final long CLEAN_CACHE_BYTES = 4L << 20;
-
-  /** Called with each host range that becomes metadata (refcount blocks, a new table). */
-  public interface MetadataSink {
-    /**
-     * @throws IOException if the range overlaps metadata already there (nothing is written then)
-     */
-    void added(long hostOffset, long bytes) throws IOException;
-
-    void removed(long hostOffset, long bytes);
-  }
 
   private final Storage file;
   private final int clusterBits;
@@ -109,7 +100,7 @@ public final class Refcounts {
    */
   public long refcount(long clusterIndex) throws IOException {
     Block b = block(clusterIndex / entriesPerBlock, false);
-    return b == null ? 0 : get(b.data, clusterIndex % entriesPerBlock);
+    return b == null ? 0 : RefcountBlock.get(b.data, bits, clusterIndex % entriesPerBlock);
   }
 
   /**
@@ -252,7 +243,7 @@ public final class Refcounts {
 
   private void set(long clusterIndex, long value) throws IOException {
     Block b = block(clusterIndex / entriesPerBlock, true);
-    put(b.data, clusterIndex % entriesPerBlock, value);
+    RefcountBlock.put(b.data, bits, clusterIndex % entriesPerBlock, value);
     b.dirty = true;
   }
 
@@ -350,10 +341,10 @@ public final class Refcounts {
       sink.added(offset, clusterSize);
     }
     if (counter != null) {
-      put(counter.data, free % entriesPerBlock, 1);
+      RefcountBlock.put(counter.data, bits, free % entriesPerBlock, 1);
       counter.dirty = true;
     } else {
-      put(data, cluster - t * entriesPerBlock, 1);
+      RefcountBlock.put(data, bits, cluster - t * entriesPerBlock, 1);
     }
     table[(int) t] = offset;
     newEntries.add((int) t);
@@ -418,7 +409,7 @@ public final class Refcounts {
       ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
       long first = (oldEntries + (long) k) * entriesPerBlock;
       for (long c = first; c < Math.min(first + entriesPerBlock, areaStart + areaClusters); c++) {
-        put(data, c - first, 1);
+        RefcountBlock.put(data, bits, c - first, 1);
       }
       grown[oldEntries + k] = (areaStart + k) << clusterBits;
       made.add(new Block(data));
@@ -448,44 +439,5 @@ public final class Refcounts {
       sink.removed(oldOffset, oldBytes);
     }
     freeLater(oldOffset, oldBytes);
-  }
-
-  private long get(ByteBuffer block, long index) {
-    return get(block, bits, index);
-  }
-
-  private void put(ByteBuffer block, long index, long value) {
-    put(block, bits, index, value);
-  }
-
-  /** Refcount {@code index} of a block of {@code bits}-bit refcounts. */
-  public static long get(ByteBuffer block, int bits, long index) {
-    return switch (bits) {
-      case 64 -> block.getLong((int) (index * 8));
-      case 32 -> Integer.toUnsignedLong(block.getInt((int) (index * 4)));
-      case 16 -> block.getShort((int) (index * 2)) & 0xffffL;
-      case 8 -> block.get((int) index) & 0xffL;
-      default -> {
-        long bitIndex = index * bits;
-        yield (block.get((int) (bitIndex / 8)) >>> (bitIndex % 8)) & ((1L << bits) - 1);
-      }
-    };
-  }
-
-  /** Sets refcount {@code index} of a block of {@code bits}-bit refcounts. */
-  public static void put(ByteBuffer block, int bits, long index, long value) {
-    switch (bits) {
-      case 64 -> block.putLong((int) (index * 8), value);
-      case 32 -> block.putInt((int) (index * 4), (int) value);
-      case 16 -> block.putShort((int) (index * 2), (short) value);
-      case 8 -> block.put((int) index, (byte) value);
-      default -> {
-        long bitIndex = index * bits;
-        int at = (int) (bitIndex / 8);
-        int shift = (int) (bitIndex % 8);
-        int mask = ((1 << bits) - 1) << shift;
-        block.put(at, (byte) ((block.get(at) & ~mask) | (((int) value << shift) & mask)));
-      }
-    }
   }
 }

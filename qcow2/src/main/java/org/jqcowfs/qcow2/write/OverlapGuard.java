@@ -10,6 +10,7 @@ import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.metadata.ClusterMapper;
 import org.jqcowfs.qcow2.metadata.HeaderWriter;
 import org.jqcowfs.qcow2.metadata.MetadataRanges;
+import org.jqcowfs.qcow2.metadata.MetadataSink;
 import org.jqcowfs.qcow2.metadata.Refcounts;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
@@ -74,7 +75,7 @@ final class OverlapGuard {
       }
     }
     refcounts.setMetadataSink(
-        new Refcounts.MetadataSink() {
+        new MetadataSink() {
           @Override
           public void added(long hostOffset, long bytes) throws IOException {
             check(hostOffset, bytes, "a refcount block or table");
