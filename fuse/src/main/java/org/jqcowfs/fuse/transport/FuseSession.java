@@ -1,6 +1,5 @@
 package org.jqcowfs.fuse.transport;
 
-import com.kenai.jffi.MemoryIO;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -12,7 +11,6 @@ import java.util.concurrent.TimeUnit;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.fuse.protocol.Errno;
 import org.jqcowfs.fuse.protocol.FuseOpcode;
-import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -42,24 +40,11 @@ public final class FuseSession implements Closeable {
   /** Request header bytes ({@code struct fuse_in_header}). */
   static final int IN_HEADER_BYTES = FuseDispatcher.IN_HEADER_BYTES;
 
-  /** Reply header bytes ({@code struct fuse_out_header}). */
-  static final int OUT_HEADER_BYTES = 16;
-
   /** Largest WRITE payload negotiated (1 MiB, as READs); sizes the request buffers. */
   static final int MAX_WRITE_BYTES = 1024 * 1024;
 
   /** Request buffer bytes: the kernel refuses reads into buffers smaller than a whole request. */
   static final int REQUEST_BUFFER_BYTES = MAX_WRITE_BYTES + 64 * 1024;
-
-  /** {@code sizeof(struct iovec)} on 64-bit Linux: base address, then length. */
-  private static final int IOVEC_BYTES = 16;
-
-  /**
-   * One worker's reply: its buffer ({@code fuse_out_header} then payload), where the payload is
-   * ({@link ReplyPayload}), and the {@code struct iovec} array for a lent payload (the header's,
-   * written once, then one per lent run).
-   */
-  private record Reply(ByteBuffer buffer, ReplyPayload payload, ByteBuffer iov) {}
 
   private final int masterFd;
   private final InvalInodeNotifier notifier;
@@ -344,8 +329,9 @@ public final class FuseSession implements Closeable {
   }
 
   /**
-   * A worker's buffers: the request, and the reply ({@link Reply}); and the dispatcher's {@link
-   * FuseDispatcher.Replier} for the request it answers (where, and whether it is the first worker).
+   * A worker's buffers: the request, and the reply ({@link DevFuseReply}); and the dispatcher's
+   * {@link FuseDispatcher.Replier} for the request it answers (where, and whether it is the first
+   * worker).
    */
   private final class Worker implements FuseDispatcher.Replier {
     int fd;
@@ -353,31 +339,14 @@ public final class FuseSession implements Closeable {
 
     final ByteBuffer request =
         ByteBuffer.allocateDirect(REQUEST_BUFFER_BYTES).order(ByteOrder.nativeOrder());
-    final Reply reply;
-
-    Worker() {
-      // The payload starts on a page boundary, so that READs of image data that is not cached go
-      // around the page cache (Storage): a buffered read there started the kernel's readahead on
-      // the image file, and a cold dd of an in-order image then drifted back to the page cache.
-      int align = Storage.DIRECT_ALIGNMENT;
-      ByteBuffer buffer =
-          Storage.alignedBuffer(align + FuseOps.MAX_READ_BYTES)
-              .slice(align - OUT_HEADER_BYTES, OUT_HEADER_BYTES + FuseOps.MAX_READ_BYTES)
-              .order(ByteOrder.nativeOrder());
-      ByteBuffer iov =
-          ByteBuffer.allocateDirect((1 + ReplyPayload.MAX_PARTS) * IOVEC_BYTES)
-              .order(ByteOrder.nativeOrder())
-              .putLong(0, MemoryIO.getInstance().getDirectBufferAddress(buffer))
-              .putLong(8, OUT_HEADER_BYTES); // the header's iovec; the lent runs follow it
-      reply = new Reply(buffer, new ReplyPayload(), iov);
-    }
+    final DevFuseReply reply = new DevFuseReply();
 
     @Override
     public void reply(long unique, int error, int payloadBytes) {
       if (first) {
         setBusy(false);
       }
-      sendReply(fd, reply, unique, error, payloadBytes);
+      reply.send(fd, unique, error, payloadBytes);
     }
 
     /**
@@ -408,47 +377,7 @@ public final class FuseSession implements Closeable {
   private void handle(int fd, Worker w, boolean first) {
     w.fd = fd;
     w.first = first;
-    ByteBuffer out =
-        w.reply
-            .buffer
-            .slice(OUT_HEADER_BYTES, w.reply.buffer.capacity() - OUT_HEADER_BYTES)
-            .order(ByteOrder.nativeOrder());
-    dispatcher.dispatch(w.request, out, w.reply.payload, w);
-  }
-
-  /**
-   * Writes the reply: one write of header and payload from the reply buffer, or, when the payload
-   * is lent ({@link ReplyPayload}), one writev of the header and the lent bytes, which are then
-   * released. A reply the kernel refuses (EINVAL for a malformed one) is answered EIO instead, so
-   * that no request is left unanswered.
-   */
-  private static void sendReply(int fd, Reply reply, long unique, int error, int length) {
-    int total = OUT_HEADER_BYTES + length;
-    reply.buffer.putInt(0, total).putInt(4, -error).putLong(8, unique);
-    List<ByteBuffer> lent = reply.payload.lent();
-    long n;
-    if (lent.isEmpty()) {
-      n = LibC.write(fd, reply.buffer, total);
-    } else {
-      MemoryIO memory = MemoryIO.getInstance();
-      int at = IOVEC_BYTES;
-      for (ByteBuffer part : lent) {
-        reply.iov.putLong(at, memory.getDirectBufferAddress(part) + part.position());
-        reply.iov.putLong(at + 8, part.remaining());
-        at += IOVEC_BYTES;
-      }
-      n = LibC.writev(fd, reply.iov, 1 + lent.size());
-      reply.payload.release();
-    }
-    if (n < 0) {
-      int err = LibC.errno();
-      if (err != Errno.ENOENT) { // ENOENT: the request was interrupted and is gone
-        LOG.warn("writing FUSE reply: {}", LibC.strerror(err));
-        if (error == 0) { // the kernel refused the reply: answer EIO, or the caller waits forever
-          sendReply(fd, reply, unique, Errno.EIO, 0);
-        }
-      }
-    }
+    dispatcher.dispatch(w.request, w.reply.payloadBuffer(), w.reply.payload(), w);
   }
 
   /** Stops the notifier and closes the cloned fds (the mount's own fd belongs to the caller). */

@@ -26,7 +26,7 @@ final class InvalInodeNotifier implements AutoCloseable {
   static final int FUSE_NOTIFY_INVAL_INODE = 2;
 
   /** Header (16 bytes) + {@code fuse_notify_inval_inode_out} (24 bytes). */
-  static final int MESSAGE_BYTES = FuseSession.OUT_HEADER_BYTES + 24;
+  static final int MESSAGE_BYTES = DevFuseReply.OUT_HEADER_BYTES + 24;
 
   private final int fd;
   private final ExecutorService thread =
