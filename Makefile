@@ -4,21 +4,24 @@ PREFIX ?= /usr/local
 # Debian packages the tests, the demo and the benchmark need, each with a command that proves it.
 PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common \
         fusermount3:fuse3 mkfs.ext4:e2fsprogs sgdisk:gdisk fio:fio losetup:mount bc:bc \
-        fincore:util-linux-extra asciidoctor:asciidoctor
+        fincore:util-linux-extra asciidoctor:asciidoctor nginx:nginx-light openssl:openssl
 APT_EXTRA := libfuse2 libdeflate0
 
 .PHONY: all build test lint fmt fuzz bench bench-write soak demo install deb clean deps
 
 all: build
 
-## deps: install the Debian packages that are missing (as root; does nothing when all are there)
+## deps: install the Debian packages that are missing (as root; does nothing when all are there);
+## services they bring (nginx) are not started: the tests start their own on 127.0.0.1
 deps:
 	@missing=""; for pc in $(PKGS); do command -v $${pc%%:*} >/dev/null 2>&1 || missing="$$missing $${pc##*:}"; done; \
 	for p in $(APT_EXTRA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "run 'make deps' as root to install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  norc=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; norc=1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; rc=$$?; \
+	  [ -z "$$norc" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
 ## build: compile and package, then the class data sharing archive; bin/jqcowfs works afterwards

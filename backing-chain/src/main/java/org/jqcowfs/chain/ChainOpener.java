@@ -195,9 +195,7 @@ public final class ChainOpener {
     }
     List<Location> dirs = new ArrayList<>();
     dirs.add(top.directory());
-    for (Path d : options.allowDirs()) {
-      dirs.add(FileLocation.of(d));
-    }
+    dirs.addAll(options.allowDirs());
     return NamePolicy.confinedTo(dirs);
   }
 

@@ -4,6 +4,8 @@ import java.nio.file.Path;
 import java.util.List;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixOpener;
+import org.jqcowfs.storage.FileLocation;
+import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.StorageOpener;
 
 /**
@@ -15,8 +17,8 @@ import org.jqcowfs.storage.StorageOpener;
  * @param forceShare true: take no QEMU-compatible locks ({@code qemu-img -U}), and so read images
  *     that another process writes; false: lock every file as a reader ({@link
  *     org.jqcowfs.io.ImageLock})
- * @param allowDirs directories besides the top image's own where backing and data file names may
- *     lead ({@code --allow-dir})
+ * @param allowDirs directories (local ones, or URL prefixes) besides the top image's own where
+ *     backing and data file names may lead ({@code --allow-dir})
  * @param unsafeBacking follow any backing or data file name, as QEMU does ({@code
  *     --unsafe-backing})
  * @param probeBackingFormat probe a backing file with no stored format into qcow2 when it has the
@@ -31,7 +33,7 @@ public record ChainOptions(
     long l2CacheBytes,
     String snapshot,
     boolean forceShare,
-    List<Path> allowDirs,
+    List<Location> allowDirs,
     boolean unsafeBacking,
     boolean probeBackingFormat,
     ChainOpener.Format topFormat,
@@ -117,6 +119,12 @@ public record ChainOptions(
    * follow-anything, probing a format-less backing file into qcow2.
    */
   public ChainOptions withNames(List<Path> dirs, boolean unsafe, boolean probe) {
+    return withAllowedDirs(
+        dirs.stream().map(d -> (Location) FileLocation.of(d)).toList(), unsafe, probe);
+  }
+
+  /** As {@link #withNames}, with directories of any kind (local, or URL prefixes). */
+  public ChainOptions withAllowedDirs(List<Location> dirs, boolean unsafe, boolean probe) {
     return new ChainOptions(
         maxDepth,
         l2CacheBytes,

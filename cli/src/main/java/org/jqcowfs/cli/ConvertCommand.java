@@ -9,7 +9,6 @@ import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 import org.jqcowfs.chain.BackingChain;
-import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.convert.Converter;
 import org.jqcowfs.image.DamagedRangeException;
@@ -62,8 +61,11 @@ final class ConvertCommand implements Callable<Integer> {
 
   @Spec CommandSpec spec;
 
-  @Parameters(index = "0", paramLabel = "IMAGE")
-  Path image;
+  @Parameters(
+      index = "0",
+      paramLabel = "IMAGE",
+      description = "A local path, or an http:// or https:// URL.")
+  String image;
 
   @Parameters(index = "1", paramLabel = "OUT.raw")
   Path out;
@@ -71,8 +73,7 @@ final class ConvertCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     try (BackingChain chain =
-        ChainOpener.open(
-            image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
+        share.open(image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
       PrintWriter err = spec.commandLine().getErr();
       AtomicInteger damaged = new AtomicInteger();
       BackingChain.DamageHandler report =

@@ -1,11 +1,18 @@
 package org.jqcowfs.cli;
 
+import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.io.PosixOpener;
+import org.jqcowfs.remote.RemoteOpener;
+import org.jqcowfs.remote.RemoteOptions;
+import org.jqcowfs.remote.RemoteStats;
+import org.jqcowfs.storage.Location;
 import picocli.CommandLine;
 import picocli.CommandLine.Option;
 
@@ -24,11 +31,26 @@ final class ImageOptions {
 
   @Option(
       names = "--allow-dir",
-      paramLabel = "DIR",
+      paramLabel = "DIR|URL-PREFIX",
       description =
-          "Let backing and data file names stored in images lead into DIR and below (repeatable);"
-              + " by default only the directory of IMAGE and below.")
-  List<Path> allowDirs = new ArrayList<>();
+          "Let backing and data file names stored in images lead into DIR and below, or below"
+              + " URL-PREFIX (http:// or https://, repeatable); by default only the directory of"
+              + " IMAGE (or its URL's directory) and below.")
+  List<String> allowDirs = new ArrayList<>();
+
+  @Option(
+      names = "--remote-cache-size",
+      paramLabel = "BYTES",
+      description =
+          "Memory for the blocks fetched of each remote image (suffixes K, M, G; default 64M).")
+  String cacheSize;
+
+  @Option(
+      names = "--ca-file",
+      paramLabel = "PEM",
+      description =
+          "Trust the CA certificates in PEM for https:// images, besides the system's trust store.")
+  Path caFile;
 
   @Option(
       names = "--unsafe-backing",
@@ -45,6 +67,8 @@ final class ImageOptions {
               + " name any file). Only for images you trust.")
   boolean probeBackingFormat;
 
+  private RemoteOpener opener;
+
   // Read policies, each on by default; off only to measure it (docs/performance.md).
   @Option(names = "--no-direct-reads", hidden = true)
   boolean noDirectReads;
@@ -58,15 +82,59 @@ final class ImageOptions {
   /** {@code options} with these choices applied. */
   ChainOptions apply(ChainOptions options) {
     HostFileOptions io = options.hostIo();
+    List<Location> dirs = new ArrayList<>();
+    for (String d : allowDirs) {
+      dirs.add(location(d));
+    }
     return options
         .withForceShare(forceShare)
-        .withNames(allowDirs, unsafeBacking, probeBackingFormat)
+        .withAllowedDirs(dirs, unsafeBacking, probeBackingFormat)
         .withHostIo(
             new HostFileOptions(
                 io.writable(),
                 io.directReads() && !noDirectReads,
                 io.mappedReads() && !noMappedReads,
                 io.linuxAio() && !noLinuxAio));
+  }
+
+  /** The remote read options these choices give. */
+  RemoteOptions remoteOptions() {
+    RemoteOptions o = RemoteOptions.DEFAULT;
+    if (cacheSize != null) {
+      try {
+        o = o.withCacheBytes(Sizes.parse(cacheSize));
+      } catch (IllegalArgumentException e) {
+        throw new CommandLine.ParameterException(
+            new CommandLine(new Object()), "--remote-cache-size: " + e.getMessage());
+      }
+    }
+    return caFile != null ? o.withCaFile(caFile) : o;
+  }
+
+  /**
+   * Opens {@code image} (a path or an http(s) URL) and its chain with {@code options}, remote
+   * layers read as {@link #remoteOptions} say, local ones as {@code options.hostIo()} says.
+   *
+   * @throws picocli.CommandLine.ParameterException for a URL that is not usable
+   */
+  BackingChain open(String image, ChainOptions options) throws IOException {
+    opener = new RemoteOpener(new PosixOpener(options.hostIo()), remoteOptions());
+    return ChainOpener.open(location(image), options.withStorage(opener));
+  }
+
+  /** What the remote layers of the chain {@link #open} opened last have fetched, or null. */
+  RemoteStats remoteStats() {
+    return opener == null ? null : opener.stats();
+  }
+
+  /** The location a user's argument names, or a usage error naming it. */
+  static Location location(String argument) {
+    try {
+      return RemoteOpener.parse(argument);
+    } catch (IllegalArgumentException e) {
+      throw new CommandLine.ParameterException(
+          new CommandLine(new Object()), "'" + argument + "': " + e.getMessage());
+    }
   }
 
   /** picocli converter for {@code --format}: qcow2 or raw, as qemu-img spells them. */

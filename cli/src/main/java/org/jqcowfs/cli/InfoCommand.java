@@ -4,11 +4,9 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.PrintWriter;
-import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
-import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
@@ -38,15 +36,14 @@ final class InfoCommand implements Callable<Integer> {
 
   @Mixin ImageOptions share = new ImageOptions();
 
-  @Parameters(paramLabel = "IMAGE")
-  Path image;
+  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  String image;
 
   @Override
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     ObjectMapper json = new ObjectMapper();
-    try (BackingChain chain =
-        ChainOpener.open(image, share.apply(format.apply(ChainOptions.DEFAULT)))) {
+    try (BackingChain chain = share.open(image, share.apply(format.apply(ChainOptions.DEFAULT)))) {
       List<Image> layers = backingChain ? chain.layers() : List.of(chain.top());
       ArrayNode all = json.createArrayNode();
       for (int i = 0; i < layers.size(); i++) {

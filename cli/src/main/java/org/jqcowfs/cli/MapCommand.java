@@ -1,13 +1,11 @@
 package org.jqcowfs.cli;
 
 import java.io.PrintWriter;
-import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.chain.BackingChain;
-import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.image.Extent;
 import picocli.CommandLine.Command;
@@ -41,8 +39,8 @@ final class MapCommand implements Callable<Integer> {
 
   @Mixin ImageOptions share = new ImageOptions();
 
-  @Parameters(paramLabel = "IMAGE")
-  Path image;
+  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  String image;
 
   @Override
   public Integer call() throws Exception {
@@ -50,8 +48,7 @@ final class MapCommand implements Callable<Integer> {
     PrintWriter err = spec.commandLine().getErr();
     AtomicInteger damaged = new AtomicInteger();
     try (BackingChain chain =
-        ChainOpener.open(
-            image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
+        share.open(image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
       List<Extent> map =
           chain.map(
               0,

@@ -23,6 +23,8 @@ import org.jqcowfs.fuse.transport.FuseMount;
 import org.jqcowfs.fuse.transport.JnrFuseBackend;
 import org.jqcowfs.fuse.transport.KernelBackend;
 import org.jqcowfs.fuse.transport.Mounted;
+import org.jqcowfs.storage.FileLocation;
+import org.jqcowfs.storage.Location;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
@@ -233,11 +235,12 @@ final class MountCommand implements Callable<Integer> {
         top = overlay;
       }
       Overlays.createOrReuse(top, image, format, chainOptions);
-      List<Path> dirs = new ArrayList<>(chainOptions.allowDirs());
-      dirs.add(image.toAbsolutePath().getParent()); // the overlay's backing file and its chain
+      List<Location> dirs = new ArrayList<>(chainOptions.allowDirs());
+      dirs.add(FileLocation.of(image.toAbsolutePath().getParent())); // the overlay's chain
       chainOptions =
           chainOptions
-              .withNames(dirs, chainOptions.unsafeBacking(), chainOptions.probeBackingFormat())
+              .withAllowedDirs(
+                  dirs, chainOptions.unsafeBacking(), chainOptions.probeBackingFormat())
               .withTopFormat(ChainOpener.Format.QCOW2);
       images = List.of(top);
     }

@@ -54,6 +54,8 @@ class LayeringTest {
         .definedBy("org.jqcowfs.qcow2.format..")
         .layer("image")
         .definedBy("org.jqcowfs.image..")
+        .layer("remote")
+        .definedBy("org.jqcowfs.remote..")
         .layer("io")
         .definedBy("org.jqcowfs.io..")
         .layer("storage")
@@ -92,6 +94,8 @@ class LayeringTest {
             "write",
             "metadata",
             "format")
+        .whereLayer("remote")
+        .mayOnlyBeAccessedByLayers("cli")
         .whereLayer("io")
         .mayOnlyBeAccessedByLayers(
             "cli",
@@ -119,6 +123,7 @@ class LayeringTest {
             "compress",
             "format",
             "image",
+            "remote",
             "io")
         .check(CLASSES);
   }

@@ -7,7 +7,7 @@ import org.jqcowfs.storage.Location;
  * Resolves file names stored in an image (backing file, external data file) the way QEMU does for
  * plain names: relative to the directory of the image that names them, never the working directory.
  * Pseudo-names that QEMU would parse ({@code json:...}, {@code protocol://...}, {@code nbd:...})
- * are refused.
+ * are refused, and so is an absolute name in a remote image (QEMU would open a local file).
  */
 public final class FileNames {
   private static final Pattern PROTOCOL = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]*:.*");
@@ -33,6 +33,14 @@ public final class FileNames {
     if (PROTOCOL.matcher(name).matches() && !name.startsWith("/")) {
       throw new ImageFormatException(
           image, field + " name '" + name + "' names a protocol, which is refused");
+    }
+    if (name.startsWith("/") && image.localPath().isEmpty()) {
+      throw new ImageFormatException(
+          image,
+          field
+              + " name '"
+              + name
+              + "' is an absolute local path in a remote image, which is refused");
     }
     return image.resolve(name);
   }

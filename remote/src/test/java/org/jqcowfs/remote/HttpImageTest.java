@@ -1,0 +1,288 @@
+package org.jqcowfs.remote;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.jqcowfs.chain.BackingChain;
+import org.jqcowfs.chain.ChainOpener;
+import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.image.Image;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.PosixOpener;
+import org.jqcowfs.qcow2.testing.ImageMatrix;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.jqcowfs.storage.Location;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * Images read from a real nginx on 127.0.0.1: every image of the differential matrix, read over
+ * HTTP with its whole chain (backing files and data files resolved against the URL), equals {@code
+ * qemu-img convert} of the local file, snapshots included; and what a server or an image maker can
+ * do wrong is refused at open, naming the URL, with no request to anywhere else.
+ */
+class HttpImageTest {
+  @TempDir static Path dir;
+  static Nginx nginx;
+
+  /** A listener on another port of 127.0.0.1 that no test may reach. */
+  static ServerSocket elsewhere;
+
+  static final AtomicInteger accepted = new AtomicInteger();
+
+  @BeforeAll
+  static void start() throws Exception {
+    elsewhere = new ServerSocket(0, 8, InetAddress.getLoopbackAddress());
+    Thread t =
+        new Thread(
+            () -> {
+              while (!elsewhere.isClosed()) {
+                try {
+                  elsewhere.accept().close();
+                  accepted.incrementAndGet();
+                } catch (IOException e) {
+                  return;
+                }
+              }
+            });
+    t.setDaemon(true);
+    t.start();
+    String other = "http://127.0.0.1:" + elsewhere.getLocalPort();
+    nginx =
+        Nginx.start(
+            dir.resolve("nginx"),
+            String.join(
+                "\n",
+                "    location /norange/ { max_ranges 0; }",
+                "    location = /hostile/out.qcow2 { return 302 " + other + "/x.qcow2; }",
+                "    location = /hostile/up.qcow2 { return 302 /top.qcow2; }",
+                "    location = /moved.qcow2 { return 302 /plain/v3-64k.qcow2; }"));
+  }
+
+  @AfterAll
+  static void stop() throws Exception {
+    nginx.close();
+    elsewhere.close();
+  }
+
+  static RemoteOpener opener() {
+    return new RemoteOpener(PosixOpener.DEFAULT, RemoteOptions.DEFAULT);
+  }
+
+  static ChainOptions options(RemoteOpener opener, String allowedUrlDir) {
+    return ChainOptions.DEFAULT
+        .withStorage(opener)
+        .withAllowedDirs(List.of(HttpLocation.of(allowedUrlDir)), false, false);
+  }
+
+  static List<ImageMatrix.Named> matrix() {
+    return ImageMatrix.all();
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("matrix")
+  void readsAsQemuReadsTheLocalFile(ImageMatrix.Named named, @TempDir Path work) throws Exception {
+    Path caseDir = Files.createDirectories(nginx.root.resolve("matrix").resolve(named.name()));
+    ImageMatrix.Case c = named.recipe().build(caseDir);
+    String url = nginx.url(nginx.root.relativize(c.image()).toString());
+    RemoteOpener opener = opener();
+    // the matrix holds a chain whose base lies in a sibling directory ("chain-other-dir")
+    ChainOptions options = options(opener, nginx.url("matrix/" + named.name() + "/"));
+    Path reference = Qemu.convertRaw(c.image(), work.resolve("qemu.raw"), null);
+    try (BackingChain chain = ChainOpener.open(RemoteOpener.parse(url), options)) {
+      assertEquals(Files.size(reference), chain.size(), "virtual size");
+      assertEquals(Qemu.sha256(reference), sha256(chain), "bytes read over HTTP");
+    }
+    for (String snapshot : c.snapshots()) {
+      Path snapRef =
+          Qemu.convertRaw(c.image(), work.resolve("qemu-" + snapshot + ".raw"), snapshot);
+      try (BackingChain view =
+          ChainOpener.open(RemoteOpener.parse(url), options.withSnapshot(snapshot))) {
+        assertEquals(Qemu.sha256(snapRef), sha256(view), "snapshot " + snapshot);
+      }
+    }
+    assertTrue(opener.stats().requests() > 0, "requests were counted");
+  }
+
+  /** The SHA-256 of the whole disk, read in 1 MiB requests. */
+  static String sha256(Image image) throws Exception {
+    MessageDigest md = MessageDigest.getInstance("SHA-256");
+    ByteBuffer buf = ByteBuffer.allocate(1 << 20);
+    for (long pos = 0; pos < image.size(); pos += buf.capacity()) {
+      buf.clear().limit((int) Math.min(buf.capacity(), image.size() - pos));
+      image.read(buf, pos);
+      md.update(buf.flip());
+    }
+    return HexFormat.of().formatHex(md.digest());
+  }
+
+  /** A qcow2 image at {@code name} below the root, with {@code backing} as its backing name. */
+  static Path image(String name, String backing) throws IOException {
+    Path p = nginx.root.resolve(name);
+    Files.createDirectories(p.getParent());
+    if (backing == null) {
+      Qemu.img(p.getParent(), "create", "-q", "-f", "qcow2", p.toString(), "4M");
+      Qemu.io(p.getParent(), p.toString(), "write -P 0x5a 0 1M");
+    } else {
+      // -u: the name is written as given, whatever it names
+      Qemu.img(
+          p.getParent(),
+          "create",
+          "-q",
+          "-f",
+          "qcow2",
+          "-u",
+          "-b",
+          backing,
+          "-F",
+          "qcow2",
+          p.toString(),
+          "4M");
+    }
+    return p;
+  }
+
+  @Test
+  void aServerThatIgnoresRangeIsRefusedWithoutADownload() throws Exception {
+    image("norange/a.qcow2", null);
+    IOException e =
+        assertThrows(
+            IOException.class,
+            () ->
+                ChainOpener.open(
+                    RemoteOpener.parse(nginx.url("norange/a.qcow2")),
+                    options(opener(), nginx.url(""))));
+    assertTrue(e.getMessage().contains("ignores Range"), e.getMessage());
+    assertTrue(e.getMessage().contains(nginx.url("norange/a.qcow2")), e.getMessage());
+  }
+
+  @Test
+  void aMissingImageNamesItsUrl() {
+    NoSuchFileException e =
+        assertThrows(
+            NoSuchFileException.class,
+            () ->
+                ChainOpener.open(
+                    RemoteOpener.parse(nginx.url("none.qcow2")), options(opener(), nginx.url(""))));
+    assertTrue(e.getMessage().contains(nginx.url("none.qcow2")), e.getMessage());
+    assertTrue(e.getMessage().contains("404"), e.getMessage());
+  }
+
+  @Test
+  void hostileNamesAreRefusedWithoutARequest() throws Exception {
+    image("top.qcow2", null);
+    String other = "http://127.0.0.1:" + elsewhere.getLocalPort() + "/x.qcow2";
+    String[][] cases = {
+      {"hostile/abs.qcow2", "/etc/passwd", "absolute local path"},
+      {"hostile/file.qcow2", "file:///etc/passwd", "protocol"},
+      {"hostile/json.qcow2", "json:{\"file.filename\":\"/etc/passwd\"}", "json:"},
+      {"hostile/other.qcow2", other, "protocol"},
+      {"hostile/dotdot.qcow2", "../top.qcow2", "outside the allowed directories"},
+      {"hostile/deep.qcow2", "a/../../../top.qcow2", "outside the allowed directories"},
+    };
+    int before = accepted.get();
+    for (String[] c : cases) {
+      image(c[0], c[1]);
+      String url = nginx.url(c[0]);
+      int logged = nginx.accessLog().size();
+      ImageFormatException e =
+          assertThrows(
+              ImageFormatException.class,
+              () ->
+                  ChainOpener.open(
+                      RemoteOpener.parse(url), options(opener(), nginx.url("hostile/"))),
+              c[1]);
+      assertTrue(e.getMessage().contains(c[2]), c[1] + ": " + e.getMessage());
+      List<String> log = nginx.accessLog();
+      for (String line : log.subList(logged, log.size())) {
+        assertTrue(line.contains("/" + c[0] + " "), "only the image itself was asked for: " + line);
+      }
+    }
+    for (String redirect : new String[] {"hostile/out.qcow2", "hostile/up.qcow2"}) {
+      IOException e =
+          assertThrows(
+              IOException.class,
+              () ->
+                  ChainOpener.open(
+                      RemoteOpener.parse(nginx.url(redirect)),
+                      options(opener(), nginx.url("hostile/"))));
+      assertTrue(e.getMessage().contains("outside its origin and directory"), e.getMessage());
+    }
+    Thread.sleep(100);
+    assertEquals(before, accepted.get(), "a listener on another origin received a connection");
+  }
+
+  @Test
+  void aRedirectWithinTheDirectoryIsFollowed() throws Exception {
+    Path local = image("plain/v3-64k.qcow2", null);
+    try (BackingChain chain =
+        ChainOpener.open(
+            RemoteOpener.parse(nginx.url("moved.qcow2")), options(opener(), nginx.url("")))) {
+      Path reference = Qemu.convertRaw(local, dir.resolve("moved.raw"), null);
+      assertEquals(Qemu.sha256(reference), sha256(chain));
+    }
+  }
+
+  @Test
+  void aReplacedObjectFailsWhatIsNotCachedAndNeverMixes() throws Exception {
+    Path p = image("replaced/a.qcow2", null);
+    Qemu.io(p.getParent(), p.toString(), "write -P 0x11 2M 1M");
+    RemoteOpener opener = opener();
+    try (BackingChain chain =
+        ChainOpener.open(
+            RemoteOpener.parse(nginx.url("replaced/a.qcow2")), options(opener, nginx.url("")))) {
+      ByteBuffer first = ByteBuffer.allocate(64 << 10);
+      chain.read(first, 0); // cached now
+      Path fresh = dir.resolve("fresh.qcow2");
+      Qemu.img(dir, "create", "-q", "-f", "qcow2", fresh.toString(), "4M");
+      Qemu.io(dir, fresh.toString(), "write -P 0x22 0 4M");
+      Files.move(fresh, p, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+      // nginx's ETag is mtime-size: make sure the mtime moved
+      Files.setLastModifiedTime(
+          p, java.nio.file.attribute.FileTime.fromMillis(System.currentTimeMillis() + 5000));
+      ByteBuffer again = ByteBuffer.allocate(64 << 10);
+      chain.read(again, 0);
+      assertEquals(first.flip(), again.flip(), "cached bytes still read");
+      IOException e =
+          assertThrows(IOException.class, () -> chain.read(ByteBuffer.allocate(1 << 20), 2 << 20));
+      assertTrue(e.getMessage().contains("changed since it was opened"), e.getMessage());
+    }
+  }
+
+  @Test
+  void secretsInTheUrlAreNotShown() {
+    Location l =
+        HttpLocation.of("https://user:secret@example.com:8443/a/b.qcow2?X-Amz-Signature=abc");
+    assertEquals("https://example.com:8443/a/b.qcow2?…", l.toString());
+    assertFalse(l.resolve("c.qcow2").toString().contains("secret"));
+  }
+
+  @Test
+  void namesResolveAsQemuResolvesThemAgainstAUrl() throws Exception {
+    Location top = HttpLocation.of("http://h/a/b/top.qcow2");
+    assertEquals("http://h/a/base.qcow2", top.resolve("../base.qcow2").toString());
+    assertEquals("http://h/a/b/x%20y.qcow2", top.resolve("x y.qcow2").toString());
+    assertEquals("http://h/a/b/q%3Fx.qcow2", top.resolve("q?x.qcow2").toString());
+    assertTrue(top.resolve("c/d.qcow2").isInside(top.directory()));
+    assertFalse(top.resolve("../base.qcow2").isInside(top.directory()));
+    assertFalse(HttpLocation.of("http://h:81/a/b/x").isInside(top.directory()));
+    assertFalse(HttpLocation.of("https://h/a/b/x").isInside(top.directory()));
+  }
+}
