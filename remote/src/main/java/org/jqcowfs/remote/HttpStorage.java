@@ -237,8 +237,10 @@ public final class HttpStorage implements Storage {
       } catch (ExecutionException e) {
         Throwable cause = e.getCause();
         last =
-            cause.getClass().getSimpleName()
-                + (cause.getMessage() != null ? ": " + cause.getMessage() : "");
+            cause instanceof java.net.http.HttpTimeoutException
+                ? "no answer within " + options.timeout().toMillis() + " ms"
+                : cause.getClass().getSimpleName()
+                    + (cause.getMessage() != null ? ": " + cause.getMessage() : "");
       } catch (InterruptedException e) {
         f.cancel(true);
         Thread.currentThread().interrupt();
