@@ -236,6 +236,14 @@ public final class HttpStorage implements Storage {
         last = "no answer within " + options.timeout().toMillis() + " ms";
       } catch (ExecutionException e) {
         Throwable cause = e.getCause();
+        if (cause instanceof javax.net.ssl.SSLException) { // a certificate does not get better
+          throw new IOException(
+              location
+                  + ": TLS failed: "
+                  + cause.getMessage()
+                  + "; for a server whose CA the system does not trust, pass --ca-file PEM",
+              cause);
+        }
         last =
             cause instanceof java.net.http.HttpTimeoutException
                 ? "no answer within " + options.timeout().toMillis() + " ms"

@@ -17,19 +17,50 @@ import java.util.concurrent.TimeUnit;
 final class Nginx implements AutoCloseable {
   final Path root;
   final int port;
+
+  /** The HTTPS port (HTTP/2 offered), or -1 when started without TLS. */
+  final int tlsPort;
+
+  /** The test CA's certificate (PEM) that signed the server's, or null without TLS. */
+  final Path caFile;
+
   private final Path dir;
   private final Process process;
 
-  private Nginx(Path dir, Path root, int port, Process process) {
+  private Nginx(Path dir, Path root, int port, int tlsPort, Path caFile, Process process) {
     this.dir = dir;
     this.root = root;
     this.port = port;
+    this.tlsPort = tlsPort;
+    this.caFile = caFile;
     this.process = process;
   }
 
   static Nginx start(Path dir, String extra) throws IOException, InterruptedException {
+    return start(dir, extra, false);
+  }
+
+  /**
+   * As {@link #start(Path, String)}; with {@code tls}, also HTTPS (and HTTP/2) on {@link #tlsPort}
+   * with a certificate for 127.0.0.1 signed by a CA made now ({@link #caFile}).
+   */
+  static Nginx start(Path dir, String extra, boolean tls) throws IOException, InterruptedException {
     Path root = Files.createDirectories(dir.resolve("www"));
     int port = freePort();
+    int tlsPort = tls ? freePort() : -1;
+    String tlsServer = "";
+    if (tls) {
+      certificates(dir);
+      tlsServer =
+          String.join(
+              "\n",
+              "  server {",
+              "    listen 127.0.0.1:" + tlsPort + " ssl http2;",
+              "    ssl_certificate " + dir.resolve("server.pem") + ";",
+              "    ssl_certificate_key " + dir.resolve("server.key") + ";",
+              "    root " + root + ";",
+              "  }");
+    }
     Path conf = dir.resolve("nginx.conf");
     Files.writeString(
         conf,
@@ -55,6 +86,7 @@ final class Nginx implements AutoCloseable {
             "    root " + root + ";",
             extra,
             "  }",
+            tlsServer,
             "}",
             ""));
     Files.createDirectories(dir.resolve("tmp"));
@@ -84,7 +116,78 @@ final class Nginx implements AutoCloseable {
         Thread.sleep(20);
       }
     }
-    return new Nginx(dir, root, port, p);
+    return new Nginx(dir, root, port, tlsPort, tls ? dir.resolve("ca.pem") : null, p);
+  }
+
+  /** A CA, and a certificate for IP 127.0.0.1 it signed, made with openssl in {@code dir}. */
+  private static void certificates(Path dir) throws IOException, InterruptedException {
+    Files.writeString(dir.resolve("san.ext"), "subjectAltName=IP:127.0.0.1\n");
+    String[][] steps = {
+      {
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=jqcowfs test CA"
+      },
+      {
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1"
+      },
+      {
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext"
+      },
+    };
+    for (String[] step : steps) {
+      Process p =
+          new ProcessBuilder(step)
+              .directory(dir.toFile())
+              .redirectErrorStream(true)
+              .redirectOutput(dir.resolve("openssl.out").toFile())
+              .start();
+      if (p.waitFor() != 0) {
+        throw new IOException(
+            String.join(" ", step) + " failed: " + Files.readString(dir.resolve("openssl.out")));
+      }
+    }
+  }
+
+  /** The HTTPS URL of {@code path} below the root. */
+  String tlsUrl(String path) {
+    return "https://127.0.0.1:" + tlsPort + "/" + path;
   }
 
   private static String nginx() {
