@@ -118,8 +118,16 @@ final class ImageOptions {
    * @throws picocli.CommandLine.ParameterException for a URL that is not usable
    */
   BackingChain open(String image, ChainOptions options) throws IOException {
+    return ChainOpener.open(location(image), withOpener(options));
+  }
+
+  /**
+   * {@code options} opening remote layers as {@link #remoteOptions} say and local ones as {@code
+   * options.hostIo()} says (give it the final host I/O options).
+   */
+  ChainOptions withOpener(ChainOptions options) {
     opener = new RemoteOpener(new PosixOpener(options.hostIo()), remoteOptions());
-    return ChainOpener.open(location(image), options.withStorage(opener));
+    return options.withStorage(opener);
   }
 
   /** What the remote layers of the chain {@link #open} opened last have fetched, or null. */

@@ -23,6 +23,7 @@ import org.jqcowfs.fuse.transport.FuseMount;
 import org.jqcowfs.fuse.transport.JnrFuseBackend;
 import org.jqcowfs.fuse.transport.KernelBackend;
 import org.jqcowfs.fuse.transport.Mounted;
+import org.jqcowfs.remote.RemoteStats;
 import org.jqcowfs.storage.FileLocation;
 import org.jqcowfs.storage.Location;
 import org.slf4j.Logger;
@@ -173,8 +174,10 @@ final class MountCommand implements Callable<Integer> {
   @Parameters(
       arity = "2..*",
       paramLabel = "IMAGE",
-      description = "The images (qcow2 or raw), then MOUNTPOINT, an existing directory.")
-  List<Path> paths;
+      description =
+          "The images (qcow2 or raw; local paths, or http:// or https:// URLs), then MOUNTPOINT,"
+              + " an existing directory.")
+  List<String> paths;
 
   @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
@@ -192,8 +195,8 @@ final class MountCommand implements Callable<Integer> {
     }
     MountOptions options =
         MountOptions.DEFAULT.withWritable(writable()).with(allowOther ? "allow_other" : "");
-    String source = paths.size() == 2 ? paths.get(0).toAbsolutePath().normalize().toString() : "";
-    if (!source.isEmpty() && !source.contains(",") && !source.matches(".*\\s.*")) {
+    String source = paths.size() == 2 ? source(ImageOptions.location(paths.get(0))) : "";
+    if (!source.isEmpty()) {
       options = options.with("fsname=" + source); // /proc/mounts shows the image as the source
     }
     for (String o : mountOptions) {
@@ -202,7 +205,14 @@ final class MountCommand implements Callable<Integer> {
     if (snapshot != null && paths.size() > 2) {
       throw new IllegalArgumentException("--snapshot needs exactly one image");
     }
-    Path mountpoint = paths.get(paths.size() - 1);
+    Path mountpoint = Path.of(paths.get(paths.size() - 1));
+    for (String image : paths.subList(0, paths.size() - 1)) {
+      if (rw && ImageOptions.location(image).localPath().isEmpty()) {
+        throw new IllegalArgumentException(
+            ImageOptions.location(image)
+                + ": a remote image is never written; mount it without --rw");
+      }
+    }
     if (!Files.isDirectory(mountpoint)) {
       throw new IllegalArgumentException(
           mountpoint + ": " + (Files.exists(mountpoint) ? "not a directory" : "no such directory"));
@@ -215,7 +225,10 @@ final class MountCommand implements Callable<Integer> {
       args.addAll(args.indexOf("mount") + 1, List.of("--foreground", "--notify-ready"));
       return Daemonizer.start(Main.class.getName(), args, READY);
     }
-    List<Path> images = paths.subList(0, paths.size() - 1);
+    List<Location> images = new ArrayList<>();
+    for (String image : paths.subList(0, paths.size() - 1)) {
+      images.add(ImageOptions.location(image));
+    }
     ChainOptions chainOptions =
         share.apply(
             ChainOptions.DEFAULT
@@ -224,7 +237,15 @@ final class MountCommand implements Callable<Integer> {
                 .withTopFormat(format));
     Path scratchFile = null;
     if (overlay != null || scratch) {
-      Path image = images.get(0);
+      Path image =
+          images
+              .get(0)
+              .localPath()
+              .orElseThrow(
+                  () ->
+                      new IllegalArgumentException(
+                          "--overlay and --scratch over a URL are not there yet: mount the URL"
+                              + " read-only, or convert it to a local file"));
       Path top;
       if (scratch) {
         scratchFile = Files.createTempFile("jqcowfs-scratch-", ".qcow2");
@@ -242,10 +263,24 @@ final class MountCommand implements Callable<Integer> {
               .withAllowedDirs(
                   dirs, chainOptions.unsafeBacking(), chainOptions.probeBackingFormat())
               .withTopFormat(ChainOpener.Format.QCOW2);
-      images = List.of(top);
+      images = List.of(FileLocation.of(top));
     }
-    chainOptions = chainOptions.withHostIo(chainOptions.hostIo().withWritable(writable()));
+    chainOptions =
+        share.withOpener(chainOptions.withHostIo(chainOptions.hostIo().withWritable(writable())));
     return serve(images, mountpoint, options, chainOptions, scratchFile);
+  }
+
+  /**
+   * What /proc/mounts shows as the source: the image's absolute path, or its URL as messages show
+   * it (never user information or a query); empty when it would not survive the option syntax.
+   */
+  private static String source(Location image) {
+    String s =
+        image
+            .localPath()
+            .map(p -> p.toAbsolutePath().normalize().toString())
+            .orElse(image.toString());
+    return s.contains("?") || s.contains(",") || s.matches(".*\\s.*") ? "" : s;
   }
 
   /** Whether the mount is read-write: --rw, --overlay or --scratch. */
@@ -258,7 +293,7 @@ final class MountCommand implements Callable<Integer> {
    * deletes {@code scratch} (a --scratch overlay, or null), before a signal's exit may go on.
    */
   private int serve(
-      List<Path> images,
+      List<Location> images,
       Path mountpoint,
       MountOptions options,
       ChainOptions chainOptions,
@@ -306,6 +341,10 @@ final class MountCommand implements Callable<Integer> {
         LOG.warn("NOTIFY_SOCKET: {}", e.getMessage());
       }
       mounted.awaitUnmounted();
+      RemoteStats remote = share.remoteStats();
+      if (remote != null && remote.requests() > 0) {
+        LOG.info("remote images: {}", remote);
+      }
     } finally {
       if (scratch != null) {
         Files.deleteIfExists(scratch);

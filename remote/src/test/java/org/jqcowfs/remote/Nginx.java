@@ -14,9 +14,9 @@ import java.util.concurrent.TimeUnit;
  * by {@link #close}. Its access log has a line per request: the request line, the status, the body
  * bytes sent. {@code extra} is nginx configuration put in the server block (fault locations).
  */
-final class Nginx implements AutoCloseable {
-  final Path root;
-  final int port;
+public final class Nginx implements AutoCloseable {
+  public final Path root;
+  public final int port;
 
   /** The HTTPS port (HTTP/2 offered), or -1 when started without TLS. */
   final int tlsPort;
@@ -36,7 +36,7 @@ final class Nginx implements AutoCloseable {
     this.process = process;
   }
 
-  static Nginx start(Path dir, String extra) throws IOException, InterruptedException {
+  public static Nginx start(Path dir, String extra) throws IOException, InterruptedException {
     return start(dir, extra, false);
   }
 
@@ -44,7 +44,8 @@ final class Nginx implements AutoCloseable {
    * As {@link #start(Path, String)}; with {@code tls}, also HTTPS (and HTTP/2) on {@link #tlsPort}
    * with a certificate for 127.0.0.1 signed by a CA made now ({@link #caFile}).
    */
-  static Nginx start(Path dir, String extra, boolean tls) throws IOException, InterruptedException {
+  public static Nginx start(Path dir, String extra, boolean tls)
+      throws IOException, InterruptedException {
     Path root = Files.createDirectories(dir.resolve("www"));
     int port = freePort();
     int tlsPort = tls ? freePort() : -1;
@@ -206,12 +207,12 @@ final class Nginx implements AutoCloseable {
   }
 
   /** The URL of {@code path} below the root. */
-  String url(String path) {
+  public String url(String path) {
     return "http://127.0.0.1:" + port + "/" + path;
   }
 
   /** The access log's lines so far. */
-  List<String> accessLog() throws IOException {
+  public List<String> accessLog() throws IOException {
     Path log = dir.resolve("access.log");
     return Files.exists(log) ? Files.readAllLines(log) : List.of();
   }

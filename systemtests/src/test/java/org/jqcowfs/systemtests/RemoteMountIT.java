@@ -1,0 +1,105 @@
+package org.jqcowfs.systemtests;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.jqcowfs.qcow2.testing.ImageMatrix;
+import org.jqcowfs.qcow2.testing.Qemu;
+import org.jqcowfs.remote.Nginx;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Mounts of images on a real nginx (127.0.0.1): the flat file of a URL reads as {@code qemu-img
+ * convert} of the local file and walks SEEK_DATA/SEEK_HOLE as QEMU's map says; {@code cp --sparse}
+ * of a 4 GiB image holding 128 MiB makes the server send little more than the image file; a
+ * writable mount of a URL is refused in one line.
+ */
+class RemoteMountIT {
+  static final long MIB = 1 << 20;
+  @TempDir static Path dir;
+  static Nginx nginx;
+
+  @BeforeAll
+  static void start() throws Exception {
+    nginx = Nginx.start(dir.resolve("nginx"), "");
+  }
+
+  @AfterAll
+  static void stop() throws Exception {
+    nginx.close();
+  }
+
+  @Test
+  void aUrlMountReadsAndSeeksAsQemuReadsTheLocalImage() throws Exception {
+    for (String name : List.of("zstd-64k", "extl2-64k", "data-file", "chain-other-dir")) {
+      ImageMatrix.Named named =
+          ImageMatrix.all().stream().filter(n -> n.name().equals(name)).findFirst().orElseThrow();
+      Path caseDir = Files.createDirectories(nginx.root.resolve(name));
+      ImageMatrix.Case c = named.recipe().build(caseDir);
+      Path reference = Qemu.convertRaw(c.image(), dir.resolve(name + ".raw"), null);
+      Path mnt = Files.createDirectories(dir.resolve("mnt-" + name));
+      String url = nginx.url(nginx.root.relativize(c.image()).toString());
+      try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--allow-dir", nginx.url(name + "/"), url)) {
+        Path flat = m.file(c.image().getFileName().toString().replaceAll("\\.[^.]*$", "") + ".raw");
+        assertEquals(Qemu.sha256(reference), Qemu.sha256(flat), name + ": bytes");
+        assertEquals(Holes.qemu(c.image()), Holes.walk(flat), name + ": SEEK_DATA/SEEK_HOLE walk");
+      }
+    }
+  }
+
+  @Test
+  void sparseCopyFetchesLittleMoreThanTheImage() throws Exception {
+    Path image = nginx.root.resolve("big.qcow2");
+    Qemu.img(nginx.root, "create", "-q", "-f", "qcow2", image.toString(), "4G");
+    List<String> writes = new ArrayList<>();
+    for (long run : new long[] {16, 2500}) {
+      for (int i = 0; i < 64; i++) {
+        writes.add("write -q -P " + (1 + i + run % 100) + " " + (run + i) + "M 1M");
+      }
+    }
+    Qemu.io(nginx.root, image.toString(), writes.toArray(String[]::new));
+    Path reference = Qemu.convertRaw(image, dir.resolve("big-ref.raw"), null);
+    Path copy = dir.resolve("big-copy.raw");
+    Path mnt = Files.createDirectories(dir.resolve("mnt-big"));
+    int logged = nginx.accessLog().size();
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, nginx.url("big.qcow2"))) {
+      Jqcowfs.Run cp =
+          Jqcowfs.exec(
+              List.of("cp", "--sparse=always", m.file("big.raw").toString(), copy.toString()));
+      assertEquals(0, cp.code(), cp.err());
+    }
+    Jqcowfs.Run cmp = Jqcowfs.exec(List.of("cmp", reference.toString(), copy.toString()));
+    assertEquals(0, cmp.code(), "copy differs from qemu-img convert: " + cmp.out());
+    List<String> log = nginx.accessLog();
+    long sent = 0;
+    for (String line : log.subList(logged, log.size())) {
+      String[] f = line.split(" ");
+      sent += Long.parseLong(f[f.length - 1]);
+    }
+    long imageBytes = Files.size(image);
+    System.out.printf(
+        "remote cp --sparse=always: the server sent %d bytes for an image file of %d bytes (%d of"
+            + " data)%n",
+        sent, imageBytes, 128 * MIB);
+    assertTrue(sent >= 128 * MIB, "the access log counts what was sent: " + sent);
+    assertTrue(sent <= imageBytes * 12 / 10, "sent " + sent + " bytes for " + imageBytes);
+  }
+
+  @Test
+  void aWritableMountOfAUrlIsRefusedInOneLine() throws Exception {
+    Path image = nginx.root.resolve("rw.qcow2");
+    Qemu.img(nginx.root, "create", "-q", "-f", "qcow2", image.toString(), "4M");
+    Path mnt = Files.createDirectories(dir.resolve("mnt-rw"));
+    Jqcowfs.Run r = Jqcowfs.run("mount", "-f", "--rw", nginx.url("rw.qcow2"), mnt.toString());
+    assertEquals(1, r.code(), r.out() + r.err());
+    assertTrue(r.err().contains("a remote image is never written"), r.err());
+    assertEquals(1, r.err().strip().lines().count(), r.err());
+  }
+}
