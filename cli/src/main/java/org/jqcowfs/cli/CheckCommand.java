@@ -16,6 +16,9 @@ import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Qcow2Check;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.TablePastEndException;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
+import org.jqcowfs.storage.StorageOpener;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -55,8 +58,8 @@ final class CheckCommand implements Callable<Integer> {
       })
   RepairMode repair;
 
-  @Parameters(paramLabel = "IMAGE")
-  Path image;
+  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  String argument;
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -64,17 +67,27 @@ final class CheckCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     PrintWriter err = spec.commandLine().getErr();
+    Location location = ImageOptions.location(argument);
+    Path image = location.localPath().orElse(null);
+    if (image == null && repair != null) {
+      throw new IllegalArgumentException(
+          location + ": a remote image is never written; check it without -r");
+    }
+    ChainOptions options = share.withOpener(share.apply(ChainOptions.DEFAULT));
     // qemu-img check opens the image with its backing chain first: a chain that does not open
     // (a missing backing file, a name the rules refuse) is not checked, exit status 1
-    if (Files.isRegularFile(image) && !startsWithQcow2Magic(image)) {
+    if (image != null
+        ? Files.isRegularFile(image) && !startsWithQcow2Magic(image)
+        : !startsWithQcow2Magic(options.opener(), location)) {
       err.println(
-          "jqcowfs: " + image + ": not a qcow2 image: this image format does not support checks");
+          "jqcowfs: "
+              + location
+              + ": not a qcow2 image: this image format does not support checks");
       err.flush();
       return NO_CHECKS; // qemu-img check's answer for raw (and for what it probes as raw)
     }
-    ChainOptions options = share.apply(ChainOptions.DEFAULT);
     try {
-      ChainOpener.open(image, options).close();
+      ChainOpener.open(location, options).close();
     } catch (TablePastEndException e) {
       // qemu-img opens it (past the end reads as zeros); the check reports what it finds there
     }
@@ -88,8 +101,12 @@ final class CheckCommand implements Callable<Integer> {
               repair == RepairMode.all,
               line -> (isSummary(line) && output == OutputFormat.human ? out : err).println(line));
       r = fixed.after();
-    } else {
+    } else if (image != null) {
       r = Qcow2Check.check(image, line -> err.println(line));
+    } else {
+      try (Storage file = options.opener().open(location, false)) {
+        r = Qcow2Check.check(file, line -> err.println(line));
+      }
     }
     err.flush();
     if (output == OutputFormat.json) {
@@ -103,6 +120,14 @@ final class CheckCommand implements Callable<Integer> {
 
   /** qemu-img check's exit status for an image format without checks. */
   static final int NO_CHECKS = 63;
+
+  private static boolean startsWithQcow2Magic(StorageOpener opener, Location location)
+      throws IOException {
+    try (Storage file = opener.open(location, false)) {
+      ByteBuffer magic = ByteBuffer.allocate(4);
+      return file.readUpTo(magic, 0) == 4 && magic.getInt(0) == Header.QCOW_MAGIC;
+    }
+  }
 
   private static boolean startsWithQcow2Magic(Path file) throws IOException {
     byte[] magic = new byte[4];
@@ -162,7 +187,8 @@ final class CheckCommand implements Callable<Integer> {
   private String json(Qcow2Check.Result r, Qcow2Check.Repair fixed) throws Exception {
     ObjectMapper json = new ObjectMapper();
     ObjectNode o = json.createObjectNode();
-    o.put("filename", image.toString());
+    Location location = ImageOptions.location(argument);
+    o.put("filename", location.localPath().map(Path::toString).orElse(location.toString()));
     o.put("format", "qcow2");
     o.put("check-errors", r.checkErrors());
     putIfNotZero(o, "corruptions", r.corruptions());

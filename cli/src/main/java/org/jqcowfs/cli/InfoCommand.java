@@ -104,6 +104,9 @@ final class InfoCommand implements Callable<Integer> {
           sn.put("date-nsec", s.dateNanos());
           sn.put("vm-clock-sec", s.vmClockNanos() / 1_000_000_000L);
           sn.put("vm-clock-nsec", s.vmClockNanos() % 1_000_000_000L);
+          if (s.icount() >= 0) {
+            sn.put("icount", s.icount());
+          }
           sn.put("virtual-size", s.virtualSize());
           snaps.add(sn);
         }
@@ -119,7 +122,11 @@ final class InfoCommand implements Callable<Integer> {
       n.put("dirty-flag", h.hasIncompatible(Header.INCOMPAT_DIRTY));
     } else {
       n.put("format", "raw");
-      n.put("actual-size", java.nio.file.Files.size(localPath(image)));
+      n.put(
+          "actual-size",
+          image.location().localPath().isPresent()
+              ? java.nio.file.Files.size(localPath(image))
+              : image.size());
       n.put("dirty-flag", false);
     }
     return n;

@@ -3,14 +3,17 @@ package org.jqcowfs.cli;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.io.IOException;
 import java.io.PrintWriter;
-import java.nio.file.Path;
 import java.time.Instant;
 import java.time.ZoneId;
 import java.time.format.DateTimeFormatter;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import org.jqcowfs.io.PosixOpener;
 import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Qcow2Options;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.remote.RemoteOpener;
+import org.jqcowfs.remote.RemoteOptions;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -34,13 +37,15 @@ final class SnapshotCommand implements Callable<Integer> {
       description = "List the snapshots (the only action of a read-only tool).")
   boolean list;
 
-  @Parameters(paramLabel = "IMAGE")
-  Path image;
+  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  String image;
 
   @Override
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
-    try (Qcow2Image q = Qcow2Image.open(image)) {
+    RemoteOpener opener = new RemoteOpener(PosixOpener.DEFAULT, RemoteOptions.DEFAULT);
+    try (Qcow2Image q =
+        Qcow2Image.open(ImageOptions.location(image), Qcow2Options.DEFAULT.withStorage(opener))) {
       if (q.snapshotTableDamage().isPresent()) {
         throw new IOException(q.snapshotTableDamage().get());
       }
@@ -55,7 +60,8 @@ final class SnapshotCommand implements Callable<Integer> {
                   s.vmStateBytes(),
                   s.dateSeconds(),
                   s.vmClockNanos() / 1_000_000_000L,
-                  s.vmClockNanos() % 1_000_000_000L));
+                  s.vmClockNanos() % 1_000_000_000L,
+                  s.icount()));
         }
       }
     }
@@ -63,29 +69,45 @@ final class SnapshotCommand implements Callable<Integer> {
     return 0;
   }
 
+  /** QEMU 7.2's {@code bdrv_snapshot_dump} header. */
   private static String header() {
     return String.format(
-        Locale.ROOT, "%-7s %-16s %7s %19s %15s", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
+        Locale.ROOT,
+        "%-10s%-17s%8s%20s%13s%11s",
+        "ID",
+        "TAG",
+        "VM SIZE",
+        "DATE",
+        "VM CLOCK",
+        "ICOUNT");
   }
 
+  /** One row of {@code bdrv_snapshot_dump}; {@code icount} -1 leaves its column empty. */
   private static String row(
-      String id, String name, long vmState, long dateSec, long clockSec, long clockNsec) {
+      String id,
+      String name,
+      long vmState,
+      long dateSec,
+      long clockSec,
+      long clockNsec,
+      long icount) {
     String clock =
         String.format(
             Locale.ROOT,
-            "%04d:%02d:%02d.%03d",
+            "%02d:%02d:%02d.%03d",
             clockSec / 3600,
             (clockSec / 60) % 60,
             clockSec % 60,
             clockNsec / 1_000_000);
     return String.format(
         Locale.ROOT,
-        "%-7s %-16s %7s %19s %15s",
+        "%-9s %-16s %8s%20s%13s%11s",
         id,
         name,
         Sizes.human(vmState),
         DATE.format(Instant.ofEpochSecond(dateSec)),
-        clock);
+        clock,
+        icount >= 0 ? Long.toString(icount) : "");
   }
 
   static void printTable(PrintWriter out, JsonNode snapshots) {
@@ -98,7 +120,8 @@ final class SnapshotCommand implements Callable<Integer> {
               s.get("vm-state-size").asLong(),
               s.get("date-sec").asLong(),
               s.get("vm-clock-sec").asLong(),
-              s.get("vm-clock-nsec").asLong()));
+              s.get("vm-clock-nsec").asLong(),
+              s.path("icount").asLong(-1)));
     }
   }
 }

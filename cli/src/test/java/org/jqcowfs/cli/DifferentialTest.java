@@ -98,6 +98,11 @@ class DifferentialTest {
    * jqcowfs does not check yet, are left out).
    */
   static void assertCheckEqual(Path image, String allowDir) throws Exception {
+    assertCheckEqual(image, image.toString(), allowDir);
+  }
+
+  /** As {@link #assertCheckEqual(Path, String)}, jqcowfs given {@code target} (a URL of it). */
+  static void assertCheckEqual(Path image, String target, String allowDir) throws Exception {
     Process p =
         new ProcessBuilder("qemu-img", "check", image.toString())
             .directory(image.getParent().toFile()) // qemu-img opens a data file from its cwd
@@ -105,7 +110,7 @@ class DifferentialTest {
             .start();
     String qemuOut = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
     int qemuCode = p.waitFor();
-    Run ours = cli("check", "--allow-dir", allowDir, image.toString());
+    Run ours = cli("check", "--allow-dir", allowDir, target);
     if (qemuCode == 63 || ours.err.contains("persistent bitmaps are not checked yet")) {
       return;
     }
@@ -119,12 +124,16 @@ class DifferentialTest {
    * as given, and both read actual-size from st_blocks at their own moment).
    */
   static void assertInfoEqual(Path image, String allowDir) throws IOException {
+    assertInfoEqual(image, image.toString(), allowDir);
+  }
+
+  /** As {@link #assertInfoEqual(Path, String)}, jqcowfs given {@code target} (a URL of it). */
+  static void assertInfoEqual(Path image, String target, String allowDir) throws IOException {
     JsonNode qemu =
         JSON.readTree(
             Qemu.img(
                 image.getParent(), "info", "--output=json", "--backing-chain", image.toString()));
-    Run r =
-        cli("info", "--allow-dir", allowDir, "--output=json", "--backing-chain", image.toString());
+    Run r = cli("info", "--allow-dir", allowDir, "--output=json", "--backing-chain", target);
     assertEquals(0, r.code, r.err);
     JsonNode ours = JSON.readTree(r.out);
     assertEquals(qemu.size(), ours.size(), "layers");

@@ -13,6 +13,7 @@ package org.jqcowfs.qcow2.format;
  * @param dateNanos creation time, nanoseconds part
  * @param vmClockNanos guest run time in nanoseconds
  * @param vmStateBytes VM state bytes
+ * @param icount instructions executed by the guest (extra data bytes 16-23), or -1 when not stored
  */
 public record Snapshot(
     String id,
@@ -23,7 +24,8 @@ public record Snapshot(
     long dateSeconds,
     long dateNanos,
     long vmClockNanos,
-    long vmStateBytes) {
+    long vmStateBytes,
+    long icount) {
 
   /** QEMU {@code QCOW_MAX_SNAPSHOT_EXTRA_DATA}. */
   public static final int MAX_EXTRA_DATA = 1024;

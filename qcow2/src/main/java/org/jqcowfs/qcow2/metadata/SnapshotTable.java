@@ -68,6 +68,7 @@ public final class SnapshotTable {
             "snapshot " + i + ": extra_data_size " + extraLen + " over " + Snapshot.MAX_EXTRA_DATA);
       }
       long virtualSize = h.size();
+      long icount = -1;
       if (extraLen > 0) {
         ByteBuffer extra = ByteBuffer.allocate((int) extraLen);
         readAt(file, extra, pos + 40, i, "extra data", fileLength, forCheck);
@@ -76,6 +77,9 @@ public final class SnapshotTable {
         }
         if (extraLen >= 16) {
           virtualSize = extra.getLong(8);
+        }
+        if (extraLen >= 24) {
+          icount = extra.getLong(16);
         }
       } else if (h.version() >= 3 && forCheck) {
         corruptions.add(
@@ -125,7 +129,16 @@ public final class SnapshotTable {
       }
       out.add(
           new Snapshot(
-              id, name, l1Offset, (int) l1Size, virtualSize, dateSec, dateNsec, vmClock, vmState));
+              id,
+              name,
+              l1Offset,
+              (int) l1Size,
+              virtualSize,
+              dateSec,
+              dateNsec,
+              vmClock,
+              vmState,
+              icount));
       pos += entryBytes;
     }
     return new Table(List.copyOf(out), total, List.copyOf(corruptions));
