@@ -12,6 +12,7 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.convert.Converter;
 import org.jqcowfs.image.DamagedRangeException;
+import org.jqcowfs.remote.RemoteStats;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
@@ -44,7 +45,8 @@ final class ConvertCommand implements Callable<Integer> {
   @Option(
       names = {"-p", "--progress"},
       negatable = true,
-      description = "Show a progress bar (default: on a terminal).")
+      description =
+          "Show a progress bar: bytes written, and from a URL bytes fetched (default: on a terminal).")
   Boolean progress;
 
   @Mixin FormatOption format = new FormatOption();
@@ -101,7 +103,15 @@ final class ConvertCommand implements Callable<Integer> {
                   .setUnit(" MiB", 1 << 20)
                   .setStyle(ProgressBarStyle.ASCII)
                   .build()) {
-            converter.convert(out, done -> bar.stepTo(done));
+            RemoteStats remote = share.remoteStats();
+            converter.convert(
+                out,
+                done -> {
+                  bar.stepTo(done);
+                  if (remote != null && remote.requests() > 0) { // what the server sent so far
+                    bar.setExtraMessage(" fetched " + Sizes.human(remote.bytesFetched()));
+                  }
+                });
           }
         }
       } catch (DamagedRangeException d) {

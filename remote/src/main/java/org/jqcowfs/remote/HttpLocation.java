@@ -127,7 +127,7 @@ public final class HttpLocation implements Location {
     String path = uri.getRawPath();
     return path.endsWith("/")
         ? this
-        : new HttpLocation(stripQuery(uri).resolve(lastSegment() + "/"));
+        : new HttpLocation(stripQuery(uri).resolve("./" + lastSegment() + "/"));
   }
 
   private String lastSegment() {

@@ -281,6 +281,11 @@ class HttpImageTest {
     assertEquals("http://h/a/b/x%20y.qcow2", top.resolve("x y.qcow2").toString());
     assertEquals("http://h/a/b/q%3Fx.qcow2", top.resolve("q?x.qcow2").toString());
     assertTrue(top.resolve("c/d.qcow2").isInside(top.directory()));
+    // an --allow-dir prefix given without its slash, whose last segment looks like a scheme
+    Location prefix = HttpLocation.of("http://h/a/b:c").realDirectory();
+    assertEquals("http://h/a/b:c/", prefix.toString());
+    assertTrue(HttpLocation.of("http://h/a/b:c/x.qcow2").isInside(prefix));
+    assertFalse(HttpLocation.of("http://h/a/b:cd/x.qcow2").isInside(prefix));
     assertFalse(top.resolve("../base.qcow2").isInside(top.directory()));
     assertFalse(HttpLocation.of("http://h:81/a/b/x").isInside(top.directory()));
     assertFalse(HttpLocation.of("https://h/a/b/x").isInside(top.directory()));
