@@ -19,7 +19,8 @@ public final class FileNames {
    * @param name the stored name
    * @param field what the name is, for the message ("backing file", "external data file")
    * @return the resolved location ({@link Location#resolve})
-   * @throws ImageFormatException for an empty, {@code json:} or protocol name
+   * @throws ImageFormatException for an empty, {@code json:} or protocol name, or one the location
+   *     cannot resolve
    */
   public static Location resolve(Location image, String name, String field)
       throws ImageFormatException {
@@ -42,6 +43,10 @@ public final class FileNames {
               + name
               + "' is an absolute local path in a remote image, which is refused");
     }
-    return image.resolve(name);
+    try {
+      return image.resolve(name);
+    } catch (IllegalArgumentException e) { // a name a remote location cannot hold
+      throw new ImageFormatException(image, field + " name refused: " + e.getMessage());
+    }
   }
 }

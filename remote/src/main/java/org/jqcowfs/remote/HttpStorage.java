@@ -6,26 +6,14 @@ import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
-import java.nio.ByteBuffer;
-import java.nio.channels.NonWritableChannelException;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
-import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.List;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.jqcowfs.storage.Location;
-import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -42,44 +30,20 @@ import org.slf4j.LoggerFactory;
  * fails (EIO for that range). Redirects are followed at open only within the same origin and
  * directory. Thread-safe; no lock is held during a request.
  */
-public final class HttpStorage implements Storage {
+public final class HttpStorage extends RangedStorage {
   private static final Logger LOG = LoggerFactory.getLogger(HttpStorage.class);
-
-  /** Bytes per cached block (and the smallest request): a qcow2 cluster at the default size. */
-  static final int BLOCK_BYTES = 64 << 10;
-
-  /** The most one request asks for; a longer missing run is fetched in parallel parts. */
-  static final int PART_BYTES = 512 << 10;
 
   /** Redirects followed at open. */
   private static final int MAX_REDIRECTS = 5;
 
   private static final Pattern CONTENT_RANGE = Pattern.compile("bytes (\\d+)-(\\d+)/(\\d+|\\*)");
 
-  /** Threads fetching the parts of a read besides the reader's own. */
-  private static final ExecutorService FETCHERS =
-      Executors.newCachedThreadPool(
-          new java.util.concurrent.ThreadFactory() {
-            private final AtomicInteger n = new AtomicInteger();
-
-            @Override
-            public Thread newThread(Runnable r) {
-              Thread t = new Thread(r, "jqcowfs-http-" + n.incrementAndGet());
-              t.setDaemon(true);
-              return t;
-            }
-          });
-
   private final HttpLocation location;
   private final HttpClient client;
   private final RemoteOptions options;
-  private final RemoteStats stats;
   private final URI target;
-  private final long length;
   private final String validatorHeader;
   private final String validator;
-  private final BlockCache cache;
-  private volatile boolean changeLogged;
 
   private HttpStorage(
       HttpLocation location,
@@ -90,15 +54,13 @@ public final class HttpStorage implements Storage {
       long length,
       String validatorHeader,
       String validator) {
+    super(location, length, options, stats);
     this.location = location;
     this.client = client;
     this.options = options;
-    this.stats = stats;
     this.target = target;
-    this.length = length;
     this.validatorHeader = validatorHeader;
     this.validator = validator;
-    this.cache = new BlockCache(options.cacheBytes());
   }
 
   /**
@@ -225,9 +187,6 @@ public final class HttpStorage implements Storage {
         HttpResponse<byte[]> r = f.get(options.timeout().toMillis(), TimeUnit.MILLISECONDS);
         int status = r.statusCode();
         if (status < 500 && status != 408 && status != 429) {
-          if (status == 206 && r.body() != null) {
-            stats.bytesFetched.add(r.body().length);
-          }
           return r;
         }
         last = "HTTP " + status;
@@ -290,104 +249,9 @@ public final class HttpStorage implements Storage {
     };
   }
 
+  /** Fetches {@code bytes} bytes at {@code from} with one conditional range request. */
   @Override
-  public Location location() {
-    return location;
-  }
-
-  @Override
-  public long length() {
-    return length;
-  }
-
-  /**
-   * Reads exactly {@code dst.remaining()} bytes at {@code position}: cached blocks from the cache,
-   * the others fetched (in parallel runs), then cached.
-   *
-   * @throws IOException if the range passes the end of the object, or a fetch fails after its
-   *     retries (the object changed: HTTP 412), naming the URL and the range
-   */
-  @Override
-  public void readFully(ByteBuffer dst, long position) throws IOException {
-    int n = dst.remaining();
-    if (position < 0 || position > length || n > length - position) {
-      throw new IOException(
-          location
-              + ": read of "
-              + n
-              + " bytes at "
-              + position
-              + " passes the end ("
-              + length
-              + ")");
-    }
-    if (n == 0) {
-      return;
-    }
-    long first = position / BLOCK_BYTES;
-    long last = (position + n - 1) / BLOCK_BYTES;
-    Map<Long, byte[]> blocks = new HashMap<>();
-    List<long[]> runs = new ArrayList<>(); // {first block, blocks}
-    int perPart = PART_BYTES / BLOCK_BYTES;
-    for (long i = first; i <= last; i++) {
-      byte[] b = cache.get(i);
-      if (b != null) {
-        blocks.put(i, b);
-        stats.cacheHitBytes.add(b.length);
-      } else if (!runs.isEmpty()
-          && runs.get(runs.size() - 1)[0] + runs.get(runs.size() - 1)[1] == i
-          && runs.get(runs.size() - 1)[1] < perPart) {
-        runs.get(runs.size() - 1)[1]++;
-      } else {
-        runs.add(new long[] {i, 1});
-      }
-    }
-    List<Future<byte[]>> others = new ArrayList<>();
-    for (int k = 1; k < runs.size(); k++) {
-      long[] run = runs.get(k);
-      others.add(FETCHERS.submit(() -> fetchBlocks(run[0], (int) run[1])));
-    }
-    try {
-      if (!runs.isEmpty()) {
-        split(runs.get(0), fetchBlocks(runs.get(0)[0], (int) runs.get(0)[1]), blocks);
-      }
-      for (int k = 1; k < runs.size(); k++) {
-        split(runs.get(k), others.get(k - 1).get(), blocks);
-      }
-    } catch (ExecutionException e) {
-      throw e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new InterruptedIOException(location + ": interrupted");
-    } finally {
-      others.forEach(f -> f.cancel(true));
-    }
-    long pos = position;
-    while (dst.hasRemaining()) {
-      long index = pos / BLOCK_BYTES;
-      byte[] b = blocks.get(index);
-      int at = (int) (pos - index * BLOCK_BYTES);
-      int take = Math.min(dst.remaining(), b.length - at);
-      dst.put(b, at, take);
-      pos += take;
-    }
-  }
-
-  /** Cuts a run's bytes into its blocks, caching each. */
-  private void split(long[] run, byte[] data, Map<Long, byte[]> blocks) {
-    for (int k = 0; k < run[1]; k++) {
-      int from = k * BLOCK_BYTES;
-      byte[] b =
-          java.util.Arrays.copyOfRange(data, from, Math.min(data.length, from + BLOCK_BYTES));
-      cache.put(run[0] + k, b);
-      blocks.put(run[0] + k, b);
-    }
-  }
-
-  /** Fetches {@code count} blocks from block {@code first} (the last may be short). */
-  private byte[] fetchBlocks(long first, int count) throws IOException {
-    long from = first * BLOCK_BYTES;
-    int bytes = (int) Math.min((long) count * BLOCK_BYTES, length - from);
+  byte[] fetch(long from, int bytes) throws IOException {
     String range = "bytes=" + from + "-" + (from + bytes - 1);
     HttpRequest.Builder b = request(target, options).header("Range", range);
     if (validatorHeader != null) {
@@ -407,62 +271,11 @@ public final class HttpStorage implements Storage {
       return r.body();
     }
     if (status == 412) {
-      if (!changeLogged) {
-        changeLogged = true;
-        LOG.error(
-            "{}: the object changed since it was opened ({} {} no longer holds): what is not"
-                + " cached reads as EIO; mount it again to read the new object",
-            location,
-            validatorHeader,
-            validator);
-      }
-      throw new IOException(location + ": the object changed since it was opened (HTTP 412)");
+      throw changed(validatorHeader + " " + validator, "HTTP 412");
     }
     if (status == 200) {
       throw new IOException(location + ": the server ignored the Range header of " + range);
     }
     throw statusError(location, status);
-  }
-
-  @Override
-  public int readUpTo(ByteBuffer dst, long position) throws IOException {
-    if (position >= length) {
-      return 0;
-    }
-    int n = (int) Math.min(dst.remaining(), length - position);
-    readFully(dst.slice(dst.position(), n), position);
-    dst.position(dst.position() + n);
-    return n;
-  }
-
-  /** Refused: a remote image is never written. */
-  @Override
-  public void write(ByteBuffer src, long position) {
-    throw new NonWritableChannelException();
-  }
-
-  /** Nothing to flush: nothing is written. */
-  @Override
-  public void flush() {}
-
-  /** Refused: a remote image is never written. */
-  @Override
-  public void punchHole(long position, long length) {
-    throw new NonWritableChannelException();
-  }
-
-  /** Refused: a remote image is never written. */
-  @Override
-  public void setLength(long bytes) {
-    throw new NonWritableChannelException();
-  }
-
-  /** Nothing to close: the connections belong to the opener's client. */
-  @Override
-  public void close() {}
-
-  @Override
-  public String toString() {
-    return "HttpStorage(" + location + ", " + length + " bytes)";
   }
 }

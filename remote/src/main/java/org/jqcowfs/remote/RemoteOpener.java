@@ -20,18 +20,23 @@ import org.jqcowfs.storage.FileLocation;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
 import org.jqcowfs.storage.StorageOpener;
+import software.amazon.awssdk.core.exception.SdkClientException;
+import software.amazon.awssdk.services.s3.S3Client;
 
 /**
- * Opens remote locations ({@link HttpLocation}) as {@link HttpStorage}, read-only and without
- * locks, and hands every other location to the local opener. One HTTP client (one pool of
- * kept-alive connections, TLS verified against the JDK's trust store and {@link
- * RemoteOptions#caFile}) serves every object it opens; {@link #stats} sums their requests.
+ * Opens remote locations ({@link HttpLocation} as {@link HttpStorage}, {@link S3Location} as {@link
+ * S3Storage}), read-only and without locks, and hands every other location to the local opener. One
+ * HTTP client and one S3 client (each a pool of kept-alive connections, TLS verified against the
+ * JDK's trust store and {@link RemoteOptions#caFile}), made at first use, serve every object it
+ * opens; {@link #stats} sums their requests. {@link #close} closes them.
  */
-public final class RemoteOpener implements StorageOpener {
+public final class RemoteOpener implements StorageOpener, Closeable {
   private final StorageOpener local;
   private final RemoteOptions options;
   private final RemoteStats stats = new RemoteStats();
   private HttpClient client; // guarded by this
+  private S3Client s3; // guarded by this
+  private TrustManager[] trust; // guarded by this
 
   public RemoteOpener(StorageOpener local, RemoteOptions options) {
     this.local = local;
@@ -39,15 +44,24 @@ public final class RemoteOpener implements StorageOpener {
   }
 
   /**
-   * The location a user's argument names: an {@code http://} or {@code https://} URL, else a local
-   * path.
+   * The location a user's argument names: an {@code http://}, {@code https://} or {@code s3://}
+   * URL, else a local path.
    *
-   * @throws IllegalArgumentException for a URL that is not usable (no host, a fragment)
+   * @throws IllegalArgumentException for a URL that is not usable (no host, a fragment, a bad
+   *     bucket name)
    */
   public static Location parse(String argument) {
-    return HttpLocation.isUrl(argument)
-        ? HttpLocation.of(argument)
+    if (HttpLocation.isUrl(argument)) {
+      return HttpLocation.of(argument);
+    }
+    return S3Location.isUrl(argument)
+        ? S3Location.of(argument)
         : FileLocation.of(Path.of(argument));
+  }
+
+  /** Whether {@code location} is one this opener reads from a server. */
+  public static boolean isRemote(Location location) {
+    return location instanceof HttpLocation || location instanceof S3Location;
   }
 
   /**
@@ -58,14 +72,17 @@ public final class RemoteOpener implements StorageOpener {
    */
   @Override
   public Storage open(Location location, boolean writable) throws IOException {
+    if (isRemote(location) && writable) {
+      throw new IOException(
+          location
+              + ": a remote image is never written; use --overlay FILE or --scratch for a"
+              + " writable disk over it");
+    }
     if (location instanceof HttpLocation h) {
-      if (writable) {
-        throw new IOException(
-            h
-                + ": a remote image is never written; use --overlay FILE or --scratch for a"
-                + " writable disk over it");
-      }
       return HttpStorage.open(h, client(), options, stats);
+    }
+    if (location instanceof S3Location s) {
+      return S3Storage.open(s, s3(), options, stats);
     }
     return local.open(location, writable);
   }
@@ -73,7 +90,16 @@ public final class RemoteOpener implements StorageOpener {
   /** A remote object has no lock: nothing to take; a local one is locked by the local opener. */
   @Override
   public Closeable lock(Location location, boolean writer) throws IOException {
-    return location instanceof HttpLocation ? () -> {} : local.lock(location, writer);
+    return isRemote(location) ? () -> {} : local.lock(location, writer);
+  }
+
+  /** Closes the S3 client's connections; the HTTP client's close when idle. */
+  @Override
+  public synchronized void close() {
+    if (s3 != null) {
+      s3.close();
+      s3 = null;
+    }
   }
 
   /** What this opener's remote storages have done so far. */
@@ -87,17 +113,48 @@ public final class RemoteOpener implements StorageOpener {
           HttpClient.newBuilder()
               .followRedirects(HttpClient.Redirect.NEVER) // checked against the origin at open
               .connectTimeout(Duration.ofSeconds(10))
-              .sslContext(sslContext(options.caFile()))
+              .sslContext(sslContext())
               .build();
     }
     return client;
   }
 
+  private synchronized S3Client s3() throws IOException {
+    if (s3 == null) {
+      try {
+        s3 = S3Clients.create(options, stats, trustManagers());
+      } catch (IllegalArgumentException | SdkClientException e) {
+        throw new IOException("S3 client: " + e.getMessage(), e);
+      }
+    }
+    return s3;
+  }
+
+  private synchronized SSLContext sslContext() throws IOException {
+    try {
+      SSLContext ctx = SSLContext.getInstance("TLS");
+      ctx.init(null, trustManagers(), null);
+      return ctx;
+    } catch (GeneralSecurityException e) {
+      throw new IOException("TLS setup failed: " + e.getMessage(), e);
+    }
+  }
+
+  private synchronized TrustManager[] trustManagers() throws IOException {
+    if (trust == null) {
+      trust = trustManagers(options.caFile());
+    }
+    return trust;
+  }
+
   /** The JDK's trust store, plus the certificates of {@code caFile} when given. */
-  private static SSLContext sslContext(Path caFile) throws IOException {
+  private static TrustManager[] trustManagers(Path caFile) throws IOException {
     try {
       if (caFile == null) {
-        return SSLContext.getDefault();
+        TrustManagerFactory system =
+            TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        system.init((KeyStore) null);
+        return system.getTrustManagers();
       }
       KeyStore trusted = KeyStore.getInstance(KeyStore.getDefaultType());
       trusted.load(null, null);
@@ -124,9 +181,7 @@ public final class RemoteOpener implements StorageOpener {
       TrustManagerFactory tmf =
           TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
       tmf.init(trusted);
-      SSLContext ctx = SSLContext.getInstance("TLS");
-      ctx.init(null, tmf.getTrustManagers(), null);
-      return ctx;
+      return tmf.getTrustManagers();
     } catch (GeneralSecurityException e) {
       throw new IOException(
           (caFile != null ? caFile + ": " : "") + "TLS setup failed: " + e.getMessage(), e);

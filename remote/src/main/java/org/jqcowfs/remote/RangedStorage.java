@@ -1,0 +1,237 @@
+package org.jqcowfs.remote;
+
+import java.io.IOException;
+import java.io.InterruptedIOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.NonWritableChannelException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.Storage;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A remote object of a length pinned at open, read with ranged requests and never written: what
+ * {@link HttpStorage} and {@link S3Storage} share. Reads go through a {@link BlockCache} of {@link
+ * #BLOCK_BYTES} blocks; the missing blocks of a read are fetched in runs of at most {@link
+ * #PART_BYTES}, the first on the reader's thread and the others in parallel on a shared pool.
+ * Subclasses fetch one run ({@link #fetch}) conditional on the validator they pinned. Thread-safe;
+ * no lock is held during a fetch.
+ */
+abstract class RangedStorage implements Storage {
+  private static final Logger LOG = LoggerFactory.getLogger(RangedStorage.class);
+
+  /** Bytes per cached block (and the smallest request): a qcow2 cluster at the default size. */
+  static final int BLOCK_BYTES = 64 << 10;
+
+  /** The most one request asks for; a longer missing run is fetched in parallel parts. */
+  static final int PART_BYTES = 512 << 10;
+
+  /** Threads fetching the parts of a read besides the reader's own. */
+  private static final ExecutorService FETCHERS =
+      Executors.newCachedThreadPool(
+          new ThreadFactory() {
+            private final AtomicInteger n = new AtomicInteger();
+
+            @Override
+            public Thread newThread(Runnable r) {
+              Thread t = new Thread(r, "jqcowfs-fetch-" + n.incrementAndGet());
+              t.setDaemon(true);
+              return t;
+            }
+          });
+
+  private final Location location;
+  private final long length;
+  private final BlockCache cache;
+  final RemoteStats stats;
+  private volatile boolean changeLogged;
+
+  RangedStorage(Location location, long length, RemoteOptions options, RemoteStats stats) {
+    this.location = location;
+    this.length = length;
+    this.cache = new BlockCache(options.cacheBytes());
+    this.stats = stats;
+  }
+
+  /**
+   * Fetches {@code bytes} bytes at {@code from}, conditional on the validator pinned at open.
+   *
+   * @return exactly {@code bytes} bytes
+   * @throws IOException after the retries, or at once when the object changed ({@link #changed})
+   */
+  abstract byte[] fetch(long from, int bytes) throws IOException;
+
+  /**
+   * The error for an object that no longer holds the validator pinned at open; logged once per
+   * object, naming it.
+   *
+   * @param validator the pinned validator, as its request header and value
+   * @param answer the server's answer, for the message ("HTTP 412")
+   */
+  final IOException changed(String validator, String answer) {
+    if (!changeLogged) {
+      changeLogged = true;
+      LOG.error(
+          "{}: the object changed since it was opened ({} no longer holds): what is not cached"
+              + " reads as EIO; mount it again to read the new object",
+          location,
+          validator);
+    }
+    return new IOException(location + ": the object changed since it was opened (" + answer + ")");
+  }
+
+  @Override
+  public final Location location() {
+    return location;
+  }
+
+  @Override
+  public final long length() {
+    return length;
+  }
+
+  /**
+   * Reads exactly {@code dst.remaining()} bytes at {@code position}: cached blocks from the cache,
+   * the others fetched (in parallel runs), then cached.
+   *
+   * @throws IOException if the range passes the end of the object, or a fetch fails after its
+   *     retries (or the object changed), naming the location and the range
+   */
+  @Override
+  public final void readFully(ByteBuffer dst, long position) throws IOException {
+    int n = dst.remaining();
+    if (position < 0 || position > length || n > length - position) {
+      throw new IOException(
+          location
+              + ": read of "
+              + n
+              + " bytes at "
+              + position
+              + " passes the end ("
+              + length
+              + ")");
+    }
+    if (n == 0) {
+      return;
+    }
+    long first = position / BLOCK_BYTES;
+    long last = (position + n - 1) / BLOCK_BYTES;
+    Map<Long, byte[]> blocks = new HashMap<>();
+    List<long[]> runs = new ArrayList<>(); // {first block, blocks}
+    int perPart = PART_BYTES / BLOCK_BYTES;
+    for (long i = first; i <= last; i++) {
+      byte[] b = cache.get(i);
+      if (b != null) {
+        blocks.put(i, b);
+        stats.cacheHitBytes.add(b.length);
+      } else if (!runs.isEmpty()
+          && runs.get(runs.size() - 1)[0] + runs.get(runs.size() - 1)[1] == i
+          && runs.get(runs.size() - 1)[1] < perPart) {
+        runs.get(runs.size() - 1)[1]++;
+      } else {
+        runs.add(new long[] {i, 1});
+      }
+    }
+    List<Future<byte[]>> others = new ArrayList<>();
+    for (int k = 1; k < runs.size(); k++) {
+      long[] run = runs.get(k);
+      others.add(FETCHERS.submit(() -> fetchBlocks(run[0], (int) run[1])));
+    }
+    try {
+      if (!runs.isEmpty()) {
+        split(runs.get(0), fetchBlocks(runs.get(0)[0], (int) runs.get(0)[1]), blocks);
+      }
+      for (int k = 1; k < runs.size(); k++) {
+        split(runs.get(k), others.get(k - 1).get(), blocks);
+      }
+    } catch (ExecutionException e) {
+      throw e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new InterruptedIOException(location + ": interrupted");
+    } finally {
+      others.forEach(f -> f.cancel(true));
+    }
+    long pos = position;
+    while (dst.hasRemaining()) {
+      long index = pos / BLOCK_BYTES;
+      byte[] b = blocks.get(index);
+      int at = (int) (pos - index * BLOCK_BYTES);
+      int take = Math.min(dst.remaining(), b.length - at);
+      dst.put(b, at, take);
+      pos += take;
+    }
+  }
+
+  /** Fetches {@code count} blocks from block {@code first} (the last may be short). */
+  private byte[] fetchBlocks(long first, int count) throws IOException {
+    long from = first * BLOCK_BYTES;
+    int bytes = (int) Math.min((long) count * BLOCK_BYTES, length - from);
+    byte[] data = fetch(from, bytes);
+    stats.bytesFetched.add(data.length);
+    return data;
+  }
+
+  /** Cuts a run's bytes into its blocks, caching each. */
+  private void split(long[] run, byte[] data, Map<Long, byte[]> blocks) {
+    for (int k = 0; k < run[1]; k++) {
+      int from = k * BLOCK_BYTES;
+      byte[] b = Arrays.copyOfRange(data, from, Math.min(data.length, from + BLOCK_BYTES));
+      cache.put(run[0] + k, b);
+      blocks.put(run[0] + k, b);
+    }
+  }
+
+  @Override
+  public final int readUpTo(ByteBuffer dst, long position) throws IOException {
+    if (position >= length) {
+      return 0;
+    }
+    int n = (int) Math.min(dst.remaining(), length - position);
+    readFully(dst.slice(dst.position(), n), position);
+    dst.position(dst.position() + n);
+    return n;
+  }
+
+  /** Refused: a remote image is never written. */
+  @Override
+  public final void write(ByteBuffer src, long position) {
+    throw new NonWritableChannelException();
+  }
+
+  /** Nothing to flush: nothing is written. */
+  @Override
+  public final void flush() {}
+
+  /** Refused: a remote image is never written. */
+  @Override
+  public final void punchHole(long position, long length) {
+    throw new NonWritableChannelException();
+  }
+
+  /** Refused: a remote image is never written. */
+  @Override
+  public final void setLength(long bytes) {
+    throw new NonWritableChannelException();
+  }
+
+  /** Nothing to close: the connections belong to the opener's client. */
+  @Override
+  public void close() {}
+
+  @Override
+  public String toString() {
+    return getClass().getSimpleName() + "(" + location + ", " + length + " bytes)";
+  }
+}
