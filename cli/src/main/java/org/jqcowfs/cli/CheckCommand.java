@@ -58,7 +58,9 @@ final class CheckCommand implements Callable<Integer> {
       })
   RepairMode repair;
 
-  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  @Parameters(
+      paramLabel = "IMAGE",
+      description = "A local path, or an http://, https:// or s3://BUCKET/KEY URL.")
   String argument;
 
   @Mixin ImageOptions share = new ImageOptions();
@@ -67,7 +69,7 @@ final class CheckCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     PrintWriter err = spec.commandLine().getErr();
-    Location location = ImageOptions.location(argument);
+    Location location = share.location(argument);
     Path image = location.localPath().orElse(null);
     if (image == null && repair != null) {
       throw new IllegalArgumentException(
@@ -187,7 +189,7 @@ final class CheckCommand implements Callable<Integer> {
   private String json(Qcow2Check.Result r, Qcow2Check.Repair fixed) throws Exception {
     ObjectMapper json = new ObjectMapper();
     ObjectNode o = json.createObjectNode();
-    Location location = ImageOptions.location(argument);
+    Location location = share.location(argument);
     o.put("filename", location.localPath().map(Path::toString).orElse(location.toString()));
     o.put("format", "qcow2");
     o.put("check-errors", r.checkErrors());

@@ -66,7 +66,7 @@ final class ConvertCommand implements Callable<Integer> {
   @Parameters(
       index = "0",
       paramLabel = "IMAGE",
-      description = "A local path, or an http:// or https:// URL.")
+      description = "A local path, or an http://, https:// or s3://BUCKET/KEY URL.")
   String image;
 
   @Parameters(index = "1", paramLabel = "OUT.raw")

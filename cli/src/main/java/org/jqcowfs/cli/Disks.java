@@ -13,6 +13,7 @@ import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.fuse.filesystem.Ownership;
 import org.jqcowfs.readahead.ReadAheadImage;
 import org.jqcowfs.remote.HttpLocation;
+import org.jqcowfs.remote.S3Location;
 import org.jqcowfs.storage.Location;
 
 /**
@@ -39,7 +40,11 @@ final class Disks {
         image
             .localPath()
             .map(p -> p.getFileName().toString())
-            .orElseGet(() -> image instanceof HttpLocation h ? h.fileName() : image.toString());
+            .orElseGet(
+                () ->
+                    image instanceof HttpLocation h
+                        ? h.fileName()
+                        : image instanceof S3Location s ? s.fileName() : image.toString());
     n = n.replace('/', '_');
     return n.isEmpty() ? "disk" : n;
   }

@@ -1,6 +1,8 @@
 package org.jqcowfs.cli;
 
 import java.io.IOException;
+import java.net.URI;
+import java.net.URISyntaxException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -14,7 +16,9 @@ import org.jqcowfs.remote.RemoteOptions;
 import org.jqcowfs.remote.RemoteStats;
 import org.jqcowfs.storage.Location;
 import picocli.CommandLine;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /**
  * The options every command that opens images has: QEMU's {@code -U}, and the rules for the file
@@ -34,8 +38,8 @@ final class ImageOptions {
       paramLabel = "DIR|URL-PREFIX",
       description =
           "Let backing and data file names stored in images lead into DIR and below, or below"
-              + " URL-PREFIX (http:// or https://, repeatable); by default only the directory of"
-              + " IMAGE (or its URL's directory) and below.")
+              + " URL-PREFIX (http://, https:// or s3://BUCKET/PREFIX; repeatable); by default only"
+              + " the directory of IMAGE (or its URL's directory) and below.")
   List<String> allowDirs = new ArrayList<>();
 
   @Option(
@@ -53,6 +57,20 @@ final class ImageOptions {
   Path caFile;
 
   @Option(
+      names = "--s3-endpoint",
+      paramLabel = "URL",
+      description =
+          "The endpoint of an S3-compatible server (MinIO, Ceph RGW, ...) for s3:// images, with"
+              + " path-style requests; default AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else"
+              + " AWS. Credentials and region come from the AWS environment and profile.")
+  String s3Endpoint;
+
+  @Option(
+      names = "--no-sign-request",
+      description = "Send S3 requests unsigned, without credentials (a public bucket).")
+  boolean noSignRequest;
+
+  @Option(
       names = "--unsafe-backing",
       description =
           "Follow any backing or data file name an image stores, as QEMU does. Only for images"
@@ -68,6 +86,9 @@ final class ImageOptions {
   boolean probeBackingFormat;
 
   private RemoteOpener opener;
+
+  @Spec(Spec.Target.MIXEE)
+  CommandSpec command;
 
   // Read policies, each on by default; off only to measure it (docs/performance.md).
   @Option(names = "--no-direct-reads", hidden = true)
@@ -104,16 +125,22 @@ final class ImageOptions {
       try {
         o = o.withCacheBytes(Sizes.parse(cacheSize));
       } catch (IllegalArgumentException e) {
-        throw new CommandLine.ParameterException(
-            new CommandLine(new Object()), "--remote-cache-size: " + e.getMessage());
+        throw usage("--remote-cache-size: " + e.getMessage());
+      }
+    }
+    if (s3Endpoint != null || noSignRequest) {
+      try {
+        o = o.withS3(s3Endpoint == null ? null : new URI(s3Endpoint), noSignRequest);
+      } catch (URISyntaxException | IllegalArgumentException e) {
+        throw usage("--s3-endpoint '" + s3Endpoint + "': not an http(s) URL with a host");
       }
     }
     return caFile != null ? o.withCaFile(caFile) : o;
   }
 
   /**
-   * Opens {@code image} (a path or an http(s) URL) and its chain with {@code options}, remote
-   * layers read as {@link #remoteOptions} say, local ones as {@code options.hostIo()} says.
+   * Opens {@code image} (a path, an http(s) or an s3 URL) and its chain with {@code options},
+   * remote layers read as {@link #remoteOptions} say, local ones as {@code options.hostIo()} says.
    *
    * @throws picocli.CommandLine.ParameterException for a URL that is not usable
    */
@@ -135,14 +162,19 @@ final class ImageOptions {
     return opener == null ? null : opener.stats();
   }
 
-  /** The location a user's argument names, or a usage error naming it. */
-  static Location location(String argument) {
+  /** The location a user's argument names, or a usage error of the command naming it. */
+  Location location(String argument) {
     try {
       return RemoteOpener.parse(argument);
     } catch (IllegalArgumentException e) {
-      throw new CommandLine.ParameterException(
-          new CommandLine(new Object()), "'" + argument + "': " + e.getMessage());
+      throw usage("'" + argument + "': " + e.getMessage());
     }
+  }
+
+  /** A usage error of the command these options belong to. */
+  private CommandLine.ParameterException usage(String message) {
+    return new CommandLine.ParameterException(
+        command != null ? command.commandLine() : new CommandLine(CommandSpec.create()), message);
   }
 
   /** picocli converter for {@code --format}: qcow2 or raw, as qemu-img spells them. */

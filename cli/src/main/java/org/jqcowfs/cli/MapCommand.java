@@ -39,7 +39,9 @@ final class MapCommand implements Callable<Integer> {
 
   @Mixin ImageOptions share = new ImageOptions();
 
-  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  @Parameters(
+      paramLabel = "IMAGE",
+      description = "A local path, or an http://, https:// or s3://BUCKET/KEY URL.")
   String image;
 
   @Override

@@ -175,7 +175,7 @@ final class MountCommand implements Callable<Integer> {
       arity = "2..*",
       paramLabel = "IMAGE",
       description =
-          "The images (qcow2 or raw; local paths, or http:// or https:// URLs), then MOUNTPOINT,"
+          "The images (qcow2 or raw; local paths, or http://, https:// or s3:// URLs), then MOUNTPOINT,"
               + " an existing directory.")
   List<String> paths;
 
@@ -195,7 +195,7 @@ final class MountCommand implements Callable<Integer> {
     }
     MountOptions options =
         MountOptions.DEFAULT.withWritable(writable()).with(allowOther ? "allow_other" : "");
-    String source = paths.size() == 2 ? source(ImageOptions.location(paths.get(0))) : "";
+    String source = paths.size() == 2 ? source(share.location(paths.get(0))) : "";
     if (!source.isEmpty()) {
       options = options.with("fsname=" + source); // /proc/mounts shows the image as the source
     }
@@ -207,10 +207,9 @@ final class MountCommand implements Callable<Integer> {
     }
     Path mountpoint = Path.of(paths.get(paths.size() - 1));
     for (String image : paths.subList(0, paths.size() - 1)) {
-      if (rw && ImageOptions.location(image).localPath().isEmpty()) {
+      if (rw && share.location(image).localPath().isEmpty()) {
         throw new IllegalArgumentException(
-            ImageOptions.location(image)
-                + ": a remote image is never written; mount it without --rw");
+            share.location(image) + ": a remote image is never written; mount it without --rw");
       }
     }
     if (!Files.isDirectory(mountpoint)) {
@@ -227,7 +226,7 @@ final class MountCommand implements Callable<Integer> {
     }
     List<Location> images = new ArrayList<>();
     for (String image : paths.subList(0, paths.size() - 1)) {
-      images.add(ImageOptions.location(image));
+      images.add(share.location(image));
     }
     ChainOptions chainOptions =
         share.apply(

@@ -13,8 +13,8 @@ import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.remote.RemoteOpener;
-import org.jqcowfs.remote.RemoteOptions;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
@@ -37,15 +37,19 @@ final class SnapshotCommand implements Callable<Integer> {
       description = "List the snapshots (the only action of a read-only tool).")
   boolean list;
 
-  @Parameters(paramLabel = "IMAGE", description = "A local path, or an http:// or https:// URL.")
+  @Mixin ImageOptions share = new ImageOptions();
+
+  @Parameters(
+      paramLabel = "IMAGE",
+      description = "A local path, or an http://, https:// or s3://BUCKET/KEY URL.")
   String image;
 
   @Override
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
-    RemoteOpener opener = new RemoteOpener(PosixOpener.DEFAULT, RemoteOptions.DEFAULT);
+    RemoteOpener opener = new RemoteOpener(PosixOpener.DEFAULT, share.remoteOptions());
     try (Qcow2Image q =
-        Qcow2Image.open(ImageOptions.location(image), Qcow2Options.DEFAULT.withStorage(opener))) {
+        Qcow2Image.open(share.location(image), Qcow2Options.DEFAULT.withStorage(opener))) {
       if (q.snapshotTableDamage().isPresent()) {
         throw new IOException(q.snapshotTableDamage().get());
       }

@@ -35,13 +35,24 @@ final class S3Clients {
 
   private S3Clients() {}
 
-  /** The endpoint the options or the environment name, or null for AWS's own. */
+  /**
+   * The endpoint the options name, else the environment ({@code AWS_ENDPOINT_URL_S3}, then {@code
+   * AWS_ENDPOINT_URL}, each after its system property {@code aws.endpointUrlS3}, {@code
+   * aws.endpointUrl}, as the SDK orders them), or null for AWS's own.
+   *
+   * @throws IllegalArgumentException if the setting is not a URL with a host
+   */
   static URI endpoint(RemoteOptions options) {
     if (options.s3Endpoint() != null) {
       return options.s3Endpoint();
     }
-    for (String name : new String[] {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}) {
-      String v = System.getenv(name);
+    String[][] settings = {
+      {"AWS_ENDPOINT_URL_S3", System.getProperty("aws.endpointUrlS3")},
+      {"AWS_ENDPOINT_URL", System.getProperty("aws.endpointUrl")}
+    };
+    for (String[] setting : settings) {
+      String name = setting[0];
+      String v = setting[1] != null ? setting[1] : System.getenv(name);
       if (v != null && !v.isBlank()) {
         URI u = URI.create(v.trim());
         if (u.getHost() == null) {
