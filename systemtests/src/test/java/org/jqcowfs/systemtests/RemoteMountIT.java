@@ -7,33 +7,76 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import org.jqcowfs.qcow2.testing.ImageMatrix;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.jqcowfs.remote.Nginx;
+import org.jqcowfs.remote.S3Proxy;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Mounts of images on a real nginx (127.0.0.1): the flat file of a URL reads as {@code qemu-img
- * convert} of the local file and walks SEEK_DATA/SEEK_HOLE as QEMU's map says; {@code cp --sparse}
- * of a 4 GiB image holding 128 MiB makes the server send little more than the image file; a
- * writable mount of a URL is refused in one line.
+ * Mounts of images on a real nginx and a real S3 server (S3Proxy), both on 127.0.0.1: the flat file
+ * of a URL reads as {@code qemu-img convert} of the local file and walks SEEK_DATA/SEEK_HOLE as
+ * QEMU's map says; {@code cp --sparse} of a 4 GiB image holding 128 MiB makes the server send
+ * little more than the image file; a writable mount of a URL is refused in one line.
  */
 class RemoteMountIT {
   static final long MIB = 1 << 20;
   @TempDir static Path dir;
   static Nginx nginx;
+  static S3Proxy s3;
 
   @BeforeAll
   static void start() throws Exception {
     nginx = Nginx.start(dir.resolve("nginx"), "");
+    s3 = S3Proxy.start(dir.resolve("s3"), "disks");
   }
 
   @AfterAll
   static void stop() throws Exception {
     nginx.close();
+    s3.close();
+  }
+
+  @Test
+  void anS3MountReadsAndSeeksAsQemuReadsTheLocalImage() throws Exception {
+    // the daemon finds server and credentials where the AWS tools look: the environment
+    Map<String, String> env =
+        Map.of(
+            "AWS_ENDPOINT_URL",
+            s3.endpoint().toString(),
+            "AWS_ACCESS_KEY_ID",
+            S3Proxy.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY",
+            S3Proxy.SECRET_KEY,
+            "AWS_EC2_METADATA_DISABLED",
+            "true");
+    for (String name : List.of("zstd-64k", "chain-other-dir")) {
+      ImageMatrix.Named named =
+          ImageMatrix.all().stream().filter(n -> n.name().equals(name)).findFirst().orElseThrow();
+      Path bucket = s3.root.resolve("disks");
+      ImageMatrix.Case c = named.recipe().build(Files.createDirectories(bucket.resolve(name)));
+      Path reference = Qemu.convertRaw(c.image(), dir.resolve("s3-" + name + ".raw"), null);
+      Path mnt = Files.createDirectories(dir.resolve("mnt-s3-" + name));
+      String url = "s3://disks/" + bucket.relativize(c.image());
+      List<String> cmd =
+          List.of(
+              Jqcowfs.LAUNCHER.toString(),
+              "mount",
+              "-f",
+              "--allow-dir",
+              "s3://disks/" + name + "/",
+              url,
+              mnt.toString());
+      try (Jqcowfs.Mount m = Jqcowfs.Mount.start(mnt, cmd, env)) {
+        Path flat = m.file(c.image().getFileName().toString().replaceAll("\\.[^.]*$", "") + ".raw");
+        assertEquals(Qemu.sha256(reference), Qemu.sha256(flat), name + ": bytes");
+        assertEquals(Holes.qemu(c.image()), Holes.walk(flat), name + ": SEEK_DATA/SEEK_HOLE walk");
+      }
+    }
   }
 
   @Test
