@@ -188,15 +188,18 @@ public final class ChainOpener {
     return b.toString();
   }
 
-  /** The top image's directory and the extra allowed ones, or QEMU's follow-anything. */
+  /**
+   * The top image's directory and the extra allowed ones, or QEMU's follow-anything; URL names in
+   * local images as the opener reads them.
+   */
   private static NamePolicy namePolicy(Location top, ChainOptions options) throws IOException {
     if (options.unsafeBacking()) {
-      return NamePolicy.UNSAFE;
+      return NamePolicy.UNSAFE.withUrlNames(options.opener());
     }
     List<Location> dirs = new ArrayList<>();
     dirs.add(top.directory());
     dirs.addAll(options.allowDirs());
-    return NamePolicy.confinedTo(dirs);
+    return NamePolicy.confinedTo(dirs).withUrlNames(options.opener());
   }
 
   /** Refuses a top image that should be qcow2 but lacks the magic (an empty file too). */

@@ -35,7 +35,7 @@ final class Disks {
   }
 
   /** The image's file name: a local path's last element, a URL's last segment (decoded). */
-  private static String fileName(Location image) {
+  static String fileName(Location image) {
     String n =
         image
             .localPath()

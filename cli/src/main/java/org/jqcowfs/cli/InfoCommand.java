@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.PrintWriter;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
@@ -12,6 +13,8 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.remote.RemoteOpener;
+import org.jqcowfs.storage.Location;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -115,8 +118,15 @@ final class InfoCommand implements Callable<Integer> {
         n.set("snapshots", snaps);
       }
       if (h.backingFileName() != null) {
-        n.put("backing-filename", h.backingFileName());
-        n.put("full-backing-filename", q.location().resolve(h.backingFileName()).toString());
+        // a URL a local overlay names is shown as messages show it: no user information, no query
+        Optional<Location> url =
+            q.location().localPath().isPresent()
+                ? RemoteOpener.url(h.backingFileName())
+                : Optional.empty();
+        n.put("backing-filename", url.map(Location::toString).orElse(h.backingFileName()));
+        n.put(
+            "full-backing-filename",
+            url.orElseGet(() -> q.location().resolve(h.backingFileName())).toString());
         if (h.backingFormat() != null) {
           n.put("backing-filename-format", h.backingFormat());
         }

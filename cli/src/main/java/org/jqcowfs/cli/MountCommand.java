@@ -117,8 +117,9 @@ final class MountCommand implements Callable<Integer> {
       paramLabel = "NEW.qcow2",
       description =
           "Mount read-write through NEW.qcow2, a qcow2 overlay over IMAGE: created when missing"
-              + " (its backing name relative to its own directory, the format recorded), reused"
-              + " when it already names IMAGE. IMAGE and its chain stay untouched.")
+              + " (its backing name relative to its own directory, or IMAGE's URL; the format"
+              + " recorded), reused when it already names IMAGE. IMAGE and its chain stay"
+              + " untouched.")
   Path overlay;
 
   @Option(
@@ -236,27 +237,19 @@ final class MountCommand implements Callable<Integer> {
                 .withTopFormat(format));
     Path scratchFile = null;
     if (overlay != null || scratch) {
-      Path image =
-          images
-              .get(0)
-              .localPath()
-              .orElseThrow(
-                  () ->
-                      new IllegalArgumentException(
-                          "--overlay and --scratch over a URL are not there yet: mount the URL"
-                              + " read-only, or convert it to a local file"));
+      Location image = images.get(0);
       Path top;
       if (scratch) {
         scratchFile = Files.createTempFile("jqcowfs-scratch-", ".qcow2");
         Files.delete(scratchFile); // created below as an overlay
         top = scratchFile;
-        name = name != null ? name : FlatFileSystem.rawName(image);
+        name = name != null ? name : FlatFileSystem.rawName(Path.of(Disks.fileName(image)));
       } else {
         top = overlay;
       }
-      Overlays.createOrReuse(top, image, format, chainOptions);
+      Overlays.createOrReuse(top, image, format, share.withOpener(chainOptions));
       List<Location> dirs = new ArrayList<>(chainOptions.allowDirs());
-      dirs.add(FileLocation.of(image.toAbsolutePath().getParent())); // the overlay's chain
+      dirs.add(image.directory()); // the overlay's chain: the image's own directory or URL prefix
       chainOptions =
           chainOptions
               .withAllowedDirs(

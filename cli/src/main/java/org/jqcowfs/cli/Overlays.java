@@ -8,6 +8,9 @@ import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
 import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.remote.HttpLocation;
+import org.jqcowfs.remote.RemoteOpener;
+import org.jqcowfs.storage.Location;
 
 /** The overlays of {@code mount --overlay} and {@code --scratch}. */
 final class Overlays {
@@ -15,25 +18,24 @@ final class Overlays {
 
   /**
    * Creates {@code overlay}, a qcow2 image as {@code qemu-img create -b IMAGE -F FMT} makes it (the
-   * backing name relative to the overlay's directory, the format recorded, IMAGE's virtual size),
-   * or checks that the existing one names {@code image} as its backing file.
+   * backing name relative to the overlay's directory for a local image, the URL for a remote one,
+   * the format recorded, IMAGE's virtual size), or checks that the existing one names {@code image}
+   * as its backing file.
    *
+   * @param options how to open {@code image} and its chain (with the opener of URLs)
    * @throws IllegalArgumentException if {@code overlay} exists and names another backing file
    * @throws IOException if {@code image} cannot be opened or the overlay cannot be written
    */
   static void createOrReuse(
-      Path overlay, Path image, ChainOpener.Format format, ChainOptions options)
+      Path overlay, Location image, ChainOpener.Format format, ChainOptions options)
       throws IOException {
     Path dir = overlay.toAbsolutePath().getParent();
-    Path target = image.toRealPath();
     if (Files.exists(overlay)) {
       String name;
       try (Qcow2Image o = Qcow2Image.open(overlay)) {
         name = o.backingFileName().orElse(null);
       }
-      if (name == null
-          || !Files.exists(dir.resolve(name))
-          || !dir.resolve(name).toRealPath().equals(target)) {
+      if (name == null || !names(dir, name, image)) {
         throw new IllegalArgumentException(
             overlay
                 + " exists and its backing file is "
@@ -48,7 +50,10 @@ final class Overlays {
     try (BackingChain chain = ChainOpener.open(image, options.withTopFormat(format))) {
       size = chain.size();
     }
-    String backingName = dir.relativize(image.toAbsolutePath().normalize()).toString();
+    String backingName =
+        image.localPath().isPresent()
+            ? dir.relativize(image.localPath().get().toAbsolutePath().normalize()).toString()
+            : url(image);
     Qcow2Create.Options o = Qcow2Create.Options.defaults(size);
     Qcow2Create.create(
         overlay,
@@ -64,5 +69,23 @@ final class Overlays {
             format == ChainOpener.Format.RAW ? "raw" : "qcow2",
             null,
             false));
+  }
+
+  /** Whether {@code name}, stored in an overlay in {@code dir}, names {@code image}. */
+  private static boolean names(Path dir, String name, Location image) throws IOException {
+    if (image.localPath().isEmpty()) {
+      try {
+        return RemoteOpener.parse(name).equals(image);
+      } catch (IllegalArgumentException e) {
+        return false;
+      }
+    }
+    Path p = dir.resolve(name);
+    return Files.exists(p) && p.toRealPath().equals(image.localPath().get().toRealPath());
+  }
+
+  /** A remote image's URL as the user gave it (user information and query kept: it must open). */
+  private static String url(Location image) {
+    return image instanceof HttpLocation h ? h.uri().toString() : image.toString();
   }
 }

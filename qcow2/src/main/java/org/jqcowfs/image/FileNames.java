@@ -1,13 +1,18 @@
 package org.jqcowfs.image;
 
+import java.util.Optional;
 import java.util.regex.Pattern;
 import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.StorageOpener;
 
 /**
  * Resolves file names stored in an image (backing file, external data file) the way QEMU does for
  * plain names: relative to the directory of the image that names them, never the working directory.
  * Pseudo-names that QEMU would parse ({@code json:...}, {@code protocol://...}, {@code nbd:...})
- * are refused, and so is an absolute name in a remote image (QEMU would open a local file).
+ * are refused, but for a URL stored in a local image that the opener reads ({@link
+ * StorageOpener#absoluteName}: an overlay over a remote image), which the name policy then
+ * confines; an absolute name in a remote image is refused (QEMU would open a local file), and so is
+ * any URL there.
  */
 public final class FileNames {
   private static final Pattern PROTOCOL = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]*:.*");
@@ -18,11 +23,12 @@ public final class FileNames {
    * @param image where the image that stores the name is
    * @param name the stored name
    * @param field what the name is, for the message ("backing file", "external data file")
-   * @return the resolved location ({@link Location#resolve})
+   * @param urls what reads URL names, or null when none are followed
+   * @return the resolved location ({@link Location#resolve}), or the URL's
    * @throws ImageFormatException for an empty, {@code json:} or protocol name, or one the location
    *     cannot resolve
    */
-  public static Location resolve(Location image, String name, String field)
+  public static Location resolve(Location image, String name, String field, StorageOpener urls)
       throws ImageFormatException {
     if (name.isEmpty()) {
       throw new ImageFormatException(image, field + " name is empty");
@@ -32,6 +38,13 @@ public final class FileNames {
           image, field + " name '" + name + "' is a json: pseudo-name, which is refused");
     }
     if (PROTOCOL.matcher(name).matches() && !name.startsWith("/")) {
+      Optional<Location> url =
+          urls != null && image.localPath().isPresent()
+              ? urls.absoluteName(name)
+              : Optional.empty();
+      if (url.isPresent()) {
+        return url.get();
+      }
       throw new ImageFormatException(
           image, field + " name '" + name + "' names a protocol, which is refused");
     }

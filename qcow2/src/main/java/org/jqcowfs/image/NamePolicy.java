@@ -6,6 +6,7 @@ import java.util.Collection;
 import java.util.List;
 import java.util.stream.Collectors;
 import org.jqcowfs.storage.Location;
+import org.jqcowfs.storage.StorageOpener;
 
 /**
  * Which locations a name stored in an image (a backing file, an external data file) may reach. The
@@ -17,14 +18,25 @@ import org.jqcowfs.storage.Location;
  */
 public final class NamePolicy {
   /** Follows any name, as QEMU does ({@code --unsafe-backing}). */
-  public static final NamePolicy UNSAFE = new NamePolicy(List.of(), true);
+  public static final NamePolicy UNSAFE = new NamePolicy(List.of(), true, null);
 
   private final List<Location> allowedDirs;
   private final boolean unsafe;
+  private final StorageOpener urls;
 
-  private NamePolicy(List<Location> allowedDirs, boolean unsafe) {
+  private NamePolicy(List<Location> allowedDirs, boolean unsafe, StorageOpener urls) {
     this.allowedDirs = List.copyOf(allowedDirs);
     this.unsafe = unsafe;
+    this.urls = urls;
+  }
+
+  /**
+   * This policy, also resolving the URL names that {@code opener} reads when a local image stores
+   * them ({@link FileNames#resolve}); confined, such a name is followed only inside an allowed URL
+   * prefix.
+   */
+  public NamePolicy withUrlNames(StorageOpener opener) {
+    return new NamePolicy(allowedDirs, unsafe, opener);
   }
 
   /**
@@ -39,7 +51,7 @@ public final class NamePolicy {
     for (Location d : dirs) {
       real.add(d.realDirectory());
     }
-    return new NamePolicy(real, false);
+    return new NamePolicy(real, false, null);
   }
 
   /**
@@ -54,7 +66,7 @@ public final class NamePolicy {
    * @throws IOException if the real location cannot be found
    */
   public Location resolve(Location image, String name, String field) throws IOException {
-    Location p = FileNames.resolve(image, name, field);
+    Location p = FileNames.resolve(image, name, field, urls);
     if (unsafe || !p.exists()) {
       return p;
     }

@@ -2,6 +2,7 @@ package org.jqcowfs.storage;
 
 import java.io.Closeable;
 import java.io.IOException;
+import java.util.Optional;
 
 /**
  * Turns a {@link Location} into a {@link Storage}, and locks it as QEMU locks an image: injected
@@ -28,4 +29,13 @@ public interface StorageOpener {
    * @throws IOException if another process holds a conflicting lock, naming the location
    */
   Closeable lock(Location location, boolean writer) throws IOException;
+
+  /**
+   * The location that {@code name}, an absolute name of a place this opener reads besides files (a
+   * URL), names; empty when it names none (the name policy then refuses it as a protocol name).
+   * Whether it may be followed is the name policy's to decide.
+   */
+  default Optional<Location> absoluteName(String name) {
+    return Optional.empty();
+  }
 }

@@ -12,6 +12,7 @@ import java.security.cert.Certificate;
 import java.security.cert.CertificateFactory;
 import java.security.cert.X509Certificate;
 import java.time.Duration;
+import java.util.Optional;
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
@@ -85,6 +86,24 @@ public final class RemoteOpener implements StorageOpener, Closeable {
       return S3Storage.open(s, s3(), options, stats);
     }
     return local.open(location, writable);
+  }
+
+  /** The {@code http(s)://} or {@code s3://} URL {@code name} is, if it is a usable one. */
+  @Override
+  public Optional<Location> absoluteName(String name) {
+    return url(name);
+  }
+
+  /** The {@code http(s)://} or {@code s3://} URL {@code name} is, if it is a usable one. */
+  public static Optional<Location> url(String name) {
+    if (!HttpLocation.isUrl(name) && !S3Location.isUrl(name)) {
+      return Optional.empty();
+    }
+    try {
+      return Optional.of(parse(name));
+    } catch (IllegalArgumentException e) {
+      return Optional.empty();
+    }
   }
 
   /** A remote object has no lock: nothing to take; a local one is locked by the local opener. */

@@ -230,6 +230,48 @@ class HttpImageTest {
   }
 
   @Test
+  void aLocalOverlayFollowsItsUrlBackingFileOnlyWhereAllowed(@TempDir Path work) throws Exception {
+    Path base = image("overlay-base/base.qcow2", null);
+    String url = nginx.url("overlay-base/base.qcow2");
+    Path overlay = work.resolve("overlay.qcow2");
+    Qemu.img(
+        work,
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        url,
+        "-F",
+        "qcow2",
+        overlay.toString(),
+        "4M");
+    Qemu.io(work, overlay.toString(), "write -P 0x77 512k 1M");
+    Location top = RemoteOpener.parse(overlay.toString());
+    ImageFormatException e =
+        assertThrows(
+            ImageFormatException.class,
+            () -> ChainOpener.open(top, ChainOptions.DEFAULT.withStorage(opener())));
+    assertTrue(e.getMessage().contains("outside the allowed directories"), e.getMessage());
+    ImageFormatException other =
+        assertThrows(
+            ImageFormatException.class,
+            () -> ChainOpener.open(top, options(opener(), nginx.url("plain/"))));
+    assertTrue(other.getMessage().contains(url), other.getMessage());
+    // the oracle: the same overlay with the local base file as its backing file
+    Path local = work.resolve("local.qcow2");
+    Files.copy(overlay, local);
+    Qemu.img(work, "rebase", "-q", "-u", "-b", base.toString(), "-F", "qcow2", local.toString());
+    Path reference = Qemu.convertRaw(local, work.resolve("local.raw"), null);
+    try (BackingChain chain =
+        ChainOpener.open(top, options(opener(), nginx.url("overlay-base/")))) {
+      assertEquals(2, chain.layers().size());
+      assertEquals(Qemu.sha256(reference), sha256(chain));
+    }
+  }
+
+  @Test
   void aRedirectWithinTheDirectoryIsFollowed() throws Exception {
     Path local = image("plain/v3-64k.qcow2", null);
     try (BackingChain chain =

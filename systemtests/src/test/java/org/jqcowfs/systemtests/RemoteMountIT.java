@@ -21,7 +21,9 @@ import org.junit.jupiter.api.io.TempDir;
  * Mounts of images on a real nginx and a real S3 server (S3Proxy), both on 127.0.0.1: the flat file
  * of a URL reads as {@code qemu-img convert} of the local file and walks SEEK_DATA/SEEK_HOLE as
  * QEMU's map says; {@code cp --sparse} of a 4 GiB image holding 128 MiB makes the server send
- * little more than the image file; a writable mount of a URL is refused in one line.
+ * little more than the image file; {@code --rw} on a URL is refused in one line, while {@code
+ * --overlay} and {@code --scratch} over a URL take the writes locally (the overlay names the URL,
+ * with its format) and leave the server's file as it was.
  */
 class RemoteMountIT {
   static final long MIB = 1 << 20;
@@ -133,6 +135,90 @@ class RemoteMountIT {
         sent, imageBytes, 128 * MIB);
     assertTrue(sent >= 128 * MIB, "the access log counts what was sent: " + sent);
     assertTrue(sent <= imageBytes * 12 / 10, "sent " + sent + " bytes for " + imageBytes);
+  }
+
+  @Test
+  void anOverlayOverAUrlTakesTheWritesAndTheServerFileStaysAsItWas() throws Exception {
+    Path base = Files.createDirectories(nginx.root.resolve("ov")).resolve("base.qcow2");
+    Qemu.img(base.getParent(), "create", "-q", "-f", "qcow2", base.toString(), "64M");
+    Qemu.io(base.getParent(), base.toString(), "write -P 0x31 0 8M", "write -c -P 0x32 16M 4M");
+    String baseHash = Qemu.sha256(base);
+    String url = nginx.url("ov/base.qcow2");
+    Path overlay = dir.resolve("ov-changes.qcow2");
+    Path mnt = Files.createDirectories(dir.resolve("mnt-ov"));
+    Path pattern = dir.resolve("pattern.bin");
+    byte[] bytes = new byte[3 << 20];
+    new java.util.Random(41).nextBytes(bytes);
+    Files.write(pattern, bytes);
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--overlay", overlay.toString(), url)) {
+      Jqcowfs.Run dd =
+          Jqcowfs.exec(
+              List.of(
+                  "dd",
+                  "if=" + pattern,
+                  "of=" + m.file("ov-changes.raw"),
+                  "bs=1M",
+                  "seek=6",
+                  "conv=notrunc,fsync",
+                  "status=none"));
+      assertEquals(0, dd.code(), dd.err());
+    }
+    assertEquals(baseHash, Qemu.sha256(base), "the server's file is untouched");
+    String info = Qemu.img(dir, "info", "--output=json", overlay.toString());
+    assertTrue(info.contains("\"backing-filename\": \"" + url + "\""), info);
+    assertTrue(info.contains("\"backing-filename-format\": \"qcow2\""), info);
+    // the oracle: QEMU reads a copy of the overlay over the local base file
+    Path local = dir.resolve("ov-local.qcow2");
+    Files.copy(overlay, local);
+    Qemu.img(dir, "rebase", "-q", "-u", "-b", base.toString(), "-F", "qcow2", local.toString());
+    Qemu.Check check = Qemu.check(local);
+    assertEquals(0, check.exitStatus(), "qemu-img check: " + check);
+    Path reference = Qemu.convertRaw(local, dir.resolve("ov-local.raw"), null);
+    // mounted again, the overlay is reused and reads as QEMU reads it
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--overlay", overlay.toString(), url)) {
+      assertEquals(Qemu.sha256(reference), Qemu.sha256(m.file("ov-changes.raw")));
+    }
+    Jqcowfs.Run cmp =
+        Jqcowfs.exec(
+            List.of(
+                "cmp",
+                "-n",
+                String.valueOf(bytes.length),
+                "-i",
+                "0:" + (6 << 20),
+                pattern.toString(),
+                reference.toString()));
+    assertEquals(0, cmp.code(), "the written bytes: " + cmp.out());
+  }
+
+  @Test
+  void aScratchMountOverAUrlThrowsTheWritesAway() throws Exception {
+    Path base = Files.createDirectories(nginx.root.resolve("sc")).resolve("disk.qcow2");
+    Qemu.img(base.getParent(), "create", "-q", "-f", "qcow2", base.toString(), "16M");
+    Qemu.io(base.getParent(), base.toString(), "write -P 0x51 0 4M");
+    String baseHash = Qemu.sha256(base);
+    Path reference = Qemu.convertRaw(base, dir.resolve("sc.raw"), null);
+    Path mnt = Files.createDirectories(dir.resolve("mnt-sc"));
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, "--scratch", nginx.url("sc/disk.qcow2"))) {
+      Jqcowfs.Run dd =
+          Jqcowfs.exec(
+              List.of(
+                  "dd",
+                  "if=/dev/zero",
+                  "of=" + m.file("disk.raw"),
+                  "bs=1M",
+                  "count=2",
+                  "conv=notrunc,fsync",
+                  "status=none"));
+      assertEquals(0, dd.code(), dd.err());
+      Jqcowfs.Run cmp =
+          Jqcowfs.exec(List.of("cmp", "-n", "2097152", "/dev/zero", m.file("disk.raw").toString()));
+      assertEquals(0, cmp.code(), "the write reads back: " + cmp.out());
+    }
+    assertEquals(baseHash, Qemu.sha256(base), "the server's file is untouched");
+    try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, nginx.url("sc/disk.qcow2"))) {
+      assertEquals(Qemu.sha256(reference), Qemu.sha256(m.file("disk.raw")), "writes thrown away");
+    }
   }
 
   @Test
