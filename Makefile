@@ -7,7 +7,7 @@ PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-c
         fincore:util-linux-extra asciidoctor:asciidoctor nginx:nginx-light openssl:openssl
 APT_EXTRA := libfuse2 libdeflate0
 
-.PHONY: all build test lint fmt fuzz bench bench-write soak demo install deb clean deps
+.PHONY: all build test lint fmt fuzz bench bench-write bench-remote soak demo install deb clean deps
 
 all: build
 
@@ -70,6 +70,12 @@ bench: deps build
 ## bench-write: writable mounts against qemu-storage-daemon's writable export (RUNS=3, FIO_SECONDS=20, MKFS_REPS=3)
 bench-write: deps build
 	bash bench/write.sh
+
+## bench-remote: images on nginx behind a delaying proxy (RTTS="0 10 40" ms): jqcowfs convert and a
+## mount's cp against QEMU's curl driver and curl-then-convert (bench/results-remote.md; RUNS=3)
+bench-remote: deps build
+	@$(MAKE) --no-print-directory deps PKGS="curl:curl python3:python3" APT_EXTRA="qemu-block-extra"
+	bash bench/remote.sh
 
 ## soak: the long write-safety runs: 1000 kill -9 cycles, every crash state of every workload
 soak: deps build

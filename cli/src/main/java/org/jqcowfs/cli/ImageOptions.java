@@ -50,6 +50,15 @@ final class ImageOptions {
   String cacheSize;
 
   @Option(
+      names = "--cache-dir",
+      paramLabel = "DIR",
+      description =
+          "Also keep the blocks fetched of remote images in DIR (made 0700 when missing), reused"
+              + " by later commands and mounts while the object is unchanged (same ETag); DIR grows"
+              + " with what is read: delete its files to free the space.")
+  Path cacheDir;
+
+  @Option(
       names = "--ca-file",
       paramLabel = "PEM",
       description =
@@ -134,6 +143,9 @@ final class ImageOptions {
       } catch (URISyntaxException | IllegalArgumentException e) {
         throw usage("--s3-endpoint '" + s3Endpoint + "': not an http(s) URL with a host");
       }
+    }
+    if (cacheDir != null) {
+      o = o.withCacheDir(cacheDir);
     }
     return caFile != null ? o.withCaFile(caFile) : o;
   }

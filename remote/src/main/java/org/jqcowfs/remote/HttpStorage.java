@@ -53,8 +53,16 @@ public final class HttpStorage extends RangedStorage {
       URI target,
       long length,
       String validatorHeader,
-      String validator) {
-    super(location, length, options, stats);
+      String validator)
+      throws IOException {
+    super(
+        location,
+        length,
+        options,
+        stats,
+        validator == null
+            ? null
+            : target + "\n" + validatorHeader + " " + validator + "\n" + length);
     this.location = location;
     this.client = client;
     this.options = options;

@@ -14,6 +14,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
@@ -24,7 +25,8 @@ import org.slf4j.LoggerFactory;
  * A remote object of a length pinned at open, read with ranged requests and never written: what
  * {@link HttpStorage} and {@link S3Storage} share. Reads go through a {@link BlockCache} of {@link
  * #BLOCK_BYTES} blocks; the missing blocks of a read are fetched in runs of at most {@link
- * #PART_BYTES}, the first on the reader's thread and the others in parallel on a shared pool.
+ * #PART_BYTES}, the first on the reader's thread and the others in parallel on a shared pool; with
+ * {@link RemoteOptions#cacheDir}, blocks are also kept on disk ({@link DiskCache}) across opens.
  * Subclasses fetch one run ({@link #fetch}) conditional on the validator they pinned. Thread-safe;
  * no lock is held during a fetch.
  */
@@ -54,14 +56,27 @@ abstract class RangedStorage implements Storage {
   private final Location location;
   private final long length;
   private final BlockCache cache;
+  private final DiskCache disk; // or null
   final RemoteStats stats;
-  private volatile boolean changeLogged;
+  private final AtomicBoolean changeLogged = new AtomicBoolean();
 
-  RangedStorage(Location location, long length, RemoteOptions options, RemoteStats stats) {
+  /**
+   * @param identity what names this object's bytes for the on-disk cache (its URL, the validator
+   *     pinned at open, its length), or null for none (no validator: a replaced object could not be
+   *     told apart)
+   * @throws IOException if the on-disk cache ({@link RemoteOptions#cacheDir}) cannot be opened
+   */
+  RangedStorage(
+      Location location, long length, RemoteOptions options, RemoteStats stats, String identity)
+      throws IOException {
     this.location = location;
     this.length = length;
     this.cache = new BlockCache(options.cacheBytes());
     this.stats = stats;
+    this.disk =
+        options.cacheDir() != null && identity != null
+            ? DiskCache.open(options.cacheDir(), identity, BLOCK_BYTES)
+            : null;
   }
 
   /**
@@ -80,8 +95,7 @@ abstract class RangedStorage implements Storage {
    * @param answer the server's answer, for the message ("HTTP 412")
    */
   final IOException changed(String validator, String answer) {
-    if (!changeLogged) {
-      changeLogged = true;
+    if (changeLogged.compareAndSet(false, true)) { // parallel parts find it at once
       LOG.error(
           "{}: the object changed since it was opened ({} no longer holds): what is not cached"
               + " reads as EIO; mount it again to read the new object",
@@ -135,6 +149,10 @@ abstract class RangedStorage implements Storage {
       if (b != null) {
         blocks.put(i, b);
         stats.cacheHitBytes.add(b.length);
+      } else if (disk != null && (b = disk.get(i, blockBytes(i))) != null) {
+        cache.put(i, b);
+        blocks.put(i, b);
+        stats.diskHitBytes.add(b.length);
       } else if (!runs.isEmpty()
           && runs.get(runs.size() - 1)[0] + runs.get(runs.size() - 1)[1] == i
           && runs.get(runs.size() - 1)[1] < perPart) {
@@ -174,6 +192,11 @@ abstract class RangedStorage implements Storage {
     }
   }
 
+  /** The bytes of block {@code i}: BLOCK_BYTES but for a short last block. */
+  private int blockBytes(long i) {
+    return (int) Math.min(BLOCK_BYTES, length - i * BLOCK_BYTES);
+  }
+
   /** Fetches {@code count} blocks from block {@code first} (the last may be short). */
   private byte[] fetchBlocks(long first, int count) throws IOException {
     long from = first * BLOCK_BYTES;
@@ -190,6 +213,9 @@ abstract class RangedStorage implements Storage {
       byte[] b = Arrays.copyOfRange(data, from, Math.min(data.length, from + BLOCK_BYTES));
       cache.put(run[0] + k, b);
       blocks.put(run[0] + k, b);
+      if (disk != null) {
+        disk.put(run[0] + k, b);
+      }
     }
   }
 
@@ -226,9 +252,13 @@ abstract class RangedStorage implements Storage {
     throw new NonWritableChannelException();
   }
 
-  /** Nothing to close: the connections belong to the opener's client. */
+  /** Closes the on-disk cache; the connections belong to the opener's client. */
   @Override
-  public void close() {}
+  public void close() throws IOException {
+    if (disk != null) {
+      disk.close();
+    }
+  }
 
   @Override
   public String toString() {

@@ -16,6 +16,7 @@ import java.time.Duration;
  * @param s3Endpoint the endpoint of an S3-compatible server ({@code --s3-endpoint}), or null for
  *     {@code AWS_ENDPOINT_URL_S3}, {@code AWS_ENDPOINT_URL}, else AWS's own endpoints
  * @param s3Unsigned whether S3 requests go unsigned (a public bucket, {@code --no-sign-request})
+ * @param cacheDir a directory keeping fetched blocks across opens ({@code --cache-dir}), or null
  */
 public record RemoteOptions(
     long cacheBytes,
@@ -24,12 +25,13 @@ public record RemoteOptions(
     int attempts,
     Duration retryTime,
     URI s3Endpoint,
-    boolean s3Unsigned) {
+    boolean s3Unsigned,
+    Path cacheDir) {
 
   /** 64 MiB of cache, the system's CAs, 30 s a request, 5 attempts within 60 s, signed S3. */
   public static final RemoteOptions DEFAULT =
       new RemoteOptions(
-          64L << 20, null, Duration.ofSeconds(30), 5, Duration.ofSeconds(60), null, false);
+          64L << 20, null, Duration.ofSeconds(30), 5, Duration.ofSeconds(60), null, false, null);
 
   public RemoteOptions {
     if (cacheBytes < RangedStorage.BLOCK_BYTES) {
@@ -53,18 +55,20 @@ public record RemoteOptions(
 
   /** These options with {@code bytes} of cache. */
   public RemoteOptions withCacheBytes(long bytes) {
-    return new RemoteOptions(bytes, caFile, timeout, attempts, retryTime, s3Endpoint, s3Unsigned);
+    return new RemoteOptions(
+        bytes, caFile, timeout, attempts, retryTime, s3Endpoint, s3Unsigned, cacheDir);
   }
 
   /** These options trusting the CA certificates in {@code pem} as well. */
   public RemoteOptions withCaFile(Path pem) {
-    return new RemoteOptions(cacheBytes, pem, timeout, attempts, retryTime, s3Endpoint, s3Unsigned);
+    return new RemoteOptions(
+        cacheBytes, pem, timeout, attempts, retryTime, s3Endpoint, s3Unsigned, cacheDir);
   }
 
   /** These options with another request timeout and retry budget (tests of faults). */
   public RemoteOptions withRetries(Duration timeout, int attempts, Duration retryTime) {
     return new RemoteOptions(
-        cacheBytes, caFile, timeout, attempts, retryTime, s3Endpoint, s3Unsigned);
+        cacheBytes, caFile, timeout, attempts, retryTime, s3Endpoint, s3Unsigned, cacheDir);
   }
 
   /**
@@ -72,6 +76,13 @@ public record RemoteOptions(
    * not.
    */
   public RemoteOptions withS3(URI endpoint, boolean unsigned) {
-    return new RemoteOptions(cacheBytes, caFile, timeout, attempts, retryTime, endpoint, unsigned);
+    return new RemoteOptions(
+        cacheBytes, caFile, timeout, attempts, retryTime, endpoint, unsigned, cacheDir);
+  }
+
+  /** These options keeping fetched blocks in {@code dir} across opens (null: in memory only). */
+  public RemoteOptions withCacheDir(Path dir) {
+    return new RemoteOptions(
+        cacheBytes, caFile, timeout, attempts, retryTime, s3Endpoint, s3Unsigned, dir);
   }
 }

@@ -8,6 +8,7 @@ public final class RemoteStats {
   final LongAdder retries = new LongAdder();
   final LongAdder bytesFetched = new LongAdder();
   final LongAdder cacheHitBytes = new LongAdder();
+  final LongAdder diskHitBytes = new LongAdder();
 
   /** HTTP requests sent, retries included. */
   public long requests() {
@@ -29,6 +30,11 @@ public final class RemoteStats {
     return cacheHitBytes.sum();
   }
 
+  /** Bytes read from the on-disk cache ({@code --cache-dir}) instead of the server. */
+  public long diskHitBytes() {
+    return diskHitBytes.sum();
+  }
+
   @Override
   public String toString() {
     return requests()
@@ -38,6 +44,7 @@ public final class RemoteStats {
         + bytesFetched()
         + " bytes fetched, "
         + cacheHitBytes()
-        + " bytes from the cache";
+        + " bytes from the cache"
+        + (diskHitBytes() > 0 ? ", " + diskHitBytes() + " bytes from the disk cache" : "");
   }
 }

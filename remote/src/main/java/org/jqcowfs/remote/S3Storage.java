@@ -42,8 +42,24 @@ final class S3Storage extends RangedStorage {
       RemoteStats stats,
       long length,
       String etag,
-      Instant lastModified) {
-    super(location, length, options, stats);
+      Instant lastModified)
+      throws IOException {
+    super(
+        location,
+        length,
+        options,
+        stats,
+        etag == null && lastModified == null
+            ? null
+            : S3Clients.endpoint(options)
+                + "\n"
+                + location
+                + "\n"
+                + etag
+                + " "
+                + lastModified
+                + "\n"
+                + length);
     this.location = location;
     this.s3 = s3;
     this.etag = etag;

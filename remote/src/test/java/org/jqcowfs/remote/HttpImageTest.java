@@ -272,6 +272,61 @@ class HttpImageTest {
   }
 
   @Test
+  void theDiskCacheServesALaterOpenAndNeverAStaleOrDamagedBlock(@TempDir Path work)
+      throws Exception {
+    Path p = image("disk-cache/a.qcow2", null);
+    Qemu.io(p.getParent(), p.toString(), "write -c -P 0x13 2M 1M");
+    Path reference = Qemu.convertRaw(p, work.resolve("a.raw"), null);
+    Path cacheDir = work.resolve("cache");
+    Location url = RemoteOpener.parse(nginx.url("disk-cache/a.qcow2"));
+    RemoteOptions withDisk = RemoteOptions.DEFAULT.withCacheDir(cacheDir);
+    try (BackingChain chain =
+        ChainOpener.open(
+            url, options(new RemoteOpener(PosixOpener.DEFAULT, withDisk), nginx.url("")))) {
+      assertEquals(Qemu.sha256(reference), sha256(chain));
+    }
+    // a later open: only the probes at open (bytes=0-0) go to the server
+    int before = nginx.accessLog().size();
+    RemoteOpener again = new RemoteOpener(PosixOpener.DEFAULT, withDisk);
+    try (BackingChain chain = ChainOpener.open(url, options(again, nginx.url("")))) {
+      assertEquals(Qemu.sha256(reference), sha256(chain));
+    }
+    List<String> after = nginx.accessLog().subList(before, nginx.accessLog().size());
+    assertTrue(after.stream().allMatch(l -> l.endsWith(" 206 1")), "only probes: " + after);
+    assertTrue(again.stats().diskHitBytes() > 0, again.stats().toString());
+    // a damaged block is fetched again
+    try (var files = Files.list(cacheDir)) {
+      Path blocks = files.filter(f -> f.toString().endsWith(".blocks")).findFirst().orElseThrow();
+      try (var ch =
+          java.nio.channels.FileChannel.open(blocks, java.nio.file.StandardOpenOption.WRITE)) {
+        ch.write(ByteBuffer.wrap(new byte[] {1, 2, 3}), 0);
+      }
+    }
+    before = nginx.accessLog().size();
+    try (BackingChain chain =
+        ChainOpener.open(
+            url, options(new RemoteOpener(PosixOpener.DEFAULT, withDisk), nginx.url("")))) {
+      assertEquals(Qemu.sha256(reference), sha256(chain));
+    }
+    List<String> refetched = nginx.accessLog().subList(before, nginx.accessLog().size());
+    assertEquals(
+        1, refetched.stream().filter(l -> !l.endsWith(" 206 1")).count(), "the damaged block");
+    // a replaced object (another ETag) is read from the server
+    Path fresh = work.resolve("fresh.qcow2");
+    Qemu.img(work, "create", "-q", "-f", "qcow2", fresh.toString(), "4M");
+    Qemu.io(work, fresh.toString(), "write -P 0x22 0 4M");
+    Files.move(fresh, p, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+    Files.setLastModifiedTime(
+        p, java.nio.file.attribute.FileTime.fromMillis(System.currentTimeMillis() + 5000));
+    Path newReference = Qemu.convertRaw(p, work.resolve("new.raw"), null);
+    try (BackingChain chain =
+        ChainOpener.open(
+            url, options(new RemoteOpener(PosixOpener.DEFAULT, withDisk), nginx.url("")))) {
+      assertEquals(Qemu.sha256(newReference), sha256(chain));
+    }
+  }
+
+  @Test
   void aRedirectWithinTheDirectoryIsFollowed() throws Exception {
     Path local = image("plain/v3-64k.qcow2", null);
     try (BackingChain chain =
