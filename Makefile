@@ -72,7 +72,7 @@ bench-write: deps build
 	bash bench/write.sh
 
 ## bench-remote: images on nginx behind a delaying proxy (RTTS="0 10 40" ms): jqcowfs convert and a
-## mount's cp against QEMU's curl driver and curl-then-convert (bench/results-remote.md; RUNS=3)
+## mount's cp against QEMU's curl driver and curl-then-convert (bench/results-remote.md; RUNS=2)
 bench-remote: deps build
 	@$(MAKE) --no-print-directory deps PKGS="curl:curl python3:python3" APT_EXTRA="qemu-block-extra"
 	bash bench/remote.sh

@@ -100,19 +100,21 @@ final class DiskCache implements Closeable {
     }
   }
 
-  /** Keeps block {@code i}: its bytes first, then its index entry. */
-  void put(long i, byte[] data) {
+  /**
+   * Keeps block {@code i}, {@code bytes} bytes of {@code data} at {@code from}: bytes, then index.
+   */
+  void put(long i, byte[] data, int from, int bytes) {
     if (failed) {
       return;
     }
     try {
-      ByteBuffer src = ByteBuffer.wrap(data);
-      long pos = i * blockBytes;
+      ByteBuffer src = ByteBuffer.wrap(data, from, bytes);
+      long pos = i * blockBytes - from;
       while (src.hasRemaining()) {
         blocks.write(src, pos + src.position());
       }
       CRC32C crc = new CRC32C();
-      crc.update(data);
+      crc.update(data, from, bytes);
       ByteBuffer entry = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
       entry.putLong(0, PRESENT | (crc.getValue() & 0xffffffffL));
       index.write(entry, i * 8);

@@ -6,9 +6,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.NonWritableChannelException;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -141,18 +139,25 @@ abstract class RangedStorage implements Storage {
     }
     long first = position / BLOCK_BYTES;
     long last = (position + n - 1) / BLOCK_BYTES;
-    Map<Long, byte[]> blocks = new HashMap<>();
+    // A read of a part or more streams (convert, cp): its blocks are copied straight from the
+    // fetched runs and not kept in memory, which would only churn the cache and the heap.
+    boolean keep = n < PART_BYTES;
+    byte[][] sources = new byte[(int) (last - first + 1)][];
+    int[] sourceOffsets = new int[sources.length];
     List<long[]> runs = new ArrayList<>(); // {first block, blocks}
     int perPart = PART_BYTES / BLOCK_BYTES;
     for (long i = first; i <= last; i++) {
       byte[] b = cache.get(i);
       if (b != null) {
-        blocks.put(i, b);
         stats.cacheHitBytes.add(b.length);
       } else if (disk != null && (b = disk.get(i, blockBytes(i))) != null) {
-        cache.put(i, b);
-        blocks.put(i, b);
+        if (keep) {
+          cache.put(i, b);
+        }
         stats.diskHitBytes.add(b.length);
+      }
+      if (b != null) {
+        sources[(int) (i - first)] = b;
       } else if (!runs.isEmpty()
           && runs.get(runs.size() - 1)[0] + runs.get(runs.size() - 1)[1] == i
           && runs.get(runs.size() - 1)[1] < perPart) {
@@ -167,11 +172,25 @@ abstract class RangedStorage implements Storage {
       others.add(FETCHERS.submit(() -> fetchBlocks(run[0], (int) run[1])));
     }
     try {
-      if (!runs.isEmpty()) {
-        split(runs.get(0), fetchBlocks(runs.get(0)[0], (int) runs.get(0)[1]), blocks);
-      }
-      for (int k = 1; k < runs.size(); k++) {
-        split(runs.get(k), others.get(k - 1).get(), blocks);
+      for (int k = 0; k < runs.size(); k++) {
+        long[] run = runs.get(k);
+        byte[] data = k == 0 ? fetchBlocks(run[0], (int) run[1]) : others.get(k - 1).get();
+        for (int j = 0; j < run[1]; j++) {
+          int from = j * BLOCK_BYTES;
+          int bytes = Math.min(BLOCK_BYTES, data.length - from);
+          long index = run[0] + j;
+          if (disk != null) {
+            disk.put(index, data, from, bytes);
+          }
+          if (keep) {
+            byte[] b = Arrays.copyOfRange(data, from, from + bytes);
+            cache.put(index, b);
+            sources[(int) (index - first)] = b;
+          } else {
+            sources[(int) (index - first)] = data;
+            sourceOffsets[(int) (index - first)] = from;
+          }
+        }
       }
     } catch (ExecutionException e) {
       throw e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
@@ -183,11 +202,10 @@ abstract class RangedStorage implements Storage {
     }
     long pos = position;
     while (dst.hasRemaining()) {
-      long index = pos / BLOCK_BYTES;
-      byte[] b = blocks.get(index);
-      int at = (int) (pos - index * BLOCK_BYTES);
-      int take = Math.min(dst.remaining(), b.length - at);
-      dst.put(b, at, take);
+      int k = (int) (pos / BLOCK_BYTES - first);
+      int at = (int) (pos % BLOCK_BYTES);
+      int take = Math.min(dst.remaining(), blockBytes(first + k) - at);
+      dst.put(sources[k], sourceOffsets[k] + at, take);
       pos += take;
     }
   }
@@ -204,19 +222,6 @@ abstract class RangedStorage implements Storage {
     byte[] data = fetch(from, bytes);
     stats.bytesFetched.add(data.length);
     return data;
-  }
-
-  /** Cuts a run's bytes into its blocks, caching each. */
-  private void split(long[] run, byte[] data, Map<Long, byte[]> blocks) {
-    for (int k = 0; k < run[1]; k++) {
-      int from = k * BLOCK_BYTES;
-      byte[] b = Arrays.copyOfRange(data, from, Math.min(data.length, from + BLOCK_BYTES));
-      cache.put(run[0] + k, b);
-      blocks.put(run[0] + k, b);
-      if (disk != null) {
-        disk.put(run[0] + k, b);
-      }
-    }
   }
 
   @Override
