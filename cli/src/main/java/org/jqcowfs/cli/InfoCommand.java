@@ -1,5 +1,6 @@
 package org.jqcowfs.cli;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -11,6 +12,7 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.remote.RemoteOpener;
@@ -84,6 +86,22 @@ final class InfoCommand implements Callable<Integer> {
       data.put("compression-type", h.compressionType() == 1 ? "zstd" : "zlib");
       if (h.version() >= 3) {
         data.put("lazy-refcounts", (h.compatibleFeatures() & Header.COMPAT_LAZY_REFCOUNTS) != 0);
+      }
+      List<BitmapDirectory.Bitmap> bitmaps = q.bitmaps();
+      if (!bitmaps.isEmpty()) { // qcow2_get_bitmap_info_list
+        ArrayNode list = data.putArray("bitmaps");
+        for (BitmapDirectory.Bitmap b : bitmaps) {
+          ObjectNode bn = list.addObject();
+          ArrayNode flags = bn.putArray("flags");
+          if (b.inUse()) {
+            flags.add("in-use");
+          }
+          if (b.auto()) {
+            flags.add("auto");
+          }
+          bn.put("name", b.name());
+          bn.put("granularity", b.granularity());
+        }
       }
       data.put("refcount-bits", h.refcountBits());
       if (h.version() >= 3) {
@@ -178,13 +196,29 @@ final class InfoCommand implements Callable<Integer> {
     }
     if (n.has("format-specific")) {
       out.println("Format specific information:");
-      n.get("format-specific")
-          .get("data")
-          .fields()
+      dump(out, n.get("format-specific").get("data"), "    ");
+    }
+  }
+
+  /** Nested data as QEMU's human output shows it ({@code qapi} dump): 4 spaces a level. */
+  private static void dump(PrintWriter out, JsonNode node, String indent) {
+    if (node.isObject()) {
+      node.fields()
           .forEachRemaining(
-              f ->
-                  out.println(
-                      "    " + f.getKey().replace('-', ' ') + ": " + f.getValue().asText()));
+              f -> dumpField(out, f.getKey().replace('-', ' '), f.getValue(), indent));
+    } else {
+      for (int i = 0; i < node.size(); i++) {
+        dumpField(out, "[" + i + "]", node.get(i), indent);
+      }
+    }
+  }
+
+  private static void dumpField(PrintWriter out, String key, JsonNode value, String indent) {
+    if (value.isContainerNode()) {
+      out.println(indent + key + ":");
+      dump(out, value, indent + "    ");
+    } else {
+      out.println(indent + key + ": " + value.asText());
     }
   }
 }

@@ -57,7 +57,7 @@ public final class Qcow2Check {
    * it.
    *
    * @throws ImageFormatException if the image cannot be opened (qemu-img check cannot open it
-   *     either), or has a bitmaps extension (not checked yet)
+   *     either), its bitmap directory included
    * @throws IOException if the file cannot be read
    */
   public static Result check(Path path, Consumer<String> messages) throws IOException {
@@ -80,18 +80,12 @@ public final class Qcow2Check {
   }
 
   /**
-   * Refuses an image with valid persistent bitmaps (their clusters are not counted yet); a stale
-   * bitmaps extension (autoclear bit clear) is ignored with QEMU's warning ({@code
-   * qcow2_read_extensions}).
+   * A stale bitmaps extension (autoclear bit clear) is ignored with QEMU's warning ({@code
+   * qcow2_read_extensions}); consistent bitmaps are counted by {@link RefcountCheck}.
    */
-  private static void checkBitmaps(Storage file, Header h, Consumer<String> messages)
-      throws ImageFormatException {
-    if (!h.bitmapsExtension()) {
+  private static void checkBitmaps(Storage file, Header h, Consumer<String> messages) {
+    if (h.bitmaps() == null || h.bitmaps().consistent()) {
       return;
-    }
-    if ((h.autoclearFeatures() & Header.AUTOCLEAR_BITMAPS) != 0) {
-      throw new ImageFormatException(
-          file.location(), "images with persistent bitmaps are not checked yet");
     }
     messages.accept(
         h.version() < 3

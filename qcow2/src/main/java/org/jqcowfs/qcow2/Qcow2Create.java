@@ -197,7 +197,7 @@ public final class Qcow2Create {
             options.dataFile(),
             // qemu-img writes the table only with clusters over 4 KiB
             options.version() == 3 && clusterSize > 4096 ? FEATURE_NAMES : Map.of(),
-            false);
+            null);
 
     Files.createFile(path);
     boolean done = false;

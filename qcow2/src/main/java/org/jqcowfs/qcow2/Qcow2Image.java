@@ -11,9 +11,11 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.compress.Decompressor;
+import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.qcow2.metadata.BitmapTables;
 import org.jqcowfs.qcow2.metadata.ClusterMapper;
 import org.jqcowfs.qcow2.metadata.L2Cache;
 import org.jqcowfs.qcow2.write.Qcow2Writer;
@@ -154,6 +156,17 @@ public final class Qcow2Image implements Image {
   }
 
   /** The backing file name as stored, if any. */
+  /**
+   * The persistent dirty bitmaps, as the bitmap directory lists them; none without a bitmaps
+   * extension or with a stale one.
+   *
+   * @throws org.jqcowfs.image.ImageFormatException if the directory is one QEMU refuses to load
+   * @throws IOException if the file cannot be read
+   */
+  public List<BitmapDirectory.Bitmap> bitmaps() throws IOException {
+    return BitmapTables.directory(file, header);
+  }
+
   public Optional<String> backingFileName() {
     return Optional.ofNullable(header.backingFileName());
   }

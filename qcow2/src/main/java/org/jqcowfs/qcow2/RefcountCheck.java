@@ -7,11 +7,14 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.function.Consumer;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.Geometry;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.L1Entry;
 import org.jqcowfs.qcow2.format.L2Entry;
 import org.jqcowfs.qcow2.format.Snapshot;
+import org.jqcowfs.qcow2.metadata.BitmapTables;
 import org.jqcowfs.qcow2.metadata.MetadataIo;
 import org.jqcowfs.qcow2.metadata.Refcounts;
 import org.jqcowfs.qcow2.metadata.SnapshotTable;
@@ -105,6 +108,7 @@ final class RefcountCheck {
     reference(header.refcountTableOffset(), (long) header.refcountTableClusters() * clusterSize);
     refcountStructure.add(
         new long[] {header.refcountTableOffset(), header.refcountTableClusters() * clusterSize});
+    checkBitmaps();
     long before = corruptions;
     checkRefcountBlocks();
     structureErrors = corruptions - before;
@@ -151,6 +155,38 @@ final class RefcountCheck {
         continue;
       }
       references[(int) k] = count + 1;
+    }
+  }
+
+  /**
+   * QEMU {@code qcow2_check_bitmaps_refcounts}: the directory, each bitmap table and each bitmap
+   * data cluster are referenced; an invalid table entry is a corruption.
+   *
+   * @throws ImageFormatException if the directory cannot be loaded (QEMU cannot open the image)
+   */
+  private void checkBitmaps() throws IOException {
+    List<BitmapDirectory.Bitmap> bitmaps = BitmapTables.directory(file, header);
+    if (bitmaps.isEmpty()) {
+      return;
+    }
+    reference(header.bitmaps().directoryOffset(), header.bitmaps().directoryBytes());
+    int clusterBytes = (int) geometry.clusterSize();
+    for (BitmapDirectory.Bitmap b : bitmaps) {
+      reference(b.tableOffset(), b.tableBytes());
+      long[] table;
+      try {
+        table = BitmapTables.table(file, b);
+      } catch (ImageFormatException e) {
+        corruptions++; // bitmap_table_load failed: QEMU stops counting here
+        return;
+      }
+      for (long entry : table) {
+        if (!BitmapDirectory.validTableEntry(entry, clusterBytes)) {
+          corruptions++;
+        } else if (BitmapDirectory.dataOffset(entry) != 0) {
+          reference(BitmapDirectory.dataOffset(entry), clusterBytes);
+        }
+      }
     }
   }
 

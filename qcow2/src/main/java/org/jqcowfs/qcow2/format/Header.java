@@ -34,7 +34,7 @@ import org.jqcowfs.storage.Location;
  * @param backingFormat backing format from extension 0xE2792ACA, or null
  * @param dataFileName external data file name from extension 0x44415441, or null
  * @param featureNames names from the feature name table, keyed by {@code type * 64 + bit}
- * @param bitmapsExtension whether a bitmaps extension is present (ignored for reading)
+ * @param bitmaps the bitmaps extension, or null when there is none
  */
 public record Header(
     int version,
@@ -57,7 +57,27 @@ public record Header(
     String backingFormat,
     String dataFileName,
     Map<Integer, String> featureNames,
-    boolean bitmapsExtension) {
+    Bitmaps bitmaps) {
+
+  /**
+   * The bitmaps extension (spec: "Bitmaps extension", header extension 0x23852875).
+   *
+   * @param count nb_bitmaps: entries in the bitmap directory, 1..65535 when consistent
+   * @param directoryBytes bitmap_directory_size, at most {@link #MAX_BITMAP_DIRECTORY_BYTES}
+   * @param directoryOffset bitmap_directory_offset, a host offset, cluster aligned
+   * @param consistent whether autoclear bit 0 is set; without it the bitmaps are stale (a program
+   *     without bitmap support wrote the image) and ignored, as QEMU ignores them; their fields are
+   *     then as stored, unchecked
+   */
+  public record Bitmaps(int count, long directoryBytes, long directoryOffset, boolean consistent) {}
+
+  /** QEMU's QCOW2_MAX_BITMAP_DIRECTORY_SIZE: 1024 bytes for each of 65535 bitmaps. */
+  public static final long MAX_BITMAP_DIRECTORY_BYTES = 1024L * 65535;
+
+  /** Whether the header has a bitmaps extension, consistent or not. */
+  public boolean bitmapsExtension() {
+    return bitmaps != null;
+  }
 
   /** "QFI\xfb". */
   public static final int QCOW_MAGIC = 0x514649fb;
@@ -202,13 +222,12 @@ public record Header(
    * name, which {@code backing_file_offset} and {@code backing_file_size} point at.
    *
    * @return the encoded bytes, position 0, at most one cluster
-   * @throws IllegalStateException if the header has a bitmaps extension (whose directory this
-   *     record does not keep), or the encoding would not fit in the first cluster or its names'
-   *     limits
+   * @throws IllegalStateException if the header has a bitmaps extension (not encoded yet), or the
+   *     encoding would not fit in the first cluster or its names' limits
    */
   public ByteBuffer encode() {
-    if (bitmapsExtension) {
-      throw new IllegalStateException("the bitmaps extension is not kept and cannot be encoded");
+    if (bitmaps != null) {
+      throw new IllegalStateException("the bitmaps extension is not encoded yet");
     }
     ByteBuffer b = ByteBuffer.allocate((int) clusterSize());
     b.putInt(OFF_MAGIC, QCOW_MAGIC)

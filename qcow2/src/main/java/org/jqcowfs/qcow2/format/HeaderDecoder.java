@@ -141,7 +141,7 @@ final class HeaderDecoder {
 
     String backingFormat = null;
     String dataFileName = null;
-    boolean bitmaps = false;
+    Header.Bitmaps bitmaps = null;
     Map<Integer, String> featureNames = new HashMap<>();
     Set<Integer> seen = new HashSet<>();
     long pos = headerLength;
@@ -206,15 +206,46 @@ final class HeaderDecoder {
           if (len != 24) {
             throw new ImageFormatException(p, "bitmaps extension: length " + len + " (must be 24)");
           }
-          bitmaps = true;
+          ByteBuffer e = ByteBuffer.wrap(data);
+          long nbBitmaps = e.getInt(0) & 0xffffffffL;
+          long dirBytes = e.getLong(8);
+          long dirOffset = e.getLong(16);
           if ((autoclear & AUTOCLEAR_BITMAPS) == 0) {
-            break; // stale: a program without bitmap support wrote the image; QEMU ignores it
+            // stale: a program without bitmap support wrote the image; QEMU ignores it
+            bitmaps = new Header.Bitmaps((int) nbBitmaps, dirBytes, dirOffset, false);
+            break;
           }
-          long nbBitmaps = ByteBuffer.wrap(data).getInt(0) & 0xffffffffL;
+          // qcow2_read_extensions' checks, in its order
           if (nbBitmaps == 0 || nbBitmaps > 65535) {
             throw new ImageFormatException(
                 p, "bitmaps extension: nb_bitmaps " + nbBitmaps + " outside 1..65535");
           }
+          if (e.getInt(4) != 0) {
+            throw new ImageFormatException(
+                p, "bitmaps extension: reserved field " + hex(e.getInt(4)) + " is not zero");
+          }
+          if ((dirOffset & (clusterSize - 1)) != 0) {
+            throw new ImageFormatException(
+                p, "bitmaps extension: bitmap_directory_offset " + hex(dirOffset) + " not aligned");
+          }
+          if (dirBytes <= 0 || dirBytes > Header.MAX_BITMAP_DIRECTORY_BYTES) {
+            throw new ImageFormatException(
+                p,
+                "bitmaps extension: bitmap_directory_size "
+                    + Long.toUnsignedString(dirBytes)
+                    + " outside 1.."
+                    + Header.MAX_BITMAP_DIRECTORY_BYTES);
+          }
+          if (dirOffset < 0 || dirOffset > tableLimit - dirBytes) {
+            throw new ImageFormatException(
+                p,
+                "bitmaps extension: bitmap directory at "
+                    + hex(dirOffset)
+                    + " ("
+                    + dirBytes
+                    + " bytes) passes the end of the file");
+          }
+          bitmaps = new Header.Bitmaps((int) nbBitmaps, dirBytes, dirOffset, true);
         }
         case EXT_CRYPTO ->
             throw new ImageFormatException(

@@ -233,6 +233,8 @@ public final class ImageMatrix {
   private static Case bitmaps(Path d) throws IOException {
     Case c = plain(d, "bitmaps", "cluster_size=65536", 8 << 20, 4096, 44);
     Qemu.img(d, "bitmap", "--add", c.image().toString(), "b0");
+    Qemu.img(d, "bitmap", "--add", "-g", "1M", "--disable", c.image().toString(), "b1-disabled");
+    Qemu.img(d, "bitmap", "--add", "-g", "512", c.image().toString(), "b2 fine");
     return c;
   }
 
