@@ -132,6 +132,7 @@ public final class RemoteOpener implements StorageOpener, Closeable {
           HttpClient.newBuilder()
               .followRedirects(HttpClient.Redirect.NEVER) // checked against the origin at open
               .connectTimeout(Duration.ofSeconds(10))
+              .executor(Runnable::run) // bodies are copied on the selector thread: no hand-off
               .sslContext(sslContext())
               .build();
     }
