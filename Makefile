@@ -4,7 +4,8 @@ PREFIX ?= /usr/local
 # Debian packages the tests, the demo and the benchmark need, each with a command that proves it.
 PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common \
         fusermount3:fuse3 mkfs.ext4:e2fsprogs sgdisk:gdisk fio:fio losetup:mount bc:bc \
-        fincore:util-linux-extra asciidoctor:asciidoctor nginx:nginx-light openssl:openssl
+        fincore:util-linux-extra asciidoctor:asciidoctor nginx:nginx-light openssl:openssl \
+        nbdinfo:libnbd-bin qemu-nbd:qemu-utils
 APT_EXTRA := libfuse2 libdeflate0
 
 .PHONY: all build test lint fmt fuzz bench bench-write bench-remote soak demo install deb clean deps

@@ -1,5 +1,6 @@
 package org.jqcowfs.cli;
 
+import java.io.IOException;
 import java.io.PrintWriter;
 import java.util.List;
 import java.util.Locale;
@@ -8,6 +9,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.image.Extent;
+import org.jqcowfs.qcow2.Qcow2Image;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -35,6 +37,15 @@ final class MapCommand implements Callable<Integer> {
       description = "Map a snapshot.")
   String snapshot;
 
+  @Option(
+      names = {"-b", "--bitmap"},
+      paramLabel = "NAME",
+      description =
+          "Instead, list which ranges the persistent dirty bitmap NAME of IMAGE marks dirty"
+              + " (tiling the disk; JSON objects with start, length and dirty), as qemu-nbd -B"
+              + " NAME exports them. A bitmap in use (inconsistent) is refused.")
+  String bitmap;
+
   @Mixin FormatOption format = new FormatOption();
 
   @Mixin ImageOptions share = new ImageOptions();
@@ -51,6 +62,9 @@ final class MapCommand implements Callable<Integer> {
     AtomicInteger damaged = new AtomicInteger();
     try (BackingChain chain =
         share.open(image, share.apply(format.apply(ChainOptions.DEFAULT.withSnapshot(snapshot))))) {
+      if (bitmap != null) {
+        return dirtyMap(chain, out);
+      }
       List<Extent> map =
           chain.map(
               0,
@@ -99,6 +113,48 @@ final class MapCommand implements Callable<Integer> {
     out.flush();
     err.flush();
     return damaged.get() == 0 ? 0 : 1;
+  }
+
+  /** {@code --bitmap}: the top image's bitmap as clean and dirty ranges, streamed. */
+  private int dirtyMap(BackingChain chain, PrintWriter out) throws IOException {
+    if (!(chain.layers().get(0) instanceof Qcow2Image top)) {
+      throw new IllegalArgumentException("--bitmap: " + image + " is not a qcow2 image");
+    }
+    boolean json = output == OutputFormat.json;
+    if (json) {
+      out.print("[");
+    } else {
+      out.printf(Locale.ROOT, "%-16s%-16s%s%n", "Offset", "Length", "Dirty");
+    }
+    boolean[] first = {true};
+    top.dirtyExtents(
+        bitmap,
+        (start, length, dirty) -> {
+          if (json) {
+            out.print(first[0] ? "" : ",\n");
+            out.print(
+                "{ \"start\": "
+                    + start
+                    + ", \"length\": "
+                    + length
+                    + ", \"dirty\": "
+                    + dirty
+                    + "}");
+          } else {
+            out.printf(
+                Locale.ROOT,
+                "%-16s%-16s%s%n",
+                "0x" + Long.toHexString(start),
+                "0x" + Long.toHexString(length),
+                dirty);
+          }
+          first[0] = false;
+        });
+    if (json) {
+      out.print("]\n");
+    }
+    out.flush();
+    return 0;
   }
 
   /** One object in qemu-img's JSON map format (QEMU >= 8.2 keys, with "compressed"). */

@@ -167,6 +167,24 @@ public final class Qcow2Image implements Image {
     return BitmapTables.directory(file, header);
   }
 
+  /**
+   * Gives {@code sink} the ranges of the disk that bitmap {@code name} marks clean and dirty,
+   * tiling it in guest order ({@link BitmapTables#walk}).
+   *
+   * @throws org.jqcowfs.image.ImageFormatException if there is no such bitmap, or it is in use or
+   *     damaged, naming it
+   * @throws IOException if the file cannot be read
+   */
+  public void dirtyExtents(String name, BitmapTables.ExtentSink sink) throws IOException {
+    BitmapDirectory.Bitmap bitmap =
+        bitmaps().stream()
+            .filter(b -> b.name().equals(name))
+            .findFirst()
+            .orElseThrow(
+                () -> new org.jqcowfs.image.ImageFormatException(path, "no bitmap '" + name + "'"));
+    BitmapTables.walk(file, header, bitmap, virtualSize, sink);
+  }
+
   public Optional<String> backingFileName() {
     return Optional.ofNullable(header.backingFileName());
   }

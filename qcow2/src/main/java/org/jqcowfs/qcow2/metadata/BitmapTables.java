@@ -60,4 +60,108 @@ public final class BitmapTables {
     }
     return MetadataIo.readWords(file, bitmap.tableOffset(), bitmap.tableEntries());
   }
+
+  /** A range of the disk and whether the bitmap marks it dirty. */
+  public interface ExtentSink {
+    /**
+     * @param start guest offset, bytes
+     * @param length bytes
+     */
+    void extent(long start, long length, boolean dirty) throws IOException;
+  }
+
+  /**
+   * Walks {@code bitmap}'s bits over a disk of {@code virtualBytes}, giving {@code sink} runs that
+   * tile it, alternating clean and dirty, in guest order: bit k of the bitmap (byte k / 8, bit k %
+   * 8, least significant first) covers the guest bytes from k granularities on (spec: "Bitmap
+   * table"). One data cluster is read at a time.
+   *
+   * @throws ImageFormatException if the bitmap is in use (its bits cannot be trusted), a table
+   *     entry is invalid, or a data cluster passes the end of the file, naming the bitmap
+   * @throws IOException if the file cannot be read, or as {@code sink} throws
+   */
+  public static void walk(
+      Storage file, Header header, Bitmap bitmap, long virtualBytes, ExtentSink sink)
+      throws IOException {
+    if (bitmap.inUse()) {
+      throw new ImageFormatException(
+          file.location(),
+          "bitmap '"
+              + bitmap.name()
+              + "' is in use (inconsistent: a writer did not finish with it), its bits cannot be"
+              + " trusted");
+    }
+    long[] table = table(file, bitmap);
+    int clusterBytes = (int) header.geometry().clusterSize();
+    long gran = bitmap.granularity();
+    long perEntry = (long) clusterBytes * 8 * gran; // guest bytes one table entry covers
+    Run run = new Run(sink);
+    ByteBuffer cluster = ByteBuffer.allocate(clusterBytes);
+    for (int i = 0; i < table.length && (long) i * perEntry < virtualBytes; i++) {
+      long entry = table[i];
+      long base = i * perEntry;
+      long end = Math.min(virtualBytes, base + perEntry);
+      if (!BitmapDirectory.validTableEntry(entry, clusterBytes)) {
+        throw new ImageFormatException(
+            file.location(),
+            "bitmap '" + bitmap.name() + "': table entry " + i + " is invalid: " + hex(entry));
+      }
+      long data = BitmapDirectory.dataOffset(entry);
+      if (data == 0) {
+        run.add(base, end - base, BitmapDirectory.allOnes(entry));
+        continue;
+      }
+      if (data > file.length() - clusterBytes) {
+        throw new ImageFormatException(
+            file.location(),
+            "bitmap '" + bitmap.name() + "': data cluster " + hex(data) + " passes the end");
+      }
+      file.readFully(cluster.clear(), data);
+      for (long pos = base; pos < end; ) {
+        int bit = (int) ((pos - base) / gran);
+        boolean dirty = (cluster.get(bit >>> 3) >>> (bit & 7) & 1) != 0;
+        long next = Math.min(end, pos + gran);
+        run.add(pos, next - pos, dirty);
+        pos = next;
+      }
+    }
+    if ((long) table.length * perEntry < virtualBytes) {
+      run.add(table.length * perEntry, virtualBytes - table.length * perEntry, false);
+    }
+    run.flush();
+  }
+
+  /** Merges neighbouring ranges of one kind before they reach the sink. */
+  private static final class Run {
+    private final ExtentSink sink;
+    private long start;
+    private long length;
+    private boolean dirty;
+
+    Run(ExtentSink sink) {
+      this.sink = sink;
+    }
+
+    void add(long at, long bytes, boolean isDirty) throws IOException {
+      if (length > 0 && isDirty == dirty) {
+        length += bytes;
+        return;
+      }
+      flush();
+      start = at;
+      length = bytes;
+      dirty = isDirty;
+    }
+
+    void flush() throws IOException {
+      if (length > 0) {
+        sink.extent(start, length, dirty);
+        length = 0;
+      }
+    }
+  }
+
+  private static String hex(long v) {
+    return "0x" + Long.toHexString(v);
+  }
 }
