@@ -141,22 +141,26 @@ class HttpImageTest {
       Qemu.img(p.getParent(), "create", "-q", "-f", "qcow2", p.toString(), "4M");
       Qemu.io(p.getParent(), p.toString(), "write -P 0x5a 0 1M");
     } else {
-      // -u: the name is written as given, whatever it names
-      Qemu.img(
-          p.getParent(),
-          "create",
-          "-q",
-          "-f",
-          "qcow2",
-          "-u",
-          "-b",
-          backing,
-          "-F",
-          "qcow2",
-          p.toString(),
-          "4M");
+      overlay(p, backing);
     }
     return p;
+  }
+
+  /** A 4 MiB qcow2 overlay at {@code p} naming {@code backing} (qcow2) as written, unchecked. */
+  static void overlay(Path p, String backing) throws IOException {
+    Qemu.img(
+        p.getParent(),
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        backing,
+        "-F",
+        "qcow2",
+        p.toString(),
+        "4M");
   }
 
   @Test
@@ -234,19 +238,7 @@ class HttpImageTest {
     Path base = image("overlay-base/base.qcow2", null);
     String url = nginx.url("overlay-base/base.qcow2");
     Path overlay = work.resolve("overlay.qcow2");
-    Qemu.img(
-        work,
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        url,
-        "-F",
-        "qcow2",
-        overlay.toString(),
-        "4M");
+    overlay(overlay, url);
     Qemu.io(work, overlay.toString(), "write -P 0x77 512k 1M");
     Location top = RemoteOpener.parse(overlay.toString());
     ImageFormatException e =

@@ -6,6 +6,7 @@ import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
@@ -103,21 +104,29 @@ public final class Nginx implements AutoCloseable {
             .redirectErrorStream(true)
             .redirectOutput(dir.resolve("nginx.out").toFile())
             .start();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+    awaitListening(p, port, Duration.ofSeconds(10), dir.resolve("nginx.out"), "nginx");
+    return new Nginx(dir, root, port, tlsPort, tls ? dir.resolve("ca.pem") : null, p);
+  }
+
+  /**
+   * Waits until {@code server} accepts connections on 127.0.0.1:{@code port}; if it exits or the
+   * time passes, ends it and fails with its {@code log}.
+   */
+  static void awaitListening(Process server, int port, Duration within, Path log, String what)
+      throws IOException, InterruptedException {
+    long deadline = System.nanoTime() + within.toNanos();
     while (true) {
       try (Socket s = new Socket()) {
         s.connect(new InetSocketAddress("127.0.0.1", port), 200);
-        break;
+        return;
       } catch (IOException e) {
-        if (!p.isAlive() || System.nanoTime() > deadline) {
-          p.destroyForcibly();
-          throw new IOException(
-              "nginx did not start: " + Files.readString(dir.resolve("nginx.out")), e);
+        if (!server.isAlive() || System.nanoTime() > deadline) {
+          server.destroyForcibly();
+          throw new IOException(what + " did not start: " + Files.readString(log), e);
         }
         Thread.sleep(20);
       }
     }
-    return new Nginx(dir, root, port, tlsPort, tls ? dir.resolve("ca.pem") : null, p);
   }
 
   /** A CA, and a certificate for IP 127.0.0.1 it signed, made with openssl in {@code dir}. */

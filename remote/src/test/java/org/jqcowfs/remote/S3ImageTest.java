@@ -213,8 +213,7 @@ class S3ImageTest {
     };
     for (String[] c : cases) {
       Path p = work.resolve(c[0]);
-      Qemu.img(
-          work, "create", "-q", "-f", "qcow2", "-u", "-b", c[1], "-F", "qcow2", p.toString(), "4M");
+      HttpImageTest.overlay(p, c[1]);
       s3.put(BUCKET, "hostile/" + c[0], p);
       try (RemoteOpener opener = new RemoteOpener(PosixOpener.DEFAULT, s3.options())) {
         ImageFormatException e =

@@ -1,12 +1,11 @@
 package org.jqcowfs.remote;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
 import java.net.ServerSocket;
-import java.net.Socket;
 import java.net.URI;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import software.amazon.awssdk.auth.credentials.AwsBasicCredentials;
@@ -91,20 +90,7 @@ public final class S3Proxy implements AutoCloseable {
             .redirectErrorStream(true)
             .redirectOutput(dir.resolve("s3proxy.log").toFile())
             .start();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-    while (true) {
-      try (Socket s = new Socket()) {
-        s.connect(new InetSocketAddress("127.0.0.1", port), 200);
-        break;
-      } catch (IOException e) {
-        if (!p.isAlive() || System.nanoTime() > deadline) {
-          p.destroyForcibly();
-          throw new IOException(
-              "S3Proxy did not start: " + Files.readString(dir.resolve("s3proxy.log")));
-        }
-        Thread.sleep(100);
-      }
-    }
+    Nginx.awaitListening(p, port, Duration.ofSeconds(60), dir.resolve("s3proxy.log"), "S3Proxy");
     return new S3Proxy(root, port, p);
   }
 
