@@ -48,6 +48,12 @@ public final class Converter {
    */
   public static final int MAX_THREADS = 2 * Runtime.getRuntime().availableProcessors();
 
+  /**
+   * Most workers, and the default, for a chain with a layer that is not a local file (a URL): its
+   * reads wait on round trips, not on the CPUs, and each worker keeps one chunk in flight.
+   */
+  public static final int MAX_REMOTE_THREADS = 16;
+
   private final BackingChain chain;
   private final int threads;
 
@@ -59,7 +65,8 @@ public final class Converter {
 
   /**
    * @param chain the source
-   * @param threads parallel readers, {@code >= 1}; at most {@link #MAX_THREADS} are started
+   * @param threads parallel readers, {@code >= 1}; at most {@link #MAX_THREADS} are started ({@link
+   *     #MAX_REMOTE_THREADS} for a chain with a remote layer, {@link #remote})
    */
   public Converter(BackingChain chain, int threads) {
     this(chain, threads, null);
@@ -77,8 +84,13 @@ public final class Converter {
       throw new IllegalArgumentException("threads must be >= 1: " + threads);
     }
     this.chain = chain;
-    this.threads = Math.min(threads, MAX_THREADS);
+    this.threads = Math.min(threads, remote(chain) ? MAX_REMOTE_THREADS : MAX_THREADS);
     this.salvage = salvage;
+  }
+
+  /** Whether a layer of {@code chain} is not a local file (its reads are round trips). */
+  public static boolean remote(BackingChain chain) {
+    return chain.layers().stream().anyMatch(l -> l.location().localPath().isEmpty());
   }
 
   /**

@@ -32,9 +32,9 @@ final class ConvertCommand implements Callable<Integer> {
       names = "-m",
       paramLabel = "THREADS",
       description =
-          "Parallel readers (default: ${DEFAULT-VALUE}, twice the CPUs, which is also the most"
-              + " used: more would only take turns on the CPUs).")
-  int threads = Converter.MAX_THREADS;
+          "Parallel readers (default: twice the CPUs, which is also the most used: more would only"
+              + " take turns on the CPUs; for a URL 16, also the most: they wait on round trips).")
+  Integer threads;
 
   @Option(
       names = {"-l", "--snapshot"},
@@ -90,7 +90,11 @@ final class ConvertCommand implements Callable<Integer> {
               err.flush();
             }
           };
-      Converter converter = new Converter(chain, threads, salvage ? report : null);
+      int m =
+          threads != null
+              ? threads
+              : Converter.remote(chain) ? Converter.MAX_REMOTE_THREADS : Converter.MAX_THREADS;
+      Converter converter = new Converter(chain, m, salvage ? report : null);
       boolean show = progress != null ? progress : System.console() != null;
       try {
         if (!show) {

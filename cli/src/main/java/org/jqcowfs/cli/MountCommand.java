@@ -72,8 +72,13 @@ final class MountCommand implements Callable<Integer> {
   @Option(
       names = "--threads",
       paramLabel = "N",
-      description = "Threads answering the kernel (default: one per core, ${DEFAULT-VALUE}).")
-  int threads = Runtime.getRuntime().availableProcessors();
+      description =
+          "Threads answering the kernel (default: one per core; 16 for a URL, whose reads wait"
+              + " on round trips).")
+  Integer threads;
+
+  /** The --threads default for a URL: enough READs in flight to cover round trips. */
+  private static final int REMOTE_THREADS = 16;
 
   @Option(
       names = "--cache-size",
@@ -184,6 +189,13 @@ final class MountCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
+    boolean remote = false;
+    for (String image : paths.subList(0, paths.size() - 1)) {
+      remote |= share.location(image).localPath().isEmpty();
+    }
+    if (threads == null) {
+      threads = remote ? REMOTE_THREADS : Runtime.getRuntime().availableProcessors();
+    }
     if (threads < 1 || threads > 256) {
       throw new IllegalArgumentException("--threads must be 1..256, not " + threads);
     }
