@@ -6,7 +6,11 @@ import java.nio.ByteBuffer;
 import java.nio.channels.NonWritableChannelException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -55,6 +59,14 @@ abstract class RangedStorage implements Storage {
   private final long length;
   private final BlockCache cache;
   private final DiskCache disk; // or null
+
+  /** Blocks being fetched, for reads that need them meanwhile: waited for, not fetched again. */
+  private final ConcurrentHashMap<Long, CompletableFuture<Slice>> inflight =
+      new ConcurrentHashMap<>();
+
+  /** A fetched block: {@code array} from {@code offset}, {@link #blockBytes} long. */
+  private record Slice(byte[] array, int offset) {}
+
   final RemoteStats stats;
   private final AtomicBoolean changeLogged = new AtomicBoolean();
 
@@ -145,6 +157,8 @@ abstract class RangedStorage implements Storage {
     byte[][] sources = new byte[(int) (last - first + 1)][];
     int[] sourceOffsets = new int[sources.length];
     List<long[]> runs = new ArrayList<>(); // {first block, blocks}
+    Map<Long, CompletableFuture<Slice>> owned = new HashMap<>(); // blocks this read fetches
+    Map<Long, CompletableFuture<Slice>> awaited = new HashMap<>(); // blocks another read fetches
     int perPart = PART_BYTES / BLOCK_BYTES;
     for (long i = first; i <= last; i++) {
       byte[] b = cache.get(i);
@@ -158,7 +172,16 @@ abstract class RangedStorage implements Storage {
       }
       if (b != null) {
         sources[(int) (i - first)] = b;
-      } else if (!runs.isEmpty()
+        continue;
+      }
+      CompletableFuture<Slice> mine = new CompletableFuture<>();
+      CompletableFuture<Slice> other = inflight.putIfAbsent(i, mine);
+      if (other != null) { // concurrent reads of one block (a mount's threads) fetch it once
+        awaited.put(i, other);
+        continue;
+      }
+      owned.put(i, mine);
+      if (!runs.isEmpty()
           && runs.get(runs.size() - 1)[0] + runs.get(runs.size() - 1)[1] == i
           && runs.get(runs.size() - 1)[1] < perPart) {
         runs.get(runs.size() - 1)[1]++;
@@ -166,6 +189,7 @@ abstract class RangedStorage implements Storage {
         runs.add(new long[] {i, 1});
       }
     }
+    IOException failure = null;
     List<Future<byte[]>> others = new ArrayList<>();
     for (int k = 1; k < runs.size(); k++) {
       long[] run = runs.get(k);
@@ -182,23 +206,42 @@ abstract class RangedStorage implements Storage {
           if (disk != null) {
             disk.put(index, data, from, bytes);
           }
+          Slice slice;
           if (keep) {
             byte[] b = Arrays.copyOfRange(data, from, from + bytes);
             cache.put(index, b);
-            sources[(int) (index - first)] = b;
+            slice = new Slice(b, 0);
           } else {
-            sources[(int) (index - first)] = data;
-            sourceOffsets[(int) (index - first)] = from;
+            slice = new Slice(data, from);
           }
+          sources[(int) (index - first)] = slice.array();
+          sourceOffsets[(int) (index - first)] = slice.offset();
+          owned.get(index).complete(slice);
         }
       }
+      for (Map.Entry<Long, CompletableFuture<Slice>> e : awaited.entrySet()) {
+        Slice slice = e.getValue().get();
+        sources[(int) (e.getKey() - first)] = slice.array();
+        sourceOffsets[(int) (e.getKey() - first)] = slice.offset();
+      }
+    } catch (IOException e) {
+      failure = e;
+      throw e;
     } catch (ExecutionException e) {
-      throw e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
+      failure = e.getCause() instanceof IOException io ? io : new IOException(e.getCause());
+      throw failure;
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      throw new InterruptedIOException(location + ": interrupted");
+      failure = new InterruptedIOException(location + ": interrupted");
+      throw failure;
     } finally {
       others.forEach(f -> f.cancel(true));
+      IOException cause =
+          failure != null ? failure : new IOException(location + ": the read fetching it failed");
+      for (Map.Entry<Long, CompletableFuture<Slice>> e : owned.entrySet()) {
+        e.getValue().completeExceptionally(cause); // a no-op for the blocks fetched
+        inflight.remove(e.getKey(), e.getValue());
+      }
     }
     long pos = position;
     while (dst.hasRemaining()) {

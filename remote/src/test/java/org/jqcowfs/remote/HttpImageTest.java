@@ -319,6 +319,41 @@ class HttpImageTest {
   }
 
   @Test
+  void concurrentReadsOfOneRangeFetchItOnce() throws Exception {
+    Path p = image("concurrent/a.qcow2", null);
+    Location url = RemoteOpener.parse(nginx.url("concurrent/a.qcow2"));
+    try (BackingChain chain = ChainOpener.open(url, options(opener(), nginx.url("")))) {
+      chain.read(ByteBuffer.allocate(1), 0); // the L2 table (and guest cluster 0) fetched now
+      int before = nginx.accessLog().size();
+      int readers = 8;
+      java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(readers);
+      java.util.concurrent.ExecutorService pool =
+          java.util.concurrent.Executors.newFixedThreadPool(readers);
+      List<java.util.concurrent.Future<ByteBuffer>> reads = new java.util.ArrayList<>();
+      for (int i = 0; i < readers; i++) {
+        reads.add(
+            pool.submit(
+                () -> {
+                  ByteBuffer b = ByteBuffer.allocate(256 << 10);
+                  start.await();
+                  chain.read(b, 256 << 10);
+                  return b.flip();
+                }));
+      }
+      for (var r : reads) {
+        assertEquals(reads.get(0).get(), r.get());
+      }
+      pool.shutdown();
+      long sent = 0;
+      for (String line : nginx.accessLog().subList(before, nginx.accessLog().size())) {
+        sent += Long.parseLong(line.substring(line.lastIndexOf(' ') + 1));
+      }
+      assertTrue(sent <= 256 << 10, readers + " readers of 256 KiB made the server send " + sent);
+    }
+    assertTrue(Files.exists(p));
+  }
+
+  @Test
   void aRedirectWithinTheDirectoryIsFollowed() throws Exception {
     Path local = image("plain/v3-64k.qcow2", null);
     try (BackingChain chain =
