@@ -28,6 +28,7 @@ TIMEOUT=${TIMEOUT:-900}
 JQ="$ROOT/bin/jqcowfs"
 MNT="$OUT/mnt"
 RESULTS="$ROOT/bench/results-remote.md"
+BUILT_AT=$(git rev-parse --short HEAD) # the commit measured: named now, not when the run ends
 pids=()
 mkdir -p "$CACHE" "$OUT" "$MNT"
 
@@ -140,7 +141,7 @@ done
 # report: median (min-max) seconds, bytes sent per image-file byte, and the targets' ratios
 ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
 {
-  echo "# make bench-remote ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD), RUNS=$RUNS)"
+  echo "# make bench-remote ($(date -u +%Y-%m-%d), $BUILT_AT, RUNS=$RUNS)"
   echo
   echo "Seconds, median (min-max) of $RUNS; sent = bytes nginx sent / bytes of the image file."
   echo
