@@ -13,7 +13,6 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -35,8 +34,6 @@ public final class HttpStorage extends RangedStorage {
 
   /** Redirects followed at open. */
   private static final int MAX_REDIRECTS = 5;
-
-  private static final Pattern CONTENT_RANGE = Pattern.compile("bytes (\\d+)-(\\d+)/(\\d+|\\*)");
 
   private final HttpLocation location;
   private final HttpClient client;
@@ -269,10 +266,7 @@ public final class HttpStorage extends RangedStorage {
     int status = r.statusCode();
     if (status == 206) {
       String contentRange = r.headers().firstValue("Content-Range").orElse("");
-      Matcher m = CONTENT_RANGE.matcher(contentRange);
-      if (!m.matches()
-          || Long.parseLong(m.group(1)) != from
-          || Long.parseLong(m.group(2)) != from + bytes - 1) {
+      if (!answers(contentRange, from, bytes)) {
         throw new IOException(
             location + ": " + range + " answered with Content-Range '" + contentRange + "'");
       }

@@ -18,6 +18,8 @@ import java.util.concurrent.Future;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
@@ -40,6 +42,21 @@ abstract class RangedStorage implements Storage {
 
   /** The most one request asks for; a longer missing run is fetched in parallel parts. */
   static final int PART_BYTES = 512 << 10;
+
+  /** A Content-Range header of a 206 answer (RFC 9110 section 14.4): first, last, total. */
+  static final Pattern CONTENT_RANGE = Pattern.compile("bytes (\\d+)-(\\d+)/(\\d+|\\*)");
+
+  /** Whether {@code contentRange} answers exactly the {@code bytes} bytes at {@code from}. */
+  static boolean answers(String contentRange, long from, int bytes) {
+    Matcher m = CONTENT_RANGE.matcher(contentRange == null ? "" : contentRange);
+    try {
+      return m.matches()
+          && Long.parseLong(m.group(1)) == from
+          && Long.parseLong(m.group(2)) == from + bytes - 1;
+    } catch (NumberFormatException e) { // more digits than a long: a server's garbage
+      return false;
+    }
+  }
 
   /** Threads fetching the parts of a read besides the reader's own. */
   private static final ExecutorService FETCHERS =

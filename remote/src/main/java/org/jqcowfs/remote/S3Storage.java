@@ -4,8 +4,6 @@ import java.io.IOException;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
 import java.time.Instant;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import software.amazon.awssdk.core.exception.RetryableException;
@@ -28,7 +26,6 @@ import software.amazon.awssdk.services.s3.model.HeadObjectResponse;
  */
 final class S3Storage extends RangedStorage {
   private static final Logger LOG = LoggerFactory.getLogger(S3Storage.class);
-  private static final Pattern CONTENT_RANGE = Pattern.compile("bytes (\\d+)-(\\d+)/(\\d+|\\*)");
 
   private final S3Location location;
   private final S3Client s3;
@@ -142,10 +139,7 @@ final class S3Storage extends RangedStorage {
       String range, long from, int bytes) {
     return (response, in) -> {
       String contentRange = response.contentRange();
-      Matcher m = CONTENT_RANGE.matcher(contentRange == null ? "" : contentRange);
-      if (!m.matches()
-          || Long.parseLong(m.group(1)) != from
-          || Long.parseLong(m.group(2)) != from + bytes - 1) {
+      if (!answers(contentRange, from, bytes)) {
         in.abort();
         throw new Refused(
             new IOException(
