@@ -146,7 +146,16 @@ final class FaultyFs extends FuseStubFS implements AutoCloseable {
 
   @Override
   public void close() throws IOException {
-    umount();
+    umount(); // jnr-fuse starts fusermount -u -z and does not wait for it
+    long deadline = System.nanoTime() + 20_000_000_000L;
+    while (FuseMount.mountEntry(mountpoint).isPresent() && System.nanoTime() < deadline) {
+      try {
+        Thread.sleep(20);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        break;
+      }
+    }
     channel.close();
   }
 }
