@@ -6,12 +6,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -40,41 +37,13 @@ class BitmapMapTest {
     return out;
   }
 
-  /** What QEMU exports for {@code name}: qemu-nbd -r -B, nbdinfo --map --json. */
+  /** What QEMU exports for {@code name} ({@link Qemu#dirtyBitmap}). */
   static List<List<Object>> qemu(Path image, String name) throws Exception {
-    Path socket = image.resolveSibling("nbd.sock");
-    Files.deleteIfExists(socket);
-    Process server =
-        new ProcessBuilder(
-                "qemu-nbd", "-r", "-f", "qcow2", "-B", name, "--socket=" + socket, image.toString())
-            .redirectErrorStream(true)
-            .redirectOutput(image.resolveSibling("qemu-nbd.log").toFile())
-            .start();
-    try {
-      for (int i = 0; i < 100 && !Files.exists(socket); i++) {
-        Thread.sleep(50);
-      }
-      Process info =
-          new ProcessBuilder(
-                  "nbdinfo",
-                  "--json",
-                  "--map=qemu:dirty-bitmap:" + name,
-                  "nbd+unix:///?socket=" + socket)
-              .redirectError(ProcessBuilder.Redirect.INHERIT)
-              .start();
-      String out = new String(info.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-      assertEquals(0, info.waitFor(), out);
-      List<List<Object>> runs = new ArrayList<>();
-      for (JsonNode e : JSON.readTree(out)) {
-        runs.add(
-            List.of(
-                e.get("offset").asLong(), e.get("length").asLong(), e.get("type").asInt() == 1));
-      }
-      return merged(runs);
-    } finally {
-      server.destroy();
-      server.waitFor(10, TimeUnit.SECONDS);
+    List<List<Object>> runs = new ArrayList<>();
+    for (long[] r : Qemu.dirtyBitmap(image, name)) {
+      runs.add(List.of(r[0], r[1], r[2] == 1));
     }
+    return merged(runs);
   }
 
   static List<List<Object>> ours(Path image, String name) throws IOException {

@@ -366,12 +366,15 @@ public final class Qcow2Image implements Image {
     return blockStatus.at(guestOffset, Math.min(maxLength, virtualSize - guestOffset));
   }
 
-  /** Flushes a writable image, then closes its files and lock. */
+  /**
+   * Flushes a writable image and stores its persistent dirty bitmaps ({@link Qcow2Writer#close}),
+   * then closes its files and lock.
+   */
   @Override
   public void close() throws IOException {
     try {
       if (writer != null) {
-        writer.flush();
+        writer.close();
       }
     } finally {
       try {

@@ -1,5 +1,6 @@
 package org.jqcowfs.qcow2;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -53,7 +54,31 @@ class CrashStateTest {
   @ParameterizedTest
   @EnumSource(Case.class)
   void everyCrashStateIsConsistentAndKeepsFlushedWrites(Case c) throws Exception {
+    run(c, false);
+  }
+
+  /**
+   * With persistent dirty bitmaps (four enabled at granularities from 512 B to 16 MiB, one
+   * disabled), every state of the close that stores them is checked too: in each, an enabled bitmap
+   * is in use or holds every request finished before the last completed flush, and the disabled one
+   * is unchanged.
+   */
+  @ParameterizedTest
+  @EnumSource(
+      value = Case.class,
+      names = {"V3_64K", "CLUSTER_512"})
+  void withBitmapsEveryCrashStateKeepsThemSafe(Case c) throws Exception {
+    run(c, true);
+  }
+
+  private void run(Case c, boolean bitmaps) throws Exception {
     Path image = Qcow2WriteTest.prepare(dir, c);
+    if (bitmaps) {
+      BitmapWriteTest.addBitmaps(dir, image);
+    }
+    List<long[]> offBefore = bitmaps ? Qemu.dirtyBitmap(image, "off") : null;
+    List<long[]> requests = new ArrayList<>(); // {offset, length} of each change, as asked
+    int beforeClose = 0;
     Path original = Files.copy(image, dir.resolve("original.qcow2"));
     Path initialGuest = Qemu.convertRaw(image, dir.resolve("initial.raw"), null);
     Random random = new Random(c.ordinal() * 31L + 5);
@@ -81,6 +106,7 @@ class CrashStateTest {
         if (random.nextBoolean()) {
           offset &= ~511L;
         }
+        requests.add(new long[] {offset, length, ops.size()});
         int kind = random.nextInt(8);
         if (kind == 0) {
           top.writeZeroes(offset, length, random.nextBoolean());
@@ -101,10 +127,11 @@ class CrashStateTest {
           ops.add(op);
         }
       }
+      beforeClose = recording.flushes();
     }
     flushes.add(new FlushPoint(ops.size(), recording.flushes())); // close flushes
     List<RecordingStorage.Entry> log = recording.log();
-    List<State> states = chooseStates(log, flushes, random);
+    List<State> states = chooseStates(log, flushes, random, bitmaps ? beforeClose : -1);
     Path state = dir.resolve("state.qcow2");
     int checked = 0;
     for (State s : states) {
@@ -123,30 +150,40 @@ class CrashStateTest {
       if (last.syncs() <= s.syncs()) {
         compareFlushed(c, s, state, initialGuest, ops, last);
       }
+      if (bitmaps) {
+        checkBitmaps(c, s, state, requests, last, offBefore);
+      }
       checked++;
     }
     recording.closeLog();
     assertTrue(checked >= Math.min(states.size(), 2), "states were checked");
     System.out.printf(
-        "crash states: %s: %d checked of %d syncs, 0 corruptions%n", c, checked, syncs(log));
+        "crash states: %s%s: %d checked of %d syncs, 0 corruptions%s%n",
+        c,
+        bitmaps ? " with bitmaps" : "",
+        checked,
+        syncs(log),
+        bitmaps ? ", enabled bitmaps in use per state " + STATES_IN_USE : "");
+    STATES_IN_USE.clear();
   }
 
   /**
    * The states to check: with {@link #STATES} 0, each sync's prefix and {@link #SUBSETS} random
    * subsets of the writes after it; else that many of those, always including each completed
-   * flush's state.
+   * flush's state and, from sync {@code mustFrom} on (-1: none), every state.
    */
   private static List<State> chooseStates(
-      List<RecordingStorage.Entry> log, List<FlushPoint> flushes, Random random) {
+      List<RecordingStorage.Entry> log, List<FlushPoint> flushes, Random random, int mustFrom) {
     int syncs = syncs(log);
     List<State> must = new ArrayList<>();
     List<State> rest = new ArrayList<>();
     for (int j = 0; j <= syncs; j++) {
       final int k = j;
       boolean flushState = flushes.stream().anyMatch(f -> f.syncs() == k);
-      (flushState ? must : rest).add(new State(j, 0));
+      boolean all = mustFrom >= 0 && j >= mustFrom;
+      (flushState || all ? must : rest).add(new State(j, 0));
       for (int s = 0; s < SUBSETS; s++) {
-        rest.add(new State(j, random.nextLong() | 1));
+        (all ? must : rest).add(new State(j, random.nextLong() | 1));
       }
     }
     if (STATES == 0) {
@@ -156,6 +193,69 @@ class CrashStateTest {
     Collections.shuffle(rest, random);
     must.addAll(rest.subList(0, Math.max(0, Math.min(rest.size(), STATES - must.size()))));
     return must;
+  }
+
+  /**
+   * In crash state {@code state}: each enabled bitmap is in use ({@code qemu-img info}; or gone,
+   * with the autoclear bit clear) or, as {@code qemu-nbd -B} exports it, dirty over every request
+   * made before flush {@code last}; the disabled one is as it was.
+   */
+  private static void checkBitmaps(
+      Case c, State s, Path state, List<long[]> requests, FlushPoint last, List<long[]> offBefore)
+      throws IOException {
+    String info = Qemu.img(state.getParent(), "info", "--output=json", state.toString());
+    int inUse = 0;
+    for (String name : List.of("g512", "g64k", "g4m", "g16m")) {
+      int at = info.indexOf("\"name\": \"" + name + "\"");
+      if (at < 0) { // autoclear bit clear: every bitmap inconsistent, as in use
+        inUse++;
+        continue;
+      }
+      String entry = info.substring(info.lastIndexOf('{', at), info.indexOf('}', at));
+      if (entry.contains("in-use")) {
+        inUse++;
+        continue;
+      }
+      List<long[]> runs = Qemu.dirtyBitmap(state, name);
+      for (long[] r : requests) {
+        if (r[2] < last.ops() && !covered(runs, r[0], r[0] + r[1])) {
+          fail(
+              c
+                  + ": crash state "
+                  + s
+                  + ": bitmap "
+                  + name
+                  + " is consistent but misses the"
+                  + " request at "
+                  + r[0]
+                  + " (+"
+                  + r[1]
+                  + "): "
+                  + Qemu.dirtyRuns(runs));
+        }
+      }
+    }
+    STATES_IN_USE.add(inUse);
+    if (!info.contains("\"name\": \"off\"")) {
+      return; // gone with the others
+    }
+    assertEquals(
+        Qemu.dirtyRuns(offBefore),
+        Qemu.dirtyRuns(Qemu.dirtyBitmap(state, "off")),
+        c + ": crash state " + s + ": the disabled bitmap changed");
+  }
+
+  /** How many enabled bitmaps each checked state had in use (for the summary line). */
+  private static final List<Integer> STATES_IN_USE = new ArrayList<>();
+
+  /** Whether {@code runs} mark all of {@code [start, end)} dirty. */
+  private static boolean covered(List<long[]> runs, long start, long end) {
+    for (long[] r : runs) {
+      if (r[2] == 1 && r[0] <= start && start < r[0] + r[1]) {
+        start = r[0] + r[1];
+      }
+    }
+    return start >= end;
   }
 
   private static int syncs(List<RecordingStorage.Entry> log) {

@@ -453,7 +453,7 @@ class Qcow2WriteTest {
   }
 
   /** Lengths from 512 B to 4 MiB, log-uniform, a third of them not a multiple of 512. */
-  private static long randomLength(Random r) {
+  static long randomLength(Random r) {
     long length = 512L << r.nextInt(14);
     length += r.nextInt((int) length);
     if (r.nextInt(3) == 0) {
@@ -462,7 +462,7 @@ class Qcow2WriteTest {
     return Math.min(length, 4L << 20);
   }
 
-  private static long randomOffset(Random r, long length) {
+  static long randomOffset(Random r, long length) {
     long offset = (long) (r.nextDouble() * (SIZE - length));
     return r.nextInt(3) == 0 ? offset : offset & ~511L;
   }

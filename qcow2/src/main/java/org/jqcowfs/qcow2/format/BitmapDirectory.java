@@ -136,6 +136,21 @@ public final class BitmapDirectory {
     return out;
   }
 
+  /**
+   * Sets the flags of entry {@code index} of a directory that {@link #decode} accepted, in place:
+   * the only field QEMU's {@code update_ext_header_and_dir_in_place} changes.
+   *
+   * @throws IndexOutOfBoundsException if the directory has no entry {@code index}
+   */
+  public static void setFlags(ByteBuffer dir, int index, int flags) {
+    int pos = 0;
+    for (int i = 0; i < index; i++) {
+      int nameBytes = dir.getShort(pos + 18) & 0xffff;
+      pos += (ENTRY_HEADER_BYTES + nameBytes + 7) & ~7; // extra data is refused by decode
+    }
+    dir.putInt(pos + 12, flags);
+  }
+
   /** Whether a bitmap table entry is valid: QEMU {@code check_table_entry}. */
   public static boolean validTableEntry(long entry, int clusterBytes) {
     if ((entry & TABLE_RESERVED_MASK) != 0) {

@@ -28,9 +28,21 @@ public final class BitmapTables {
    * @throws IOException if the file cannot be read
    */
   public static List<Bitmap> directory(Storage file, Header header) throws IOException {
+    ByteBuffer dir = directoryBytes(file, header);
+    return dir == null ? List.of() : decode(file, header, dir);
+  }
+
+  /**
+   * The bytes of the bitmap directory as stored (position 0, limit its length), or null without a
+   * bitmaps extension or with a stale one.
+   *
+   * @throws ImageFormatException if the directory passes the end of the file
+   * @throws IOException if the file cannot be read
+   */
+  public static ByteBuffer directoryBytes(Storage file, Header header) throws IOException {
     Header.Bitmaps ext = header.bitmaps();
     if (ext == null || !ext.consistent()) {
-      return List.of();
+      return null;
     }
     if (ext.directoryOffset() > file.length() - ext.directoryBytes()) {
       throw new ImageFormatException(
@@ -38,9 +50,22 @@ public final class BitmapTables {
     }
     ByteBuffer dir = ByteBuffer.allocate((int) ext.directoryBytes());
     file.readFully(dir, ext.directoryOffset());
+    return dir.flip();
+  }
+
+  /**
+   * {@link BitmapDirectory#decode} of {@code dir}, the directory of the image in {@code file}.
+   *
+   * @throws ImageFormatException if QEMU would refuse to load it, naming the image and the reason
+   */
+  public static List<Bitmap> decode(Storage file, Header header, ByteBuffer dir)
+      throws ImageFormatException {
     try {
       return BitmapDirectory.decode(
-          dir.flip(), ext.count(), (int) header.geometry().clusterSize(), header.size());
+          dir.duplicate(),
+          header.bitmaps().count(),
+          (int) header.geometry().clusterSize(),
+          header.size());
     } catch (BitmapDirectory.InvalidException e) {
       throw new ImageFormatException(file.location(), "bitmap directory: " + e.getMessage());
     }

@@ -99,6 +99,25 @@ final class OverlapGuard {
     l2Tables.remove(hostOffset);
   }
 
+  /** The image's cluster size, bytes. */
+  long clusterBytes() {
+    return header.geometry().clusterSize();
+  }
+
+  /** Records {@code [hostOffset, hostOffset + bytes)} as holding {@code what} (bitmaps). */
+  void addMetadata(long hostOffset, long bytes, String what) {
+    metadata.add(hostOffset, bytes, what);
+  }
+
+  /**
+   * What metadata {@code [hostOffset, hostOffset + bytes)} overlaps, or null: a question, unlike
+   * {@link #check}, which marks the image corrupt.
+   */
+  String overlap(long hostOffset, long bytes) {
+    String hit = l2Tables.overlap(hostOffset, bytes);
+    return hit != null ? hit : metadata.overlap(hostOffset, bytes);
+  }
+
   void checkWritable() throws IOException {
     if (corrupt != null) {
       throw new IOException(path + ": refusing to write: the image is corrupt (" + corrupt + ")");

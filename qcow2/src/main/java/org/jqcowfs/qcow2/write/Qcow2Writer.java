@@ -46,12 +46,18 @@ public final class Qcow2Writer {
   private final MetadataCache cache;
   private final ClusterAllocator allocator;
   private final ZeroesAndDiscards zeroes;
+  private final Refcounts refcounts;
+  private final PersistentBitmaps bitmaps;
 
   /**
    * The write side of the image in {@code file}, reading what copy-on-write needs through {@code
-   * guest}; clears the autoclear bits of a v3 image, which it does not keep up to date.
+   * guest}; clears the autoclear bits of a v3 image that it does not keep up to date (all but the
+   * bitmaps bit), and marks the enabled persistent dirty bitmaps in use ({@link
+   * PersistentBitmaps}).
    *
    * @param snapshotTableBytes the snapshot table's bytes in the file (for the overlap checks)
+   * @throws org.jqcowfs.image.ImageFormatException if the bitmaps cannot be kept (a directory or
+   *     table QEMU refuses, or clusters not theirs alone): the image opens read-only only
    * @throws IOException if the refcount table cannot be read or the header written
    */
   public Qcow2Writer(
@@ -73,11 +79,15 @@ public final class Qcow2Writer {
     this.cache = new MetadataCache(file, header, mapper, l2Cache, refcounts, guard);
     this.allocator = new ClusterAllocator(file, header, mapper, refcounts, guard, cache);
     this.zeroes = new ZeroesAndDiscards(guest, file, header, mapper, allocator, cache, this::write);
-    if (header.version() >= 3 && header.autoclearFeatures() != 0) {
-      // The spec: a writer clears the autoclear bits it does not keep up to date (bitmaps).
-      HeaderWriter.writeAutoclearFeatures(file, 0);
-      LOG.info("{}: autoclear bits {} cleared", path, hex(header.autoclearFeatures()));
+    this.refcounts = refcounts;
+    long autoclear = header.version() >= 3 ? header.autoclearFeatures() : 0;
+    long kept = autoclear & Header.AUTOCLEAR_BITMAPS;
+    if (autoclear != kept) {
+      // The spec: a writer clears the autoclear bits it does not keep up to date.
+      HeaderWriter.writeAutoclearFeatures(file, kept);
+      LOG.info("{}: autoclear bits {} cleared", path, hex(autoclear & ~kept));
     }
+    this.bitmaps = PersistentBitmaps.open(file, header, kept, refcounts, guard);
   }
 
   /**
@@ -85,6 +95,7 @@ public final class Qcow2Writer {
    * clusters are read as the guest reads them now ({@link GuestReader}).
    */
   public void write(ByteBuffer src, long guestOffset) throws IOException {
+    bitmaps.mark(guestOffset, src.remaining());
     long pos = guestOffset;
     while (src.hasRemaining()) {
       Step step = allocator.prepare(pos, src.remaining());
@@ -108,16 +119,19 @@ public final class Qcow2Writer {
 
   /** As {@link ZeroesAndDiscards#writeZeroes}. */
   public void writeZeroes(long pos, long bytes, boolean mayUnmap) throws IOException {
+    bitmaps.mark(pos, bytes);
     zeroes.writeZeroes(pos, bytes, mayUnmap);
   }
 
   /** As {@link ZeroesAndDiscards#punchHole}. */
   public void punchHole(long pos, long bytes) throws IOException {
+    bitmaps.mark(pos, bytes);
     zeroes.punchHole(pos, bytes);
   }
 
   /** As {@link ZeroesAndDiscards#discard}. */
   public void discard(long pos, long bytes) throws IOException {
+    bitmaps.mark(pos, bytes);
     zeroes.discard(pos, bytes);
   }
 
@@ -130,6 +144,15 @@ public final class Qcow2Writer {
   /** As {@link MetadataCache#flush}. */
   public void flush() throws IOException {
     cache.flush();
+  }
+
+  /**
+   * Ends the writes: {@link #flush}, then the persistent dirty bitmaps are stored and marked
+   * consistent ({@link PersistentBitmaps#store}); a write after this fails.
+   */
+  public void close() throws IOException {
+    cache.flush();
+    bitmaps.store(cache, refcounts);
   }
 
   /**

@@ -53,4 +53,45 @@ public record Poke(Path image) {
       ch.write(ByteBuffer.allocate(2).putShort(0, (short) value), block + 2 * (cluster % 32768));
     }
   }
+
+  /** The host offset of the bitmap directory (the bitmaps header extension must be there). */
+  public long bitmapDirectory() throws IOException {
+    try (FileChannel ch = FileChannel.open(image, StandardOpenOption.READ)) {
+      ByteBuffer h = ByteBuffer.allocate(4096);
+      ch.read(h, 0);
+      int pos = h.getInt(100); // header_length (v3)
+      while (h.getInt(pos) != 0x23852875) {
+        assertTrue(h.getInt(pos) != 0, "no bitmaps extension in " + image);
+        pos += 8 + ((h.getInt(pos + 4) + 7) & ~7);
+      }
+      return h.getLong(pos + 8 + 16);
+    }
+  }
+
+  /**
+   * The host offset of entry {@code index} of the bitmap directory: its table offset (8 bytes),
+   * table entries (4), flags (4), type, granularity bits, name bytes (2), extra data bytes (4).
+   */
+  public long bitmapEntry(int index) throws IOException {
+    long pos = bitmapDirectory();
+    try (FileChannel ch = FileChannel.open(image, StandardOpenOption.READ)) {
+      for (int i = 0; i < index; i++) {
+        ByteBuffer e = ByteBuffer.allocate(24);
+        ch.read(e, pos);
+        pos += (24 + (e.getShort(18) & 0xffff) + e.getInt(20) + 7) & ~7;
+      }
+    }
+    return pos;
+  }
+
+  /** Sets flag bits {@code bits} of bitmap {@code index} (1: in use, 2: auto). */
+  public void orBitmapFlags(int index, int bits) throws IOException {
+    long at = bitmapEntry(index) + 12;
+    try (FileChannel ch =
+        FileChannel.open(image, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+      ByteBuffer f = ByteBuffer.allocate(4);
+      ch.read(f, at);
+      ch.write(ByteBuffer.allocate(4).putInt(0, f.getInt(0) | bits), at);
+    }
+  }
 }

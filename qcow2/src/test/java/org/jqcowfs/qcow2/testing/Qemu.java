@@ -146,6 +146,84 @@ public final class Qemu {
     }
   }
 
+  /**
+   * A dirty bitmap as QEMU exports it: {@code qemu-nbd -r -B NAME} on a Unix socket beside the
+   * image, read with {@code nbdinfo --map=qemu:dirty-bitmap:NAME} (Debian's libnbd-bin). Runs of
+   * {start, length, dirty (1) or clean (0)} that tile the disk, neighbours of one kind merged.
+   *
+   * @throws IOException if qemu-nbd does not serve the bitmap (in use, or none of that name)
+   */
+  public static List<long[]> dirtyBitmap(Path image, String name) throws IOException {
+    Path socket = image.resolveSibling("nbd-" + image.getFileName() + ".sock");
+    Files.deleteIfExists(socket);
+    Path log = image.resolveSibling("qemu-nbd.log");
+    Process server =
+        new ProcessBuilder(
+                "qemu-nbd", "-r", "-f", "qcow2", "-B", name, "--socket=" + socket, image.toString())
+            .redirectErrorStream(true)
+            .redirectOutput(log.toFile())
+            .start();
+    try {
+      for (int i = 0; i < 200 && !Files.exists(socket) && server.isAlive(); i++) {
+        Thread.sleep(25);
+      }
+      if (!Files.exists(socket)) {
+        throw new IOException("qemu-nbd -B " + name + " " + image + ": " + Files.readString(log));
+      }
+      String out;
+      try {
+        out =
+            run(
+                image.getParent(),
+                "nbdinfo",
+                "--map=qemu:dirty-bitmap:" + name,
+                "nbd+unix:///?socket=" + socket);
+      } catch (IOException e) { // qemu-nbd binds the socket before it opens the image
+        server.waitFor(5, TimeUnit.SECONDS);
+        throw new IOException(e.getMessage() + "; qemu-nbd: " + Files.readString(log), e);
+      }
+      List<long[]> runs = new ArrayList<>();
+      for (String line : out.split("\n")) {
+        String[] f = line.trim().split("\\s+");
+        if (f.length < 3) {
+          continue;
+        }
+        long start = Long.parseLong(f[0]);
+        long length = Long.parseLong(f[1]);
+        long dirty = Long.parseLong(f[2]) & 1;
+        long[] last = runs.isEmpty() ? null : runs.get(runs.size() - 1);
+        if (last != null && last[2] == dirty && last[0] + last[1] == start) {
+          last[1] += length;
+        } else {
+          runs.add(new long[] {start, length, dirty});
+        }
+      }
+      return runs;
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IOException("interrupted", e);
+    } finally {
+      server.destroy();
+      try {
+        server.waitFor(10, TimeUnit.SECONDS);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+      Files.deleteIfExists(socket);
+    }
+  }
+
+  /** {@link #dirtyBitmap} as text, one "start+length" per dirty run: for assertion messages. */
+  public static String dirtyRuns(List<long[]> runs) {
+    StringBuilder b = new StringBuilder();
+    for (long[] r : runs) {
+      if (r[2] == 1) {
+        b.append(b.length() == 0 ? "" : " ").append(r[0]).append('+').append(r[1]);
+      }
+    }
+    return b.toString();
+  }
+
   /** Runs {@code qemu-img check --output=json IMAGE}, whatever its exit status. */
   public static Check check(Path image) throws IOException {
     return anyExit(image.getParent(), "qemu-img", "check", "--output=json", image.toString());

@@ -1,0 +1,319 @@
+package org.jqcowfs.qcow2.write;
+
+import static org.jqcowfs.image.ImageFormatException.hex;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.qcow2.format.BitmapDirectory;
+import org.jqcowfs.qcow2.format.BitmapDirectory.Bitmap;
+import org.jqcowfs.qcow2.format.Header;
+import org.jqcowfs.qcow2.metadata.BitmapTables;
+import org.jqcowfs.qcow2.metadata.HeaderWriter;
+import org.jqcowfs.qcow2.metadata.Refcounts;
+import org.jqcowfs.storage.Storage;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The persistent dirty bitmaps of a writable image, kept as QEMU keeps them ({@code
+ * block/qcow2-bitmap.c} with the block layer's {@code bdrv_set_dirty}):
+ *
+ * <ul>
+ *   <li>at open the directory and the tables of the enabled ("auto") bitmaps are read and checked
+ *       ({@code qcow2_load_dirty_bitmaps}, {@code bitmap_table_load}), and those bitmaps are marked
+ *       in use in the image, durably, before any write ({@code update_ext_header_and_dir_in_place}:
+ *       autoclear bit cleared, directory written, bit set);
+ *   <li>writes, write-zeroes and discards set their bits in memory, rounded out to each bitmap's
+ *       granularity ({@link #mark});
+ *   <li>at close ({@link #store}) the bits are merged into the bitmaps' data clusters: a table
+ *       entry without a data cluster gets a new one, allocated through the refcounts, whose
+ *       refcount is durable before the table names it; then the tables; in use is cleared last, as
+ *       at open.
+ * </ul>
+ *
+ * <p>An in-use bitmap stays inconsistent, so a crash at any instant leaves each enabled bitmap in
+ * use or holding every write. Disabled bitmaps and bitmaps found in use (inconsistent, as QEMU
+ * leaves them) are not touched.
+ */
+final class PersistentBitmaps {
+  private static final Logger LOG = LoggerFactory.getLogger(Qcow2Writer.class);
+
+  /** One enabled bitmap: its table and the bits set since open, per table entry. */
+  private static final class Tracked {
+    final int index;
+    final Bitmap bitmap;
+    final long[] table;
+    final Map<Integer, long[]> chunks = new TreeMap<>();
+    boolean tableChanged;
+
+    Tracked(int index, Bitmap bitmap, long[] table) {
+      this.index = index;
+      this.bitmap = bitmap;
+      this.table = table;
+    }
+  }
+
+  private final Storage file;
+  private final Header header;
+  private final int cs;
+  private final long virtualBytes;
+  private final long autoclear;
+  private final ByteBuffer directory;
+  private final List<Tracked> tracked;
+  private volatile boolean stored;
+
+  private PersistentBitmaps(
+      Storage file, Header header, long autoclear, ByteBuffer directory, List<Tracked> tracked) {
+    this.file = file;
+    this.header = header;
+    this.cs = (int) header.geometry().clusterSize();
+    this.virtualBytes = header.virtualSize();
+    this.autoclear = autoclear;
+    this.directory = directory;
+    this.tracked = tracked;
+  }
+
+  /**
+   * Reads and checks the bitmaps of the image in {@code file}, whose header now has the autoclear
+   * bits {@code autoclear}; records the directory and the enabled bitmaps' tables as metadata in
+   * {@code guard}; marks the enabled bitmaps in use, durably.
+   *
+   * @throws ImageFormatException if the directory or a table of an enabled bitmap is one QEMU
+   *     refuses to load, or names clusters that are not the bitmap's alone (refcount other than 1,
+   *     or other metadata): the image can still be opened read-only
+   * @throws IOException if the file cannot be read or written
+   */
+  static PersistentBitmaps open(
+      Storage file, Header header, long autoclear, Refcounts refcounts, OverlapGuard guard)
+      throws IOException {
+    ByteBuffer dir =
+        (autoclear & Header.AUTOCLEAR_BITMAPS) == 0
+            ? null
+            : BitmapTables.directoryBytes(file, header);
+    if (dir == null) {
+      return new PersistentBitmaps(file, header, autoclear, null, List.of());
+    }
+    List<Bitmap> bitmaps = BitmapTables.decode(file, header, dir);
+    long dirOffset = header.bitmaps().directoryOffset();
+    String hit = guard.overlap(dirOffset, dir.limit());
+    if (hit != null) {
+      throw refused(file, "the bitmap directory at " + hex(dirOffset) + " overlaps " + hit);
+    }
+    guard.addMetadata(dirOffset, dir.limit(), "the bitmap directory");
+    int cs = (int) header.geometry().clusterSize();
+    List<Tracked> tracked = new ArrayList<>();
+    for (int i = 0; i < bitmaps.size(); i++) {
+      Bitmap b = bitmaps.get(i);
+      if (b.inUse()) {
+        LOG.warn(
+            "{}: bitmap '{}' is in use (inconsistent): left as it is", file.location(), b.name());
+        continue;
+      }
+      if (!b.auto()) {
+        continue; // disabled: writes do not change it
+      }
+      long[] table = BitmapTables.table(file, b);
+      String what = "bitmap '" + b.name() + "'";
+      checkOwn(file, refcounts, guard, b.tableOffset(), b.tableBytes(), what + ": its table");
+      for (int e = 0; e < table.length; e++) {
+        if (!BitmapDirectory.validTableEntry(table[e], cs)) {
+          throw refused(file, what + ": table entry " + e + " is invalid: " + hex(table[e]));
+        }
+        long data = BitmapDirectory.dataOffset(table[e]);
+        if (data != 0) {
+          checkOwn(file, refcounts, guard, data, cs, what + ": table entry " + e);
+        }
+      }
+      guard.addMetadata(b.tableOffset(), b.tableBytes(), "the table of " + what);
+      tracked.add(new Tracked(i, b, table));
+    }
+    PersistentBitmaps out = new PersistentBitmaps(file, header, autoclear, dir, tracked);
+    if (!tracked.isEmpty()) {
+      out.writeDirectory(true);
+    }
+    return out;
+  }
+
+  /** Refuses a range that the file does not hold, or that is not a bitmap's alone. */
+  private static void checkOwn(
+      Storage file, Refcounts refcounts, OverlapGuard guard, long offset, long bytes, String what)
+      throws IOException {
+    if (offset > file.length() - bytes) {
+      throw refused(file, what + " at " + hex(offset) + " passes the end of the file");
+    }
+    String hit = guard.overlap(offset, bytes);
+    if (hit != null) {
+      throw refused(file, what + " at " + hex(offset) + " overlaps " + hit);
+    }
+    int clusterBits = Long.numberOfTrailingZeros(guard.clusterBytes());
+    for (long c = offset >>> clusterBits; c << clusterBits < offset + bytes; c++) {
+      long refcount = refcounts.refcount(c);
+      if (refcount != 1) {
+        throw refused(
+            file,
+            what
+                + " at "
+                + hex(offset)
+                + ": cluster "
+                + hex(c << clusterBits)
+                + " has refcount "
+                + refcount
+                + ", not 1");
+      }
+    }
+  }
+
+  private static ImageFormatException refused(Storage file, String why) {
+    return new ImageFormatException(
+        file.location(),
+        "cannot keep the persistent dirty bitmaps: "
+            + why
+            + "; open the image read-only, or remove the bitmap with qemu-img bitmap --remove");
+  }
+
+  /** Whether the image keeps its bitmaps: the autoclear bit for them stays set. */
+  boolean kept() {
+    return directory != null;
+  }
+
+  /**
+   * Sets the bits of every enabled bitmap for {@code [guestOffset, guestOffset + bytes)}, rounded
+   * out to its granularity (QEMU {@code bdrv_set_dirty}); called before the change is made.
+   *
+   * @throws IOException if the bitmaps were stored already (the image is closing)
+   */
+  void mark(long guestOffset, long bytes) throws IOException {
+    if (tracked.isEmpty() || bytes <= 0) {
+      return;
+    }
+    if (stored) {
+      throw new IOException(file.location() + ": the image is closed");
+    }
+    long end = Math.min(virtualBytes, guestOffset + bytes);
+    if (guestOffset >= end) {
+      return;
+    }
+    long bitsPerChunk = cs * 8L;
+    for (Tracked t : tracked) {
+      int g = t.bitmap.granularityBits();
+      long first = guestOffset >>> g;
+      long last = (end - 1) >>> g;
+      synchronized (t) {
+        for (long k = first; k <= last; ) {
+          long chunk = k / bitsPerChunk;
+          long chunkEnd = Math.min(last + 1, (chunk + 1) * bitsPerChunk);
+          if (chunk < t.table.length) {
+            long[] words = t.chunks.computeIfAbsent((int) chunk, c -> new long[cs / 8]);
+            setBits(
+                words, (int) (k - chunk * bitsPerChunk), (int) (chunkEnd - chunk * bitsPerChunk));
+          }
+          k = chunkEnd;
+        }
+      }
+    }
+  }
+
+  /** Sets bits {@code [from, to)} of {@code words} (bit k: word k / 64, bit k % 64). */
+  private static void setBits(long[] words, int from, int to) {
+    int w0 = from >>> 6;
+    int w1 = (to - 1) >>> 6;
+    long head = -1L << (from & 63);
+    long tail = -1L >>> (63 - ((to - 1) & 63));
+    if (w0 == w1) {
+      words[w0] |= head & tail;
+      return;
+    }
+    words[w0] |= head;
+    for (int w = w0 + 1; w < w1; w++) {
+      words[w] = -1L;
+    }
+    words[w1] |= tail;
+  }
+
+  /**
+   * Writes the bits set since open into the image and clears in use, in the order that keeps every
+   * crash state safe: data clusters (new ones allocated), then {@code flush} (their refcounts and
+   * bytes durable), then the tables that name new clusters (synced), then the directory as at open.
+   * Call once, after the last write, with the writer's metadata flushed.
+   *
+   * @param cache the writer's metadata cache: allocation under its lock, and its flush
+   * @throws IOException if the file cannot be read or written; the bitmaps stay in use
+   */
+  void store(MetadataCache cache, Refcounts refcounts) throws IOException {
+    if (tracked.isEmpty() || stored) {
+      return;
+    }
+    stored = true;
+    ByteBuffer cluster = ByteBuffer.allocate(cs).order(ByteOrder.LITTLE_ENDIAN);
+    for (Tracked t : tracked) {
+      synchronized (t) {
+        for (Map.Entry<Integer, long[]> e : t.chunks.entrySet()) {
+          int i = e.getKey();
+          long data = BitmapDirectory.dataOffset(t.table[i]);
+          if (data == 0 && BitmapDirectory.allOnes(t.table[i])) {
+            continue; // every bit set already
+          }
+          cluster.clear();
+          if (data != 0) {
+            file.readFully(cluster, data);
+          } else {
+            Arrays.fill(cluster.array(), (byte) 0);
+          }
+          long[] words = e.getValue();
+          for (int w = 0; w < words.length; w++) {
+            cluster.putLong(w * 8, cluster.getLong(w * 8) | words[w]);
+          }
+          if (data == 0) {
+            cache.lock().lock();
+            try {
+              data = refcounts.allocate(1);
+            } finally {
+              cache.lock().unlock();
+            }
+            t.table[i] = data;
+            t.tableChanged = true;
+          }
+          file.write(cluster.clear(), data);
+        }
+      }
+    }
+    cache.flush();
+    boolean tables = false;
+    for (Tracked t : tracked) {
+      if (t.tableChanged) {
+        ByteBuffer b = ByteBuffer.allocate(t.table.length * 8);
+        b.asLongBuffer().put(t.table);
+        file.write(b, t.bitmap.tableOffset());
+        tables = true;
+      }
+    }
+    if (tables) {
+      file.flush();
+    }
+    writeDirectory(false);
+  }
+
+  /**
+   * Writes the directory with the enabled bitmaps in use or not, in place, as QEMU's {@code
+   * update_ext_header_and_dir_in_place}: the header's bitmaps bit cleared (synced), so that a torn
+   * directory is never trusted; the directory (synced); the bit set again (synced).
+   */
+  private void writeDirectory(boolean inUse) throws IOException {
+    for (Tracked t : tracked) {
+      int flags = t.bitmap.flags() & ~BitmapDirectory.FLAG_IN_USE;
+      BitmapDirectory.setFlags(
+          directory, t.index, inUse ? flags | BitmapDirectory.FLAG_IN_USE : flags);
+    }
+    HeaderWriter.writeAutoclearFeatures(file, autoclear & ~Header.AUTOCLEAR_BITMAPS);
+    file.write(directory.duplicate().rewind(), header.bitmaps().directoryOffset());
+    file.flush();
+    HeaderWriter.writeAutoclearFeatures(file, autoclear);
+  }
+}
