@@ -23,6 +23,7 @@ public final class Main implements Runnable {
           MountCommand.class,
           UnmountCommand.class,
           SnapshotCommand.class,
+          BitmapCommand.class,
           CheckCommand.class,
           CreateCommand.class,
           CommandLine.HelpCommand.class);
@@ -65,6 +66,9 @@ public final class Main implements Runnable {
     CommandLine cl = new CommandLine(new Main());
     for (Class<?> c : commands) {
       cl.addSubcommand(c);
+    }
+    if (cl.getSubcommands().containsKey("bitmap")) { // its operations repeat, in order
+      cl.getSubcommands().get("bitmap").setOverwrittenOptionsAllowed(true);
     }
     cl.setExecutionExceptionHandler(
         (e, commandLine, parseResult) -> {

@@ -18,6 +18,7 @@ import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.metadata.BitmapTables;
 import org.jqcowfs.qcow2.metadata.ClusterMapper;
 import org.jqcowfs.qcow2.metadata.L2Cache;
+import org.jqcowfs.qcow2.write.BitmapOp;
 import org.jqcowfs.qcow2.write.Qcow2Writer;
 import org.jqcowfs.storage.CachedView;
 import org.jqcowfs.storage.FileLocation;
@@ -358,6 +359,17 @@ public final class Qcow2Image implements Image {
       throw new IOException(path + ": has a backing file; written through its chain, not alone");
     }
     return writer();
+  }
+
+  /**
+   * Edits the persistent dirty bitmaps as {@code qemu-img bitmap} does ({@link
+   * Qcow2Writer#editBitmaps}); the last call before {@link #close}.
+   *
+   * @throws IllegalArgumentException if QEMU would refuse an operation, with its message
+   * @throws IOException if the image is read-only, or cannot be read or written
+   */
+  public void editBitmaps(String name, List<BitmapOp> ops) throws IOException {
+    writer().editBitmaps(name, ops);
   }
 
   @Override

@@ -41,6 +41,17 @@ class HeaderEncodeTest {
         "-b base.raw -F raw -o cluster_size=2M",
       })
   void encodesAsQemuImgWrote(String options) throws IOException {
+    encodesAsQemuImgWrote(options, false);
+  }
+
+  /** The bitmaps extension, after the feature name table, as qemu-img bitmap --add writes it. */
+  @ParameterizedTest
+  @ValueSource(strings = {"", "-o compression_type=zstd -b base.qcow2 -F qcow2"})
+  void encodesTheBitmapsExtensionAsQemuImgWrote(String options) throws IOException {
+    encodesAsQemuImgWrote(options, true);
+  }
+
+  private void encodesAsQemuImgWrote(String options, boolean bitmaps) throws IOException {
     Qemu.img(dir, "create", "-f", "qcow2", "base.qcow2", "64M");
     Qemu.img(dir, "create", "-f", "raw", "base.raw", "64M");
     List<String> args = new ArrayList<>(List.of("create", "-f", "qcow2"));
@@ -50,6 +61,10 @@ class HeaderEncodeTest {
     args.addAll(List.of("top.qcow2", "64M"));
     Qemu.img(dir, args.toArray(String[]::new));
     Path top = dir.resolve("top.qcow2");
+    if (bitmaps) {
+      Qemu.img(dir, "bitmap", "--add", top.toString(), "b1");
+      Qemu.img(dir, "bitmap", "--add", "-g", "512", top.toString(), "b2");
+    }
     Header h;
     try (Storage f = PosixStorage.open(top, HostFileOptions.DEFAULT)) {
       h = MetadataIo.readHeader(f);

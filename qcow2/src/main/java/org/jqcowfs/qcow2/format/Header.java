@@ -74,6 +74,35 @@ public record Header(
   /** QEMU's QCOW2_MAX_BITMAP_DIRECTORY_SIZE: 1024 bytes for each of 65535 bitmaps. */
   public static final long MAX_BITMAP_DIRECTORY_BYTES = 1024L * 65535;
 
+  /**
+   * This header with {@code autoclear_features} {@code autoclear} and the bitmaps extension {@code
+   * ext} (null: none), as QEMU's {@code update_ext_header_and_dir} sets them.
+   */
+  public Header withBitmaps(long autoclear, Bitmaps ext) {
+    return new Header(
+        version,
+        backingFileName,
+        clusterBits,
+        size,
+        cryptMethod,
+        l1Size,
+        l1TableOffset,
+        refcountTableOffset,
+        refcountTableClusters,
+        nbSnapshots,
+        snapshotsOffset,
+        incompatibleFeatures,
+        compatibleFeatures,
+        autoclear,
+        refcountOrder,
+        headerLength,
+        compressionType,
+        backingFormat,
+        dataFileName,
+        featureNames,
+        ext);
+  }
+
   /** Whether the header has a bitmaps extension, consistent or not. */
   public boolean bitmapsExtension() {
     return bitmaps != null;
@@ -217,18 +246,15 @@ public record Header(
 
   /**
    * Encodes this header as QEMU's {@code qcow2_update_header} lays it out: the header fields
-   * ({@link #headerLength} bytes; 72 for v2), the backing format, external data file name and
-   * feature name table extensions (each padded to 8 bytes), the end marker, then the backing file
-   * name, which {@code backing_file_offset} and {@code backing_file_size} point at.
+   * ({@link #headerLength} bytes; 72 for v2), the backing format, external data file name, feature
+   * name table and bitmaps extensions (each padded to 8 bytes), the end marker, then the backing
+   * file name, which {@code backing_file_offset} and {@code backing_file_size} point at.
    *
    * @return the encoded bytes, position 0, at most one cluster
-   * @throws IllegalStateException if the header has a bitmaps extension (not encoded yet), or the
-   *     encoding would not fit in the first cluster or its names' limits
+   * @throws IllegalStateException if the encoding would not fit in the first cluster or its names'
+   *     limits
    */
   public ByteBuffer encode() {
-    if (bitmaps != null) {
-      throw new IllegalStateException("the bitmaps extension is not encoded yet");
-    }
     ByteBuffer b = ByteBuffer.allocate((int) clusterSize());
     b.putInt(OFF_MAGIC, QCOW_MAGIC)
         .putInt(OFF_VERSION, version)
@@ -274,6 +300,13 @@ public record Header(
                 table.put(name, 0, Math.min(name.length, 46)).position(at + 48);
               });
       putExtension(b, EXT_FEATURE_TABLE, table.array());
+    }
+    if (bitmaps != null) {
+      ByteBuffer ext = ByteBuffer.allocate(24);
+      ext.putInt(0, bitmaps.count())
+          .putLong(8, bitmaps.directoryBytes())
+          .putLong(16, bitmaps.directoryOffset());
+      putExtension(b, EXT_BITMAPS, ext.array());
     }
     requireRoom(b, 8);
     b.putInt(EXT_END).putInt(0);

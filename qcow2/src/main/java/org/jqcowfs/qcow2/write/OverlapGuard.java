@@ -109,6 +109,11 @@ final class OverlapGuard {
     metadata.add(hostOffset, bytes, what);
   }
 
+  /** Forgets the metadata range {@link #addMetadata} recorded at {@code hostOffset}. */
+  void removeMetadata(long hostOffset) {
+    metadata.remove(hostOffset);
+  }
+
   /**
    * What metadata {@code [hostOffset, hostOffset + bytes)} overlaps, or null: a question, unlike
    * {@link #check}, which marks the image corrupt.

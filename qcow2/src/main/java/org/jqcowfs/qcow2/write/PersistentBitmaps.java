@@ -67,10 +67,17 @@ final class PersistentBitmaps {
   private final long autoclear;
   private final ByteBuffer directory;
   private final List<Tracked> tracked;
+  private final OverlapGuard guard;
   private volatile boolean stored;
 
   private PersistentBitmaps(
-      Storage file, Header header, long autoclear, ByteBuffer directory, List<Tracked> tracked) {
+      Storage file,
+      Header header,
+      long autoclear,
+      ByteBuffer directory,
+      List<Tracked> tracked,
+      OverlapGuard guard) {
+    this.guard = guard;
     this.file = file;
     this.header = header;
     this.cs = (int) header.geometry().clusterSize();
@@ -98,7 +105,7 @@ final class PersistentBitmaps {
             ? null
             : BitmapTables.directoryBytes(file, header);
     if (dir == null) {
-      return new PersistentBitmaps(file, header, autoclear, null, List.of());
+      return new PersistentBitmaps(file, header, autoclear, null, List.of(), guard);
     }
     List<Bitmap> bitmaps = BitmapTables.decode(file, header, dir);
     long dirOffset = header.bitmaps().directoryOffset();
@@ -134,7 +141,7 @@ final class PersistentBitmaps {
       guard.addMetadata(b.tableOffset(), b.tableBytes(), "the table of " + what);
       tracked.add(new Tracked(i, b, table));
     }
-    PersistentBitmaps out = new PersistentBitmaps(file, header, autoclear, dir, tracked);
+    PersistentBitmaps out = new PersistentBitmaps(file, header, autoclear, dir, tracked, guard);
     if (!tracked.isEmpty()) {
       out.writeDirectory(true);
     }
@@ -142,7 +149,7 @@ final class PersistentBitmaps {
   }
 
   /** Refuses a range that the file does not hold, or that is not a bitmap's alone. */
-  private static void checkOwn(
+  static void checkOwn(
       Storage file, Refcounts refcounts, OverlapGuard guard, long offset, long bytes, String what)
       throws IOException {
     if (offset > file.length() - bytes) {
@@ -221,7 +228,7 @@ final class PersistentBitmaps {
   }
 
   /** Sets bits {@code [from, to)} of {@code words} (bit k: word k / 64, bit k % 64). */
-  private static void setBits(long[] words, int from, int to) {
+  static void setBits(long[] words, int from, int to) {
     int w0 = from >>> 6;
     int w1 = (to - 1) >>> 6;
     long head = -1L << (from & 63);
@@ -247,10 +254,19 @@ final class PersistentBitmaps {
    * @throws IOException if the file cannot be read or written; the bitmaps stay in use
    */
   void store(MetadataCache cache, Refcounts refcounts) throws IOException {
-    if (tracked.isEmpty() || stored) {
+    if (stored) {
       return;
     }
     stored = true;
+    if (directory != null) { // from now on the bitmaps' clusters may be edited or freed
+      guard.removeMetadata(header.bitmaps().directoryOffset());
+      for (Tracked t : tracked) {
+        guard.removeMetadata(t.bitmap.tableOffset());
+      }
+    }
+    if (tracked.isEmpty()) {
+      return;
+    }
     ByteBuffer cluster = ByteBuffer.allocate(cs).order(ByteOrder.LITTLE_ENDIAN);
     for (Tracked t : tracked) {
       synchronized (t) {

@@ -156,6 +156,20 @@ public final class Qcow2Writer {
   }
 
   /**
+   * Ends the writes ({@link #close}), then runs {@code ops} on bitmap {@code name} and stores the
+   * result ({@link BitmapEditor}, as {@code qemu-img bitmap}); the image is then only to be closed.
+   *
+   * @throws IllegalArgumentException if QEMU would refuse an operation (nothing is written then)
+   * @throws org.jqcowfs.image.ImageFormatException for a v2 image, a header with an extension the
+   *     header writer does not know, or a damaged bitmap
+   * @throws IOException if the image cannot be read or written
+   */
+  public void editBitmaps(String name, List<BitmapOp> ops) throws IOException {
+    close();
+    new BitmapEditor(file, refcounts, cache, guard).apply(name, ops);
+  }
+
+  /**
    * Writes the new clusters of {@code step}: the head before {@code pos} and the tail after the
    * data, read as the guest sees them now, around {@code data} ({@code perform_cow}).
    */

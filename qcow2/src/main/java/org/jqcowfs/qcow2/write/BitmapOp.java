@@ -1,0 +1,46 @@
+package org.jqcowfs.qcow2.write;
+
+import java.io.IOException;
+import java.util.Locale;
+import org.jqcowfs.qcow2.metadata.BitmapTables;
+
+/**
+ * One operation of {@code qemu-img bitmap} on a persistent dirty bitmap (QEMU {@code img_bitmap}:
+ * {@code --add}, {@code --remove}, {@code --clear}, {@code --enable}, {@code --disable}, {@code
+ * --merge}).
+ *
+ * @param kind what is done
+ * @param granularity for {@link Kind#ADD}: bytes of guest data per bit, a power of two from 512 to
+ *     2^31; 0 for QEMU's default (the cluster size, within 4 KiB..64 KiB)
+ * @param disabled for {@link Kind#ADD}: the new bitmap does not record writes
+ * @param source for {@link Kind#MERGE}: the bitmap merged in
+ * @param external for {@link Kind#MERGE}: the dirty ranges of {@code source} in another image, or
+ *     null when it is in the same image
+ */
+public record BitmapOp(
+    BitmapOp.Kind kind, long granularity, boolean disabled, String source, DirtySource external) {
+  /** The operations. */
+  public enum Kind {
+    ADD,
+    REMOVE,
+    CLEAR,
+    ENABLE,
+    DISABLE,
+    MERGE
+  }
+
+  /** The dirty ranges of a bitmap in another image ({@code Qcow2Image#dirtyExtents}). */
+  public interface DirtySource {
+    void dirtyExtents(BitmapTables.ExtentSink sink) throws IOException;
+  }
+
+  /** {@code kind} without arguments (remove, clear, enable, disable). */
+  public static BitmapOp of(Kind kind) {
+    return new BitmapOp(kind, 0, false, null, null);
+  }
+
+  /** The operation's name in QEMU's messages ("add", "merge"). */
+  String verb() {
+    return kind.name().toLowerCase(Locale.ROOT);
+  }
+}
