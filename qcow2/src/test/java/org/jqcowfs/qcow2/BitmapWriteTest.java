@@ -158,4 +158,76 @@ class BitmapWriteTest {
       assertEquals(5, r.bitmaps().size());
     }
   }
+
+  /** A damaged bitmap: what is poked into an image with bitmaps b0 (64 KiB) and b1 (512 B). */
+  enum Damage {
+    GRANULARITY_BITS_8("doesn't satisfy the constraints"),
+    RESERVED_FLAG("doesn't satisfy the constraints"),
+    TYPE_2("doesn't satisfy the constraints"),
+    TABLE_OFFSET_UNALIGNED("doesn't satisfy the constraints"),
+    NAME_BYTES_PAST_DIRECTORY("Broken bitmap directory"),
+    TABLE_ENTRY_RESERVED_BITS("bitmap 'b0': table entry 0 is invalid"),
+    TABLE_ENTRY_PAST_EOF("bitmap 'b0': table entry 0 at 0x10000000 passes the end"),
+    TABLE_ENTRY_ON_L1_TABLE("overlaps the active L1 table"),
+    TABLE_ON_REFCOUNT_TABLE("overlaps the refcount table"),
+    DATA_CLUSTER_SHARED("has refcount 2, not 1");
+
+    final String message;
+
+    Damage(String message) {
+      this.message = message;
+    }
+  }
+
+  /**
+   * A hostile bitmap directory or table refuses the writable open with a message naming what is
+   * wrong, before anything is written; the image still opens read-only and reads as QEMU read it
+   * before the damage. (QEMU refuses to open the first seven at all; it opens the last three.)
+   */
+  @ParameterizedTest
+  @EnumSource(Damage.class)
+  void aHostileBitmapRefusesTheWritableOpenOnly(Damage d) throws Exception {
+    Path image = dir.resolve("h.qcow2");
+    Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", image.toString(), "8M");
+    Qemu.io(dir, image.toString(), "write -q -P 1 0 64k");
+    Qemu.img(dir, "bitmap", "--add", image.toString(), "b0");
+    Qemu.img(dir, "bitmap", "--add", "-g", "512", image.toString(), "b1");
+    Qemu.io(dir, image.toString(), "write -q -P 2 4M 64k", "write -q -P 3 0 4k");
+    Path raw = Qemu.convertRaw(image, dir.resolve("before.raw"), null);
+    Poke p = new Poke(image);
+    long entry = p.bitmapEntry(0);
+    long table = p.word(entry);
+    switch (d) {
+      case GRANULARITY_BITS_8 ->
+          p.putWord(entry + 16, (p.word(entry + 16) & ~(0xffL << 48)) | 8L << 48);
+      case RESERVED_FLAG -> p.orBitmapFlags(0, 4);
+      case TYPE_2 -> p.putWord(entry + 16, (p.word(entry + 16) & ~(0xffL << 56)) | 2L << 56);
+      case TABLE_OFFSET_UNALIGNED -> p.putWord(entry, table + 8);
+      case NAME_BYTES_PAST_DIRECTORY -> p.putWord(entry + 16, p.word(entry + 16) | 0xffffL << 32);
+      case TABLE_ENTRY_RESERVED_BITS -> p.putWord(table, 0x0100000000000200L);
+      case TABLE_ENTRY_PAST_EOF -> p.putWord(table, 0x10000000L);
+      case TABLE_ENTRY_ON_L1_TABLE -> p.putWord(table, p.word(40));
+      case TABLE_ON_REFCOUNT_TABLE -> p.putWord(entry, p.word(48));
+      case DATA_CLUSTER_SHARED -> {
+        long data = p.word(p.word(p.bitmapEntry(0)));
+        p.putWord(p.word(p.bitmapEntry(1)), data); // b1's first entry names it too
+        long refblock = p.word(p.word(48));
+        long at = refblock + 2 * (data / 4096);
+        ByteBuffer two = ByteBuffer.allocate(8).putLong(0, p.word(at & ~7L));
+        two.putShort((int) (at & 7), (short) 2);
+        p.putWord(at & ~7L, two.getLong(0));
+      }
+    }
+    byte[] before = Files.readAllBytes(image);
+    ImageFormatException e =
+        assertThrows(ImageFormatException.class, () -> Qcow2WriteTest.openWritable(image).close());
+    assertTrue(e.getMessage().contains(d.message), d + ": " + e.getMessage());
+    assertTrue(e.getMessage().contains(image.toString()), "names the file: " + e.getMessage());
+    assertTrue(Arrays.equals(before, Files.readAllBytes(image)), d + ": the image is unchanged");
+    try (Qcow2Image r = Qcow2Image.open(image)) {
+      ByteBuffer got = ByteBuffer.allocate((int) r.size());
+      r.read(got, 0);
+      assertTrue(Arrays.equals(Files.readAllBytes(raw), got.array()), d + ": reads as before");
+    }
+  }
 }

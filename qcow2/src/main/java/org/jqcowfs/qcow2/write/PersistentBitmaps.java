@@ -180,9 +180,7 @@ final class PersistentBitmaps {
   private static ImageFormatException refused(Storage file, String why) {
     return new ImageFormatException(
         file.location(),
-        "cannot keep the persistent dirty bitmaps: "
-            + why
-            + "; open the image read-only, or remove the bitmap with qemu-img bitmap --remove");
+        "cannot keep the persistent dirty bitmaps: " + why + "; the image opens read-only");
   }
 
   /** Whether the image keeps its bitmaps: the autoclear bit for them stays set. */
