@@ -7,8 +7,8 @@ import java.util.concurrent.Callable;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
-import org.jqcowfs.qcow2.write.BitmapOp;
-import org.jqcowfs.qcow2.write.BitmapOp.Kind;
+import org.jqcowfs.qcow2.format.BitmapOp;
+import org.jqcowfs.qcow2.format.BitmapOp.Kind;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -134,7 +134,14 @@ final class BitmapCommand implements Callable<Integer> {
                           0,
                           false,
                           op.source(),
-                          sink -> source.dirtyExtents(op.source(), sink));
+                          sink ->
+                              source.dirtyExtents(
+                                  op.source(),
+                                  (start, length, dirty) -> {
+                                    if (dirty) {
+                                      sink.dirty(start, length);
+                                    }
+                                  }));
               default -> op;
             });
       }

@@ -22,6 +22,7 @@ class MainTest {
           "unmount",
           "umount",
           "snapshot",
+          "bitmap",
           "check",
           "create",
           "help");

@@ -14,6 +14,7 @@ import java.util.TreeMap;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.BitmapDirectory.Bitmap;
+import org.jqcowfs.qcow2.format.BitmapOp;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.metadata.BitmapTables;
 import org.jqcowfs.qcow2.metadata.HeaderWriter;
@@ -136,13 +137,7 @@ final class BitmapEditor {
         Model target = existing(name, true);
         load(target);
         if (op.external() != null) {
-          op.external()
-              .dirtyExtents(
-                  (start, length, dirty) -> {
-                    if (dirty) {
-                      setRange(target, start, length);
-                    }
-                  });
+          op.external().dirtyRanges((start, length) -> setRange(target, start, length));
         } else {
           Model source = existing(op.source(), true);
           load(source);

@@ -5,6 +5,7 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import org.jqcowfs.qcow2.format.BitmapOp;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.metadata.ClusterMapper;

@@ -1,13 +1,12 @@
-package org.jqcowfs.qcow2.write;
+package org.jqcowfs.qcow2.format;
 
 import java.io.IOException;
 import java.util.Locale;
-import org.jqcowfs.qcow2.metadata.BitmapTables;
 
 /**
- * One operation of {@code qemu-img bitmap} on a persistent dirty bitmap (QEMU {@code img_bitmap}:
- * {@code --add}, {@code --remove}, {@code --clear}, {@code --enable}, {@code --disable}, {@code
- * --merge}).
+ * One operation of {@code qemu-img bitmap} on a persistent dirty bitmap, as data (QEMU {@code
+ * img_bitmap}: {@code --add}, {@code --remove}, {@code --clear}, {@code --enable}, {@code
+ * --disable}, {@code --merge}).
  *
  * @param kind what is done
  * @param granularity for {@link Kind#ADD}: bytes of guest data per bit, a power of two from 512 to
@@ -31,7 +30,17 @@ public record BitmapOp(
 
   /** The dirty ranges of a bitmap in another image ({@code Qcow2Image#dirtyExtents}). */
   public interface DirtySource {
-    void dirtyExtents(BitmapTables.ExtentSink sink) throws IOException;
+    /** Gives {@code sink} every dirty range, in guest order. */
+    void dirtyRanges(RangeSink sink) throws IOException;
+  }
+
+  /** Takes dirty ranges. */
+  public interface RangeSink {
+    /**
+     * @param start guest offset, bytes
+     * @param length bytes
+     */
+    void dirty(long start, long length);
   }
 
   /** {@code kind} without arguments (remove, clear, enable, disable). */
@@ -40,7 +49,7 @@ public record BitmapOp(
   }
 
   /** The operation's name in QEMU's messages ("add", "merge"). */
-  String verb() {
+  public String verb() {
     return kind.name().toLowerCase(Locale.ROOT);
   }
 }
