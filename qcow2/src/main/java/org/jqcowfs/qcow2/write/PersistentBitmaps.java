@@ -88,9 +88,9 @@ final class PersistentBitmaps {
   }
 
   /**
-   * Reads and checks the bitmaps of the image in {@code file}, whose header now has the autoclear
+   * Reads and checks the bitmaps of the image in {@code file}, whose header will have the autoclear
    * bits {@code autoclear}; records the directory and the enabled bitmaps' tables as metadata in
-   * {@code guard}; marks the enabled bitmaps in use, durably.
+   * {@code guard}. Writes nothing: {@link #markInUse} does.
    *
    * @throws ImageFormatException if the directory or a table of an enabled bitmap is one QEMU
    *     refuses to load, or names clusters that are not the bitmap's alone (refcount other than 1,
@@ -141,11 +141,14 @@ final class PersistentBitmaps {
       guard.addMetadata(b.tableOffset(), b.tableBytes(), "the table of " + what);
       tracked.add(new Tracked(i, b, table));
     }
-    PersistentBitmaps out = new PersistentBitmaps(file, header, autoclear, dir, tracked, guard);
+    return new PersistentBitmaps(file, header, autoclear, dir, tracked, guard);
+  }
+
+  /** Marks the enabled bitmaps in use, durably; before the first write. */
+  void markInUse() throws IOException {
     if (!tracked.isEmpty()) {
-      out.writeDirectory(true);
+      writeDirectory(true);
     }
-    return out;
   }
 
   /** Refuses a range that the file does not hold, or that is not a bitmap's alone. */

@@ -83,12 +83,13 @@ public final class Qcow2Writer {
     this.refcounts = refcounts;
     long autoclear = header.version() >= 3 ? header.autoclearFeatures() : 0;
     long kept = autoclear & Header.AUTOCLEAR_BITMAPS;
+    this.bitmaps = PersistentBitmaps.open(file, header, kept, refcounts, guard); // may refuse
     if (autoclear != kept) {
       // The spec: a writer clears the autoclear bits it does not keep up to date.
       HeaderWriter.writeAutoclearFeatures(file, kept);
       LOG.info("{}: autoclear bits {} cleared", path, hex(autoclear & ~kept));
     }
-    this.bitmaps = PersistentBitmaps.open(file, header, kept, refcounts, guard);
+    bitmaps.markInUse();
   }
 
   /**
