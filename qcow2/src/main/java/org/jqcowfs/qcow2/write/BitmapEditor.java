@@ -224,17 +224,7 @@ final class BitmapEditor {
     if (start >= end) {
       return;
     }
-    long bitsPerChunk = cs * 8L;
-    long first = start >>> m.granularityBits;
-    long last = (end - 1) >>> m.granularityBits;
-    for (long k = first; k <= last; ) {
-      long chunk = k / bitsPerChunk;
-      long chunkEnd = Math.min(last + 1, (chunk + 1) * bitsPerChunk);
-      long[] words = m.chunks.computeIfAbsent((int) chunk, c -> new long[cs / 8]);
-      PersistentBitmaps.setBits(
-          words, (int) (k - chunk * bitsPerChunk), (int) (chunkEnd - chunk * bitsPerChunk));
-      k = chunkEnd;
-    }
+    PersistentBitmaps.setRange(m.chunks, tableEntries(m), cs, m.granularityBits, start, end);
   }
 
   /** Gives {@code sink} the dirty ranges of {@code m} (loaded), one granule or run at a time. */

@@ -208,23 +208,36 @@ final class PersistentBitmaps {
     if (guestOffset >= end) {
       return;
     }
-    long bitsPerChunk = cs * 8L;
     for (Tracked t : tracked) {
-      int g = t.bitmap.granularityBits();
-      long first = guestOffset >>> g;
-      long last = (end - 1) >>> g;
       synchronized (t) {
-        for (long k = first; k <= last; ) {
-          long chunk = k / bitsPerChunk;
-          long chunkEnd = Math.min(last + 1, (chunk + 1) * bitsPerChunk);
-          if (chunk < t.table.length) {
-            long[] words = t.chunks.computeIfAbsent((int) chunk, c -> new long[cs / 8]);
-            setBits(
-                words, (int) (k - chunk * bitsPerChunk), (int) (chunkEnd - chunk * bitsPerChunk));
-          }
-          k = chunkEnd;
-        }
+        setRange(t.chunks, t.table.length, cs, t.bitmap.granularityBits(), guestOffset, end);
       }
+    }
+  }
+
+  /**
+   * Sets, in {@code chunks} (one cluster of bits per table entry, made as needed), the bits of
+   * {@code [start, end)} at granularity {@code 2^granularityBits}, rounded out; entries at or past
+   * {@code tableEntries} are left out.
+   */
+  static void setRange(
+      Map<Integer, long[]> chunks,
+      long tableEntries,
+      int cs,
+      int granularityBits,
+      long start,
+      long end) {
+    long bitsPerChunk = cs * 8L;
+    long first = start >>> granularityBits;
+    long last = (end - 1) >>> granularityBits;
+    for (long k = first; k <= last; ) {
+      long chunk = k / bitsPerChunk;
+      long chunkEnd = Math.min(last + 1, (chunk + 1) * bitsPerChunk);
+      if (chunk < tableEntries) {
+        long[] words = chunks.computeIfAbsent((int) chunk, c -> new long[cs / 8]);
+        setBits(words, (int) (k - chunk * bitsPerChunk), (int) (chunkEnd - chunk * bitsPerChunk));
+      }
+      k = chunkEnd;
     }
   }
 
