@@ -24,7 +24,10 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.image.ImageFormatException;
+import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Qcow2Options;
+import org.jqcowfs.qcow2.testing.Poke;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.io.TempDir;
@@ -44,7 +47,12 @@ public class HostileImageTest {
     EIO,
     OK,
     /** The snapshot table is damaged: the active image reads right, a snapshot is refused. */
-    SNAPSHOTS_IGNORED
+    SNAPSHOTS_IGNORED,
+    /**
+     * A persistent dirty bitmap is damaged: the image reads right (reads never use bitmaps), a
+     * writable open is refused before anything is written.
+     */
+    BITMAPS_IGNORED
   }
 
   @FunctionalInterface
@@ -61,7 +69,11 @@ public class HostileImageTest {
   }
 
   private static final AtomicInteger[] TALLY = {
-    new AtomicInteger(), new AtomicInteger(), new AtomicInteger(), new AtomicInteger()
+    new AtomicInteger(),
+    new AtomicInteger(),
+    new AtomicInteger(),
+    new AtomicInteger(),
+    new AtomicInteger()
   };
   private static final AtomicInteger HANGS = new AtomicInteger();
   private static final AtomicInteger CRASHES = new AtomicInteger();
@@ -631,7 +643,73 @@ public class HostileImageTest {
             "no stored format",
             "qemu-img rebase -u -F qcow2 -b b.qcow2",
             "--probe-backing-format"));
+    bitmapCases(c);
     return c;
+  }
+
+  /**
+   * {@link #base} with bitmaps b0 (4 KiB granularity, a data cluster of dirty bits) and b1 (512 B);
+   * the bytes written keep base()'s data.
+   */
+  static Path withBitmaps(Path d) throws IOException {
+    Path f = base(d);
+    Qemu.img(d, "bitmap", "--add", f.toString(), "b0");
+    Qemu.img(d, "bitmap", "--add", "-g", "512", f.toString(), "b1");
+    Qemu.io(d, f.toString(), "write -q -P 1 0 4k");
+    return f;
+  }
+
+  /** Damaged bitmap directories and tables: QEMU refuses to open the first six at all. */
+  private static void bitmapCases(List<Case> c) {
+    c.add(bitmaps("bitmap granularity bits 8", 17, 8, "doesn't satisfy the constraints"));
+    c.add(bitmaps("bitmap reserved flag", 15, 6, "doesn't satisfy the constraints"));
+    c.add(bitmaps("bitmap type 2", 16, 2, "doesn't satisfy the constraints"));
+    c.add(bitmaps("bitmap table unaligned", 7, 8, "doesn't satisfy the constraints"));
+    c.add(bitmaps("bitmap name past the directory", 18, 0x7f, "Broken bitmap directory"));
+    c.add(
+        bitmapEntry(
+            "bitmap table entry with reserved bits",
+            f -> 0x0100000000000200L,
+            "bitmap 'b0': table entry 0 is invalid"));
+    c.add(
+        bitmapEntry(
+            "bitmap data cluster past the end",
+            f -> 0x10000000L,
+            "bitmap 'b0': table entry 0 at 0x10000000 passes the end"));
+    c.add(
+        bitmapEntry(
+            "bitmap data cluster on the L1 table",
+            f -> peekLong(f, L1_OFFSET),
+            "overlaps the active L1 table"));
+  }
+
+  /** The byte at {@code at} of b0's directory entry set to {@code value}. */
+  private static Case bitmaps(String name, int at, int value, String expect) {
+    return new Case(
+        name,
+        Outcome.BITMAPS_IGNORED,
+        d -> {
+          Path f = withBitmaps(d);
+          return poke(f, new Poke(f).bitmapEntry(0) + at, new byte[] {(byte) value});
+        },
+        expect);
+  }
+
+  /** The first entry of b0's bitmap table set to what {@code entry} gives. */
+  private static Case bitmapEntry(String name, TableEntry entry, String expect) {
+    return new Case(
+        name,
+        Outcome.BITMAPS_IGNORED,
+        d -> {
+          Path f = withBitmaps(d);
+          return setLong(f, peekLong(f, new Poke(f).bitmapEntry(0)), entry.of(f));
+        },
+        expect);
+  }
+
+  @FunctionalInterface
+  private interface TableEntry {
+    long of(Path image) throws IOException;
   }
 
   /** Raw deflate (no zlib header, as qcow2 stores it) of {@code data} filled with {@code fill}. */
@@ -816,19 +894,31 @@ public class HostileImageTest {
           assertEquals(List.of(), top.snapshots());
           assertTrue(top.snapshotTableDamage().isPresent(), "the damage is kept for the user");
           assertMentions(new IOException(top.snapshotTableDamage().get()), image, c.expect());
-          // base(): 0x01 in the first 64 KiB, 0x02 in the 64 KiB at 4 MiB, zeros elsewhere
-          ByteBuffer b = ByteBuffer.allocate((int) chain.size());
-          chain.read(b, 0);
-          byte[] want = new byte[(int) chain.size()];
-          Arrays.fill(want, 0, 65536, (byte) 1);
-          Arrays.fill(want, 4 << 20, (4 << 20) + 65536, (byte) 2);
-          assertArrayEquals(want, b.array(), "the active image reads right");
+          assertArrayEquals(
+              baseBytes(chain.size()), readAll(chain), "the active image reads right");
         }
         IOException e =
             assertThrows(
                 IOException.class,
                 () -> ChainOpener.open(image, OBSERVED.withSnapshot("s1")).close());
         assertMentions(e, image, c.expect());
+      }
+      case BITMAPS_IGNORED -> {
+        byte[] before = Files.readAllBytes(image);
+        try (BackingChain chain = ChainOpener.open(image, OBSERVED)) {
+          assertArrayEquals(baseBytes(chain.size()), readAll(chain), "the image reads right");
+        }
+        IOException e =
+            assertThrows(
+                IOException.class,
+                () ->
+                    Qcow2Image.open(
+                            image,
+                            Qcow2Options.DEFAULT.withHostIo(
+                                HostFileOptions.DEFAULT.withWritable(true)))
+                        .close());
+        assertMentions(e, image, c.expect());
+        assertArrayEquals(before, Files.readAllBytes(image), "the refusal wrote nothing");
       }
       case OK -> {
         Path ref = dir.resolve("ref.raw");
@@ -840,6 +930,20 @@ public class HostileImageTest {
         }
       }
     }
+  }
+
+  /** What base() holds: 0x01 in the first 64 KiB, 0x02 in the 64 KiB at 4 MiB, zeros elsewhere. */
+  private static byte[] baseBytes(long size) {
+    byte[] want = new byte[(int) size];
+    Arrays.fill(want, 0, 65536, (byte) 1);
+    Arrays.fill(want, 4 << 20, (4 << 20) + 65536, (byte) 2);
+    return want;
+  }
+
+  private static byte[] readAll(BackingChain chain) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate((int) chain.size());
+    chain.read(b, 0);
+    return b.array();
   }
 
   private static void assertMentions(IOException e, Path image, String... expect) {
@@ -856,13 +960,14 @@ public class HostileImageTest {
   static void summary() {
     System.out.printf(
         Locale.ROOT,
-        "hostile images: cases %d, refused %d, eio %d, ok %d, snapshots ignored %d, hangs %d,"
-            + " crashes %d%n",
+        "hostile images: cases %d, refused %d, eio %d, ok %d, snapshots ignored %d, bitmaps"
+            + " ignored %d, hangs %d, crashes %d%n",
         cases().size(),
         TALLY[0].get(),
         TALLY[1].get(),
         TALLY[2].get(),
         TALLY[3].get(),
+        TALLY[4].get(),
         HANGS.get(),
         CRASHES.get());
   }

@@ -160,9 +160,10 @@ final class RefcountCheck {
 
   /**
    * QEMU {@code qcow2_check_bitmaps_refcounts}: the directory, each bitmap table and each bitmap
-   * data cluster are referenced; an invalid table entry is a corruption.
+   * data cluster are referenced.
    *
-   * @throws ImageFormatException if the directory cannot be loaded (QEMU cannot open the image)
+   * @throws ImageFormatException if the directory or a table cannot be loaded (QEMU cannot open the
+   *     image: {@code qcow2_load_dirty_bitmaps})
    */
   private void checkBitmaps() throws IOException {
     List<BitmapDirectory.Bitmap> bitmaps = BitmapTables.directory(file, header);
@@ -182,8 +183,14 @@ final class RefcountCheck {
       }
       for (long entry : table) {
         if (!BitmapDirectory.validTableEntry(entry, clusterBytes)) {
-          corruptions++;
-        } else if (BitmapDirectory.dataOffset(entry) != 0) {
+          // QEMU's open loads every bitmap table (bitmap_table_load) and fails on this entry
+          throw new ImageFormatException(
+              file.location(),
+              "Could not read bitmap_table table from image for bitmap '"
+                  + b.name()
+                  + "': Invalid argument");
+        }
+        if (BitmapDirectory.dataOffset(entry) != 0) {
           reference(BitmapDirectory.dataOffset(entry), clusterBytes);
         }
       }
