@@ -224,7 +224,16 @@ final class BitmapEditor {
     if (start >= end) {
       return;
     }
-    PersistentBitmaps.setRange(m.chunks, tableEntries(m), cs, m.granularityBits, start, end);
+    PersistentBitmaps.forEachChunk(
+        tableEntries(m),
+        cs,
+        m.granularityBits,
+        start,
+        end,
+        (chunk, from, to) -> {
+          long[] words = m.chunks.computeIfAbsent(chunk, c -> new long[cs / 8]);
+          PersistentBitmaps.forEachWord(from, to, (w, mask) -> words[w] |= mask);
+        });
   }
 
   /** Gives {@code sink} the dirty ranges of {@code m} (loaded), one granule or run at a time. */

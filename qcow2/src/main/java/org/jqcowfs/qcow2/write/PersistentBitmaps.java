@@ -8,8 +8,8 @@ import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
-import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.BitmapDirectory.Bitmap;
@@ -45,18 +45,33 @@ import org.slf4j.LoggerFactory;
 final class PersistentBitmaps {
   private static final Logger LOG = LoggerFactory.getLogger(Qcow2Writer.class);
 
-  /** One enabled bitmap: its table and the bits set since open, per table entry. */
+  /**
+   * One enabled bitmap: its table and the bits set since open, one cluster of them per table entry,
+   * made when first set. Set without a lock from the writer's threads (a bit already set is only
+   * read), so that concurrent writes do not queue on a monitor.
+   */
   private static final class Tracked {
     final int index;
     final Bitmap bitmap;
     final long[] table;
-    final Map<Integer, long[]> chunks = new TreeMap<>();
+    final AtomicReferenceArray<AtomicLongArray> chunks;
     boolean tableChanged;
 
     Tracked(int index, Bitmap bitmap, long[] table) {
       this.index = index;
       this.bitmap = bitmap;
       this.table = table;
+      this.chunks = new AtomicReferenceArray<>(table.length);
+    }
+
+    /** The bits of table entry {@code i}, made on first use. */
+    AtomicLongArray chunk(int i, int words) {
+      AtomicLongArray c = chunks.get(i);
+      if (c == null) {
+        chunks.compareAndSet(i, null, new AtomicLongArray(words));
+        c = chunks.get(i);
+      }
+      return c;
     }
   }
 
@@ -209,24 +224,45 @@ final class PersistentBitmaps {
       return;
     }
     for (Tracked t : tracked) {
-      synchronized (t) {
-        setRange(t.chunks, t.table.length, cs, t.bitmap.granularityBits(), guestOffset, end);
-      }
+      forEachChunk(
+          t.table.length,
+          cs,
+          t.bitmap.granularityBits(),
+          guestOffset,
+          end,
+          (chunk, from, to) -> {
+            AtomicLongArray words = t.chunk(chunk, cs / 8);
+            forEachWord(
+                from,
+                to,
+                (w, mask) -> {
+                  if ((words.get(w) & mask) != mask) {
+                    words.getAndAccumulate(w, mask, (a, b) -> a | b);
+                  }
+                });
+          });
     }
   }
 
+  /** Bits {@code [from, to)} of table entry {@code chunk}'s cluster of bits. */
+  @FunctionalInterface
+  interface ChunkBits {
+    void bits(int chunk, int from, int to);
+  }
+
+  /** Word {@code w} (bit k: word k / 64, bit k % 64) and the bits of it to set. */
+  @FunctionalInterface
+  interface WordMask {
+    void mask(int w, long mask);
+  }
+
   /**
-   * Sets, in {@code chunks} (one cluster of bits per table entry, made as needed), the bits of
-   * {@code [start, end)} at granularity {@code 2^granularityBits}, rounded out; entries at or past
-   * {@code tableEntries} are left out.
+   * Splits the bits of {@code [start, end)} at granularity {@code 2^granularityBits}, rounded out,
+   * by table entry (a cluster of bits, {@code cs * 8}), leaving out entries at or past {@code
+   * tableEntries}.
    */
-  static void setRange(
-      Map<Integer, long[]> chunks,
-      long tableEntries,
-      int cs,
-      int granularityBits,
-      long start,
-      long end) {
+  static void forEachChunk(
+      long tableEntries, int cs, int granularityBits, long start, long end, ChunkBits sink) {
     long bitsPerChunk = cs * 8L;
     long first = start >>> granularityBits;
     long last = (end - 1) >>> granularityBits;
@@ -234,28 +270,28 @@ final class PersistentBitmaps {
       long chunk = k / bitsPerChunk;
       long chunkEnd = Math.min(last + 1, (chunk + 1) * bitsPerChunk);
       if (chunk < tableEntries) {
-        long[] words = chunks.computeIfAbsent((int) chunk, c -> new long[cs / 8]);
-        setBits(words, (int) (k - chunk * bitsPerChunk), (int) (chunkEnd - chunk * bitsPerChunk));
+        sink.bits(
+            (int) chunk, (int) (k - chunk * bitsPerChunk), (int) (chunkEnd - chunk * bitsPerChunk));
       }
       k = chunkEnd;
     }
   }
 
-  /** Sets bits {@code [from, to)} of {@code words} (bit k: word k / 64, bit k % 64). */
-  static void setBits(long[] words, int from, int to) {
+  /** Gives {@code sink} each word of bits {@code [from, to)} with the mask of those bits in it. */
+  static void forEachWord(int from, int to, WordMask sink) {
     int w0 = from >>> 6;
     int w1 = (to - 1) >>> 6;
     long head = -1L << (from & 63);
     long tail = -1L >>> (63 - ((to - 1) & 63));
     if (w0 == w1) {
-      words[w0] |= head & tail;
+      sink.mask(w0, head & tail);
       return;
     }
-    words[w0] |= head;
+    sink.mask(w0, head);
     for (int w = w0 + 1; w < w1; w++) {
-      words[w] = -1L;
+      sink.mask(w, -1L);
     }
-    words[w1] |= tail;
+    sink.mask(w1, tail);
   }
 
   /**
@@ -283,35 +319,35 @@ final class PersistentBitmaps {
     }
     ByteBuffer cluster = ByteBuffer.allocate(cs).order(ByteOrder.LITTLE_ENDIAN);
     for (Tracked t : tracked) {
-      synchronized (t) {
-        for (Map.Entry<Integer, long[]> e : t.chunks.entrySet()) {
-          int i = e.getKey();
-          long data = BitmapDirectory.dataOffset(t.table[i]);
-          if (data == 0 && BitmapDirectory.allOnes(t.table[i])) {
-            continue; // every bit set already
-          }
-          cluster.clear();
-          if (data != 0) {
-            file.readFully(cluster, data);
-          } else {
-            Arrays.fill(cluster.array(), (byte) 0);
-          }
-          long[] words = e.getValue();
-          for (int w = 0; w < words.length; w++) {
-            cluster.putLong(w * 8, cluster.getLong(w * 8) | words[w]);
-          }
-          if (data == 0) {
-            cache.lock().lock();
-            try {
-              data = refcounts.allocate(1);
-            } finally {
-              cache.lock().unlock();
-            }
-            t.table[i] = data;
-            t.tableChanged = true;
-          }
-          file.write(cluster.clear(), data);
+      for (int i = 0; i < t.table.length; i++) {
+        AtomicLongArray words = t.chunks.get(i);
+        if (words == null) {
+          continue;
         }
+        long data = BitmapDirectory.dataOffset(t.table[i]);
+        if (data == 0 && BitmapDirectory.allOnes(t.table[i])) {
+          continue; // every bit set already
+        }
+        cluster.clear();
+        if (data != 0) {
+          file.readFully(cluster, data);
+        } else {
+          Arrays.fill(cluster.array(), (byte) 0);
+        }
+        for (int w = 0; w < words.length(); w++) {
+          cluster.putLong(w * 8, cluster.getLong(w * 8) | words.get(w));
+        }
+        if (data == 0) {
+          cache.lock().lock();
+          try {
+            data = refcounts.allocate(1);
+          } finally {
+            cache.lock().unlock();
+          }
+          t.table[i] = data;
+          t.tableChanged = true;
+        }
+        file.write(cluster.clear(), data);
       }
     }
     cache.flush();
