@@ -84,6 +84,19 @@ abstract class RangedStorage implements Storage {
   /** A fetched block: {@code array} from {@code offset}, {@link #blockBytes} long. */
   private record Slice(byte[] array, int offset) {}
 
+  /**
+   * Blocks of the last bulk reads (which the block cache does not keep), at most {@link
+   * #RECENT_BLOCKS}: the same range asked again soon after (a kernel READ whose read-ahead window
+   * is gone, READs arriving out of order) is not fetched again. Holds the fetched arrays, no copy.
+   */
+  private final ConcurrentHashMap<Long, Slice> recent = new ConcurrentHashMap<>();
+
+  private final java.util.concurrent.ConcurrentLinkedQueue<Long> recentOrder =
+      new java.util.concurrent.ConcurrentLinkedQueue<>();
+
+  /** 16 MiB: twice the kernel read-ahead of a mount's flat file (8 MiB). */
+  static final int RECENT_BLOCKS = 256;
+
   final RemoteStats stats;
   private final AtomicBoolean changeLogged = new AtomicBoolean();
 
@@ -179,8 +192,14 @@ abstract class RangedStorage implements Storage {
     int perPart = PART_BYTES / BLOCK_BYTES;
     for (long i = first; i <= last; i++) {
       byte[] b = cache.get(i);
+      Slice seen;
       if (b != null) {
         stats.cacheHitBytes.add(b.length);
+      } else if ((seen = recent.get(i)) != null) {
+        stats.cacheHitBytes.add(blockBytes(i));
+        sources[(int) (i - first)] = seen.array();
+        sourceOffsets[(int) (i - first)] = seen.offset();
+        continue;
       } else if (disk != null && (b = disk.get(i, blockBytes(i))) != null) {
         if (keep) {
           cache.put(i, b);
@@ -230,6 +249,7 @@ abstract class RangedStorage implements Storage {
             slice = new Slice(b, 0);
           } else {
             slice = new Slice(data, from);
+            remember(index, slice);
           }
           sources[(int) (index - first)] = slice.array();
           sourceOffsets[(int) (index - first)] = slice.offset();
@@ -267,6 +287,20 @@ abstract class RangedStorage implements Storage {
       int take = Math.min(dst.remaining(), blockBytes(first + k) - at);
       dst.put(sources[k], sourceOffsets[k] + at, take);
       pos += take;
+    }
+  }
+
+  /** Keeps {@code slice} among the {@link #RECENT_BLOCKS} last bulk-read blocks. */
+  private void remember(long index, Slice slice) {
+    if (recent.put(index, slice) == null) {
+      recentOrder.add(index);
+    }
+    while (recent.size() > RECENT_BLOCKS) {
+      Long oldest = recentOrder.poll();
+      if (oldest == null) {
+        break;
+      }
+      recent.remove(oldest);
     }
   }
 
