@@ -3,15 +3,11 @@ package org.jqcowfs.remote;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
+import java.net.http.HttpTimeoutException;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 import java.util.regex.Matcher;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -36,7 +32,7 @@ public final class HttpStorage extends RangedStorage {
   private static final int MAX_REDIRECTS = 5;
 
   private final HttpLocation location;
-  private final HttpClient client;
+  private final HttpTransport transport;
   private final RemoteOptions options;
   private final URI target;
   private final String validatorHeader;
@@ -44,7 +40,7 @@ public final class HttpStorage extends RangedStorage {
 
   private HttpStorage(
       HttpLocation location,
-      HttpClient client,
+      HttpTransport transport,
       RemoteOptions options,
       RemoteStats stats,
       URI target,
@@ -61,7 +57,7 @@ public final class HttpStorage extends RangedStorage {
             ? null
             : target + "\n" + validatorHeader + " " + validator + "\n" + length);
     this.location = location;
-    this.client = client;
+    this.transport = transport;
     this.options = options;
     this.target = target;
     this.validatorHeader = validatorHeader;
@@ -78,15 +74,15 @@ public final class HttpStorage extends RangedStorage {
    *     cannot be reached within the retries; each message names the URL and what to do
    */
   static HttpStorage open(
-      HttpLocation location, HttpClient client, RemoteOptions options, RemoteStats stats)
+      HttpLocation location, HttpTransport transport, RemoteOptions options, RemoteStats stats)
       throws IOException {
     URI target = location.uri();
     for (int hop = 0; ; hop++) {
-      HttpRequest probe = request(target, options).header("Range", "bytes=0-0").build();
-      HttpResponse<byte[]> r = exchange(client, probe, 1, location, options, stats);
-      int status = r.statusCode();
+      HttpTransport.Answer r =
+          exchange(transport, target, Map.of("Range", "bytes=0-0"), 1, location, options, stats);
+      int status = r.status();
       if (status == 301 || status == 302 || status == 303 || status == 307 || status == 308) {
-        String to = r.headers().firstValue("Location").orElse(null);
+        String to = r.location();
         if (to == null || hop >= MAX_REDIRECTS) {
           throw new IOException(location + ": HTTP " + status + " without a usable redirect");
         }
@@ -117,17 +113,17 @@ public final class HttpStorage extends RangedStorage {
       }
       long total;
       if (status == 416) { // an empty object: "bytes */0"
-        total = totalOf(r.headers().firstValue("Content-Range").orElse(""), location);
+        total = totalOf(r.contentRange(), location);
         if (total != 0) {
           throw new IOException(location + ": HTTP 416 for bytes=0-0 of " + total + " bytes");
         }
       } else if (status == 206) {
-        total = totalOf(r.headers().firstValue("Content-Range").orElse(""), location);
+        total = totalOf(r.contentRange(), location);
       } else {
         throw statusError(location, status);
       }
-      String etag = r.headers().firstValue("ETag").orElse(null);
-      String modified = r.headers().firstValue("Last-Modified").orElse(null);
+      String etag = r.etag();
+      String modified = r.lastModified();
       String header = null;
       String value = null;
       if (etag != null && !etag.startsWith("W/")) {
@@ -140,11 +136,12 @@ public final class HttpStorage extends RangedStorage {
         LOG.warn(
             "{}: no strong ETag and no Last-Modified: a replaced object goes unnoticed", location);
       }
-      return new HttpStorage(location, client, options, stats, target, total, header, value);
+      return new HttpStorage(location, transport, options, stats, target, total, header, value);
     }
   }
 
   private static long totalOf(String contentRange, HttpLocation location) throws IOException {
+    contentRange = contentRange == null ? "" : contentRange;
     Matcher m = CONTENT_RANGE.matcher(contentRange);
     String total = null;
     if (m.matches()) {
@@ -159,24 +156,18 @@ public final class HttpStorage extends RangedStorage {
     return Long.parseLong(total);
   }
 
-  private static HttpRequest.Builder request(URI target, RemoteOptions options) {
-    HttpRequest.Builder b = HttpRequest.newBuilder(target).timeout(options.timeout()).GET();
-    if (target.getScheme().equals("http")) {
-      b.version(HttpClient.Version.HTTP_1_1); // no h2c upgrade dance on plain HTTP
-    }
-    return b;
-  }
-
   /**
-   * Sends {@code request}, reading a 206 body of {@code bytes} bytes, and sends it again after a
-   * timeout, a cut or oversized body, or a 5xx/408/429 answer, with backoff, within the retries.
+   * Sends a GET of {@code target} with {@code headers}, reading a 206 body of {@code bytes} bytes,
+   * and sends it again after a timeout, a cut or oversized body, or a 5xx/408/429 answer, with
+   * backoff, within the retries.
    *
    * @return the answer, whatever its status but those retried
    * @throws IOException once the retries are spent, naming the URL and the last failure
    */
-  private static HttpResponse<byte[]> exchange(
-      HttpClient client,
-      HttpRequest request,
+  private static HttpTransport.Answer exchange(
+      HttpTransport transport,
+      URI target,
+      Map<String, String> headers,
       int bytes,
       HttpLocation location,
       RemoteOptions options,
@@ -186,37 +177,29 @@ public final class HttpStorage extends RangedStorage {
     String last;
     for (int attempt = 1; ; attempt++) {
       stats.requests.increment();
-      CompletableFuture<HttpResponse<byte[]>> f =
-          client.sendAsync(request, RangeBody.expecting(bytes));
       try {
-        HttpResponse<byte[]> r = f.get(options.timeout().toMillis(), TimeUnit.MILLISECONDS);
-        int status = r.statusCode();
+        HttpTransport.Answer r = transport.get(target, headers, bytes);
+        int status = r.status();
         if (status < 500 && status != 408 && status != 429) {
           return r;
         }
         last = "HTTP " + status;
-      } catch (TimeoutException e) {
-        f.cancel(true);
-        last = "no answer within " + options.timeout().toMillis() + " ms";
-      } catch (ExecutionException e) {
-        Throwable cause = e.getCause();
-        if (cause instanceof javax.net.ssl.SSLException) { // a certificate does not get better
-          throw new IOException(
-              location
-                  + ": TLS failed: "
-                  + cause.getMessage()
-                  + "; for a server whose CA the system does not trust, pass --ca-file PEM",
-              cause);
+      } catch (javax.net.ssl.SSLException e) { // a certificate does not get better
+        throw new IOException(
+            location
+                + ": TLS failed: "
+                + e.getMessage()
+                + "; for a server whose CA the system does not trust, pass --ca-file PEM",
+            e);
+      } catch (InterruptedIOException e) {
+        if (!(e instanceof java.net.SocketTimeoutException)) {
+          throw new InterruptedIOException(location + ": interrupted");
         }
-        last =
-            cause instanceof java.net.http.HttpTimeoutException
-                ? "no answer within " + options.timeout().toMillis() + " ms"
-                : cause.getClass().getSimpleName()
-                    + (cause.getMessage() != null ? ": " + cause.getMessage() : "");
-      } catch (InterruptedException e) {
-        f.cancel(true);
-        Thread.currentThread().interrupt();
-        throw new InterruptedIOException(location + ": interrupted");
+        last = e.getMessage();
+      } catch (HttpTimeoutException e) {
+        last = "no answer within " + options.timeout().toMillis() + " ms";
+      } catch (IOException e) {
+        last = e.getClass().getSimpleName() + (e.getMessage() != null ? ": " + e.getMessage() : "");
       }
       long backoff = Math.min(2_000, 100L << Math.min(attempt, 10));
       if (attempt >= options.attempts()
@@ -224,7 +207,7 @@ public final class HttpStorage extends RangedStorage {
         throw new IOException(
             location
                 + ": "
-                + request.headers().firstValue("Range").orElse("request")
+                + headers.getOrDefault("Range", "request")
                 + " failed after "
                 + attempt
                 + " attempts: "
@@ -258,14 +241,14 @@ public final class HttpStorage extends RangedStorage {
   @Override
   byte[] fetch(long from, int bytes) throws IOException {
     String range = "bytes=" + from + "-" + (from + bytes - 1);
-    HttpRequest.Builder b = request(target, options).header("Range", range);
-    if (validatorHeader != null) {
-      b.header(validatorHeader, validator);
-    }
-    HttpResponse<byte[]> r = exchange(client, b.build(), bytes, location, options, stats);
-    int status = r.statusCode();
+    Map<String, String> headers =
+        validatorHeader == null
+            ? Map.of("Range", range)
+            : Map.of("Range", range, validatorHeader, validator);
+    HttpTransport.Answer r = exchange(transport, target, headers, bytes, location, options, stats);
+    int status = r.status();
     if (status == 206) {
-      String contentRange = r.headers().firstValue("Content-Range").orElse("");
+      String contentRange = r.contentRange();
       if (!answers(contentRange, from, bytes)) {
         throw new IOException(
             location + ": " + range + " answered with Content-Range '" + contentRange + "'");

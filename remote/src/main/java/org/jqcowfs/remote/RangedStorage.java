@@ -5,7 +5,6 @@ import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.NonWritableChannelException;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -20,6 +19,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.jqcowfs.remote.BlockCache.Block;
 import org.jqcowfs.storage.Location;
 import org.jqcowfs.storage.Storage;
 import org.slf4j.Logger;
@@ -78,18 +78,15 @@ abstract class RangedStorage implements Storage {
   private final DiskCache disk; // or null
 
   /** Blocks being fetched, for reads that need them meanwhile: waited for, not fetched again. */
-  private final ConcurrentHashMap<Long, CompletableFuture<Slice>> inflight =
+  private final ConcurrentHashMap<Long, CompletableFuture<Block>> inflight =
       new ConcurrentHashMap<>();
-
-  /** A fetched block: {@code array} from {@code offset}, {@link #blockBytes} long. */
-  private record Slice(byte[] array, int offset) {}
 
   /**
    * Blocks of the last bulk reads (which the block cache does not keep), at most {@link
    * #RECENT_BLOCKS}: the same range asked again soon after (a kernel READ whose read-ahead window
    * is gone, READs arriving out of order) is not fetched again. Holds the fetched arrays, no copy.
    */
-  private final ConcurrentHashMap<Long, Slice> recent = new ConcurrentHashMap<>();
+  private final ConcurrentHashMap<Long, Block> recent = new ConcurrentHashMap<>();
 
   private final java.util.concurrent.ConcurrentLinkedQueue<Long> recentOrder =
       new java.util.concurrent.ConcurrentLinkedQueue<>();
@@ -184,34 +181,32 @@ abstract class RangedStorage implements Storage {
     // A read of a part or more streams (convert, cp): its blocks are copied straight from the
     // fetched runs and not kept in memory, which would only churn the cache and the heap.
     boolean keep = n < PART_BYTES;
-    byte[][] sources = new byte[(int) (last - first + 1)][];
-    int[] sourceOffsets = new int[sources.length];
+    Block[] sources = new Block[(int) (last - first + 1)];
     List<long[]> runs = new ArrayList<>(); // {first block, blocks}
-    Map<Long, CompletableFuture<Slice>> owned = new HashMap<>(); // blocks this read fetches
-    Map<Long, CompletableFuture<Slice>> awaited = new HashMap<>(); // blocks another read fetches
+    Map<Long, CompletableFuture<Block>> owned = new HashMap<>(); // blocks this read fetches
+    Map<Long, CompletableFuture<Block>> awaited = new HashMap<>(); // blocks another read fetches
     int perPart = PART_BYTES / BLOCK_BYTES;
     for (long i = first; i <= last; i++) {
-      byte[] b = cache.get(i);
-      Slice seen;
-      if (b != null) {
-        stats.cacheHitBytes.add(b.length);
-      } else if ((seen = recent.get(i)) != null) {
-        stats.cacheHitBytes.add(blockBytes(i));
-        sources[(int) (i - first)] = seen.array();
-        sourceOffsets[(int) (i - first)] = seen.offset();
-        continue;
-      } else if (disk != null && (b = disk.get(i, blockBytes(i))) != null) {
+      Block b = cache.get(i);
+      byte[] stored;
+      if (b == null
+          && (b = recent.get(i)) == null
+          && disk != null
+          && (stored = disk.get(i, blockBytes(i))) != null) {
+        b = new Block(stored, 0, stored.length);
         if (keep) {
           cache.put(i, b);
         }
-        stats.diskHitBytes.add(b.length);
+        stats.diskHitBytes.add(b.bytes());
+      } else if (b != null) {
+        stats.cacheHitBytes.add(b.bytes());
       }
       if (b != null) {
         sources[(int) (i - first)] = b;
         continue;
       }
-      CompletableFuture<Slice> mine = new CompletableFuture<>();
-      CompletableFuture<Slice> other = inflight.putIfAbsent(i, mine);
+      CompletableFuture<Block> mine = new CompletableFuture<>();
+      CompletableFuture<Block> other = inflight.putIfAbsent(i, mine);
       if (other != null) { // concurrent reads of one block (a mount's threads) fetch it once
         awaited.put(i, other);
         continue;
@@ -242,24 +237,18 @@ abstract class RangedStorage implements Storage {
           if (disk != null) {
             disk.put(index, data, from, bytes);
           }
-          Slice slice;
+          Block block = new Block(data, from, bytes); // no copy, in the cache either
           if (keep) {
-            byte[] b = Arrays.copyOfRange(data, from, from + bytes);
-            cache.put(index, b);
-            slice = new Slice(b, 0);
+            cache.put(index, block);
           } else {
-            slice = new Slice(data, from);
-            remember(index, slice);
+            remember(index, block);
           }
-          sources[(int) (index - first)] = slice.array();
-          sourceOffsets[(int) (index - first)] = slice.offset();
-          owned.get(index).complete(slice);
+          sources[(int) (index - first)] = block;
+          owned.get(index).complete(block);
         }
       }
-      for (Map.Entry<Long, CompletableFuture<Slice>> e : awaited.entrySet()) {
-        Slice slice = e.getValue().get();
-        sources[(int) (e.getKey() - first)] = slice.array();
-        sourceOffsets[(int) (e.getKey() - first)] = slice.offset();
+      for (Map.Entry<Long, CompletableFuture<Block>> e : awaited.entrySet()) {
+        sources[(int) (e.getKey() - first)] = e.getValue().get();
       }
     } catch (IOException e) {
       failure = e;
@@ -275,7 +264,7 @@ abstract class RangedStorage implements Storage {
       others.forEach(f -> f.cancel(true));
       IOException cause =
           failure != null ? failure : new IOException(location + ": the read fetching it failed");
-      for (Map.Entry<Long, CompletableFuture<Slice>> e : owned.entrySet()) {
+      for (Map.Entry<Long, CompletableFuture<Block>> e : owned.entrySet()) {
         e.getValue().completeExceptionally(cause); // a no-op for the blocks fetched
         inflight.remove(e.getKey(), e.getValue());
       }
@@ -284,15 +273,15 @@ abstract class RangedStorage implements Storage {
     while (dst.hasRemaining()) {
       int k = (int) (pos / BLOCK_BYTES - first);
       int at = (int) (pos % BLOCK_BYTES);
-      int take = Math.min(dst.remaining(), blockBytes(first + k) - at);
-      dst.put(sources[k], sourceOffsets[k] + at, take);
+      int take = Math.min(dst.remaining(), sources[k].bytes() - at);
+      dst.put(sources[k].array(), sources[k].offset() + at, take);
       pos += take;
     }
   }
 
-  /** Keeps {@code slice} among the {@link #RECENT_BLOCKS} last bulk-read blocks. */
-  private void remember(long index, Slice slice) {
-    if (recent.put(index, slice) == null) {
+  /** Keeps {@code block} among the {@link #RECENT_BLOCKS} last bulk-read blocks. */
+  private void remember(long index, Block block) {
+    if (recent.put(index, block) == null) {
       recentOrder.add(index);
     }
     while (recent.size() > RECENT_BLOCKS) {

@@ -27,15 +27,19 @@ import software.amazon.awssdk.services.s3.S3Client;
 /**
  * Opens remote locations ({@link HttpLocation} as {@link HttpStorage}, {@link S3Location} as {@link
  * S3Storage}), read-only and without locks, and hands every other location to the local opener. One
- * HTTP client and one S3 client (each a pool of kept-alive connections, TLS verified against the
- * JDK's trust store and {@link RemoteOptions#caFile}), made at first use, serve every object it
- * opens; {@link #stats} sums their requests. {@link #close} closes them.
+ * HTTP client for {@code https://} and one S3 client (each a pool of kept-alive connections, TLS
+ * verified against the JDK's trust store and {@link RemoteOptions#caFile}), made at first use,
+ * serve every object it opens; plain {@code http://} goes over {@link BlockingHttpTransport}.
+ * {@link #stats} sums their requests. {@link #close} closes the S3 client.
  */
 public final class RemoteOpener implements StorageOpener, Closeable {
+  private static final Duration CONNECT_TIMEOUT = Duration.ofSeconds(10);
+
   private final StorageOpener local;
   private final RemoteOptions options;
   private final RemoteStats stats = new RemoteStats();
   private HttpClient client; // guarded by this
+  private BlockingHttpTransport plain; // guarded by this
   private S3Client s3; // guarded by this
   private TrustManager[] trust; // guarded by this
 
@@ -80,7 +84,7 @@ public final class RemoteOpener implements StorageOpener, Closeable {
               + " writable disk over it");
     }
     if (location instanceof HttpLocation h) {
-      return HttpStorage.open(h, client(), options, stats);
+      return HttpStorage.open(h, transport(h), options, stats);
     }
     if (location instanceof S3Location s) {
       return S3Storage.open(s, s3(), options, stats);
@@ -126,12 +130,23 @@ public final class RemoteOpener implements StorageOpener, Closeable {
     return stats;
   }
 
+  /** Plain HTTP over blocking connections (less CPU per byte), HTTPS over the JDK's client. */
+  private synchronized HttpTransport transport(HttpLocation location) throws IOException {
+    if (location.uri().getScheme().equals("http")) {
+      if (plain == null) {
+        plain = new BlockingHttpTransport(CONNECT_TIMEOUT, options.timeout());
+      }
+      return plain;
+    }
+    return new JdkHttpTransport(client(), options.timeout());
+  }
+
   private synchronized HttpClient client() throws IOException {
     if (client == null) {
       client =
           HttpClient.newBuilder()
               .followRedirects(HttpClient.Redirect.NEVER) // checked against the origin at open
-              .connectTimeout(Duration.ofSeconds(10))
+              .connectTimeout(CONNECT_TIMEOUT)
               .executor(Runnable::run) // bodies are copied on the selector thread: no hand-off
               .sslContext(sslContext())
               .build();

@@ -30,7 +30,9 @@ final class FaultProxy implements AutoCloseable {
     /** No answer at all: the connection stays open and silent until the proxy closes. */
     SILENCE,
     /** The connection closed before any answer. */
-    CLOSE
+    CLOSE,
+    /** The answer with 64 KiB more body than it should have, and a Content-Length saying so. */
+    TOO_LONG
   }
 
   final ConcurrentLinkedQueue<Fault> faults = new ConcurrentLinkedQueue<>();
@@ -110,6 +112,16 @@ final class FaultProxy implements AutoCloseable {
       if (fault == Fault.CUT_BODY) {
         int bodyAt = indexOf(answer, "\r\n\r\n".getBytes(StandardCharsets.US_ASCII)) + 4;
         out.write(answer, 0, bodyAt + (answer.length - bodyAt) / 2);
+      } else if (fault == Fault.TOO_LONG) {
+        int bodyAt = indexOf(answer, "\r\n\r\n".getBytes(StandardCharsets.US_ASCII)) + 4;
+        String answerHead = new String(answer, 0, bodyAt, StandardCharsets.ISO_8859_1);
+        answerHead =
+            answerHead.replaceAll(
+                "(?im)^Content-Length:.*\r\n",
+                "Content-Length: " + (answer.length - bodyAt + (64 << 10)) + "\r\n");
+        out.write(answerHead.getBytes(StandardCharsets.ISO_8859_1));
+        out.write(answer, bodyAt, answer.length - bodyAt);
+        out.write(new byte[64 << 10]);
       } else {
         out.write(answer);
       }

@@ -110,6 +110,11 @@ class HttpFaultTest {
   }
 
   @Test
+  void aBodyLongerThanTheRangeIsAnError() throws Exception {
+    assertReadFails(FaultProxy.Fault.TOO_LONG, "sent more than the");
+  }
+
+  @Test
   void aServerGoneUnderAnOpenImageIsAnError() throws Exception {
     FaultProxy proxy = new FaultProxy(nginx.port);
     RemoteOpener opener = new RemoteOpener(PosixOpener.DEFAULT, FAST);
