@@ -326,32 +326,45 @@ public final class Refcounts {
    * them durable (QEMU syncs twice here, with every dirty data byte of the file behind it).
    */
   private Block newBlock(long t) throws IOException {
-    long cluster = t * entriesPerBlock;
-    long free = Math.max(freeHint, newBlockFrom);
-    while (refcount(free) != 0) {
-      free++;
+    while (true) {
+      long free = Math.max(freeHint, newBlockFrom);
+      while (refcount(free) != 0) {
+        free++;
+      }
+      long u = free / entriesPerBlock;
+      if (u != t && block(u, false) == null) {
+        // The block that would count it is missing too: made first, right after it (QEMU's
+        // alloc_refcount_block recurses so). Placing this one at the start of its own range
+        // instead would split every free run at each block boundary: no run longer than a
+        // block's clusters could ever be found in fresh space.
+        long saved = newBlockFrom;
+        newBlockFrom = free + 1;
+        try {
+          block(u, true);
+        } finally {
+          newBlockFrom = saved;
+        }
+        continue; // look again: the table may have grown over it
+      }
+      Block counter = u == t ? null : block(u, false);
+      long offset = free << clusterBits;
+      ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
+      if (sink != null) {
+        sink.added(offset, clusterSize);
+      }
+      if (counter != null) {
+        RefcountBlock.put(counter.data, bits, free % entriesPerBlock, 1);
+        counter.dirty = true;
+      } else {
+        RefcountBlock.put(data, bits, free - t * entriesPerBlock, 1);
+      }
+      table[(int) t] = offset;
+      newEntries.add((int) t);
+      Block b = new Block(data);
+      b.dirty = true;
+      blocks.put(offset, b);
+      return b;
     }
-    Block counter = free / entriesPerBlock == t ? null : block(free / entriesPerBlock, false);
-    if (counter != null || free / entriesPerBlock == t) {
-      cluster = free;
-    }
-    long offset = cluster << clusterBits;
-    ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
-    if (sink != null) {
-      sink.added(offset, clusterSize);
-    }
-    if (counter != null) {
-      RefcountBlock.put(counter.data, bits, free % entriesPerBlock, 1);
-      counter.dirty = true;
-    } else {
-      RefcountBlock.put(data, bits, cluster - t * entriesPerBlock, 1);
-    }
-    table[(int) t] = offset;
-    newEntries.add((int) t);
-    Block b = new Block(data);
-    b.dirty = true;
-    blocks.put(offset, b);
-    return b;
   }
 
   /**
