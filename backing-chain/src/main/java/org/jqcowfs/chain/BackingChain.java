@@ -48,6 +48,17 @@ public final class BackingChain implements Image {
     return layers.get(0);
   }
 
+  /**
+   * Layer {@code index} with the layers below it, as the layer above links it (its reads and block
+   * status are the chain's from {@code index} down): {@code below(1)} is what the top reads
+   * through.
+   *
+   * @throws IndexOutOfBoundsException unless {@code 0 <= index < layers().size()}
+   */
+  public Image below(int index) {
+    return views.get(index);
+  }
+
   @Override
   public Location location() {
     return top().location();

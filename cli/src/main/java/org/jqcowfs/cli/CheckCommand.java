@@ -13,6 +13,7 @@ import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.qcow2.Qcow2Check;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.TablePastEndException;

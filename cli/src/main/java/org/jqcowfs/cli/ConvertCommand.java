@@ -10,6 +10,8 @@ import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.cli.options.ImageOptions;
+import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.convert.Converter;
 import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.remote.RemoteStats;

@@ -2,6 +2,7 @@ package org.jqcowfs.cli;
 
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.cli.options.ImageOptions;
 import picocli.CommandLine.Option;
 
 /**

@@ -10,6 +10,8 @@ import java.util.Optional;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.cli.options.ImageOptions;
+import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.format.BitmapDirectory;

@@ -2,6 +2,7 @@ package org.jqcowfs.cli;
 
 import java.io.PrintWriter;
 import java.util.List;
+import org.jqcowfs.cli.options.Errors;
 import org.jqcowfs.io.Posix;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
@@ -20,9 +21,12 @@ public final class Main implements Runnable {
           InfoCommand.class,
           MapCommand.class,
           ConvertCommand.class,
+          org.jqcowfs.cli.chainops.CompareCommand.class,
           MountCommand.class,
           UnmountCommand.class,
           SnapshotCommand.class,
+          org.jqcowfs.cli.chainops.RebaseCommand.class,
+          org.jqcowfs.cli.chainops.ResizeCommand.class,
           BitmapCommand.class,
           CheckCommand.class,
           CreateCommand.class,
@@ -70,6 +74,9 @@ public final class Main implements Runnable {
     if (cl.getSubcommands().containsKey("bitmap")) { // its operations repeat, in order
       cl.getSubcommands().get("bitmap").setOverwrittenOptionsAllowed(true);
     }
+    if (cl.getSubcommands().containsKey("resize")) { // "-1G" is a size, as after "--"
+      cl.getSubcommands().get("resize").setUnmatchedOptionsArePositionalParams(true);
+    }
     cl.setExecutionExceptionHandler(
         (e, commandLine, parseResult) -> {
           PrintWriter err = commandLine.getErr();
@@ -83,15 +90,9 @@ public final class Main implements Runnable {
     return cl;
   }
 
-  static String message(Throwable e) {
-    if (e instanceof java.nio.file.NoSuchFileException n) {
-      return n.getFile() + ": " + (n.getReason() != null ? n.getReason() : "no such file");
-    }
-    if (e instanceof java.nio.file.AccessDeniedException a) {
-      return a.getFile() + ": permission denied";
-    }
-    String m = e.getMessage();
-    return m != null ? m : e.getClass().getSimpleName();
+  /** What a command prints after "jqcowfs: " for {@code e} ({@link Errors#message}). */
+  public static String message(Throwable e) {
+    return Errors.message(e);
   }
 
   public static void main(String[] args) {

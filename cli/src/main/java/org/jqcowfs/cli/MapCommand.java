@@ -8,6 +8,7 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.image.Extent;
 import org.jqcowfs.qcow2.Qcow2Image;
 import picocli.CommandLine.Command;

@@ -16,6 +16,8 @@ import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.cli.daemon.DaemonLog;
 import org.jqcowfs.cli.daemon.Daemonizer;
 import org.jqcowfs.cli.daemon.Signals;
+import org.jqcowfs.cli.options.ImageOptions;
+import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.fuse.filesystem.FlatFile;
 import org.jqcowfs.fuse.filesystem.FlatFileSystem;
 import org.jqcowfs.fuse.filesystem.MountOptions;

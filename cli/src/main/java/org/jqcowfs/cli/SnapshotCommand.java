@@ -8,6 +8,8 @@ import java.time.ZoneId;
 import java.time.format.DateTimeFormatter;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import org.jqcowfs.cli.options.ImageOptions;
+import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.io.PosixOpener;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;

@@ -36,6 +36,8 @@ class LayeringTest {
         .definedBy("org.jqcowfs.fuse..")
         .layer("convert")
         .definedBy("org.jqcowfs.convert..")
+        .layer("chainops")
+        .definedBy("org.jqcowfs.chainops..")
         .layer("readahead")
         .definedBy("org.jqcowfs.readahead..")
         .layer("chain")
@@ -66,14 +68,16 @@ class LayeringTest {
         .mayOnlyBeAccessedByLayers("cli")
         .whereLayer("convert")
         .mayOnlyBeAccessedByLayers("cli")
+        .whereLayer("chainops")
+        .mayOnlyBeAccessedByLayers("cli")
         .whereLayer("readahead")
         .mayOnlyBeAccessedByLayers("cli", "fuse")
         .whereLayer("chain")
-        .mayOnlyBeAccessedByLayers("cli", "fuse", "convert")
+        .mayOnlyBeAccessedByLayers("cli", "fuse", "convert", "chainops")
         .whereLayer("raw")
         .mayOnlyBeAccessedByLayers("cli", "chain")
         .whereLayer("qcow2")
-        .mayOnlyBeAccessedByLayers("cli", "chain")
+        .mayOnlyBeAccessedByLayers("cli", "chain", "chainops")
         .whereLayer("write")
         .mayOnlyBeAccessedByLayers("qcow2")
         .whereLayer("metadata")
@@ -87,6 +91,7 @@ class LayeringTest {
             "cli",
             "fuse",
             "convert",
+            "chainops",
             "readahead",
             "chain",
             "raw",
@@ -101,6 +106,7 @@ class LayeringTest {
             "cli",
             "fuse",
             "convert",
+            "chainops",
             "readahead",
             "chain",
             "raw",
@@ -114,6 +120,7 @@ class LayeringTest {
             "cli",
             "fuse",
             "convert",
+            "chainops",
             "readahead",
             "chain",
             "raw",

@@ -18,10 +18,13 @@ class MainTest {
           "info",
           "map",
           "convert",
+          "compare",
           "mount",
           "unmount",
           "umount",
           "snapshot",
+          "rebase",
+          "resize",
           "bitmap",
           "check",
           "create",
@@ -71,6 +74,6 @@ class MainTest {
     cl = Main.commandLine(new String[] {"convrt"});
     cl.setErr(new PrintWriter(err));
     assertEquals(2, cl.execute("convrt"));
-    assertTrue(err.toString().contains("Did you mean: jqcowfs convert?"), err.toString());
+    assertTrue(err.toString().contains("Did you mean: jqcowfs convert or"), err.toString());
   }
 }

@@ -372,6 +372,55 @@ public final class Qcow2Image implements Image {
     writer().editBitmaps(name, ops);
   }
 
+  /**
+   * Gives the virtual disk {@code newBytes} bytes, as QEMU's {@code qcow2_co_truncate} with
+   * preallocation off ({@link Qcow2Writer#resize}); the last call before {@link #close}. Where the
+   * linked backing image reaches past the old end, the new range reads as zeros, not as it.
+   *
+   * @throws IllegalArgumentException with QEMU's message where it refuses: a size not a multiple of
+   *     512, a v2 image with internal snapshots, or one with a backing file longer than it; and
+   *     where jqcowfs does (persistent dirty bitmaps, an external data file)
+   * @throws IOException if the image is read-only, or a write fails
+   */
+  public void resize(long newBytes) throws IOException {
+    Qcow2Writer w = linkedWriter();
+    if (newBytes < 0 || newBytes % 512 != 0) {
+      throw new IllegalArgumentException("The new size must be a multiple of 512");
+    }
+    if (header.version() < 3 && header.nbSnapshots() > 0) {
+      throw new IllegalArgumentException("Can't resize a v2 image which has snapshots");
+    }
+    if (header.bitmaps() != null && header.bitmaps().consistent()) {
+      throw new IllegalArgumentException(
+          "jqcowfs does not resize an image with persistent dirty bitmaps yet (qemu-img resize"
+              + " does)");
+    }
+    if (header.dataFileName() != null) {
+      throw new IllegalArgumentException(
+          "jqcowfs does not resize an image with an external data file yet (qemu-img resize"
+              + " does)");
+    }
+    Image below = reader.backing();
+    boolean zeroNewRange = newBytes > virtualSize && below != null && below.size() > virtualSize;
+    if (zeroNewRange && header.version() < 3) {
+      throw new IllegalArgumentException(
+          "Failed to zero out new clusters: Operation not supported");
+    }
+    w.resize(newBytes, zeroNewRange);
+  }
+
+  /**
+   * Names {@code name} (null: none) with format {@code format} as this image's backing file in its
+   * header ({@link Qcow2Writer#changeBackingFile}, QEMU {@code qcow2_change_backing_file}); the
+   * last call before {@link #close}. What was written before is flushed first.
+   *
+   * @throws IllegalArgumentException for a name over 1023 bytes, or a format without a name
+   * @throws IOException if the image is read-only, or the header cannot be rewritten
+   */
+  public void changeBackingFile(String name, String format) throws IOException {
+    writer().changeBackingFile(name, format);
+  }
+
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, virtualSize);

@@ -71,6 +71,114 @@ class CrashStateTest {
     run(c, true);
   }
 
+  /**
+   * Resizes ({@link Qcow2Image#resize}, QEMU {@code qcow2_co_truncate}): growing past the L1 table
+   * (a new table, the header moved to it, the old one freed), growing an overlay over a longer base
+   * (the new range zeroed), shrinking over data (clusters discarded, L1 entries zeroed, L2 tables
+   * freed). Every crash state checks clean and reads the old disk or the new one: the old size with
+   * the old bytes, or the new size with the old bytes up to the smaller size and zeros after.
+   */
+  @ParameterizedTest
+  @org.junit.jupiter.params.provider.ValueSource(strings = {"grow-l1", "grow-overlay", "shrink"})
+  void everyCrashStateOfAResizeReadsTheOldOrTheNewDisk(String kind) throws Exception {
+    Path image = dir.resolve("img.qcow2");
+    long oldBytes;
+    long newBytes;
+    switch (kind) {
+      case "grow-l1" -> {
+        Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "img.qcow2", "4M");
+        Qemu.io(dir, "img.qcow2", "write -q -P 1 0 1M", "write -q -P 2 3M 1M");
+        oldBytes = 4 << 20;
+        newBytes = 64 << 20;
+      }
+      case "grow-overlay" -> {
+        Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "base.qcow2", "8M");
+        Qemu.io(dir, "base.qcow2", "write -q -P 7 0 8M");
+        Qemu.img(
+            dir,
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "img.qcow2",
+            "4000256");
+        Qemu.io(dir, "img.qcow2", "write -q -P 8 1M 4k");
+        oldBytes = 4000256;
+        newBytes = 12 << 20;
+      }
+      default -> {
+        Qemu.img(dir, "create", "-q", "-f", "qcow2", "img.qcow2", "8M");
+        Qemu.io(
+            dir,
+            "img.qcow2",
+            "write -q -P 1 0 2M",
+            "write -q -c -P 2 4M 256k",
+            "write -q -P 3 6M 2M",
+            "write -q -z 2M 64k");
+        oldBytes = 8 << 20;
+        newBytes = 3 << 20;
+      }
+    }
+    Path original = Files.copy(image, dir.resolve("original.qcow2"));
+    byte[] before = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("initial.raw"), null));
+    RecordingStorage recording =
+        new RecordingStorage(
+            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
+            dir.resolve("log"));
+    Qcow2Options options =
+        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    Image backing = kind.equals("grow-overlay") ? Qcow2Image.open(dir.resolve("base.qcow2")) : null;
+    try (Qcow2Image top =
+        Qcow2Opener.open(
+            FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image))) {
+      if (backing != null) {
+        top.setBacking(backing);
+      }
+      top.resize(newBytes);
+    } finally {
+      if (backing != null) {
+        backing.close();
+      }
+    }
+    List<RecordingStorage.Entry> log = recording.log();
+    Random random = new Random(kind.hashCode());
+    List<State> states = chooseStates(log, List.of(), random, 0);
+    Path state = dir.resolve("state.qcow2");
+    long common = Math.min(oldBytes, newBytes);
+    int newSized = 0;
+    for (State s : states) {
+      rebuildConsistent(kind, original, recording, log, s, state);
+      Path raw = dir.resolve("state.raw");
+      Files.deleteIfExists(raw);
+      byte[] after = Files.readAllBytes(Qemu.convertRaw(state, raw, null));
+      assertTrue(
+          after.length == oldBytes || after.length == newBytes,
+          kind + ": state " + s + " has " + after.length + " bytes");
+      assertTrue(
+          Arrays.equals(before, 0, (int) common, after, 0, (int) common),
+          kind + ": state " + s + " changed the bytes both sizes have");
+      if (after.length == newBytes) {
+        newSized++;
+        for (int i = (int) common; i < after.length; i++) {
+          if (after[i] != 0) {
+            fail(kind + ": state " + s + ": byte " + i + " past the old end is " + after[i]);
+          }
+        }
+      }
+    }
+    recording.closeLog();
+    assertTrue(newSized > 0 && newSized < states.size(), kind + ": old and new sizes both seen");
+    System.out.printf(
+        "crash states: resize %s: %d checked of %d syncs, %d with the new size%n",
+        kind, states.size(), syncs(log), newSized);
+  }
+
   private void run(Case c, boolean bitmaps) throws Exception {
     Path image = Qcow2WriteTest.prepare(dir, c);
     if (bitmaps) {
@@ -135,12 +243,7 @@ class CrashStateTest {
     Path state = dir.resolve("state.qcow2");
     int checked = 0;
     for (State s : states) {
-      rebuild(original, recording, log, s, state);
-      Qemu.Check check = Qemu.check(state);
-      if (check.exitStatus() != 0 && check.exitStatus() != 3) {
-        Files.copy(state, dir.resolve("failed.qcow2"));
-        fail(c + ": crash state " + s + " of " + syncs(log) + " syncs is not consistent: " + check);
-      }
+      rebuildConsistent(c, original, recording, log, s, state);
       FlushPoint last = flushes.get(0);
       for (FlushPoint f : flushes) {
         if (f.syncs() <= s.syncs()) {
@@ -258,6 +361,27 @@ class CrashStateTest {
     return start >= end;
   }
 
+  /**
+   * Rebuilds crash state {@code s} into {@code state} ({@link #rebuild}) and fails unless {@code
+   * qemu-img check} finds it consistent (leaks allowed); the state is kept as failed.qcow2.
+   */
+  private void rebuildConsistent(
+      Object what,
+      Path original,
+      RecordingStorage recording,
+      List<RecordingStorage.Entry> log,
+      State s,
+      Path state)
+      throws IOException {
+    rebuild(original, recording, log, s, state);
+    Qemu.Check check = Qemu.check(state);
+    if (check.exitStatus() != 0 && check.exitStatus() != 3) {
+      Files.copy(state, dir.resolve("failed.qcow2"), StandardCopyOption.REPLACE_EXISTING);
+      fail(
+          what + ": crash state " + s + " of " + syncs(log) + " syncs is not consistent: " + check);
+    }
+  }
+
   private static int syncs(List<RecordingStorage.Entry> log) {
     return (int) log.stream().filter(RecordingStorage.Entry::isFlush).count();
   }
@@ -285,7 +409,12 @@ class CrashStateTest {
           }
           continue;
         }
-        if (e.isGrowth()) {
+        if (e.isCut()) {
+          // before the sync: durable; after it: done or not, as the seed picks
+          if (seen < s.syncs() || (s.seed() != 0 && pick.nextBoolean())) {
+            ch.truncate(e.position());
+          }
+        } else if (e.isGrowth()) {
           // before the sync: durable; after it: kept or lost, as the seed picks
           if ((seen < s.syncs() || (s.seed() != 0 && pick.nextBoolean()))
               && ch.size() < e.position()) {

@@ -29,6 +29,11 @@ final class RecordingStorage extends ForwardingStorage {
     boolean isGrowth() {
       return length == -2;
     }
+
+    /** A cut of the file to {@code position} bytes ({@link #setLength}). */
+    boolean isCut() {
+      return length == -3;
+    }
   }
 
   private final FileChannel bytes;
@@ -90,12 +95,10 @@ final class RecordingStorage extends ForwardingStorage {
 
   @Override
   public void setLength(long bytes) throws IOException {
-    if (bytes < file.length()) {
-      throw new UnsupportedOperationException("not recorded: shrinking");
-    }
+    boolean cut = bytes < file.length();
     file.setLength(bytes);
     synchronized (this) {
-      log.add(new Entry(bytes, -2, -1));
+      log.add(new Entry(bytes, cut ? -3 : -2, -1));
     }
   }
 

@@ -1,4 +1,4 @@
-package org.jqcowfs.cli;
+package org.jqcowfs.cli.options;
 
 import java.io.IOException;
 import java.net.URI;
@@ -24,7 +24,7 @@ import picocli.CommandLine.Spec;
  * The options every command that opens images has: QEMU's {@code -U}, and the rules for the file
  * names stored in images (backing files, external data files), which are the image maker's words.
  */
-final class ImageOptions {
+public final class ImageOptions {
   @Option(
       names = {"-U", "--force-share"},
       description =
@@ -110,7 +110,7 @@ final class ImageOptions {
   boolean noLinuxAio;
 
   /** {@code options} with these choices applied. */
-  ChainOptions apply(ChainOptions options) {
+  public ChainOptions apply(ChainOptions options) {
     HostFileOptions io = options.hostIo();
     List<Location> dirs = new ArrayList<>();
     for (String d : allowDirs) {
@@ -128,7 +128,7 @@ final class ImageOptions {
   }
 
   /** The remote read options these choices give. */
-  RemoteOptions remoteOptions() {
+  public RemoteOptions remoteOptions() {
     RemoteOptions o = RemoteOptions.DEFAULT;
     if (cacheSize != null) {
       try {
@@ -156,26 +156,31 @@ final class ImageOptions {
    *
    * @throws picocli.CommandLine.ParameterException for a URL that is not usable
    */
-  BackingChain open(String image, ChainOptions options) throws IOException {
-    return ChainOpener.open(location(image), withOpener(options));
+  public BackingChain open(String image, ChainOptions options) throws IOException {
+    return open(location(image), options);
+  }
+
+  /** As {@link #open(String, ChainOptions)}, for a location. */
+  public BackingChain open(Location image, ChainOptions options) throws IOException {
+    return ChainOpener.open(image, withOpener(options));
   }
 
   /**
    * {@code options} opening remote layers as {@link #remoteOptions} say and local ones as {@code
    * options.hostIo()} says (give it the final host I/O options).
    */
-  ChainOptions withOpener(ChainOptions options) {
+  public ChainOptions withOpener(ChainOptions options) {
     opener = new RemoteOpener(new PosixOpener(options.hostIo()), remoteOptions());
     return options.withStorage(opener);
   }
 
   /** What the remote layers of the chain {@link #open} opened last have fetched, or null. */
-  RemoteStats remoteStats() {
+  public RemoteStats remoteStats() {
     return opener == null ? null : opener.stats();
   }
 
   /** The location a user's argument names, or a usage error of the command naming it. */
-  Location location(String argument) {
+  public Location location(String argument) {
     try {
       return RemoteOpener.parse(argument);
     } catch (IllegalArgumentException e) {
@@ -190,7 +195,8 @@ final class ImageOptions {
   }
 
   /** picocli converter for {@code --format}: qcow2 or raw, as qemu-img spells them. */
-  static final class FormatConverter implements CommandLine.ITypeConverter<ChainOpener.Format> {
+  public static final class FormatConverter
+      implements CommandLine.ITypeConverter<ChainOpener.Format> {
     @Override
     public ChainOpener.Format convert(String value) {
       return switch (value) {

@@ -1,9 +1,9 @@
-package org.jqcowfs.cli;
+package org.jqcowfs.cli.options;
 
 import java.util.Locale;
 
 /** Byte counts in qemu-img's human style ({@code size_to_str}: "8 MiB", "1.5 GiB"). */
-final class Sizes {
+public final class Sizes {
   private Sizes() {}
 
   /**
@@ -11,7 +11,7 @@ final class Sizes {
    *
    * @throws IllegalArgumentException naming the text if it is not a byte count
    */
-  static long parse(String text) {
+  public static long parse(String text) {
     String t = text.trim();
     String digits = t.replaceAll("[^0-9].*$", "");
     String unit = t.substring(digits.length()).trim().toLowerCase(Locale.ROOT);
@@ -35,7 +35,8 @@ final class Sizes {
     return v << shift;
   }
 
-  static String human(long bytes) {
+  /** {@code bytes} in qemu-img's human style. */
+  public static String human(long bytes) {
     String[] units = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
     double v = bytes;
     int i = 0;

@@ -103,6 +103,35 @@ public record Header(
         ext);
   }
 
+  /**
+   * This header naming {@code name} as the backing file with format {@code format} (both null: no
+   * backing file), as QEMU's {@code qcow2_change_backing_file} sets them.
+   */
+  public Header withBacking(String name, String format) {
+    return new Header(
+        version,
+        name,
+        clusterBits,
+        size,
+        cryptMethod,
+        l1Size,
+        l1TableOffset,
+        refcountTableOffset,
+        refcountTableClusters,
+        nbSnapshots,
+        snapshotsOffset,
+        incompatibleFeatures,
+        compatibleFeatures,
+        autoclearFeatures,
+        refcountOrder,
+        headerLength,
+        compressionType,
+        format,
+        dataFileName,
+        featureNames,
+        bitmaps);
+  }
+
   /** Whether the header has a bitmaps extension, consistent or not. */
   public boolean bitmapsExtension() {
     return bitmaps != null;

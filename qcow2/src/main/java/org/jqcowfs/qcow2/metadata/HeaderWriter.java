@@ -2,6 +2,7 @@ package org.jqcowfs.qcow2.metadata;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.storage.Storage;
 
@@ -16,13 +17,43 @@ public final class HeaderWriter {
 
   /**
    * Writes {@code header} encoded ({@link Header#encode}: the header, its extensions and the
-   * backing file name) at offset 0, and syncs.
+   * backing file name) at offset 0, the rest of the first cluster zeroed as QEMU's {@code
+   * qcow2_update_header} writes it (no byte of a longer old name stays), and syncs.
    *
    * @throws IOException if the write or the sync fails
    */
   public static void write(Storage file, Header header) throws IOException {
-    file.write(header.encode(), 0);
+    ByteBuffer cluster = ByteBuffer.allocate((int) header.clusterSize());
+    cluster.put(header.encode()).clear();
+    file.write(cluster, 0);
     file.flush();
+  }
+
+  /**
+   * Refuses to go on unless the header on disk is exactly what {@link Header#encode} makes of
+   * {@code onDisk}: an extension the encoder does not know would be lost if it were rewritten.
+   *
+   * @param instead what the user may do instead, for the message ("edit the bitmaps with qemu-img
+   *     bitmap")
+   * @throws ImageFormatException if the header holds more than {@code encode} writes
+   * @throws IOException if the header cannot be read
+   */
+  public static void checkRewritable(Storage file, Header onDisk, String instead)
+      throws IOException {
+    ByteBuffer encoded;
+    try {
+      encoded = onDisk.encode();
+    } catch (IllegalStateException e) {
+      encoded = null;
+    }
+    ByteBuffer bytes = ByteBuffer.allocate(encoded == null ? 0 : encoded.remaining());
+    file.readFully(bytes, 0);
+    if (encoded == null || !bytes.flip().equals(encoded)) {
+      throw new ImageFormatException(
+          file.location(),
+          "the header holds what jqcowfs does not rewrite (an extension it does not know); "
+              + instead);
+    }
   }
 
   /**
@@ -44,6 +75,29 @@ public final class HeaderWriter {
    */
   public static void writeAutoclearFeatures(Storage file, long bits) throws IOException {
     file.write(ByteBuffer.allocate(8).putLong(0, bits), Header.OFF_AUTOCLEAR_FEATURES);
+    file.flush();
+  }
+
+  /**
+   * Sets the virtual disk's {@code size} field to {@code bytes} (QEMU {@code qcow2_co_truncate}'s
+   * last write), and syncs.
+   *
+   * @throws IOException if the write or the sync fails
+   */
+  public static void writeSize(Storage file, long bytes) throws IOException {
+    file.write(ByteBuffer.allocate(8).putLong(0, bytes), Header.OFF_SIZE);
+    file.flush();
+  }
+
+  /**
+   * Points the header at an L1 table of {@code entries} entries at {@code offset} (both fields in
+   * one write: QEMU {@code qcow2_grow_l1_table}), and syncs. The table must be durable before.
+   *
+   * @throws IOException if the write or the sync fails
+   */
+  public static void writeL1Table(Storage file, int entries, long offset) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate(12).putInt(0, entries).putLong(4, offset);
+    file.write(b, Header.OFF_L1_SIZE);
     file.flush();
   }
 

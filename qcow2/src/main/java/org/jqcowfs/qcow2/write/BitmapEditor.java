@@ -52,6 +52,8 @@ final class BitmapEditor {
   }
 
   private final Storage file;
+  private static final String EDIT_INSTEAD = "edit the bitmaps with qemu-img bitmap";
+
   private final Header header;
   private final int cs;
   private final long virtualBytes;
@@ -74,7 +76,7 @@ final class BitmapEditor {
       throw new ImageFormatException(
           file.location(), "cannot store dirty bitmaps in qcow2 v2 files");
     }
-    encodable(header);
+    HeaderWriter.checkRewritable(file, header, EDIT_INSTEAD);
     this.before = BitmapTables.directory(file, header);
     for (Bitmap b : before) {
       models.add(new Model(b.name(), b.granularityBits(), b.flags(), b));
@@ -308,7 +310,7 @@ final class BitmapEditor {
     }
     cache.flush(); // the new clusters' refcounts and bytes durable before the header names them
     Header now = MetadataIo.readHeader(file); // the refcount table may have moved
-    encodable(now);
+    HeaderWriter.checkRewritable(file, now, EDIT_INSTEAD);
     if (header.bitmaps() != null) {
       frees.add(new long[] {header.bitmaps().directoryOffset(), header.bitmaps().directoryBytes()});
     }
@@ -371,26 +373,5 @@ final class BitmapEditor {
         .putInt(0) // no extra data
         .put(name);
     dir.position(at + ((24 + name.length + 7) & ~7));
-  }
-
-  /**
-   * Refuses to go on unless the header on disk is exactly what {@link Header#encode} makes of
-   * {@code h}: an extension the encoder does not know would be lost when the header is rewritten.
-   */
-  private void encodable(Header h) throws IOException {
-    ByteBuffer encoded;
-    try {
-      encoded = h.encode();
-    } catch (IllegalStateException e) {
-      encoded = null;
-    }
-    ByteBuffer onDisk = ByteBuffer.allocate(encoded == null ? 0 : encoded.remaining());
-    file.readFully(onDisk, 0);
-    if (encoded == null || !onDisk.flip().equals(encoded)) {
-      throw new ImageFormatException(
-          file.location(),
-          "the header holds what jqcowfs does not rewrite (an extension it does not know);"
-              + " edit the bitmaps with qemu-img bitmap");
-    }
   }
 }

@@ -29,6 +29,7 @@ final class MetadataCache {
   private final ReentrantLock lock = new ReentrantLock();
   private final Map<Long, L2Table> dirtyTables = new LinkedHashMap<>();
   private boolean l1Dirty;
+  private long l1TableOffset; // under the lock; moved only by a growing resize
 
   MetadataCache(
       Storage file,
@@ -44,6 +45,26 @@ final class MetadataCache {
     this.l2Cache = l2Cache;
     this.refcounts = refcounts;
     this.guard = guard;
+    this.l1TableOffset = header.l1TableOffset();
+  }
+
+  /**
+   * The active L1 table now lives at {@code offset} with {@code entries} (a grown table, written,
+   * synced and named by the header already): later flushes write it there. Under the lock.
+   */
+  void movedL1Table(long offset, long[] entries) {
+    l1TableOffset = offset;
+    mapper.setL1Table(entries);
+  }
+
+  /** A copy of the active L1 table's entries. Under the lock. */
+  long[] l1Copy() {
+    return mapper.l1Table().clone();
+  }
+
+  /** Where the active L1 table is. Under the lock. */
+  long l1TableOffset() {
+    return l1TableOffset;
   }
 
   /** The writer's lock: held while metadata is looked up for a change and changed. */
@@ -109,7 +130,7 @@ final class MetadataCache {
       long[] l1 = mapper.l1Table();
       ByteBuffer b = ByteBuffer.allocate(l1.length * 8);
       b.asLongBuffer().put(l1);
-      file.write(b, header.l1TableOffset());
+      file.write(b, l1TableOffset);
       file.flush();
       l1Dirty = false;
     }

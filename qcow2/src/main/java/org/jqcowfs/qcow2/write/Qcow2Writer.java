@@ -11,6 +11,7 @@ import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.metadata.ClusterMapper;
 import org.jqcowfs.qcow2.metadata.HeaderWriter;
 import org.jqcowfs.qcow2.metadata.L2Cache;
+import org.jqcowfs.qcow2.metadata.MetadataIo;
 import org.jqcowfs.qcow2.metadata.Refcounts;
 import org.jqcowfs.qcow2.write.ClusterAllocator.Allocation;
 import org.jqcowfs.qcow2.write.ClusterAllocator.Step;
@@ -169,6 +170,48 @@ public final class Qcow2Writer {
   public void editBitmaps(String name, List<BitmapOp> ops) throws IOException {
     close();
     new BitmapEditor(file, refcounts, cache, guard).apply(name, ops);
+  }
+
+  /**
+   * Ends the writes ({@link #close}), then gives the virtual disk {@code newBytes} bytes ({@link
+   * Truncate}, QEMU {@code qcow2_co_truncate}); the image is then only to be closed.
+   *
+   * @param zeroNewRange the backing file reaches past the old end: the new range is made to read as
+   *     zeros
+   * @throws IOException if a write or sync fails
+   */
+  public void resize(long newBytes, boolean zeroNewRange) throws IOException {
+    close();
+    new Truncate(file, header, refcounts, guard, cache, zeroes, this).to(newBytes, zeroNewRange);
+  }
+
+  /**
+   * Ends the writes ({@link #close}), then rewrites the header once, naming {@code name} (null:
+   * none) as the backing file with format {@code format}, and syncs (QEMU {@code
+   * qcow2_change_backing_file}); the image is then only to be closed.
+   *
+   * @throws IllegalArgumentException for a name over 1023 bytes, or a format without a name
+   * @throws org.jqcowfs.image.ImageFormatException for a header with an extension the header writer
+   *     does not know
+   * @throws IOException if the name does not fit in the header's cluster, or a write fails
+   */
+  public void changeBackingFile(String name, String format) throws IOException {
+    if (name != null && name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > 1023) {
+      throw new IllegalArgumentException("Invalid argument"); // QEMU's EINVAL
+    }
+    if (format != null && name == null) {
+      throw new IllegalArgumentException("a backing format needs a backing file");
+    }
+    close();
+    Header now = MetadataIo.readHeader(file); // the refcount table may have moved
+    HeaderWriter.checkRewritable(file, now, "rebase it with qemu-img rebase");
+    Header next = now.withBacking(name, format);
+    try {
+      next.encode();
+    } catch (IllegalStateException e) {
+      throw new IOException("No space left on device"); // QEMU's ENOSPC: not in the first cluster
+    }
+    HeaderWriter.write(file, next);
   }
 
   /**

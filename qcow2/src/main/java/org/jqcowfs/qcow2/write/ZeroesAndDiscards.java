@@ -231,6 +231,18 @@ final class ZeroesAndDiscards {
   }
 
   /**
+   * Unallocates the clusters {@code [first, end)} whatever the backing file holds there ({@code
+   * qcow2_cluster_discard} with {@code full_discard}: a shrinking resize drops what lies past the
+   * new end); {@code first} is cluster aligned, {@code end} is too or the old end of the disk.
+   */
+  void discardFull(long first, long end) throws IOException {
+    long last = allocator.roundUp(end);
+    if (first < last) {
+      changeClusters(first, last, Change.DISCARD_FULL);
+    }
+  }
+
+  /**
    * Writes zero data to {@code [pos, pos + bytes)}, unless it reads as zeros already (through this
    * image and the backing file): a piece of an unallocated cluster then stays unallocated, as
    * QEMU's {@code is_zero} keeps it from allocating (mkfs.ext4's first probe, a 4 KiB discard,
