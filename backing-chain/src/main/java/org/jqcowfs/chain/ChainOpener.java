@@ -76,6 +76,20 @@ public final class ChainOpener {
    * @throws IOException if a storage cannot be opened or read
    */
   public static BackingChain open(Location top, ChainOptions options) throws IOException {
+    return open(top, options, depth -> depth == 0 && options.hostIo().writable());
+  }
+
+  /**
+   * As {@link #open(Location, ChainOptions)}, with the layers at the depths {@code writable}
+   * accepts (0 = the top) opened for writing, each with the writer's lock (commit writes into a
+   * base below the top).
+   *
+   * @throws ImageFormatException if a layer is refused, as {@link #open(Path, ChainOptions)}
+   * @throws IOException if a storage cannot be opened or read
+   */
+  public static BackingChain open(
+      Location top, ChainOptions options, java.util.function.IntPredicate writable)
+      throws IOException {
     StorageOpener opener = options.opener();
     List<Image> layers = new ArrayList<>();
     List<Closeable> locks = new ArrayList<>();
@@ -104,8 +118,8 @@ public final class ChainOpener {
               top, "backing chain deeper than the cap of " + options.maxDepth() + " layers");
         }
         seen.add(real);
-        // Only the top layer is written; a qcow2 top takes the writer's lock itself.
-        boolean writer = layers.isEmpty() && options.hostIo().writable();
+        // Only the layers asked for are written; a qcow2 layer takes the writer's lock itself.
+        boolean writer = writable.test(layers.size());
         if (writer && options.forceShare()) {
           throw new ImageFormatException(current, "an image opened for writing cannot be shared");
         }

@@ -85,7 +85,7 @@ class LayeringTest {
         .whereLayer("compress")
         .mayOnlyBeAccessedByLayers("qcow2")
         .whereLayer("format")
-        .mayOnlyBeAccessedByLayers("cli", "chain", "qcow2", "write", "metadata")
+        .mayOnlyBeAccessedByLayers("cli", "chainops", "chain", "qcow2", "write", "metadata")
         .whereLayer("image")
         .mayOnlyBeAccessedByLayers(
             "cli",

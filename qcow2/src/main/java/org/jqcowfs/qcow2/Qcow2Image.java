@@ -373,6 +373,16 @@ public final class Qcow2Image implements Image {
   }
 
   /**
+   * Unallocates every cluster of the active disk, so that it reads as its backing file (QEMU's
+   * {@code qcow2_make_empty}, for commit); flushed. No persistent bitmap is marked.
+   *
+   * @throws IOException if the image is read-only, or a write or sync fails
+   */
+  public void makeEmpty() throws IOException {
+    writer().makeEmpty(virtualSize);
+  }
+
+  /**
    * Gives the virtual disk {@code newBytes} bytes, as QEMU's {@code qcow2_co_truncate} with
    * preallocation off ({@link Qcow2Writer#resize}); the last call before {@link #close}. Where the
    * linked backing image reaches past the old end, the new range reads as zeros, not as it.

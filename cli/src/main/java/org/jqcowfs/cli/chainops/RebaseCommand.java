@@ -80,14 +80,15 @@ public final class RebaseCommand implements Callable<Integer> {
   public Integer call() throws IOException {
     PrintWriter err = spec.commandLine().getErr();
     if (backing == null && !unsafe) {
-      return fail(err, "Must specify backing file (-b) or use unsafe mode (-u)");
+      return Errors.fail(err, "Must specify backing file (-b) or use unsafe mode (-u)");
     }
     if (!format.equals("qcow2")) {
-      return fail(err, "Could not change the backing file of '" + image + "': not a qcow2 image");
+      return Errors.fail(
+          err, "Could not change the backing file of '" + image + "': not a qcow2 image");
     }
     String name = backing == null || backing.isEmpty() ? null : backing;
     if (name != null && backingFormat == null) {
-      return fail(
+      return Errors.fail(
           err,
           "Could not change the backing file to '" + name + "': backing format must be specified");
     }
@@ -99,7 +100,8 @@ public final class RebaseCommand implements Callable<Integer> {
               Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true)))) {
         Rebase.rebaseUnsafe(top, name, storedFormat);
       } catch (IllegalArgumentException e) {
-        return fail(err, "Could not change the backing file to '" + name + "': " + e.getMessage());
+        return Errors.fail(
+            err, "Could not change the backing file to '" + name + "': " + e.getMessage());
       }
       return 0;
     }
@@ -116,22 +118,18 @@ public final class RebaseCommand implements Callable<Integer> {
         try {
           newChain = share.open(at, options.withTopFormat(newFormat));
         } catch (IOException | RuntimeException e) {
-          return fail(err, "Could not open new backing file '" + name + "': " + Errors.message(e));
+          return Errors.fail(
+              err, "Could not open new backing file '" + name + "': " + Errors.message(e));
         }
       }
       try (BackingChain below = newChain;
           Progress bar = new Progress(progress && !quiet, "rebase", chain.size())) {
         Rebase.rebase(chain, below, name, storedFormat, bar.consumer());
       } catch (IllegalArgumentException e) {
-        return fail(err, "Could not change the backing file to '" + name + "': " + e.getMessage());
+        return Errors.fail(
+            err, "Could not change the backing file to '" + name + "': " + e.getMessage());
       }
     }
     return 0;
-  }
-
-  private static int fail(PrintWriter err, String message) {
-    err.println("jqcowfs: " + message);
-    err.flush();
-    return 1;
   }
 }

@@ -55,14 +55,14 @@ public final class ResizeCommand implements Callable<Integer> {
     PrintWriter out = spec.commandLine().getOut();
     PrintWriter err = spec.commandLine().getErr();
     if (!format.equals("qcow2")) {
-      return fail(err, "jqcowfs resizes qcow2 images only");
+      return Errors.fail(err, "jqcowfs resizes qcow2 images only");
     }
     String digits = size.startsWith("+") || size.startsWith("-") ? size.substring(1) : size;
     long bytes;
     try {
       bytes = Sizes.parse(digits);
     } catch (IllegalArgumentException e) {
-      return fail(
+      return Errors.fail(
           err,
           "Invalid image size specified. You may use k, M, G, T, P or E suffixes for kilobytes,"
               + " megabytes, gigabytes, terabytes, petabytes and exabytes.");
@@ -74,7 +74,7 @@ public final class ResizeCommand implements Callable<Integer> {
       long old = top.size();
       long target = size.startsWith("+") ? old + bytes : size.startsWith("-") ? old - bytes : bytes;
       if (target <= 0) {
-        return fail(err, "New image size must be positive");
+        return Errors.fail(err, "New image size must be positive");
       }
       if (target < old && !shrink) {
         err.println("jqcowfs: Use the --shrink option to perform a shrink operation.");
@@ -88,21 +88,15 @@ public final class ResizeCommand implements Callable<Integer> {
       try {
         top.resize(target);
       } catch (IllegalArgumentException e) {
-        return fail(err, e.getMessage());
+        return Errors.fail(err, e.getMessage());
       }
     } catch (java.io.IOException e) {
-      return fail(err, Errors.message(e));
+      return Errors.fail(err, Errors.message(e));
     }
     if (!quiet) {
       out.println("Image resized.");
       out.flush();
     }
     return 0;
-  }
-
-  private static int fail(PrintWriter err, String message) {
-    err.println("jqcowfs: " + message);
-    err.flush();
-    return 1;
   }
 }

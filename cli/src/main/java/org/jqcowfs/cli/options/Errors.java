@@ -1,5 +1,6 @@
 package org.jqcowfs.cli.options;
 
+import java.io.PrintWriter;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
 
@@ -17,5 +18,12 @@ public final class Errors {
     }
     String m = e.getMessage();
     return m != null ? m : e.getClass().getSimpleName();
+  }
+
+  /** Prints "jqcowfs: " and {@code message} on {@code err}; returns exit status 1. */
+  public static int fail(PrintWriter err, String message) {
+    err.println("jqcowfs: " + message);
+    err.flush();
+    return 1;
   }
 }

@@ -173,6 +173,18 @@ public final class Qcow2Writer {
   }
 
   /**
+   * Unallocates every cluster of the active disk ({@code qcow2_make_empty}'s path for any image: a
+   * full discard of each cluster, the backing file showing through after), and flushes. What the
+   * guest reads is the caller's affair (commit has copied it below first), so no bitmap is marked.
+   *
+   * @throws IOException if a write or sync fails
+   */
+  public void makeEmpty(long virtualBytes) throws IOException {
+    zeroes.discardFull(0, virtualBytes);
+    cache.flush();
+  }
+
+  /**
    * Ends the writes ({@link #close}), then gives the virtual disk {@code newBytes} bytes ({@link
    * Truncate}, QEMU {@code qcow2_co_truncate}); the image is then only to be closed.
    *
