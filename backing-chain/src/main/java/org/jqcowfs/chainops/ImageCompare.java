@@ -74,8 +74,8 @@ public final class ImageCompare {
       return new Result(Outcome.SIZE_MISMATCH, -1, true);
     }
     long common = Math.min(sizeA, sizeB);
-    ByteBuffer bufA = ByteBuffer.allocateDirect((int) Math.min(IO_BUF_BYTES, Math.max(1, common)));
-    ByteBuffer bufB = ByteBuffer.allocateDirect(bufA.capacity());
+    ByteBuffer bufA = ByteBuffer.allocateDirect(IO_BUF_BYTES);
+    ByteBuffer bufB = ByteBuffer.allocateDirect(IO_BUF_BYTES);
     long offset = 0;
     while (offset < common) {
       Extent sa = status(a, offset, sizeA - offset);
@@ -116,7 +116,6 @@ public final class ImageCompare {
         long chunk = s.length();
         if (s.allocated() && !s.zero()) {
           chunk = Math.min(chunk, IO_BUF_BYTES);
-          buf = buf.capacity() >= chunk ? buf : ByteBuffer.allocateDirect(IO_BUF_BYTES);
           long nonZero = nonZero(over, buf, offset, chunk);
           if (nonZero >= 0) {
             return new Result(Outcome.CONTENT_MISMATCH, nonZero, true);
