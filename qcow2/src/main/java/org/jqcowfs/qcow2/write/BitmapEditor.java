@@ -280,12 +280,12 @@ final class BitmapEditor {
             continue; // QEMU stores an all-zero cluster as entry 0
           }
           cluster.clear().asLongBuffer().put(words);
-          long data = allocate(1);
+          long data = cache.allocate(1);
           file.write(cluster.clear(), data);
           table[e.getKey()] = data;
         }
         int tableClusters = (int) ((entries * 8 + cs - 1) / cs);
-        tableOffset = allocate(tableClusters);
+        tableOffset = cache.allocate(tableClusters);
         ByteBuffer t = ByteBuffer.allocate(tableClusters * cs);
         t.asLongBuffer().put(table);
         file.write(t, tableOffset);
@@ -303,7 +303,7 @@ final class BitmapEditor {
     Header.Bitmaps ext = null;
     if (!models.isEmpty()) {
       int dirClusters = (dir.capacity() + cs - 1) / cs;
-      long dirOffset = allocate(dirClusters);
+      long dirOffset = cache.allocate(dirClusters);
       ByteBuffer d = ByteBuffer.allocate(dirClusters * cs).put(dir.array());
       file.write(d.clear(), dirOffset);
       ext = new Header.Bitmaps(models.size(), dir.capacity(), dirOffset, true);
@@ -339,15 +339,6 @@ final class BitmapEditor {
       if (BitmapDirectory.dataOffset(e) != 0) {
         frees.add(new long[] {BitmapDirectory.dataOffset(e), cs});
       }
-    }
-  }
-
-  private long allocate(int clusters) throws IOException {
-    cache.lock().lock();
-    try {
-      return refcounts.allocate(clusters);
-    } finally {
-      cache.lock().unlock();
     }
   }
 

@@ -72,6 +72,23 @@ final class MetadataCache {
     return lock;
   }
 
+  /**
+   * Allocates {@code clusters} consecutive host clusters under the lock ({@link
+   * Refcounts#allocate}), for a caller that does not hold it; their refcounts are durable after the
+   * next {@link #flush}.
+   *
+   * @return the host offset in bytes of the first
+   * @throws IOException as {@link Refcounts#allocate}
+   */
+  long allocate(int clusters) throws IOException {
+    lock.lock();
+    try {
+      return refcounts.allocate(clusters);
+    } finally {
+      lock.unlock();
+    }
+  }
+
   /** {@code table} is now the L2 table at {@code l2Offset}: dirty until {@link #flush}. */
   void changeTable(long l2Offset, L2Table table) {
     dirtyTables.put(l2Offset, table);

@@ -303,7 +303,7 @@ final class PersistentBitmaps {
    * @param cache the writer's metadata cache: allocation under its lock, and its flush
    * @throws IOException if the file cannot be read or written; the bitmaps stay in use
    */
-  void store(MetadataCache cache, Refcounts refcounts) throws IOException {
+  void store(MetadataCache cache) throws IOException {
     if (stored) {
       return;
     }
@@ -338,12 +338,7 @@ final class PersistentBitmaps {
           cluster.putLong(w * 8, cluster.getLong(w * 8) | words.get(w));
         }
         if (data == 0) {
-          cache.lock().lock();
-          try {
-            data = refcounts.allocate(1);
-          } finally {
-            cache.lock().unlock();
-          }
+          data = cache.allocate(1);
           t.table[i] = data;
           t.tableChanged = true;
         }

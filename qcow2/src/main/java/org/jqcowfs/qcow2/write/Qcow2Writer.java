@@ -155,7 +155,7 @@ public final class Qcow2Writer {
    */
   public void close() throws IOException {
     cache.flush();
-    bitmaps.store(cache, refcounts);
+    bitmaps.store(cache);
   }
 
   /**

@@ -104,13 +104,7 @@ final class Truncate {
       old.flip().asLongBuffer().get(table, 0, now.l1Size());
     }
     int clusters = (int) ((entries * 8L + cs - 1) / cs);
-    long at;
-    cache.lock().lock();
-    try {
-      at = refcounts.allocate(clusters);
-    } finally {
-      cache.lock().unlock();
-    }
+    long at = cache.allocate(clusters);
     cache.flush(); // the new clusters' refcounts durable before the table is written there
     ByteBuffer b = ByteBuffer.allocate(clusters * (int) cs);
     b.asLongBuffer().put(table);
