@@ -103,39 +103,55 @@ public final class Converter {
     try (RandomAccessFile raf = new RandomAccessFile(out.toFile(), "rw")) {
       raf.setLength(0);
       raf.setLength(chain.size());
-      FileChannel channel = raf.getChannel();
-      AtomicLong done = new AtomicLong();
-      Planner planner =
-          new Planner(chain, skipped -> progress.accept(done.addAndGet(skipped)), salvage);
-      AtomicReference<IOException> failure = new AtomicReference<>();
-      // The workers take their chunks from the planner themselves: no thread hands out work, so
-      // none is woken per chunk (each wake-up across CPUs leaves a core idle for tens of
-      // microseconds on this VM). Each reads into a buffer of its own and writes it out itself
-      // (see Worker).
-      Runnable worker =
-          () -> {
-            try {
-              new Worker(channel, done, progress).run(planner, failure);
-            } catch (IOException | RuntimeException ex) {
-              failure.compareAndSet(null, ex instanceof IOException io ? io : new IOException(ex));
-            }
-          };
-      ExecutorService pool = Executors.newFixedThreadPool(threads, Converter::daemon);
-      for (int i = 0; i < threads; i++) {
-        pool.execute(worker);
+      convert(new RawTarget(raf.getChannel()), progress);
+    }
+  }
+
+  /**
+   * Writes the virtual disk to {@code target}; with a target that has a backing file ({@link
+   * ConvertTarget#backingBytes}), only what the source's top layer holds (data, and zeros where it
+   * decides zeros: qemu-img convert {@code -B}). The caller flushes and closes the target.
+   *
+   * @param progress told the guest bytes done so far, from any thread
+   * @throws IOException the first read or write error
+   */
+  public void convert(ConvertTarget target, LongConsumer progress) throws IOException {
+    AtomicLong done = new AtomicLong();
+    Planner planner =
+        new Planner(
+            chain,
+            skipped -> progress.accept(done.addAndGet(skipped)),
+            salvage,
+            target.alignment(),
+            target.backingBytes());
+    AtomicReference<IOException> failure = new AtomicReference<>();
+    // The workers take their chunks from the planner themselves: no thread hands out work, so
+    // none is woken per chunk (each wake-up across CPUs leaves a core idle for tens of
+    // microseconds on this VM). Each reads into a buffer of its own and writes it out itself
+    // (see Worker).
+    Runnable worker =
+        () -> {
+          try {
+            new Worker(target, planner.chunkBytes, done, progress).run(planner, failure);
+          } catch (IOException | RuntimeException ex) {
+            failure.compareAndSet(null, ex instanceof IOException io ? io : new IOException(ex));
+          }
+        };
+    ExecutorService pool = Executors.newFixedThreadPool(threads, Converter::daemon);
+    for (int i = 0; i < threads; i++) {
+      pool.execute(worker);
+    }
+    pool.shutdown();
+    try {
+      if (!pool.awaitTermination(365, TimeUnit.DAYS)) {
+        throw new IOException("convert workers did not finish");
       }
-      pool.shutdown();
-      try {
-        if (!pool.awaitTermination(365, TimeUnit.DAYS)) {
-          throw new IOException("convert workers did not finish");
-        }
-      } catch (InterruptedException ie) {
-        Thread.currentThread().interrupt();
-        throw new InterruptedIOException("interrupted");
-      }
-      if (failure.get() != null) {
-        throw failure.get();
-      }
+    } catch (InterruptedException ie) {
+      Thread.currentThread().interrupt();
+      throw new InterruptedIOException("interrupted");
+    }
+    if (failure.get() != null) {
+      throw failure.get();
     }
   }
 
@@ -151,27 +167,34 @@ public final class Converter {
    * only when both buffers are full. Figures: docs/decisions/convert-writes.md.
    */
   private final class Worker {
-    private final FileChannel channel;
+    private final ConvertTarget target;
+    private final int chunkBytes;
     private final AtomicLong done;
     private final LongConsumer progress;
     private final ArrayDeque<Slot> free = new ArrayDeque<>();
     private final ArrayDeque<Slot> filled = new ArrayDeque<>();
 
-    Worker(FileChannel channel, AtomicLong done, LongConsumer progress) {
-      this.channel = channel;
+    Worker(ConvertTarget target, int chunkBytes, AtomicLong done, LongConsumer progress) {
+      this.target = target;
+      this.chunkBytes = chunkBytes;
       this.done = done;
       this.progress = progress;
     }
 
     void run(Planner planner, AtomicReference<IOException> failure) throws IOException {
       for (Planner.Chunk c; failure.get() == null && (c = planner.next()) != null; ) {
+        if (c.zero()) {
+          target.writeZeroes(c.start(), c.length());
+          progress.accept(done.addAndGet(c.length()));
+          continue;
+        }
         // made only when none is free, and filled holds fewer than SLOTS here: at most SLOTS made
-        Slot s = free.isEmpty() ? new Slot() : free.pop();
+        Slot s = free.isEmpty() ? new Slot(chunkBytes, target.zeroBlock()) : free.pop();
         s.chunk = c;
-        read(s.buf.clear().limit(c.length()), c.start());
-        s.count = nonZeroRuns(s.buf.flip(), s.runs);
+        read(s.buf.clear().limit((int) c.length()), c.start());
+        s.count = nonZeroRuns(s.buf.flip(), s.runs, target.zeroBlock());
         filled.add(s);
-        if (!c.compressed()) {
+        if (!c.compressed() || !target.serialWrites()) {
           writeFilled();
         } else if (writeLock.tryLock()) {
           writeFilledAndUnlock();
@@ -193,7 +216,7 @@ public final class Converter {
 
     private void writeFilled() throws IOException {
       for (Slot s; (s = filled.poll()) != null; ) {
-        writeRuns(channel, s.buf, s.chunk.start(), s.runs, s.count);
+        target.writeData(s.buf, s.chunk.start(), s.runs, s.count);
         free.push(s);
         progress.accept(done.addAndGet(s.chunk.length()));
       }
@@ -227,45 +250,84 @@ public final class Converter {
     dst.position(dst.limit());
   }
 
-  /** A chunk buffer ({@link #CHUNK} bytes, direct) and the non-zero runs read into it. */
+  /** A chunk buffer (direct) and the non-zero runs read into it. */
   private static final class Slot {
-    final ByteBuffer buf = Storage.alignedBuffer(CHUNK);
-    final int[] runs = new int[2 * (CHUNK / ZERO_BLOCK / 2 + 1)];
+    final ByteBuffer buf;
+    final int[] runs;
     Planner.Chunk chunk;
     int count;
+
+    Slot(int chunkBytes, int zeroBlock) {
+      buf = Storage.alignedBuffer(chunkBytes);
+      runs = new int[2 * (chunkBytes / zeroBlock / 2 + 1)];
+    }
   }
 
   /**
    * Hands out the chunks to convert, in guest order: data ranges by block status, neighbouring
-   * extents (a compressed image has one per cluster) joined into chunks that end at {@link
-   * #CHUNK}-aligned guest offsets or where the data ends. Ranges that are not data are skipped.
-   * Thread-safe: one worker at a time plans (block status comes from cached L2 tables).
+   * extents (a compressed image has one per cluster) joined into chunks that end at {@code
+   * chunkBytes}-aligned guest offsets or where the data ends. Ranges that are not data are skipped.
+   * With an alignment over 1 (a qcow2 target's cluster), chunks start and end on it and a unit that
+   * is only partly data is data (as qemu-img convert decides whole clusters for {@code -c}). For a
+   * backed target only the top layer's status counts, and where it decides zeros a zero chunk is
+   * handed out. Thread-safe: one worker at a time plans (block status comes from cached L2 tables).
    */
   static final class Planner {
     /**
-     * A guest range to convert; {@code length} bytes, at most {@link #CHUNK}; {@code compressed}
-     * when some of it is stored in compressed clusters.
+     * A guest range to convert: {@code length} bytes, at most {@link #chunkBytes} of data; {@code
+     * compressed} when some of it is stored in compressed clusters; {@code zero} when it is to be
+     * written as zeros rather than read.
      */
-    record Chunk(long start, int length, boolean compressed) {}
+    record Chunk(long start, long length, boolean compressed, boolean zero) {}
 
+    /** What the source holds in a range, for the target. */
+    private enum Kind {
+      DATA,
+      ZERO,
+      SKIP
+    }
+
+    final int chunkBytes;
     private final BackingChain chain;
     private final long size;
     private final LongConsumer skipped;
     private final BackingChain.DamageHandler salvage;
+    private final long align;
+    private final boolean topOnly;
+    private final long targetBacking;
     private long pos;
-    private long dataEnd;
-    private boolean dataCompressed;
+    private long extentEnd;
+    private Kind extentKind;
+    private boolean extentCompressed;
+
+    Planner(BackingChain chain, LongConsumer skipped, BackingChain.DamageHandler salvage) {
+      this(chain, skipped, salvage, 1, -1);
+    }
 
     /**
      * @param skipped told the bytes of each skipped range (no data there, or damaged)
      * @param salvage told each damaged range, which is then skipped (left as zeros); null: a
      *     damaged range fails {@link #next}
+     * @param align guest bytes chunks start and end on (a power of two; the disk's end excepted)
+     * @param targetBacking the virtual bytes of the target's backing file, or -1 without one; with
+     *     one, plan what the source's top layer holds (data, and zeros before this offset) and skip
+     *     what it leaves to its backing file (qemu-img convert {@code -B}); else the whole chain's
+     *     data
      */
-    Planner(BackingChain chain, LongConsumer skipped, BackingChain.DamageHandler salvage) {
+    Planner(
+        BackingChain chain,
+        LongConsumer skipped,
+        BackingChain.DamageHandler salvage,
+        int align,
+        long targetBacking) {
       this.chain = chain;
       this.size = chain.size();
       this.skipped = skipped;
       this.salvage = salvage;
+      this.align = align;
+      this.topOnly = targetBacking >= 0;
+      this.targetBacking = targetBacking;
+      this.chunkBytes = Math.max(CHUNK, align);
     }
 
     /**
@@ -277,10 +339,10 @@ public final class Converter {
       long start = -1;
       boolean compressed = false;
       while (pos < size) {
-        if (pos >= dataEnd) {
+        if (pos >= extentEnd) {
           Extent e;
           try {
-            e = chain.chainStatus(pos, size - pos);
+            e = status(pos);
           } catch (DamagedRangeException d) {
             if (salvage == null || !d.covers(pos)) {
               throw d;
@@ -289,33 +351,87 @@ public final class Converter {
               break; // the chunk ends here; the next call reports the damage and skips it
             }
             salvage.damaged(d);
-            long end = Math.min(d.end(), size);
+            long end = Math.min(roundUp(d.end()), size);
             skipped.accept(end - pos);
             pos = end;
             continue;
           }
-          if (!e.readsAsData()) {
-            if (start >= 0) {
-              break; // the chunk ends where the data does; the next call skips the rest
-            }
-            skipped.accept(e.length());
-            pos = e.end();
-            continue;
-          }
-          dataEnd = e.end();
-          dataCompressed = e.compressed();
+          extentEnd = e.end();
+          extentKind = kind(e);
+          extentCompressed = e.compressed();
         }
+        Kind k = extentKind;
+        long end = extentEnd;
+        if (k != Kind.DATA && align > 1) {
+          long whole = end == size ? size : end & -align;
+          if (whole > pos) {
+            end = whole;
+          } else {
+            k = Kind.DATA; // a unit only partly skipped or zero: read and decided as a whole
+          }
+        }
+        if (k != Kind.DATA) {
+          if (start >= 0) {
+            break; // the chunk ends where the data does; the next call takes the rest
+          }
+          long at = pos;
+          pos = end;
+          if (k == Kind.ZERO && topOnly) {
+            return new Chunk(at, end - at, false, true);
+          }
+          skipped.accept(end - at);
+          continue;
+        }
+        end = Math.min(roundUp(end), size);
         if (start < 0) {
           start = pos;
         }
-        compressed |= dataCompressed;
-        long limit = (start / CHUNK + 1) * CHUNK;
-        pos = Math.min(dataEnd, limit);
+        compressed |= extentCompressed;
+        long limit = (start / chunkBytes + 1) * chunkBytes;
+        pos = Math.min(end, limit);
         if (pos == limit) {
           break;
         }
       }
-      return start < 0 ? null : new Chunk(start, (int) (pos - start), compressed);
+      return start < 0 ? null : new Chunk(start, pos - start, compressed, false);
+    }
+
+    /**
+     * The status at {@code at}: the chain's, or with {@link #topOnly} the top layer's (QEMU's
+     * {@code bdrv_block_status} of the source: zeros where the top has no backing data there).
+     */
+    private Extent status(long at) throws IOException {
+      if (!topOnly) {
+        return chain.chainStatus(at, size - at);
+      }
+      // cut where the target's backing file ends: zeros before it are written, after it not
+      long n = at < targetBacking ? Math.min(size, targetBacking) - at : size - at;
+      if (chain.layers().size() == 1) {
+        return chain.chainStatus(at, n);
+      }
+      Extent e = chain.top().blockStatus(at, n);
+      long backingSize = chain.layers().get(1).size();
+      if (!e.allocated() && at >= backingSize) {
+        return new Extent(at, e.length(), false, false, true, false, -1, null);
+      }
+      if (!e.allocated() && e.end() > backingSize) {
+        return e.withLength(backingSize - at);
+      }
+      return e;
+    }
+
+    private Kind kind(Extent e) {
+      if (!topOnly) {
+        return e.readsAsData() ? Kind.DATA : Kind.SKIP;
+      }
+      if (e.zero()) {
+        return e.start() < targetBacking ? Kind.ZERO : Kind.SKIP; // qemu-img's post_backing_zero
+      }
+      return e.data() ? Kind.DATA : Kind.SKIP;
+    }
+
+    private long roundUp(long offset) {
+      return (offset + align - 1) & -align;
     }
   }
 
@@ -345,25 +461,34 @@ public final class Converter {
     }
   }
 
+  /** As {@link #nonZeroRuns(ByteBuffer, int[], int)} in {@link #ZERO_BLOCK} blocks. */
+  static int nonZeroRuns(ByteBuffer buf, int[] runs) {
+    return nonZeroRuns(buf, runs, ZERO_BLOCK);
+  }
+
   /**
-   * Finds the runs of {@code buf} (position 0 to limit) that are not all zeros, in blocks of {@link
-   * #ZERO_BLOCK} bytes, neighbours joined.
+   * Finds the runs of {@code buf} (position 0 to limit) that are not all zeros, in blocks of {@code
+   * block} bytes (a multiple of {@link #ZERO_BLOCK}), neighbours joined.
    *
    * @param runs receives the runs as pairs of start and end positions; room for {@code limit /
-   *     ZERO_BLOCK / 2 + 1} pairs
+   *     block / 2 + 1} pairs
    * @return the number of runs
    */
-  static int nonZeroRuns(ByteBuffer buf, int[] runs) {
+  static int nonZeroRuns(ByteBuffer buf, int[] runs, int block) {
     int n = buf.limit();
     // One view of each per chunk, moved from block to block: a slice per block made 2 objects per
     // 4 KiB, 84 MiB of garbage in a 3 GB convert, and the heap pages it touched
-    ByteBuffer block = buf.duplicate();
+    ByteBuffer view = buf.duplicate();
     ByteBuffer zeros = ZEROS.duplicate();
     int count = 0;
     int runStart = -1;
-    for (int i = 0; i < n; i += ZERO_BLOCK) {
-      int end = Math.min(n, i + ZERO_BLOCK);
-      boolean zero = block.limit(end).position(i).mismatch(zeros.limit(end - i)) < 0;
+    for (int i = 0; i < n; i += block) {
+      int end = Math.min(n, i + block);
+      boolean zero = true;
+      for (int j = i; zero && j < end; j += ZERO_BLOCK) {
+        int e = Math.min(end, j + ZERO_BLOCK);
+        zero = view.limit(e).position(j).mismatch(zeros.limit(e - j)) < 0;
+      }
       if (!zero && runStart < 0) {
         runStart = i;
       } else if (zero && runStart >= 0) {

@@ -3,13 +3,13 @@ package org.jqcowfs.cli;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
+import org.jqcowfs.cli.options.CreateOptions;
 import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
@@ -66,16 +66,7 @@ final class CreateCommand implements Callable<Integer> {
     if (!format.equals("qcow2")) {
       throw new IllegalArgumentException("jqcowfs creates qcow2 images only, not " + format);
     }
-    Map<String, String> o = new LinkedHashMap<>();
-    for (String group : options) {
-      for (String kv : group.split(",")) {
-        int eq = kv.indexOf('=');
-        if (eq < 0) {
-          throw new IllegalArgumentException("option '" + kv + "' needs a value (name=value)");
-        }
-        o.put(kv.substring(0, eq), kv.substring(eq + 1));
-      }
-    }
+    Map<String, String> o = CreateOptions.pairs(options);
     String backingFile = o.containsKey("backing_file") ? o.remove("backing_file") : backing;
     String backingFmt = o.containsKey("backing_fmt") ? o.remove("backing_fmt") : backingFormat;
     if (backingFile != null && backingFmt == null) {
@@ -93,65 +84,10 @@ final class CreateCommand implements Callable<Integer> {
       }
       bytes = backingSize(backingFile, backingFmt);
     }
-    Qcow2Create.Options d = Qcow2Create.Options.defaults(bytes);
-    int clusterBits = d.clusterBits();
-    int version = d.version();
-    boolean extendedL2 = false;
-    boolean zstd = false;
-    boolean lazy = false;
-    int refcountOrder = d.refcountOrder();
-    String dataFile = null;
-    boolean dataFileRaw = false;
-    String preallocation = "off";
-    for (Map.Entry<String, String> e : o.entrySet()) {
-      String v = e.getValue();
-      switch (e.getKey()) {
-        case "cluster_size" -> clusterBits = log2(Sizes.parse(v), "cluster_size");
-        case "compat" ->
-            version =
-                switch (v) {
-                  case "0.10", "v2" -> 2;
-                  case "1.1", "v3" -> 3;
-                  default ->
-                      throw new IllegalArgumentException("Invalid compatibility level: " + v);
-                };
-        case "extended_l2" -> extendedL2 = onOff(e.getKey(), v);
-        case "compression_type" ->
-            zstd =
-                switch (v) {
-                  case "zlib" -> false;
-                  case "zstd" -> true;
-                  default ->
-                      throw new IllegalArgumentException(
-                          "compression_type '" + v + "': zlib or zstd");
-                };
-        case "lazy_refcounts" -> lazy = onOff(e.getKey(), v);
-        case "refcount_bits" -> refcountOrder = log2(Long.parseLong(v), "refcount_bits");
-        case "data_file" -> dataFile = v;
-        case "data_file_raw" -> dataFileRaw = onOff(e.getKey(), v);
-        case "preallocation" -> {
-          if (!List.of("off", "metadata", "falloc", "full").contains(v)) {
-            throw new IllegalArgumentException(
-                "Parameter 'preallocation' does not accept value '" + v + "'");
-          }
-          preallocation = v;
-        }
-        default -> throw new IllegalArgumentException("Invalid parameter '" + e.getKey() + "'");
-      }
-    }
-    Qcow2Create.Options opts =
-        new Qcow2Create.Options(
-            bytes,
-            clusterBits,
-            version,
-            extendedL2,
-            zstd,
-            lazy,
-            refcountOrder,
-            backingFile,
-            backingFmt,
-            dataFile,
-            dataFileRaw);
+    CreateOptions.Parsed parsed = CreateOptions.image(o, bytes, backingFile, backingFmt);
+    Qcow2Create.Options opts = parsed.image();
+    String preallocation = parsed.preallocation();
+    String dataFile = opts.dataFile();
     if (!quiet) {
       PrintWriter out = spec.commandLine().getOut();
       out.println(formatting(opts, o.get("compat"), o.get("preallocation")));
@@ -207,20 +143,5 @@ final class CreateCommand implements Callable<Integer> {
     try (BackingChain chain = ChainOpener.open(path, options)) {
       return chain.size();
     }
-  }
-
-  private static boolean onOff(String key, String v) {
-    return switch (v) {
-      case "on", "true", "yes" -> true;
-      case "off", "false", "no" -> false;
-      default -> throw new IllegalArgumentException(key + " must be on or off, not '" + v + "'");
-    };
-  }
-
-  private static int log2(long value, String key) {
-    if (value <= 0 || Long.bitCount(value) != 1) {
-      throw new IllegalArgumentException(key + " must be a power of two, not " + value);
-    }
-    return Long.numberOfTrailingZeros(value);
   }
 }

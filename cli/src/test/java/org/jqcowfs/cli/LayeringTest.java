@@ -77,15 +77,16 @@ class LayeringTest {
         .whereLayer("raw")
         .mayOnlyBeAccessedByLayers("cli", "chain")
         .whereLayer("qcow2")
-        .mayOnlyBeAccessedByLayers("cli", "chain", "chainops")
+        .mayOnlyBeAccessedByLayers("cli", "chain", "chainops", "convert")
         .whereLayer("write")
         .mayOnlyBeAccessedByLayers("qcow2")
         .whereLayer("metadata")
         .mayOnlyBeAccessedByLayers("chain", "qcow2", "write")
         .whereLayer("compress")
-        .mayOnlyBeAccessedByLayers("qcow2")
+        .mayOnlyBeAccessedByLayers("qcow2", "write")
         .whereLayer("format")
-        .mayOnlyBeAccessedByLayers("cli", "chainops", "chain", "qcow2", "write", "metadata")
+        .mayOnlyBeAccessedByLayers(
+            "cli", "convert", "chainops", "chain", "qcow2", "write", "metadata")
         .whereLayer("image")
         .mayOnlyBeAccessedByLayers(
             "cli",

@@ -273,6 +273,19 @@ public final class Qcow2Image implements Image {
   }
 
   /**
+   * Writes the guest cluster at {@code guestOffset} compressed ({@link
+   * Qcow2Writer#writeCompressed}, QEMU {@code qcow2_co_pwritev_compressed_part}), as {@code
+   * qemu-img convert -c} writes each cluster of a new image.
+   *
+   * @throws IllegalArgumentException if the range is not one whole cluster, or the disk's last
+   * @throws IOException if the cluster is allocated already, or as {@link #write(ByteBuffer, long)}
+   */
+  public void writeCompressed(ByteBuffer src, long guestOffset) throws IOException {
+    Image.checkRange(guestOffset, src.remaining(), virtualSize);
+    linkedWriter().writeCompressed(src, guestOffset);
+  }
+
+  /**
    * Makes {@code [guestOffset, guestOffset + bytes)} read as zeros (QEMU {@code
    * qcow2_co_pwrite_zeroes}, {@link Qcow2Writer#writeZeroes}): whole clusters get the zero flag,
    * and with {@code mayUnmap} give their host clusters back; the rest is written as zero data.

@@ -6,10 +6,11 @@ import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 
 /** {@code -p}: a progress bar over guest bytes on stderr, as convert shows one; or none. */
-final class Progress implements AutoCloseable {
+public final class Progress implements AutoCloseable {
   private final ProgressBar bar; // or null
 
-  Progress(boolean show, String task, long guestBytes) {
+  /** A bar named {@code task} over {@code guestBytes}, shown only if {@code show}. */
+  public Progress(boolean show, String task, long guestBytes) {
     this.bar =
         show
             ? new ProgressBarBuilder()
@@ -22,7 +23,7 @@ final class Progress implements AutoCloseable {
   }
 
   /** Told the guest bytes done so far. */
-  LongConsumer consumer() {
+  public LongConsumer consumer() {
     return bar == null ? done -> {} : bar::stepTo;
   }
 

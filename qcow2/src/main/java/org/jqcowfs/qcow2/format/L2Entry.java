@@ -139,6 +139,18 @@ public record L2Entry(long word, long bitmap) {
   }
 
   /**
+   * The L2 entry of a compressed cluster whose {@code bytes} bytes of stream start at host byte
+   * {@code hostOffset} (spec 3.2; QEMU {@code qcow2_alloc_compressed_cluster_offset}): the
+   * compressed flag, the offset, and the 512-byte sectors the stream reaches into after the first.
+   * No COPIED flag, and (extended L2) an all-zero bitmap.
+   */
+  public static L2Entry compressed(long hostOffset, int bytes, int clusterBits) {
+    int csizeShift = 62 - (clusterBits - 8);
+    long sectors = ((hostOffset + bytes - 1) >>> 9) - (hostOffset >>> 9);
+    return new L2Entry(QCOW_OFLAG_COMPRESSED | hostOffset | (sectors << csizeShift), 0);
+  }
+
+  /**
    * @param hostOffset host byte offset of the compressed stream (not aligned)
    * @param maxLength upper bound in bytes of the stored stream; the file may end before it
    */

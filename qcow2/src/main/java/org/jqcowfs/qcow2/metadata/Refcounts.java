@@ -56,6 +56,9 @@ public final class Refcounts {
   /** Where {@link #newBlock} looks for a free cluster first. */
   private long newBlockFrom;
 
+  /** Where the next compressed stream may start ({@link #allocateBytes}); 0: in a new cluster. */
+  private long freeByteOffset;
+
   private static final class Block {
     final ByteBuffer data;
     boolean dirty;
@@ -152,6 +155,47 @@ public final class Refcounts {
     // Free clusters before the run (too few in a row) stay for later, smaller allocations.
     freeHint = firstFree < start ? firstFree : start + clusters;
     return start << clusterBits;
+  }
+
+  /**
+   * Allocates {@code bytes} (less than a cluster) for a compressed cluster's stream, packed after
+   * the previous one (QEMU {@code qcow2_alloc_bytes}): in the rest of the cluster the last one
+   * ended in, running on into the next cluster when that one is allocated right after it, or at the
+   * start of a new cluster. Every cluster the range touches gains one reference.
+   *
+   * @return the host offset in bytes of the range (not aligned)
+   * @throws IOException as {@link #allocate}
+   */
+  public long allocateBytes(int bytes) throws IOException {
+    if (bytes <= 0 || bytes >= clusterSize) {
+      throw new IllegalArgumentException("compressed bytes out of range: " + bytes);
+    }
+    long offset = freeByteOffset;
+    if (offset != 0 && refcount(offset >>> clusterBits) >= maxRefcount()) {
+      offset = 0; // the cluster cannot take another reference
+    }
+    long freeInCluster = offset == 0 ? 0 : clusterSize - (offset & (clusterSize - 1));
+    if (offset == 0 || freeInCluster < bytes) {
+      long fresh = allocate(1); // its refcount is the new range's reference
+      if (offset != 0 && ((offset + clusterSize - 1) & -clusterSize) == fresh) {
+        increment(offset >>> clusterBits); // the range starts in the cluster before
+      } else {
+        offset = fresh;
+      }
+    } else {
+      increment(offset >>> clusterBits);
+    }
+    freeByteOffset = ((offset + bytes) & (clusterSize - 1)) == 0 ? 0 : offset + bytes;
+    return offset;
+  }
+
+  private void increment(long clusterIndex) throws IOException {
+    set(clusterIndex, refcount(clusterIndex) + 1);
+  }
+
+  /** The largest refcount the width holds ({@code s->refcount_max}). */
+  private long maxRefcount() {
+    return bits == 64 ? Long.MAX_VALUE : (1L << bits) - 1;
   }
 
   /**

@@ -334,6 +334,71 @@ final class ClusterAllocator {
     return true;
   }
 
+  /**
+   * Where a compressed cluster's stream of {@code bytes} goes: {@code hostOffset}, for the guest
+   * cluster at {@code l2Index} of L2 table {@code l1Index}, claimed until {@link
+   * #finishCompressed}.
+   */
+  record CompressedStep(Claim claim, long l1Index, int l2Index, long hostOffset, int bytes) {}
+
+  /**
+   * Allocates {@code bytes} for the compressed stream of the guest cluster at {@code guestOffset}
+   * ({@code qcow2_alloc_compressed_cluster_offset}): packed after the previous stream ({@link
+   * Refcounts#allocateBytes}); the file grows to cover it here, under the lock.
+   *
+   * @throws IOException (QEMU's EIO) if the cluster is allocated already: a compressed write cannot
+   *     overwrite anything; or as {@link Refcounts#allocate}
+   */
+  CompressedStep prepareCompressed(long guestOffset, int bytes) throws IOException {
+    lock.lock();
+    try {
+      long start = guestOffset - g.offsetInCluster(guestOffset);
+      awaitNoClaim(start, start + cs);
+      long l1Index = g.l1Index(start);
+      long l2Offset = writableTable(l1Index, start);
+      int i = g.l2Index(start);
+      L2Entry old = mapper.l2Table(l2Offset, l1Index).entry(i);
+      if (old.hostClusterOffset() != 0 || old.isCompressed()) {
+        throw new IOException(
+            path
+                + ": compressed write to guest offset "
+                + hex(start)
+                + ": the cluster is allocated");
+      }
+      long host = refcounts.allocateBytes(bytes);
+      guard.check(host, bytes, start);
+      long end = (host + bytes + 511) & -512L; // QEMU reads whole sectors of a compressed stream
+      if (file.length() < end) {
+        file.setLength(end);
+      }
+      Claim claim = new Claim(start, start + cs, true);
+      claims.add(claim);
+      return new CompressedStep(claim, l1Index, i, host, bytes);
+    } finally {
+      lock.unlock();
+    }
+  }
+
+  /**
+   * Links a written compressed stream into its L2 table; after a failed write the bytes stay
+   * allocated (a leak: the cluster they share may hold other streams).
+   */
+  void finishCompressed(CompressedStep step, boolean written) throws IOException {
+    lock.lock();
+    try {
+      if (written) {
+        long l2Offset = mapper.l1Entry(step.l1Index()).l2Offset();
+        L2Table table = mapper.l2Table(l2Offset, step.l1Index());
+        L2Entry e = L2Entry.compressed(step.hostOffset(), step.bytes(), g.clusterBits());
+        cache.changeTable(l2Offset, table.with(step.l2Index(), new L2Entry[] {e}));
+      }
+    } finally {
+      claims.remove(step.claim());
+      released.signalAll();
+      lock.unlock();
+    }
+  }
+
   /** Links the step's new clusters into their L2 table, or gives them back after a failure. */
   void finish(Step step, boolean written) throws IOException {
     lock.lock();

@@ -5,6 +5,7 @@ import static org.jqcowfs.image.ImageFormatException.hex;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import org.jqcowfs.qcow2.compress.Compressor;
 import org.jqcowfs.qcow2.format.BitmapOp;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
@@ -50,6 +51,7 @@ public final class Qcow2Writer {
   private final ZeroesAndDiscards zeroes;
   private final Refcounts refcounts;
   private final PersistentBitmaps bitmaps;
+  private final Compressor compressor;
 
   /**
    * The write side of the image in {@code file}, reading what copy-on-write needs through {@code
@@ -82,6 +84,7 @@ public final class Qcow2Writer {
     this.allocator = new ClusterAllocator(file, header, mapper, refcounts, guard, cache);
     this.zeroes = new ZeroesAndDiscards(guest, file, header, mapper, allocator, cache, this::write);
     this.refcounts = refcounts;
+    this.compressor = Compressor.forType(header.compressionType());
     long autoclear = header.version() >= 3 ? header.autoclearFeatures() : 0;
     long kept = autoclear & Header.AUTOCLEAR_BITMAPS;
     this.bitmaps = PersistentBitmaps.open(file, header, kept, refcounts, guard); // may refuse
@@ -119,6 +122,56 @@ public final class Qcow2Writer {
       pos += n;
     }
   }
+
+  /**
+   * Writes one guest cluster compressed (QEMU {@code qcow2_co_pwritev_compressed_part}): {@code
+   * src}'s remaining bytes are the cluster at the cluster-aligned {@code guestOffset}, or the part
+   * of the last cluster before the disk's end (the rest is taken as zeros). Compressed with the
+   * header's compression type in the caller's thread, so that callers compress on all cores; a
+   * cluster whose stream would not be shorter than a cluster is written as a normal cluster.
+   *
+   * @throws IllegalArgumentException if the range is not one whole cluster (or the disk's tail)
+   * @throws IOException (QEMU's EIO) if the cluster is allocated already, or a write fails
+   */
+  public void writeCompressed(ByteBuffer src, long guestOffset) throws IOException {
+    int n = src.remaining();
+    if (guestOffset % cs != 0 || n > cs || (n < cs && guestOffset + n != guest.size())) {
+      throw new IllegalArgumentException(
+          "a compressed write is one whole cluster: " + n + " bytes at " + hex(guestOffset));
+    }
+    ByteBuffer[] b = COMPRESS_BUFFERS.get();
+    if (b == null || b[0].capacity() != cs) {
+      b =
+          new ByteBuffer[] {
+            ByteBuffer.allocateDirect((int) cs), ByteBuffer.allocateDirect((int) cs)
+          };
+      COMPRESS_BUFFERS.set(b);
+    }
+    ByteBuffer in = b[0].clear();
+    in.put(src.duplicate());
+    while (in.hasRemaining()) {
+      in.put((byte) 0);
+    }
+    ByteBuffer out = b[1].clear().limit((int) cs - 1); // QEMU: at most cluster_size - 1 bytes
+    int bytes = compressor.compress(in.flip(), out);
+    if (bytes < 0) {
+      write(src, guestOffset);
+      return;
+    }
+    bitmaps.mark(guestOffset, n);
+    ClusterAllocator.CompressedStep step = allocator.prepareCompressed(guestOffset, bytes);
+    boolean done = false;
+    try {
+      file.write(out.limit(bytes).position(0), step.hostOffset());
+      done = true;
+    } finally {
+      allocator.finishCompressed(step, done);
+    }
+    src.position(src.limit());
+  }
+
+  /** This thread's cluster and compressed-stream buffers for {@link #writeCompressed}. */
+  private static final ThreadLocal<ByteBuffer[]> COMPRESS_BUFFERS = new ThreadLocal<>();
 
   /** As {@link ZeroesAndDiscards#writeZeroes}. */
   public void writeZeroes(long pos, long bytes, boolean mayUnmap) throws IOException {

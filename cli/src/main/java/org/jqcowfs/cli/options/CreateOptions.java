@@ -1,0 +1,124 @@
+package org.jqcowfs.cli.options;
+
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.jqcowfs.qcow2.Qcow2Create;
+
+/**
+ * qemu-img's {@code -o} options for a new qcow2 image, as {@code create} and {@code convert -O
+ * qcow2} take them: comma-separated {@code name=value} pairs, in groups (one per {@code -o}).
+ */
+public final class CreateOptions {
+  private CreateOptions() {}
+
+  /**
+   * What {@code -o} asked for: the image and its {@code preallocation} mode (off, metadata, falloc,
+   * full).
+   */
+  public record Parsed(Qcow2Create.Options image, String preallocation) {}
+
+  /**
+   * The {@code name=value} pairs of {@code groups}, in order (a later one wins).
+   *
+   * @throws IllegalArgumentException for a pair without {@code =}
+   */
+  public static Map<String, String> pairs(List<String> groups) {
+    Map<String, String> o = new LinkedHashMap<>();
+    for (String group : groups) {
+      for (String kv : group.split(",")) {
+        int eq = kv.indexOf('=');
+        if (eq < 0) {
+          throw new IllegalArgumentException("option '" + kv + "' needs a value (name=value)");
+        }
+        o.put(kv.substring(0, eq), kv.substring(eq + 1));
+      }
+    }
+    return o;
+  }
+
+  /**
+   * The image {@code o} describes (its {@code backing_file} and {@code backing_fmt} taken out
+   * already), of {@code bytes} bytes.
+   *
+   * @throws IllegalArgumentException naming an option or value qemu-img refuses
+   */
+  public static Parsed image(
+      Map<String, String> o, long bytes, String backingFile, String backingFmt) {
+    Qcow2Create.Options d = Qcow2Create.Options.defaults(bytes);
+    int clusterBits = d.clusterBits();
+    int version = d.version();
+    boolean extendedL2 = false;
+    boolean zstd = false;
+    boolean lazy = false;
+    int refcountOrder = d.refcountOrder();
+    String dataFile = null;
+    boolean dataFileRaw = false;
+    String preallocation = "off";
+    for (Map.Entry<String, String> e : o.entrySet()) {
+      String v = e.getValue();
+      switch (e.getKey()) {
+        case "cluster_size" -> clusterBits = log2(Sizes.parse(v), "cluster_size");
+        case "compat" ->
+            version =
+                switch (v) {
+                  case "0.10", "v2" -> 2;
+                  case "1.1", "v3" -> 3;
+                  default ->
+                      throw new IllegalArgumentException("Invalid compatibility level: " + v);
+                };
+        case "extended_l2" -> extendedL2 = onOff(e.getKey(), v);
+        case "compression_type" ->
+            zstd =
+                switch (v) {
+                  case "zlib" -> false;
+                  case "zstd" -> true;
+                  default ->
+                      throw new IllegalArgumentException(
+                          "compression_type '" + v + "': zlib or zstd");
+                };
+        case "lazy_refcounts" -> lazy = onOff(e.getKey(), v);
+        case "refcount_bits" -> refcountOrder = log2(Long.parseLong(v), "refcount_bits");
+        case "data_file" -> dataFile = v;
+        case "data_file_raw" -> dataFileRaw = onOff(e.getKey(), v);
+        case "preallocation" -> {
+          if (!List.of("off", "metadata", "falloc", "full").contains(v)) {
+            throw new IllegalArgumentException(
+                "Parameter 'preallocation' does not accept value '" + v + "'");
+          }
+          preallocation = v;
+        }
+        default -> throw new IllegalArgumentException("Invalid parameter '" + e.getKey() + "'");
+      }
+    }
+    return new Parsed(
+        new Qcow2Create.Options(
+            bytes,
+            clusterBits,
+            version,
+            extendedL2,
+            zstd,
+            lazy,
+            refcountOrder,
+            backingFile,
+            backingFmt,
+            dataFile,
+            dataFileRaw),
+        preallocation);
+  }
+
+  private static boolean onOff(String key, String v) {
+    return switch (v) {
+      case "on", "true", "yes" -> true;
+      case "off", "false", "no" -> false;
+      default -> throw new IllegalArgumentException(key + " must be on or off, not '" + v + "'");
+    };
+  }
+
+  private static int log2(long value, String key) {
+    if (value <= 0 || Long.bitCount(value) != 1) {
+      throw new IllegalArgumentException(key + " must be a power of two, not " + value);
+    }
+    return Long.numberOfTrailingZeros(value);
+  }
+}
