@@ -8,7 +8,7 @@ PKGS := qemu-img:qemu-utils qemu-io:qemu-utils qemu-storage-daemon:qemu-system-c
         nbdinfo:libnbd-bin qemu-nbd:qemu-utils
 APT_EXTRA := libfuse2 libdeflate0
 
-.PHONY: all build test lint fmt fuzz bench bench-write bench-remote soak demo install deb clean deps
+.PHONY: all build test lint fmt fuzz bench bench-write bench-remote bench-chainops soak demo install deb clean deps
 
 all: build
 
@@ -77,6 +77,11 @@ bench-write: deps build
 bench-remote: deps build
 	@$(MAKE) --no-print-directory deps PKGS="curl:curl python3:python3" APT_EXTRA="qemu-block-extra"
 	bash bench/remote.sh
+
+## bench-chainops: convert -O qcow2 -c (zlib, zstd) and commit of a 1 GiB overlay against qemu-img
+## (bench/results-chainops.md; RUNS=3)
+bench-chainops: deps build
+	bash bench/chainops.sh
 
 ## soak: the long write-safety runs: 1000 kill -9 cycles, every crash state of every workload
 soak: deps build
