@@ -7,25 +7,37 @@ import java.time.Instant;
 import java.time.ZoneId;
 import java.time.format.DateTimeFormatter;
 import java.util.Locale;
+import java.util.NoSuchElementException;
 import java.util.concurrent.Callable;
+import org.jqcowfs.cli.options.Errors;
 import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.cli.options.Sizes;
+import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixOpener;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.remote.RemoteOpener;
+import org.jqcowfs.storage.Location;
+import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-/** {@code jqcowfs snapshot -l}: the internal snapshots, as {@code qemu-img snapshot -l}. */
+/**
+ * {@code jqcowfs snapshot}: the internal snapshots, listed, created, applied and deleted as {@code
+ * qemu-img snapshot} does (QEMU 7.2's messages and exit codes).
+ */
 @Command(
     name = "snapshot",
     mixinStandardHelpOptions = true,
-    description = "List the internal snapshots of a qcow2 image (read-only: -l only).")
+    description = {
+      "List (-l), create (-c), apply (-a: revert the disk to it, its size included) or delete (-d)"
+          + " the internal snapshots of a qcow2 image, as qemu-img snapshot does. -c, -a and -d"
+          + " change a local image, locked as for mount --rw; -a takes an ID or a name, -d a name."
+    })
 final class SnapshotCommand implements Callable<Integer> {
   private static final DateTimeFormatter DATE =
       DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss", Locale.ROOT)
@@ -33,11 +45,28 @@ final class SnapshotCommand implements Callable<Integer> {
 
   @Spec picocli.CommandLine.Model.CommandSpec spec;
 
+  @ArgGroup(exclusive = true, multiplicity = "1")
+  Action action;
+
+  /** The one action asked for. */
+  static final class Action {
+    @Option(names = "-l", description = "List the snapshots.")
+    boolean list;
+
+    @Option(names = "-c", paramLabel = "NAME", description = "Create snapshot NAME.")
+    String create;
+
+    @Option(names = "-a", paramLabel = "ID|NAME", description = "Apply (revert to) a snapshot.")
+    String apply;
+
+    @Option(names = "-d", paramLabel = "NAME", description = "Delete snapshot NAME.")
+    String delete;
+  }
+
   @Option(
-      names = "-l",
-      required = true,
-      description = "List the snapshots (the only action of a read-only tool).")
-  boolean list;
+      names = {"-q", "--quiet"},
+      description = "Print nothing but errors.")
+  boolean quiet;
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -48,6 +77,9 @@ final class SnapshotCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
+    if (!action.list) {
+      return change();
+    }
     PrintWriter out = spec.commandLine().getOut();
     RemoteOpener opener = new RemoteOpener(PosixOpener.DEFAULT, share.remoteOptions());
     try (Qcow2Image q =
@@ -72,6 +104,31 @@ final class SnapshotCommand implements Callable<Integer> {
       }
     }
     out.flush();
+    return 0;
+  }
+
+  /** -c, -a or -d on a local image, opened writable without its backing chain (as qemu-img). */
+  private int change() {
+    PrintWriter err = spec.commandLine().getErr();
+    String verb = action.create != null ? "create" : action.apply != null ? "apply" : "delete";
+    String name =
+        action.create != null ? action.create : action.apply != null ? action.apply : action.delete;
+    Location at = share.location(image);
+    if (at.localPath().isEmpty()) {
+      return Errors.fail(err, image + ": an image on a server is read-only");
+    }
+    Qcow2Options writable =
+        Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true));
+    try (Qcow2Image q = Qcow2Image.open(at, writable)) {
+      switch (verb) {
+        case "create" -> q.createSnapshot(name);
+        case "apply" -> q.applySnapshot(name);
+        default -> q.deleteSnapshot(name);
+      }
+    } catch (IOException | IllegalArgumentException | NoSuchElementException e) {
+      String why = e instanceof IOException ? Errors.message(e) : e.getMessage();
+      return Errors.fail(err, "Could not " + verb + " snapshot '" + name + "': " + why);
+    }
     return 0;
   }
 

@@ -444,6 +444,84 @@ public final class Qcow2Image implements Image {
     writer().changeBackingFile(name, format);
   }
 
+  /**
+   * Creates internal snapshot {@code name} of the active disk, dated now ({@code qemu-img snapshot
+   * -c}, QEMU {@code qcow2_snapshot_create}); the last call before {@link #close}. Names need not
+   * be unique; the ID is the next free number.
+   *
+   * @throws IllegalArgumentException with qemu-img's words where QEMU refuses (a refcount width too
+   *     small, an external data file); nothing is written then
+   * @throws IOException if the image is read-only, or a write or sync fails
+   */
+  public void createSnapshot(String name) throws IOException {
+    Qcow2Writer w = writer();
+    refuseSnapshotEdit();
+    java.time.Instant now = java.time.Instant.now();
+    w.createSnapshot(name, snapshots, now.getEpochSecond(), now.getNano() / 1000 * 1000L);
+  }
+
+  /**
+   * Deletes the first internal snapshot named {@code name} ({@code qemu-img snapshot -d}, QEMU
+   * {@code qcow2_snapshot_delete}); the last call before {@link #close}.
+   *
+   * @throws java.util.NoSuchElementException if no snapshot has that name
+   * @throws IOException if the image is read-only, or a write or sync fails
+   */
+  public void deleteSnapshot(String name) throws IOException {
+    Qcow2Writer w = writer();
+    refuseSnapshotEdit();
+    for (int i = 0; i < snapshots.size(); i++) {
+      if (snapshots.get(i).name().equals(name)) {
+        w.deleteSnapshot(snapshots.get(i), i, snapshots.size());
+        return;
+      }
+    }
+    throw new java.util.NoSuchElementException("snapshot not found");
+  }
+
+  /**
+   * Reverts the active disk to internal snapshot {@code idOrName} (an ID first, then a name: {@code
+   * qemu-img snapshot -a}, QEMU {@code qcow2_snapshot_goto}), its size included; the last call
+   * before {@link #close}.
+   *
+   * @throws java.util.NoSuchElementException if no snapshot has that ID or name
+   * @throws IllegalArgumentException where QEMU refuses (as {@link #resize} for a size change), and
+   *     for an image with persistent dirty bitmaps (the change would not be in them)
+   * @throws IOException if the image is read-only, or a write or sync fails
+   */
+  public void applySnapshot(String idOrName) throws IOException {
+    Qcow2Writer w = writer();
+    refuseSnapshotEdit();
+    Snapshot target =
+        snapshots.stream()
+            .filter(s -> s.id().equals(idOrName))
+            .findFirst()
+            .or(() -> snapshots.stream().filter(s -> s.name().equals(idOrName)).findFirst())
+            .orElseThrow(
+                () ->
+                    new java.util.NoSuchElementException(
+                        "Failed to load snapshot: No such file or directory"));
+    if (header.bitmaps() != null) {
+      throw new IllegalArgumentException(
+          "jqcowfs does not apply a snapshot to an image with persistent dirty bitmaps: their bits"
+              + " would not record the change");
+    }
+    if (target.virtualSize() != virtualSize) {
+      resize(target.virtualSize());
+    }
+    w.applySnapshot(target);
+  }
+
+  /** QEMU's refusals of every snapshot change, and a table that did not read whole. */
+  private void refuseSnapshotEdit() throws IOException {
+    if (header.dataFileName() != null) {
+      throw new IllegalArgumentException("-95 (Operation not supported)"); // qemu-img's words
+    }
+    if (snapshotTableDamage().isPresent()) {
+      throw new ImageFormatException(location(), snapshotTableDamage().get());
+    }
+  }
+
   @Override
   public Extent blockStatus(long guestOffset, long maxLength) throws IOException {
     Image.checkRange(guestOffset, 1, virtualSize);

@@ -11,9 +11,9 @@ import org.jqcowfs.io.NativeFunction;
 /**
  * The system's zlib deflate (Debian's essential package zlib1g), called through jffi as {@link
  * LibDeflate} is: the JDK's {@link java.util.zip.Deflater} cannot set {@code windowBits}, and QEMU
- * writes and reads compressed clusters with a 4 KiB window ({@link Compressor.Deflate}). Each thread keeps one {@code z_stream},
- * initialised once and reset per cluster ({@code deflateReset}); never freed (the threads are the
- * process's pools).
+ * writes and reads compressed clusters with a 4 KiB window ({@link Compressor.Deflate}). Each
+ * thread keeps one {@code z_stream}, initialised once and reset per cluster ({@code deflateReset});
+ * never freed (the threads are the process's pools).
  */
 final class Zlib {
   /** {@code Z_OK}, {@code Z_STREAM_END}, {@code Z_FINISH}. */

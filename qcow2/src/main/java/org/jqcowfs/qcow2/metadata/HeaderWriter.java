@@ -114,4 +114,17 @@ public final class HeaderWriter {
     file.write(b, Header.OFF_REFCOUNT_TABLE_OFFSET);
     file.flush();
   }
+
+  /**
+   * Points the header at a snapshot table of {@code count} entries at {@code offset} (0 for none;
+   * both fields in one write: QEMU {@code qcow2_write_snapshots}), and syncs. The table must be
+   * durable before this is called.
+   *
+   * @throws IOException if the write or the sync fails
+   */
+  public static void writeSnapshotTable(Storage file, int count, long offset) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate(12).putInt(0, count).putLong(4, offset);
+    file.write(b, Header.OFF_NB_SNAPSHOTS);
+    file.flush();
+  }
 }

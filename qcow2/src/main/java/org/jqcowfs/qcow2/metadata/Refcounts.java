@@ -193,8 +193,16 @@ public final class Refcounts {
     set(clusterIndex, refcount(clusterIndex) + 1);
   }
 
+  /**
+   * Adds {@code n} references to host cluster {@code clusterIndex} (QEMU {@code
+   * qcow2_update_cluster_refcount}); the caller has checked the width ({@link #maxRefcount}).
+   */
+  public void add(long clusterIndex, int n) throws IOException {
+    set(clusterIndex, refcount(clusterIndex) + n);
+  }
+
   /** The largest refcount the width holds ({@code s->refcount_max}). */
-  private long maxRefcount() {
+  public long maxRefcount() {
     return bits == 64 ? Long.MAX_VALUE : (1L << bits) - 1;
   }
 

@@ -52,6 +52,7 @@ public final class Qcow2Writer {
   private final Refcounts refcounts;
   private final PersistentBitmaps bitmaps;
   private final Compressor compressor;
+  private final ClusterMapper mapper;
 
   /**
    * The write side of the image in {@code file}, reading what copy-on-write needs through {@code
@@ -85,6 +86,7 @@ public final class Qcow2Writer {
     this.zeroes = new ZeroesAndDiscards(guest, file, header, mapper, allocator, cache, this::write);
     this.refcounts = refcounts;
     this.compressor = Compressor.forType(header.compressionType());
+    this.mapper = mapper;
     long autoclear = header.version() >= 3 ? header.autoclearFeatures() : 0;
     long kept = autoclear & Header.AUTOCLEAR_BITMAPS;
     this.bitmaps = PersistentBitmaps.open(file, header, kept, refcounts, guard); // may refuse
@@ -277,6 +279,51 @@ public final class Qcow2Writer {
       throw new IOException("No space left on device"); // QEMU's ENOSPC: not in the first cluster
     }
     HeaderWriter.write(file, next);
+  }
+
+  /**
+   * Ends the writes ({@link #close}), then creates internal snapshot {@code name} of the active
+   * disk ({@link SnapshotEditor#create}, QEMU {@code qcow2_snapshot_create}); the image is then
+   * only to be closed.
+   *
+   * @param existing the snapshots the table holds now, in its order
+   * @throws IllegalArgumentException if QEMU would refuse it (a refcount would overflow, too many
+   *     snapshots); nothing is written then
+   * @throws IOException if a read, write or sync fails
+   */
+  public void createSnapshot(String name, List<Snapshot> existing, long dateSeconds, long dateNanos)
+      throws IOException {
+    close();
+    snapshotEditor().create(name, existing, guest.size(), dateSeconds, dateNanos);
+  }
+
+  /**
+   * Ends the writes ({@link #close}), then deletes entry {@code index} of the {@code count}
+   * snapshots ({@link SnapshotEditor#delete}, QEMU {@code qcow2_snapshot_delete}); the image is
+   * then only to be closed.
+   *
+   * @throws IOException if a read, write or sync fails
+   */
+  public void deleteSnapshot(Snapshot victim, int index, int count) throws IOException {
+    close();
+    snapshotEditor().delete(victim, index, count);
+  }
+
+  /**
+   * Ends the writes ({@link #close}), then makes {@code target}'s L1 table the active one ({@link
+   * SnapshotEditor#apply}, QEMU {@code qcow2_snapshot_goto}); the disk must have the snapshot's
+   * size already. The image is then only to be closed.
+   *
+   * @throws IllegalArgumentException if QEMU would refuse it; nothing is written then
+   * @throws IOException if a read, write or sync fails
+   */
+  public void applySnapshot(Snapshot target) throws IOException {
+    close();
+    snapshotEditor().apply(target);
+  }
+
+  private SnapshotEditor snapshotEditor() {
+    return new SnapshotEditor(file, header, mapper, refcounts, guard, cache);
   }
 
   /**

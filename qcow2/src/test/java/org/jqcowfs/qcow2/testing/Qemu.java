@@ -224,6 +224,22 @@ public final class Qemu {
     return b.toString();
   }
 
+  /**
+   * The internal snapshots of {@code image} as {@code qemu-img snapshot -l} lists them: "ID NAME"
+   * per snapshot, in table order (the columns by position: names may be empty).
+   */
+  public static List<String> snapshots(Path image) throws IOException {
+    List<String> out = new ArrayList<>();
+    String list = run(image.getParent(), "qemu-img", "snapshot", "-l", image.toString());
+    for (String line : list.split("\n")) {
+      if (line.length() < 27 || line.startsWith("ID ") || line.startsWith("Snapshot list")) {
+        continue;
+      }
+      out.add(line.substring(0, 10).trim() + " " + line.substring(10, 27).trim());
+    }
+    return out;
+  }
+
   /** Runs {@code qemu-img check --output=json IMAGE}, whatever its exit status. */
   public static Check check(Path image) throws IOException {
     return anyExit(image.getParent(), "qemu-img", "check", "--output=json", image.toString());
