@@ -18,6 +18,9 @@ RUNS=${RUNS:-3}
 TARGET_BYTES=${TARGET_BYTES:-3000000000}
 JQ="$ROOT/bin/jqcowfs"
 RESULTS="$ROOT/bench/results-chainops.md"
+# MEASURES="commit" (or "convert") runs only those, prints them, and leaves the results file alone
+MEASURES=${MEASURES:-convert commit}
+[ "$MEASURES" = "convert commit" ] || RESULTS=/dev/null
 
 log() { echo "bench: $*" >&2; }
 source "$ROOT/bench/os-images.sh"
@@ -44,7 +47,8 @@ stats() {
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
 rows=()
-for kind in zlib zstd; do
+kinds="zlib zstd"; [[ " $MEASURES " = *" convert "* ]] || kinds=""
+for kind in $kinds; do
   jq=(); qm=()
   for run in $(seq 1 "$RUNS"); do
     rm -f "$OUT/jq.qcow2" "$OUT/qemu.qcow2"
@@ -66,6 +70,7 @@ done
 rm -f "$OUT/jq.qcow2" "$OUT/qemu.qcow2"
 
 # the 1 GiB overlay, built once per run of this script
+[[ " $MEASURES " = *" commit "* ]] && {
 qemu-img create -q -f qcow2 -b src.qcow2 -F qcow2 "$OUT/top.qcow2"
 io=()
 for i in $(seq 0 15); do io+=(-c "write -q -P $((i + 1)) $((i * 256))M 64M"); done
@@ -89,6 +94,7 @@ qemu-img compare -q "$OUT/qemu/src.qcow2" "$OUT/jq/src.qcow2" || { log "commit: 
 qemu-img check -q "$OUT/jq/src.qcow2" || { log "commit: base check not clean"; exit 1; }
 ratio=$(echo "scale=2; $(median "${jq[@]}") / $(median "${qm[@]}")" | bc)
 rows+=("| commit of a 1 GiB overlay | $(stats "${jq[@]}") | $(stats "${qm[@]}") | $ratio | |")
+}
 
 {
   echo "# make bench-chainops ($(date -u +%Y-%m-%d), $(nproc) CPUs, RUNS=$RUNS, $(git rev-parse --short HEAD))"

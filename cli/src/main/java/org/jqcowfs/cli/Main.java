@@ -29,6 +29,7 @@ public final class Main implements Runnable {
           org.jqcowfs.cli.chainops.RebaseCommand.class,
           org.jqcowfs.cli.chainops.ResizeCommand.class,
           org.jqcowfs.cli.chainops.MeasureCommand.class,
+          org.jqcowfs.cli.chainops.AmendCommand.class,
           BitmapCommand.class,
           CheckCommand.class,
           CreateCommand.class,

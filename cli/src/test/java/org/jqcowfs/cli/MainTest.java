@@ -27,6 +27,7 @@ class MainTest {
           "rebase",
           "resize",
           "measure",
+          "amend",
           "bitmap",
           "check",
           "create",

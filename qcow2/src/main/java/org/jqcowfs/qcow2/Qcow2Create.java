@@ -121,18 +121,6 @@ public final class Qcow2Create {
     }
   }
 
-  /** QEMU's feature name table (qcow2_update_header), keyed by {@code type * 64 + bit}. */
-  static final Map<Integer, String> FEATURE_NAMES =
-      Map.of(
-          0, "dirty bit",
-          1, "corrupt bit",
-          2, "external data file",
-          3, "compression type",
-          4, "extended L2 entries",
-          64, "lazy refcounts",
-          128, "bitmaps",
-          129, "raw external data");
-
   /**
    * Creates {@code path} (which must not exist) as {@code options} say; for an external data file,
    * creates or truncates that file to the disk's length (sparse), named relative to {@code path}'s
@@ -196,7 +184,7 @@ public final class Qcow2Create {
             options.backingFormat(),
             options.dataFile(),
             // qemu-img writes the table only with clusters over 4 KiB
-            options.version() == 3 && clusterSize > 4096 ? FEATURE_NAMES : Map.of(),
+            options.version() == 3 && clusterSize > 4096 ? Header.FEATURE_NAMES : Map.of(),
             null);
 
     Files.createFile(path);

@@ -512,6 +512,97 @@ public final class Qcow2Image implements Image {
     w.applySnapshot(target);
   }
 
+  /**
+   * What {@code qemu-img amend -o} changes (null: unchanged).
+   *
+   * @param version 2 ({@code compat=0.10}) or 3 ({@code compat=1.1})
+   * @param lazyRefcounts {@code lazy_refcounts}
+   * @param refcountBits {@code refcount_bits}
+   * @param virtualBytes {@code size}, in bytes
+   */
+  public record Amendment(
+      Integer version, Boolean lazyRefcounts, Integer refcountBits, Long virtualBytes) {}
+
+  /**
+   * Changes the image's format options as {@code qemu-img amend} does (QEMU {@code
+   * qcow2_amend_options}: upgrade, lazy refcounts, size, refcount width, downgrade, in that order;
+   * {@link Qcow2Writer#amend}); the last call before {@link #close}.
+   *
+   * @throws IllegalArgumentException with qemu-img's message where it refuses; nothing is written
+   *     then (checked before the first write)
+   * @throws IOException if the image is read-only, or a read, write or sync fails
+   */
+  public void amend(Amendment a) throws IOException {
+    Qcow2Writer w = writer();
+    int oldVersion = header.version();
+    int version = a.version() != null ? a.version() : oldVersion;
+    int order = header.refcountOrder();
+    if (a.refcountBits() != null) {
+      int bits = a.refcountBits();
+      if (bits <= 0 || bits > 64 || Integer.bitCount(bits) != 1) {
+        throw new IllegalArgumentException(
+            "Refcount width must be a power of two and may not exceed 64 bits");
+      }
+      order = Integer.numberOfTrailingZeros(bits);
+      if (order != 4 && version < 3) {
+        throw new IllegalArgumentException(
+            "Refcount widths other than 16 bits require compatibility level 1.1 or above (use"
+                + " compat=1.1 or greater)");
+      }
+    }
+    if (Boolean.TRUE.equals(a.lazyRefcounts()) && version < 3) {
+      throw new IllegalArgumentException(
+          "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1"
+              + " or greater)");
+    }
+    long newSize = a.virtualBytes() != null ? a.virtualBytes() : virtualSize;
+    if (newSize != virtualSize && newSize % 512 != 0) {
+      throw new IllegalArgumentException("The new size must be a multiple of 512");
+    }
+    if (newSize != virtualSize && oldVersion < 3 && version < 3 && !snapshots.isEmpty()) {
+      throw new IllegalArgumentException("Can't resize a v2 image which has snapshots");
+    }
+    boolean downgrade = version < oldVersion;
+    if (downgrade) {
+      if (order != 4) {
+        throw new IllegalArgumentException("compat=0.10 requires refcount_bits=16");
+      }
+      if (header.dataFileName() != null) {
+        throw new IllegalArgumentException("Cannot downgrade an image with a data file");
+      }
+      long incompatible =
+          header.incompatibleFeatures() & ~(Header.INCOMPAT_DIRTY | Header.INCOMPAT_COMPRESSION);
+      if (incompatible != 0) {
+        throw new IllegalArgumentException(
+            "Cannot downgrade an image with incompatible features 0x"
+                + Long.toHexString(incompatible)
+                + " set");
+      }
+      refuseSnapshotEdit();
+      for (Snapshot s : snapshots) {
+        if (s.vmStateBytes() != 0 || s.virtualSize() != newSize) {
+          throw new IllegalArgumentException("Internal snapshots prevent downgrade of image");
+        }
+      }
+    }
+    String refusal = w.amendRefusal(order, downgrade, snapshots);
+    if (refusal != null) {
+      throw new IllegalArgumentException(refusal);
+    }
+    Boolean lazy =
+        a.lazyRefcounts() != null
+            ? a.lazyRefcounts()
+            : downgrade && header.version() >= 3 ? Boolean.FALSE : null;
+    w.amend(
+        version > oldVersion,
+        lazy,
+        newSize != virtualSize ? () -> resize(newSize) : null,
+        order,
+        downgrade,
+        snapshots,
+        header.backingFileName() != null);
+  }
+
   /** QEMU's refusals of every snapshot change, and a table that did not read whole. */
   private void refuseSnapshotEdit() throws IOException {
     if (header.dataFileName() != null) {

@@ -276,6 +276,89 @@ class CrashStateTest {
         kind, states.size(), syncs(log), copiedWindow);
   }
 
+  /**
+   * {@code qemu-img amend}'s format changes ({@code Amend}): a refcount width change (new
+   * structures after the file's end, then one header write), a downgrade (zero clusters expanded,
+   * then the v2 header) and an upgrade, cut at every sync (and 4 KiB subsets of the writes after
+   * it). Every crash state reads the same disk, checks clean (leaks allowed) and has the old format
+   * or the new one.
+   */
+  @ParameterizedTest
+  @org.junit.jupiter.params.provider.ValueSource(
+      strings = {"refcount_bits=1", "refcount_bits=64", "compat=0.10", "compat=1.1"})
+  void everyCrashStateOfAnAmendReadsTheSameDisk(String option) throws Exception {
+    Path image = dir.resolve("img.qcow2");
+    boolean v2 = option.equals("compat=1.1");
+    Qemu.img(
+        dir,
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        v2 ? "compat=0.10" : "compat=1.1",
+        "img.qcow2",
+        "8M");
+    Qemu.io(
+        dir,
+        "img.qcow2",
+        "write -q -P 1 0 2M",
+        v2 ? "write -q -P 0 3M 64k" : "write -q -z 3M 64k",
+        "write -q -P 2 5M 128k",
+        v2 ? "write -q -P 0 5M 64k" : "write -q -z 5M 64k");
+    Path original = Files.copy(image, dir.resolve("original.qcow2"));
+    byte[] before = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("initial.raw"), null));
+    String oldFormat = format(image);
+    RecordingStorage recording =
+        new RecordingStorage(
+            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
+            dir.resolve("log"));
+    Qcow2Options options =
+        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    String[] kv = option.split("=");
+    Qcow2Image.Amendment a =
+        kv[0].equals("compat")
+            ? new Qcow2Image.Amendment(kv[1].equals("1.1") ? 3 : 2, null, null, null)
+            : new Qcow2Image.Amendment(null, null, Integer.parseInt(kv[1]), null);
+    try (Qcow2Image q =
+        Qcow2Opener.open(
+            FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image))) {
+      q.amend(a);
+    }
+    String newFormat = format(image);
+    List<RecordingStorage.Entry> log = recording.log();
+    Random random = new Random(option.hashCode());
+    List<State> states = chooseStates(log, List.of(), random, 0);
+    Path state = dir.resolve("state.qcow2");
+    int newSeen = 0;
+    for (State st : states) {
+      rebuildConsistent(option, original, recording, log, st, state);
+      String f = format(state);
+      assertTrue(f.equals(oldFormat) || f.equals(newFormat), option + ": " + st + " is " + f);
+      newSeen += f.equals(newFormat) ? 1 : 0;
+      Path raw = dir.resolve("state.raw");
+      Files.deleteIfExists(raw);
+      assertTrue(
+          Arrays.equals(before, Files.readAllBytes(Qemu.convertRaw(state, raw, null))),
+          option + ": state " + st + " reads another disk");
+    }
+    recording.closeLog();
+    assertTrue(newSeen > 0 && newSeen < states.size(), option + ": old and new formats seen");
+    System.out.printf(
+        "crash states: amend %s: %d checked of %d syncs, %d with the new format%n",
+        option, states.size(), syncs(log), newSeen);
+  }
+
+  /** The compat level and refcount width qemu-img info reports. */
+  private static String format(Path image) throws IOException {
+    String json = Qemu.img(image.getParent(), "info", "--output=json", image.toString());
+    java.util.regex.Matcher c =
+        java.util.regex.Pattern.compile("\"compat\": \"([^\"]*)\"").matcher(json);
+    java.util.regex.Matcher r =
+        java.util.regex.Pattern.compile("\"refcount-bits\": (\\d+)").matcher(json);
+    return (c.find() ? c.group(1) : "?") + "/" + (r.find() ? r.group(1) : "?");
+  }
+
   /** The snapshot IDs and names of {@code image}, from qemu-img snapshot -l. */
   private static String snapshotNames(Path image) throws IOException {
     return String.join(";", Qemu.snapshots(image));

@@ -107,7 +107,12 @@ public final class CreateOptions {
         preallocation);
   }
 
-  private static boolean onOff(String key, String v) {
+  /**
+   * An on/off option's value ({@code on}, {@code true}, {@code yes} or the opposites).
+   *
+   * @throws IllegalArgumentException for any other value
+   */
+  public static boolean onOff(String key, String v) {
     return switch (v) {
       case "on", "true", "yes" -> true;
       case "off", "false", "no" -> false;

@@ -132,6 +132,56 @@ public record Header(
         bitmaps);
   }
 
+  /** QEMU's feature name table (qcow2_update_header), keyed by {@code type * 64 + bit}. */
+  public static final Map<Integer, String> FEATURE_NAMES =
+      Map.of(
+          0, "dirty bit",
+          1, "corrupt bit",
+          2, "external data file",
+          3, "compression type",
+          4, "extended L2 entries",
+          64, "lazy refcounts",
+          128, "bitmaps",
+          129, "raw external data");
+
+  /**
+   * This header as QEMU's {@code qcow2_update_header} writes it for {@code newVersion} ({@code
+   * qcow2_upgrade}, {@code qcow2_downgrade}): a v3 header of 112 bytes with the feature name table
+   * (clusters over 4 KiB, as qemu-img writes it), or a v2 one of 72 bytes with none; the feature
+   * bits, refcount order and compression type as given.
+   */
+  public Header withFormat(
+      int newVersion,
+      long incompatible,
+      long compatible,
+      long autoclear,
+      int newRefcountOrder,
+      int newCompressionType) {
+    boolean v3 = newVersion >= 3;
+    return new Header(
+        newVersion,
+        backingFileName,
+        clusterBits,
+        size,
+        cryptMethod,
+        l1Size,
+        l1TableOffset,
+        refcountTableOffset,
+        refcountTableClusters,
+        nbSnapshots,
+        snapshotsOffset,
+        v3 ? incompatible : 0,
+        v3 ? compatible : 0,
+        v3 ? autoclear : 0,
+        newRefcountOrder,
+        v3 ? V3_HEADER_BYTES + 8 : V2_HEADER_BYTES,
+        newCompressionType,
+        backingFormat,
+        dataFileName,
+        v3 && clusterSize() > 4096 ? FEATURE_NAMES : Map.of(),
+        bitmaps);
+  }
+
   /** Whether the header has a bitmaps extension, consistent or not. */
   public boolean bitmapsExtension() {
     return bitmaps != null;

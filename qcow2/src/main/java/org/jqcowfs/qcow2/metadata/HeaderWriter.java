@@ -127,4 +127,35 @@ public final class HeaderWriter {
     file.write(b, Header.OFF_NB_SNAPSHOTS);
     file.flush();
   }
+
+  /**
+   * Sets {@code compatible_features} to {@code bits} (lazy refcounts: {@code qemu-img amend}), and
+   * syncs.
+   *
+   * @throws IOException if the write or the sync fails
+   */
+  public static void writeCompatibleFeatures(Storage file, long bits) throws IOException {
+    file.write(ByteBuffer.allocate(8).putLong(0, bits), Header.OFF_COMPATIBLE_FEATURES);
+    file.flush();
+  }
+
+  /**
+   * Points a v3 header at a refcount table of {@code clusters} clusters at {@code offset} whose
+   * entries are {@code 1 << order} bits wide: one write from {@code refcount_table_offset} through
+   * {@code refcount_order} (the fields between rewritten as they are on disk), synced. The table
+   * and its blocks must be durable before.
+   *
+   * @throws IOException if a read, the write or the sync fails
+   */
+  public static void writeRefcountStructures(Storage file, long offset, int clusters, int order)
+      throws IOException {
+    int from = Header.OFF_REFCOUNT_TABLE_OFFSET;
+    ByteBuffer b = ByteBuffer.allocate(Header.OFF_REFCOUNT_ORDER + 4 - from);
+    file.readFully(b, from);
+    b.putLong(0, offset)
+        .putInt(Header.OFF_REFCOUNT_TABLE_CLUSTERS - from, clusters)
+        .putInt(Header.OFF_REFCOUNT_ORDER - from, order);
+    file.write(b.clear(), from);
+    file.flush();
+  }
 }

@@ -322,6 +322,71 @@ public final class Qcow2Writer {
     snapshotEditor().apply(target);
   }
 
+  /**
+   * Ends the writes ({@link #close}); then the format changes of {@code qemu-img amend} in QEMU's
+   * order ({@link Amend}), each durable before the header names it: {@code upgrade} to v3, the lazy
+   * refcounts bit ({@code lazy}, null: unchanged), {@code resize} (null: none), the refcount order
+   * ({@code order}), and {@code downgrade} to v2 with the zero clusters of every L1 table expanded
+   * first. The caller checked what QEMU refuses ({@link #amendRefusal}); the image is then only to
+   * be closed.
+   *
+   * @param backing whether the header names a backing file (zero clusters then need zeros)
+   * @throws IOException if a read, write or sync fails
+   */
+  public void amend(
+      boolean upgrade,
+      Boolean lazy,
+      ResizeStep resize,
+      int order,
+      boolean downgrade,
+      List<Snapshot> snapshots,
+      boolean backing)
+      throws IOException {
+    close();
+    Amend a = new Amend(file, header, mapper, refcounts, cache);
+    if (upgrade) {
+      a.upgrade();
+    }
+    if (lazy != null) {
+      a.lazyRefcounts(lazy);
+    }
+    if (resize != null) {
+      resize.run();
+    }
+    if (downgrade) { // before the refcount change, which leaves this writer's refcounts stale
+      a.expandZeroClusters(a.l1Tables(snapshots), backing);
+    }
+    a.changeRefcountOrder(order);
+    if (downgrade) {
+      a.downgrade();
+    }
+  }
+
+  /** A resize run inside {@link #amend}, at QEMU's point in the order. */
+  public interface ResizeStep {
+    void run() throws IOException;
+  }
+
+  /**
+   * What QEMU's {@code qcow2_change_refcount_order} and {@code qcow2_downgrade} refuse that needs
+   * the image's metadata to know: a refcount too wide for {@code order}, zstd compressed clusters
+   * before a downgrade. Nothing is written.
+   *
+   * @return qemu-img's message, or null
+   * @throws IOException if the metadata cannot be read
+   */
+  public String amendRefusal(int order, boolean downgrade, List<Snapshot> snapshots)
+      throws IOException {
+    Amend a = new Amend(file, header, mapper, refcounts, cache);
+    if (downgrade
+        && header.compressionType() != 0
+        && a.hasCompressedClusters(a.l1Tables(snapshots))) {
+      return "Cannot downgrade an image with zstd compression type and existing compressed"
+          + " clusters";
+    }
+    return order < header.refcountOrder() ? a.refcountTooWide(order) : null;
+  }
+
   private SnapshotEditor snapshotEditor() {
     return new SnapshotEditor(file, header, mapper, refcounts, guard, cache);
   }
