@@ -188,7 +188,8 @@ public final class ChainOpener {
               snapshot,
               names,
               options.hostIo().withWritable(writer),
-              options.storage()));
+              options.storage(),
+              options.passphrases()));
     } catch (IOException e) {
       throw saying(e, at, who);
     }

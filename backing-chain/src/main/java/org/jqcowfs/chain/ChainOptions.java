@@ -27,6 +27,8 @@ import org.jqcowfs.storage.StorageOpener;
  * @param hostIo whether the top image is opened writable, and the read policies of local files
  * @param storage what opens and locks each layer's storage, or null for local files read as {@code
  *     hostIo} says ({@link #opener})
+ * @param passphrases tried in order on each layer encrypted with LUKS ({@code --key-file}); empty:
+ *     none
  */
 public record ChainOptions(
     int maxDepth,
@@ -38,7 +40,8 @@ public record ChainOptions(
     boolean probeBackingFormat,
     ChainOpener.Format topFormat,
     HostFileOptions hostIo,
-    StorageOpener storage) {
+    StorageOpener storage,
+    List<byte[]> passphrases) {
   /** The default cap on chain depth. */
   public static final int DEFAULT_MAX_DEPTH = 64;
 
@@ -57,7 +60,8 @@ public record ChainOptions(
           false,
           ChainOpener.Format.QCOW2,
           HostFileOptions.DEFAULT,
-          null);
+          null,
+          List.of());
 
   public ChainOptions {
     if (maxDepth < 1) {
@@ -81,7 +85,8 @@ public record ChainOptions(
         probeBackingFormat,
         topFormat,
         hostIo,
-        storage);
+        storage,
+        passphrases);
   }
 
   /** These options with {@code forceShare} set as given. */
@@ -96,7 +101,8 @@ public record ChainOptions(
         probeBackingFormat,
         topFormat,
         hostIo,
-        storage);
+        storage,
+        passphrases);
   }
 
   /** These options with this L2 cache capacity in bytes (-1: QEMU's default). */
@@ -111,7 +117,8 @@ public record ChainOptions(
         probeBackingFormat,
         topFormat,
         hostIo,
-        storage);
+        storage,
+        passphrases);
   }
 
   /**
@@ -135,7 +142,8 @@ public record ChainOptions(
         probe,
         topFormat,
         hostIo,
-        storage);
+        storage,
+        passphrases);
   }
 
   /** These options with the top image's format. */
@@ -150,7 +158,8 @@ public record ChainOptions(
         probeBackingFormat,
         format,
         hostIo,
-        storage);
+        storage,
+        passphrases);
   }
 
   /** These options with another way of opening and reading host files. */
@@ -165,7 +174,27 @@ public record ChainOptions(
         probeBackingFormat,
         topFormat,
         io,
-        storage);
+        storage,
+        passphrases);
+  }
+
+  /**
+   * These options with the passphrases tried, in order, on each layer encrypted with LUKS (held,
+   * not copied: the caller zeroes them when the chain is closed).
+   */
+  public ChainOptions withPassphrases(List<byte[]> keys) {
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat,
+        hostIo,
+        storage,
+        keys);
   }
 
   /** These options opening and locking each layer's storage with {@code opener}. */
@@ -180,7 +209,8 @@ public record ChainOptions(
         probeBackingFormat,
         topFormat,
         hostIo,
-        opener);
+        opener,
+        passphrases);
   }
 
   /** What opens and locks storage: {@link #storage}, or local files read as {@code hostIo} says. */

@@ -52,6 +52,8 @@ class LayeringTest {
         .definedBy("org.jqcowfs.qcow2.metadata..")
         .layer("compress")
         .definedBy("org.jqcowfs.qcow2.compress..")
+        .layer("crypto")
+        .definedBy("org.jqcowfs.qcow2.crypto..")
         .layer("format")
         .definedBy("org.jqcowfs.qcow2.format..")
         .layer("image")
@@ -84,6 +86,8 @@ class LayeringTest {
         .mayOnlyBeAccessedByLayers("chain", "qcow2", "write")
         .whereLayer("compress")
         .mayOnlyBeAccessedByLayers("qcow2", "write")
+        .whereLayer("crypto")
+        .mayOnlyBeAccessedByLayers("qcow2", "write", "metadata")
         .whereLayer("format")
         .mayOnlyBeAccessedByLayers(
             "cli", "convert", "chainops", "chain", "qcow2", "write", "metadata")
@@ -115,6 +119,7 @@ class LayeringTest {
             "write",
             "metadata",
             "compress",
+            "crypto",
             "image")
         .whereLayer("storage")
         .mayOnlyBeAccessedByLayers(

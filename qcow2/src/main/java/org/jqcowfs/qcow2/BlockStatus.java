@@ -23,8 +23,15 @@ final class BlockStatus {
   private final ClusterMapper mapper;
   private final Storage.Holes holes;
   private volatile Boolean metadataPreallocation;
+  private final boolean encrypted;
 
-  BlockStatus(Storage file, Storage dataFile, Header header, ClusterMapper mapper) {
+  /**
+   * @param encrypted the data clusters are encrypted: no host offset is reported (QEMU sets {@code
+   *     BDRV_BLOCK_OFFSET_VALID} only without {@code s->crypto})
+   */
+  BlockStatus(
+      Storage file, Storage dataFile, Header header, ClusterMapper mapper, boolean encrypted) {
+    this.encrypted = encrypted;
     this.file = file;
     this.dataFile = dataFile;
     this.header = header;
@@ -43,6 +50,16 @@ final class BlockStatus {
     Mapping r = mapper.map(guestOffset, maxLength);
     long len = r.length();
     Location dataPath = dataFile.location();
+    if (encrypted) {
+      return switch (r.type()) {
+        case NORMAL -> new Extent(guestOffset, len, true, true, false, false, -1, null);
+        case COMPRESSED -> new Extent(guestOffset, len, true, true, false, true, -1, null);
+        case ZERO_PLAIN, ZERO_ALLOC ->
+            new Extent(guestOffset, len, true, false, true, false, -1, null);
+        case UNALLOCATED_PLAIN, UNALLOCATED_ALLOC -> Extent.unallocated(guestOffset, len);
+        case INVALID -> throw new IllegalStateException("map never returns INVALID");
+      };
+    }
     return switch (r.type()) {
       case NORMAL ->
           metadataPreallocation()

@@ -185,6 +185,7 @@ public final class Qcow2Create {
             options.dataFile(),
             // qemu-img writes the table only with clusters over 4 KiB
             options.version() == 3 && clusterSize > 4096 ? Header.FEATURE_NAMES : Map.of(),
+            null,
             null);
 
     Files.createFile(path);

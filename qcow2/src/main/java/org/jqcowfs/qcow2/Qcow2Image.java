@@ -11,6 +11,7 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.compress.Decompressor;
+import org.jqcowfs.qcow2.crypto.SectorCipher;
 import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.BitmapOp;
 import org.jqcowfs.qcow2.format.Geometry;
@@ -49,9 +50,12 @@ public final class Qcow2Image implements Image {
   private final LayerReader reader;
   private final Qcow2Writer writer;
   private final Closeable writeLock;
+  private final SectorCipher cipher; // or null: not encrypted
 
   /**
    * @param writeLock the writer's lock on the image, or null to open read-only
+   * @param cipher the data cipher of an image encrypted with LUKS (its key zeroed at {@link
+   *     #close}), or null
    * @param snapshotTableBytes the snapshot table's bytes in the file (for a writer's overlap
    *     checks)
    */
@@ -66,7 +70,8 @@ public final class Qcow2Image implements Image {
       Snapshot snapshot,
       long l2CacheBytes,
       Closeable writeLock,
-      long snapshotTableBytes)
+      long snapshotTableBytes,
+      SectorCipher cipher)
       throws IOException {
     this.path = file.location();
     this.file = file;
@@ -82,11 +87,21 @@ public final class Qcow2Image implements Image {
     this.l2Cache = new L2Cache(cacheBytes, geometry.clusterSize());
     this.mapper =
         new ClusterMapper(
-            file, dataFile, geometry, header.version(), l1Table, virtualSize, l2Cache);
-    this.blockStatus = new BlockStatus(file, dataFile, header, mapper);
-    ClusterDecoder decoder =
+            file,
+            dataFile,
+            geometry,
+            header.version(),
+            l1Table,
+            virtualSize,
+            l2Cache,
+            cipher != null);
+    this.blockStatus = new BlockStatus(file, dataFile, header, mapper, cipher != null);
+    this.cipher = cipher;
+    ClusterDecoder compressed =
         new CompressedClusterReader(
             file, geometry, Decompressor.forType(header.compressionType()), mapper::corrupt);
+    ClusterDecoder decoder =
+        cipher == null ? compressed : new EncryptedClusterReader(file, cipher, compressed);
     this.reader = new LayerReader(dataFile, mapper, decoder, blockStatus, virtualSize);
     this.writeLock = writeLock;
     this.writer =
@@ -635,6 +650,9 @@ public final class Qcow2Image implements Image {
           dataFile.close();
         }
       } finally {
+        if (cipher != null) {
+          cipher.destroy();
+        }
         file.close();
         if (writeLock != null) {
           writeLock.close();

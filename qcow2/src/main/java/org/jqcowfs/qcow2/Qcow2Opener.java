@@ -2,9 +2,13 @@ package org.jqcowfs.qcow2;
 
 import java.io.Closeable;
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.util.List;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.image.NamePolicy;
+import org.jqcowfs.qcow2.crypto.Luks;
+import org.jqcowfs.qcow2.crypto.LuksHeader;
+import org.jqcowfs.qcow2.crypto.SectorCipher;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
 import org.jqcowfs.qcow2.metadata.MetadataIo;
@@ -84,10 +88,14 @@ final class Qcow2Opener {
       throws IOException {
     boolean writable = writeLock != null;
     Storage dataFile = null;
+    SectorCipher cipher = null;
     try {
       Header h = MetadataIo.readHeader(file);
       if (writable) {
         refuseWrites(path, h, options);
+      }
+      if (h.crypto() != null) {
+        cipher = unlock(path, file, h.crypto(), options.passphrases());
       }
       if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
         LOG.warn("{}: the corrupt bit is set; opening read-only anyway", path);
@@ -146,8 +154,12 @@ final class Qcow2Opener {
           chosen,
           options.l2CacheBytes(),
           writeLock,
-          snapshotTableBytes);
+          snapshotTableBytes,
+          cipher);
     } catch (IOException | RuntimeException e) {
+      if (cipher != null) {
+        cipher.destroy();
+      }
       if (dataFile != null) {
         dataFile.close();
       }
@@ -174,10 +186,50 @@ final class Qcow2Opener {
       why = "the dirty bit is still set after the refcount repair";
     } else if (h.dataFileName() != null) {
       why = "writing to an external data file is not supported";
+    } else if (h.crypto() != null) {
+      why = "writing images encrypted with LUKS is not supported yet";
     }
     if (why != null) {
       throw new ImageFormatException(path, "cannot open for writing: " + why);
     }
+  }
+
+  /**
+   * The data cipher of a LUKS-encrypted image: its LUKS header read from the area the extension
+   * names and checked, then each passphrase tried on every key slot ({@link Luks#unlock}).
+   *
+   * @throws ImageFormatException naming the image: a LUKS header QEMU would refuse, a cipher not
+   *     supported, no passphrase given, or none that opens a key slot
+   */
+  private static SectorCipher unlock(
+      Location path, Storage file, Header.Crypto area, List<byte[]> passphrases)
+      throws IOException {
+    ByteBuffer b = ByteBuffer.allocate(LuksHeader.BYTES);
+    file.readFully(b, area.offset());
+    LuksHeader luks;
+    try {
+      luks = LuksHeader.decode(b.flip(), area.length());
+      Luks.checkSupported(luks);
+    } catch (IllegalArgumentException e) {
+      throw new ImageFormatException(path, e.getMessage());
+    }
+    if (passphrases.isEmpty()) {
+      throw new ImageFormatException(path, "encrypted with LUKS: give --key-file");
+    }
+    long start = System.nanoTime();
+    for (byte[] passphrase : passphrases) {
+      SectorCipher c =
+          Luks.unlock(luks, (dst, at) -> file.readFully(dst, area.offset() + at), passphrase);
+      if (c != null) {
+        LOG.debug("{}: key slot opened in {} ms", path, (System.nanoTime() - start) / 1_000_000);
+        return c;
+      }
+    }
+    throw new ImageFormatException(
+        path,
+        passphrases.size() == 1
+            ? "no key slot opens with this passphrase"
+            : "no key slot opens with any of the " + passphrases.size() + " passphrases");
   }
 
   private static Snapshot find(List<Snapshot> snapshots, String idOrName, Location path)

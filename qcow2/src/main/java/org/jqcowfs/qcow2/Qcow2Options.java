@@ -1,5 +1,6 @@
 package org.jqcowfs.qcow2;
 
+import java.util.List;
 import org.jqcowfs.image.NamePolicy;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.io.PosixOpener;
@@ -17,21 +18,41 @@ import org.jqcowfs.storage.StorageOpener;
  * @param hostIo whether the image is opened writable, and the read policies of local files
  * @param storage what opens the image and its data file, or null for local files read as {@code
  *     hostIo} says ({@link #opener})
+ * @param passphrases tried in order on an image encrypted with LUKS; empty: none given
  */
 public record Qcow2Options(
     long l2CacheBytes,
     String snapshot,
     NamePolicy names,
     HostFileOptions hostIo,
-    StorageOpener storage) {
+    StorageOpener storage,
+    List<byte[]> passphrases) {
   /** The defaults: QEMU's cache size, the active image, names confined to the image's directory. */
   public static final Qcow2Options DEFAULT =
       new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT);
 
-  /** Options that open local files ({@code storage} null). */
+  /** Options that open local files ({@code storage} null), with no passphrase. */
   public Qcow2Options(
       long l2CacheBytes, String snapshot, NamePolicy names, HostFileOptions hostIo) {
-    this(l2CacheBytes, snapshot, names, hostIo, null);
+    this(l2CacheBytes, snapshot, names, hostIo, null, List.of());
+  }
+
+  /** Options with no passphrase. */
+  public Qcow2Options(
+      long l2CacheBytes,
+      String snapshot,
+      NamePolicy names,
+      HostFileOptions hostIo,
+      StorageOpener storage) {
+    this(l2CacheBytes, snapshot, names, hostIo, storage, List.of());
+  }
+
+  /**
+   * These options with the passphrases tried, in order, on an image encrypted with LUKS (the bytes
+   * of each key file, as QEMU's {@code --object secret,file=} reads them; held, not copied).
+   */
+  public Qcow2Options withPassphrases(List<byte[]> keys) {
+    return new Qcow2Options(l2CacheBytes, snapshot, names, hostIo, storage, keys);
   }
 
   /**
@@ -43,16 +64,16 @@ public record Qcow2Options(
 
   /** These options with other host I/O options (writable, for a writer). */
   public Qcow2Options withHostIo(HostFileOptions io) {
-    return new Qcow2Options(l2CacheBytes, snapshot, names, io, storage);
+    return new Qcow2Options(l2CacheBytes, snapshot, names, io, storage, passphrases);
   }
 
   /** These options with another snapshot (null: the active image). */
   public Qcow2Options withSnapshot(String idOrName) {
-    return new Qcow2Options(l2CacheBytes, idOrName, names, hostIo, storage);
+    return new Qcow2Options(l2CacheBytes, idOrName, names, hostIo, storage, passphrases);
   }
 
   /** These options opening storage with {@code opener}. */
   public Qcow2Options withStorage(StorageOpener opener) {
-    return new Qcow2Options(l2CacheBytes, snapshot, names, hostIo, opener);
+    return new Qcow2Options(l2CacheBytes, snapshot, names, hostIo, opener, passphrases);
   }
 }

@@ -105,6 +105,9 @@ final class RefcountCheck {
       checkL1(s.l1TableOffset(), s.l1Size(), false);
     }
     reference(header.snapshotsOffset(), table.bytes());
+    if (header.crypto() != null) { // the LUKS area (qcow2_check_refcounts' crypto_header)
+      reference(header.crypto().offset(), header.crypto().length());
+    }
     reference(header.refcountTableOffset(), (long) header.refcountTableClusters() * clusterSize);
     refcountStructure.add(
         new long[] {header.refcountTableOffset(), header.refcountTableClusters() * clusterSize});

@@ -127,16 +127,9 @@ class CrashStateTest {
     }
     Path original = Files.copy(image, dir.resolve("original.qcow2"));
     byte[] before = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("initial.raw"), null));
-    RecordingStorage recording =
-        new RecordingStorage(
-            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
-            dir.resolve("log"));
-    Qcow2Options options =
-        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    RecordingStorage recording = recorder(image);
     Image backing = kind.equals("grow-overlay") ? Qcow2Image.open(dir.resolve("base.qcow2")) : null;
-    try (Qcow2Image top =
-        Qcow2Opener.open(
-            FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image))) {
+    try (Qcow2Image top = openRecorded(image, recording)) {
       if (backing != null) {
         top.setBacking(backing);
       }
@@ -211,15 +204,8 @@ class CrashStateTest {
     byte[] before = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("initial.raw"), null));
     byte[] s1 = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("s1.raw"), "s1"));
     String oldList = snapshotNames(image);
-    RecordingStorage recording =
-        new RecordingStorage(
-            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
-            dir.resolve("log"));
-    Qcow2Options options =
-        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
-    try (Qcow2Image q =
-        Qcow2Opener.open(
-            FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image))) {
+    RecordingStorage recording = recorder(image);
+    try (Qcow2Image q = openRecorded(image, recording)) {
       switch (kind) {
         case "create" -> q.createSnapshot("new");
         case "delete", "delete-shared" -> q.deleteSnapshot("s1");
@@ -309,20 +295,13 @@ class CrashStateTest {
     Path original = Files.copy(image, dir.resolve("original.qcow2"));
     byte[] before = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("initial.raw"), null));
     String oldFormat = format(image);
-    RecordingStorage recording =
-        new RecordingStorage(
-            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
-            dir.resolve("log"));
-    Qcow2Options options =
-        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    RecordingStorage recording = recorder(image);
     String[] kv = option.split("=");
     Qcow2Image.Amendment a =
         kv[0].equals("compat")
             ? new Qcow2Image.Amendment(kv[1].equals("1.1") ? 3 : 2, null, null, null)
             : new Qcow2Image.Amendment(null, null, Integer.parseInt(kv[1]), null);
-    try (Qcow2Image q =
-        Qcow2Opener.open(
-            FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image))) {
+    try (Qcow2Image q = openRecorded(image, recording)) {
       q.amend(a);
     }
     String newFormat = format(image);
@@ -359,6 +338,21 @@ class CrashStateTest {
     return (c.find() ? c.group(1) : "?") + "/" + (r.find() ? r.group(1) : "?");
   }
 
+  /** {@code image} opened writable, every write and sync through it recorded beside it. */
+  private RecordingStorage recorder(Path image) throws IOException {
+    return new RecordingStorage(
+        PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)), dir.resolve("log"));
+  }
+
+  /** The image in {@code recording}, opened writable and locked, as the opener opens it. */
+  private static Qcow2Image openRecorded(Path image, RecordingStorage recording)
+      throws IOException {
+    Qcow2Options options =
+        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    return Qcow2Opener.open(
+        FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image));
+  }
+
   /** The snapshot IDs and names of {@code image}, from qemu-img snapshot -l. */
   private static String snapshotNames(Path image) throws IOException {
     return String.join(";", Qemu.snapshots(image));
@@ -377,15 +371,8 @@ class CrashStateTest {
     Random random = new Random(c.ordinal() * 31L + 5);
     List<Op> ops = new ArrayList<>();
     List<FlushPoint> flushes = new ArrayList<>();
-    RecordingStorage recording =
-        new RecordingStorage(
-            PosixStorage.open(image, HostFileOptions.DEFAULT.withWritable(true)),
-            dir.resolve("log"));
-    Qcow2Options options =
-        new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
-    try (Qcow2Image top =
-            Qcow2Opener.open(
-                FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image));
+    RecordingStorage recording = recorder(image);
+    try (Qcow2Image top = openRecorded(image, recording);
         Image backing = Qcow2WriteTest.openBacking(dir, c)) {
       top.setBacking(backing);
       for (int i = 0; i < 24; i++) {

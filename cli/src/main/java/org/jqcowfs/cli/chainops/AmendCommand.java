@@ -30,7 +30,7 @@ import picocli.CommandLine.Spec;
     description = {
       "Change a qcow2 image's format options in place, as qemu-img amend does: compat (0.10 or"
           + " 1.1; a downgrade expands zero clusters), lazy_refcounts (on or off), refcount_bits"
-          + " (the refcount structures rewritten), size.",
+          + " (the refcount structures rewritten), size. -p is accepted; no bar is shown yet.",
     })
 public final class AmendCommand implements Callable<Integer> {
   /** Options qemu-img takes only when an image is created. */
@@ -61,15 +61,7 @@ public final class AmendCommand implements Callable<Integer> {
   @Option(names = "-o", paramLabel = "OPTIONS", description = "The options to change.")
   List<String> options = new ArrayList<>();
 
-  @Option(
-      names = {"-p", "--progress"},
-      description = "Accepted for qemu-img's syntax (amend shows no bar).")
-  boolean progress;
-
-  @Option(
-      names = {"-q", "--quiet"},
-      description = "Print nothing but errors.")
-  boolean quiet;
+  @Mixin ProgressOptions verbosity = new ProgressOptions();
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -93,14 +85,7 @@ public final class AmendCommand implements Callable<Integer> {
       for (Map.Entry<String, String> e : CreateOptions.pairs(options).entrySet()) {
         String v = e.getValue();
         switch (e.getKey()) {
-          case "compat" ->
-              version =
-                  switch (v) {
-                    case "0.10", "v2" -> 2;
-                    case "1.1", "v3" -> 3;
-                    default ->
-                        throw new IllegalArgumentException("Unknown compatibility level " + v);
-                  };
+          case "compat" -> version = CreateOptions.compat(v, "Unknown compatibility level ");
           case "lazy_refcounts" -> lazy = CreateOptions.onOff(e.getKey(), v);
           case "refcount_bits" -> bits = Integer.parseInt(v);
           case "size" -> size = Sizes.parse(v);

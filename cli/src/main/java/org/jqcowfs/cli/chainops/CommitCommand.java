@@ -48,15 +48,7 @@ public final class CommitCommand implements Callable<Integer> {
   @Option(names = "-d", description = "Keep IMAGE's data (do not empty it).")
   boolean keep;
 
-  @Option(
-      names = {"-p", "--progress"},
-      description = "Show a progress bar.")
-  boolean progress;
-
-  @Option(
-      names = {"-q", "--quiet"},
-      description = "Print nothing but errors.")
-  boolean quiet;
+  @Mixin ProgressOptions verbosity = new ProgressOptions();
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -106,13 +98,13 @@ public final class CommitCommand implements Callable<Integer> {
                   share.location(image),
                   share.withOpener(writable),
                   d -> d == at || (d == 0 && empty));
-          Progress bar = new Progress(progress && !quiet, "commit", size)) {
+          Progress bar = verbosity.bar("commit", size)) {
         Commit.commit(chain, depth, empty, bar.consumer());
       }
     } catch (IOException | IllegalArgumentException e) {
       return Errors.fail(err, Errors.message(e));
     }
-    if (!quiet) {
+    if (!verbosity.quiet) {
       out.println("Image committed.");
       out.flush();
     }

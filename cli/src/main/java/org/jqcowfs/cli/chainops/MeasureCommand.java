@@ -9,6 +9,7 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.chainops.Measure;
+import org.jqcowfs.cli.options.CreateOptions;
 import org.jqcowfs.cli.options.Errors;
 import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.cli.options.Sizes;
@@ -99,14 +100,7 @@ public final class MeasureCommand implements Callable<Integer> {
           switch (key) {
             case "cluster_size" -> clusterBits = log2(Sizes.parse(v), key);
             case "refcount_bits" -> refcountOrder = log2(Long.parseLong(v), key);
-            case "compat" ->
-                version =
-                    switch (v) {
-                      case "0.10", "v2" -> 2;
-                      case "1.1", "v3" -> 3;
-                      default ->
-                          throw new IllegalArgumentException("Invalid compatibility level: " + v);
-                    };
+            case "compat" -> version = CreateOptions.compat(v, "Invalid compatibility level: ");
             case "extended_l2" -> extendedL2 = v.equals("on");
             case "preallocation" -> full = v.equals("full") || v.equals("falloc");
             case "backing_file" -> backing = true;

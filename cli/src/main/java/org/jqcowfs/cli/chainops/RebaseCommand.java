@@ -61,15 +61,7 @@ public final class RebaseCommand implements Callable<Integer> {
       description = "Only rewrite the header; copy nothing.")
   boolean unsafe;
 
-  @Option(
-      names = {"-p", "--progress"},
-      description = "Show a progress bar.")
-  boolean progress;
-
-  @Option(
-      names = {"-q", "--quiet"},
-      description = "Print nothing but errors.")
-  boolean quiet;
+  @Mixin ProgressOptions verbosity = new ProgressOptions();
 
   @Mixin ImageOptions share = new ImageOptions();
 
@@ -123,7 +115,7 @@ public final class RebaseCommand implements Callable<Integer> {
         }
       }
       try (BackingChain below = newChain;
-          Progress bar = new Progress(progress && !quiet, "rebase", chain.size())) {
+          Progress bar = verbosity.bar("rebase", chain.size())) {
         Rebase.rebase(chain, below, name, storedFormat, bar.consumer());
       } catch (IllegalArgumentException e) {
         return Errors.fail(

@@ -59,14 +59,7 @@ public final class CreateOptions {
       String v = e.getValue();
       switch (e.getKey()) {
         case "cluster_size" -> clusterBits = log2(Sizes.parse(v), "cluster_size");
-        case "compat" ->
-            version =
-                switch (v) {
-                  case "0.10", "v2" -> 2;
-                  case "1.1", "v3" -> 3;
-                  default ->
-                      throw new IllegalArgumentException("Invalid compatibility level: " + v);
-                };
+        case "compat" -> version = compat(v, "Invalid compatibility level: ");
         case "extended_l2" -> extendedL2 = onOff(e.getKey(), v);
         case "compression_type" ->
             zstd =
@@ -105,6 +98,22 @@ public final class CreateOptions {
             dataFile,
             dataFileRaw),
         preallocation);
+  }
+
+  /**
+   * The qcow2 version a {@code compat} value names: 2 for {@code 0.10} or {@code v2}, 3 for {@code
+   * 1.1} or {@code v3}.
+   *
+   * @param refusal the message before the value when it names none (create and amend word it
+   *     differently)
+   * @throws IllegalArgumentException for any other value
+   */
+  public static int compat(String v, String refusal) {
+    return switch (v) {
+      case "0.10", "v2" -> 2;
+      case "1.1", "v3" -> 3;
+      default -> throw new IllegalArgumentException(refusal + v);
+    };
   }
 
   /**

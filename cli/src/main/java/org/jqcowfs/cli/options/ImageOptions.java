@@ -3,6 +3,7 @@ package org.jqcowfs.cli.options;
 import java.io.IOException;
 import java.net.URI;
 import java.net.URISyntaxException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -94,6 +95,18 @@ public final class ImageOptions {
               + " name any file). Only for images you trust.")
   boolean probeBackingFormat;
 
+  @Option(
+      names = "--key-file",
+      paramLabel = "FILE",
+      description =
+          "The passphrase of an image encrypted with LUKS: FILE's bytes as they are, as QEMU's"
+              + " --object secret,file= reads them (repeatable: each is tried on every encrypted"
+              + " layer, in order). Never give a passphrase on the command line.")
+  List<Path> keyFiles = new ArrayList<>();
+
+  /** Key files' most bytes (cryptsetup's default key file limit). */
+  static final long MAX_KEY_FILE_BYTES = 8L << 20;
+
   private RemoteOpener opener;
 
   @Spec(Spec.Target.MIXEE)
@@ -117,6 +130,7 @@ public final class ImageOptions {
       dirs.add(location(d));
     }
     return options
+        .withPassphrases(passphrases())
         .withForceShare(forceShare)
         .withAllowedDirs(dirs, unsafeBacking, probeBackingFormat)
         .withHostIo(
@@ -125,6 +139,29 @@ public final class ImageOptions {
                 io.directReads() && !noDirectReads,
                 io.mappedReads() && !noMappedReads,
                 io.linuxAio() && !noLinuxAio));
+  }
+
+  /**
+   * The bytes of each {@code --key-file}, in order.
+   *
+   * @throws IllegalArgumentException naming a file that cannot be read, is empty, or is over {@link
+   *     #MAX_KEY_FILE_BYTES}
+   */
+  private List<byte[]> passphrases() {
+    List<byte[]> keys = new ArrayList<>();
+    for (Path f : keyFiles) {
+      try {
+        long bytes = Files.size(f);
+        if (bytes == 0 || bytes > MAX_KEY_FILE_BYTES) {
+          throw new IllegalArgumentException(
+              "key file " + f + ": " + bytes + " bytes (1 to " + MAX_KEY_FILE_BYTES + ")");
+        }
+        keys.add(Files.readAllBytes(f));
+      } catch (IOException e) {
+        throw new IllegalArgumentException("key file " + f + ": " + Errors.message(e));
+      }
+    }
+    return keys;
   }
 
   /** The remote read options these choices give. */

@@ -35,6 +35,7 @@ import org.jqcowfs.storage.Location;
  * @param dataFileName external data file name from extension 0x44415441, or null
  * @param featureNames names from the feature name table, keyed by {@code type * 64 + bit}
  * @param bitmaps the bitmaps extension, or null when there is none
+ * @param crypto the full disk encryption header extension (crypt_method 2), or null
  */
 public record Header(
     int version,
@@ -57,7 +58,17 @@ public record Header(
     String backingFormat,
     String dataFileName,
     Map<Integer, String> featureNames,
-    Bitmaps bitmaps) {
+    Bitmaps bitmaps,
+    Crypto crypto) {
+
+  /**
+   * The full disk encryption header extension (spec: 0x0537BE77): where the LUKS header and key
+   * material lie in the image file.
+   *
+   * @param offset host offset in bytes, cluster aligned
+   * @param length bytes of the LUKS area
+   */
+  public record Crypto(long offset, long length) {}
 
   /**
    * The bitmaps extension (spec: "Bitmaps extension", header extension 0x23852875).
@@ -100,7 +111,8 @@ public record Header(
         backingFormat,
         dataFileName,
         featureNames,
-        ext);
+        ext,
+        crypto);
   }
 
   /**
@@ -129,7 +141,8 @@ public record Header(
         format,
         dataFileName,
         featureNames,
-        bitmaps);
+        bitmaps,
+        crypto);
   }
 
   /** QEMU's feature name table (qcow2_update_header), keyed by {@code type * 64 + bit}. */
@@ -179,7 +192,8 @@ public record Header(
         backingFormat,
         dataFileName,
         v3 && clusterSize() > 4096 ? FEATURE_NAMES : Map.of(),
-        bitmaps);
+        bitmaps,
+        crypto);
   }
 
   /** Whether the header has a bitmaps extension, consistent or not. */
@@ -366,6 +380,11 @@ public record Header(
         throw new IllegalStateException("external data file name over " + MAX_DATA_FILE_NAME);
       }
       putExtension(b, EXT_DATA_FILE, name);
+    }
+    if (crypto != null) {
+      ByteBuffer ext = ByteBuffer.allocate(16);
+      ext.putLong(0, crypto.offset()).putLong(8, crypto.length());
+      putExtension(b, EXT_CRYPTO, ext.array());
     }
     if (!featureNames.isEmpty()) {
       ByteBuffer table = ByteBuffer.allocate(48 * featureNames.size());

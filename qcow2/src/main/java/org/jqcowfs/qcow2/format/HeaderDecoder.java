@@ -90,9 +90,7 @@ final class HeaderDecoder {
       case 1 ->
           throw new ImageFormatException(
               p, "encrypted image (crypt_method 1, AES) is not supported");
-      case 2 ->
-          throw new ImageFormatException(
-              p, "encrypted image (crypt_method 2, LUKS) is not supported");
+      case 2 -> {} // LUKS: its extension is required below
       default ->
           throw new ImageFormatException(
               p, "crypt_method " + Integer.toUnsignedString(cryptMethod) + " is invalid");
@@ -142,6 +140,7 @@ final class HeaderDecoder {
     String backingFormat = null;
     String dataFileName = null;
     Header.Bitmaps bitmaps = null;
+    Header.Crypto crypto = null;
     Map<Integer, String> featureNames = new HashMap<>();
     Set<Integer> seen = new HashSet<>();
     long pos = headerLength;
@@ -247,9 +246,44 @@ final class HeaderDecoder {
           }
           bitmaps = new Header.Bitmaps((int) nbBitmaps, dirBytes, dirOffset, true);
         }
-        case EXT_CRYPTO ->
+        case EXT_CRYPTO -> {
+          if (cryptMethod != 2) {
             throw new ImageFormatException(
-                p, "full disk encryption header extension in an image with crypt_method 0");
+                p,
+                "full disk encryption header extension in an image with crypt_method "
+                    + cryptMethod);
+          }
+          if (len != 16) {
+            throw new ImageFormatException(
+                p, "full disk encryption header extension: length " + len + ", not 16");
+          }
+          long offset = c.getLong((int) pos + 8);
+          long bytes = c.getLong((int) pos + 16);
+          if (offset <= 0 || offset % clusterSize != 0) {
+            throw new ImageFormatException(
+                p, "encryption header offset " + hex(offset) + " is not a cluster boundary");
+          }
+          if (bytes < MIN_CRYPTO_BYTES || bytes > MAX_CRYPTO_BYTES) {
+            throw new ImageFormatException(
+                p,
+                "encryption header length "
+                    + bytes
+                    + " outside "
+                    + MIN_CRYPTO_BYTES
+                    + ".."
+                    + MAX_CRYPTO_BYTES);
+          }
+          if (!tablesMayPassEnd && offset + bytes > fileLength) {
+            throw new ImageFormatException(
+                p,
+                "encryption header at "
+                    + hex(offset)
+                    + " ("
+                    + bytes
+                    + " bytes) passes the end of the file");
+          }
+          crypto = new Header.Crypto(offset, bytes);
+        }
         case EXT_DATA_FILE -> {
           if (len == 0 || len > MAX_DATA_FILE_NAME) {
             throw new ImageFormatException(
@@ -408,6 +442,10 @@ final class HeaderDecoder {
         }
       }
     }
+    if (cryptMethod == 2 && crypto == null) {
+      throw new ImageFormatException(
+          p, "crypt_method 2 (LUKS) without its full disk encryption header extension");
+    }
     return new Header(
         version,
         backingFileName,
@@ -429,8 +467,14 @@ final class HeaderDecoder {
         backingFormat,
         dataFileName,
         Map.copyOf(featureNames),
-        bitmaps);
+        bitmaps,
+        crypto);
   }
+
+  /** The LUKS area's bounds: one LUKS1 header, and QEMU's largest (8 slots of 512-bit keys). */
+  static final long MIN_CRYPTO_BYTES = 592;
+
+  static final long MAX_CRYPTO_BYTES = 16L << 20;
 
   private static boolean isKnown(int type) {
     return type == EXT_BACKING_FORMAT

@@ -37,6 +37,12 @@ public final class ClusterMapper {
    * @param l1Table the L1 table's entries as stored
    * @param virtualSize the disk's bytes, to which damaged ranges are clipped
    */
+  private final boolean encrypted;
+
+  /**
+   * A mapper whose data clusters are {@code encrypted}: their runs read as {@link
+   * Mapping.ReadKind#DECODED}, never as the host bytes.
+   */
   public ClusterMapper(
       Storage file,
       Storage dataFile,
@@ -44,7 +50,9 @@ public final class ClusterMapper {
       int version,
       long[] l1Table,
       long virtualSize,
-      L2Cache l2Cache) {
+      L2Cache l2Cache,
+      boolean encrypted) {
+    this.encrypted = encrypted;
     this.path = file.location();
     this.file = file;
     this.dataFile = dataFile;
@@ -150,7 +158,11 @@ public final class ClusterMapper {
     }
     long length = Math.min(runEnd, wanted) - pos;
     checkInFile(type, first, host, length, l1Index, l2Index, pos);
-    return new Mapping(pos, length, type, host, first, l1Index, l2Index, Mapping.ReadKind.of(type));
+    Mapping.ReadKind kind = Mapping.ReadKind.of(type);
+    if (encrypted && kind == Mapping.ReadKind.HOST) {
+      kind = Mapping.ReadKind.DECODED; // the host bytes are ciphertext
+    }
+    return new Mapping(pos, length, type, host, first, l1Index, l2Index, kind);
   }
 
   /**

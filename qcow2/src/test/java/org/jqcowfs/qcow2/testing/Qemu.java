@@ -240,6 +240,26 @@ public final class Qemu {
     return out;
   }
 
+  /**
+   * Runs {@code cmd}, a qemu-img create of an image encrypted with LUKS, again (up to 3 times) when
+   * QEMU's PBKDF2 benchmark fails as it does now and then on a loaded machine ("Unable to get
+   * accurate CPU usage"); the half-made image is deleted first.
+   *
+   * @param image the image file {@code cmd} creates
+   */
+  public static void createEncrypted(Path dir, Path image, List<String> cmd) throws IOException {
+    for (int attempt = 1; ; attempt++) {
+      Check r = anyExit(dir, 120, cmd.toArray(String[]::new));
+      if (r.exitStatus() == 0) {
+        return;
+      }
+      if (attempt == 3 || !r.stderr().contains("Unable to get accurate CPU usage")) {
+        throw new IOException(cmd + " exited " + r.exitStatus() + ": " + r.stderr());
+      }
+      java.nio.file.Files.deleteIfExists(image);
+    }
+  }
+
   /** Runs {@code qemu-img check --output=json IMAGE}, whatever its exit status. */
   public static Check check(Path image) throws IOException {
     return anyExit(image.getParent(), "qemu-img", "check", "--output=json", image.toString());
