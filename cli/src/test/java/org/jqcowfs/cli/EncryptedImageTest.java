@@ -179,6 +179,15 @@ class EncryptedImageTest {
   }
 
   @Test
+  void readsTheLegacyAesMethod() throws IOException {
+    Files.writeString(dir.resolve("pass"), "old secret");
+    create("aes.qcow2", "encrypt.format=aes,encrypt.key-secret=s", null);
+    String io = "driver=qcow2,file.filename=aes.qcow2,encrypt.key-secret=s";
+    write(io, "write -q -P 0x5a 64k 64k", "write -q -P 0x6b 1000000 70000");
+    assertArrayEquals(qemuRaw(io), ours("aes.qcow2", "pass"));
+  }
+
+  @Test
   void refusesWithoutTheKeyInOneLine() throws IOException {
     Files.writeString(dir.resolve("pass"), "correct horse");
     create("enc.qcow2", luks(""), null);

@@ -9,10 +9,11 @@ import org.jqcowfs.qcow2.format.SubclusterType;
 import org.jqcowfs.storage.Storage;
 
 /**
- * The decoder of an image encrypted with LUKS (QEMU {@code qcow2_co_decrypt}): a data run's host
- * bytes are read whole 512-byte sectors at a time and decrypted in place, each sector's IV its host
- * sector number ({@code crypt_physical_offset}); compressed runs go to the compressed reader as
- * they are. Thread-safe: each call reads into its own buffer.
+ * The decoder of an encrypted image (QEMU {@code qcow2_co_decrypt}): a data run's host bytes are
+ * read whole 512-byte sectors at a time and decrypted in place, each sector's IV its host sector
+ * number with LUKS ({@code crypt_physical_offset}), its guest sector number with the legacy AES
+ * method; compressed runs go to the compressed reader as they are. Thread-safe: each call reads
+ * into its own buffer.
  */
 final class EncryptedClusterReader implements ClusterDecoder {
   private static final int SECTOR = SectorCipher.SECTOR_BYTES;
@@ -20,11 +21,18 @@ final class EncryptedClusterReader implements ClusterDecoder {
   private final Storage file;
   private final SectorCipher cipher;
   private final ClusterDecoder compressed;
+  private final boolean guestIv;
 
-  EncryptedClusterReader(Storage file, SectorCipher cipher, ClusterDecoder compressed) {
+  /**
+   * @param guestIv number sectors by guest offset (the legacy AES method), not by host offset
+   *     (LUKS)
+   */
+  EncryptedClusterReader(
+      Storage file, SectorCipher cipher, ClusterDecoder compressed, boolean guestIv) {
     this.file = file;
     this.cipher = cipher;
     this.compressed = compressed;
+    this.guestIv = guestIv;
   }
 
   @Override
@@ -40,7 +48,8 @@ final class EncryptedClusterReader implements ClusterDecoder {
       long to = (host + p.dst().remaining() + SECTOR - 1) & -SECTOR;
       ByteBuffer sectors = ByteBuffer.allocate((int) (to - from));
       file.readFully(sectors, from);
-      cipher.decrypt(sectors.flip(), from / SECTOR);
+      long guestFrom = p.guestOffset() - (host - from); // clusters keep in-sector offsets
+      cipher.decrypt(sectors.flip(), (guestIv ? guestFrom : from) / SECTOR);
       p.dst().duplicate().put(sectors.slice((int) (host - from), p.dst().remaining()));
     }
     if (!packed.isEmpty()) {

@@ -101,7 +101,9 @@ public final class Qcow2Image implements Image {
         new CompressedClusterReader(
             file, geometry, Decompressor.forType(header.compressionType()), mapper::corrupt);
     ClusterDecoder decoder =
-        cipher == null ? compressed : new EncryptedClusterReader(file, cipher, compressed);
+        cipher == null
+            ? compressed
+            : new EncryptedClusterReader(file, cipher, compressed, header.crypto() == null);
     this.reader = new LayerReader(dataFile, mapper, decoder, blockStatus, virtualSize);
     this.writeLock = writeLock;
     this.writer =

@@ -96,6 +96,8 @@ final class Qcow2Opener {
       }
       if (h.crypto() != null) {
         cipher = unlock(path, file, h.crypto(), options.passphrases());
+      } else if (h.cryptMethod() == 1) {
+        cipher = legacyAes(path, options.passphrases());
       }
       if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
         LOG.warn("{}: the corrupt bit is set; opening read-only anyway", path);
@@ -188,6 +190,8 @@ final class Qcow2Opener {
       why = "writing to an external data file is not supported";
     } else if (h.crypto() != null) {
       why = "writing images encrypted with LUKS is not supported yet";
+    } else if (h.cryptMethod() == 1) {
+      why = "images encrypted with the legacy AES method are read-only";
     }
     if (why != null) {
       throw new ImageFormatException(path, "cannot open for writing: " + why);
@@ -230,6 +234,27 @@ final class Qcow2Opener {
         passphrases.size() == 1
             ? "no key slot opens with this passphrase"
             : "no key slot opens with any of the " + passphrases.size() + " passphrases");
+  }
+
+  /**
+   * The cipher of an image encrypted with qcow2's legacy AES method ({@code crypt_method} 1, QEMU
+   * {@code crypto/block-qcow.c}): AES-128-CBC, the key the passphrase's first 16 bytes (up to a
+   * NUL, zero-padded), the IV the guest sector. Nothing in the image tells a wrong passphrase from
+   * the right one: the first is used, and a warning says the method is weak.
+   *
+   * @throws ImageFormatException if no passphrase is given
+   */
+  private static SectorCipher legacyAes(Location path, List<byte[]> passphrases)
+      throws ImageFormatException {
+    if (passphrases.isEmpty()) {
+      throw new ImageFormatException(
+          path, "encrypted with the legacy AES method (crypt_method 1): give --key-file");
+    }
+    LOG.warn(
+        "{}: encrypted with qcow2's legacy AES method, which is weak (QEMU no longer runs such"
+            + " images); the passphrase cannot be checked: a wrong one reads as garbage",
+        path);
+    return Luks.legacyAes(passphrases.get(0));
   }
 
   private static Snapshot find(List<Snapshot> snapshots, String idOrName, Location path)

@@ -108,6 +108,23 @@ public final class Luks {
     }
   }
 
+  /**
+   * The cipher of qcow2's legacy AES method ({@code qcrypto_block_qcow_init}): AES-128-CBC with
+   * plain64 IVs, the key {@code passphrase}'s bytes up to the first NUL and at most 16, zero-padded
+   * (the caller numbers sectors by guest offset: {@code crypt_physical_offset} is false).
+   */
+  public static SectorCipher legacyAes(byte[] passphrase) {
+    byte[] key = new byte[16];
+    for (int i = 0; i < 16 && i < passphrase.length && passphrase[i] != 0; i++) {
+      key[i] = passphrase[i];
+    }
+    try {
+      return new Cbc(key, false);
+    } finally {
+      Arrays.fill(key, (byte) 0);
+    }
+  }
+
   /** The data cipher of the header's mode with {@code key} (copied). */
   static SectorCipher cipher(LuksHeader h, byte[] key) {
     return h.cipherMode().equals("xts-plain64")

@@ -87,9 +87,7 @@ final class HeaderDecoder {
     int cryptMethod = b.getInt(OFF_CRYPT_METHOD);
     switch (cryptMethod) {
       case 0 -> {}
-      case 1 ->
-          throw new ImageFormatException(
-              p, "encrypted image (crypt_method 1, AES) is not supported");
+      case 1 -> {} // legacy AES: read-only, the key from the passphrase (no extension)
       case 2 -> {} // LUKS: its extension is required below
       default ->
           throw new ImageFormatException(

@@ -45,21 +45,7 @@ class LuksTest {
             + (p[2].equals("essiv") ? ",encrypt.ivgen-hash-alg=sha256" : "")
             + ",encrypt.hash-alg="
             + p[3];
-    Qemu.createEncrypted(
-        dir,
-        dir.resolve("img.qcow2"),
-        java.util.List.of(
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            "secret,id=s,file=pass",
-            "-o",
-            opts,
-            "img.qcow2",
-            "4M"));
+    create(opts, "4M");
     String imageOpts = "driver=qcow2,file.filename=img.qcow2,encrypt.key-secret=s";
     Qemu.run(
         dir,
@@ -121,21 +107,7 @@ class LuksTest {
   @Test
   void refusesHostileHeaders() throws IOException {
     Files.writeString(dir.resolve("pass"), "x");
-    Qemu.createEncrypted(
-        dir,
-        dir.resolve("img.qcow2"),
-        java.util.List.of(
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            "secret,id=s,file=pass",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=100",
-            "img.qcow2",
-            "1M"));
+    create("encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=100", "1M");
     Path image = dir.resolve("img.qcow2");
     long[] area = luksArea(image);
     ByteBuffer good = ByteBuffer.allocate(LuksHeader.BYTES);
@@ -150,6 +122,25 @@ class LuksTest {
     IllegalArgumentException e =
         assertThrows(IllegalArgumentException.class, () -> Luks.checkSupported(twofish));
     assertEquals("LUKS cipher 'twofish' is not supported (aes only)", e.getMessage());
+  }
+
+  /** img.qcow2 made by qemu-img with {@code -o opts}, the secret from the file pass. */
+  private void create(String opts, String size) throws IOException {
+    Qemu.createEncrypted(
+        dir,
+        dir.resolve("img.qcow2"),
+        java.util.List.of(
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=s,file=pass",
+            "-o",
+            opts,
+            "img.qcow2",
+            size));
   }
 
   private static LuksHeader edit(ByteBuffer good, int at, int value, long[] area) {
