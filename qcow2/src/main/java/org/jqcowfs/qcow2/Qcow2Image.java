@@ -606,13 +606,9 @@ public final class Qcow2Image implements Image {
     if (refusal != null) {
       throw new IllegalArgumentException(refusal);
     }
-    Boolean lazy =
-        a.lazyRefcounts() != null
-            ? a.lazyRefcounts()
-            : downgrade && header.version() >= 3 ? Boolean.FALSE : null;
-    w.amend(
+    w.amend( // a downgrade's v2 header drops the lazy refcounts bit with the other features
         version > oldVersion,
-        lazy,
+        a.lazyRefcounts(),
         newSize != virtualSize ? () -> resize(newSize) : null,
         order,
         downgrade,

@@ -178,19 +178,15 @@ public final class Refcounts {
     if (offset == 0 || freeInCluster < bytes) {
       long fresh = allocate(1); // its refcount is the new range's reference
       if (offset != 0 && ((offset + clusterSize - 1) & -clusterSize) == fresh) {
-        increment(offset >>> clusterBits); // the range starts in the cluster before
+        add(offset >>> clusterBits, 1); // the range starts in the cluster before
       } else {
         offset = fresh;
       }
     } else {
-      increment(offset >>> clusterBits);
+      add(offset >>> clusterBits, 1);
     }
     freeByteOffset = ((offset + bytes) & (clusterSize - 1)) == 0 ? 0 : offset + bytes;
     return offset;
-  }
-
-  private void increment(long clusterIndex) throws IOException {
-    set(clusterIndex, refcount(clusterIndex) + 1);
   }
 
   /**
