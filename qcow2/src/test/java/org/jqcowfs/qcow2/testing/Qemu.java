@@ -241,9 +241,11 @@ public final class Qemu {
   }
 
   /**
-   * Runs {@code cmd}, a qemu-img create of an image encrypted with LUKS, again (up to 3 times) when
-   * QEMU's PBKDF2 benchmark fails as it does now and then on a loaded machine ("Unable to get
-   * accurate CPU usage"); the half-made image is deleted first.
+   * Runs {@code cmd}, a qemu-img create of an image encrypted with LUKS, again (up to 20 times)
+   * when QEMU's PBKDF2 benchmark fails ("Unable to get accurate CPU usage": {@code
+   * qcrypto_pbkdf2_count_iters} measures its first 32768 iterations, about 10 ms here, in thread
+   * CPU time, which the kernel may count as 0 ms; CI saw three such failures in a row). The
+   * half-made image is deleted first; a failed attempt takes about 30 ms.
    *
    * @param image the image file {@code cmd} creates
    */
@@ -253,7 +255,7 @@ public final class Qemu {
       if (r.exitStatus() == 0) {
         return;
       }
-      if (attempt == 3 || !r.stderr().contains("Unable to get accurate CPU usage")) {
+      if (attempt == 20 || !r.stderr().contains("Unable to get accurate CPU usage")) {
         throw new IOException(cmd + " exited " + r.exitStatus() + ": " + r.stderr());
       }
       java.nio.file.Files.deleteIfExists(image);
