@@ -103,13 +103,14 @@ public final class Qcow2Image implements Image {
     ClusterDecoder decoder =
         cipher == null
             ? compressed
-            : new EncryptedClusterReader(file, cipher, compressed, header.crypto() == null);
+            : new EncryptedClusterReader(dataFile, cipher, compressed, header.crypto() == null);
     this.reader = new LayerReader(dataFile, mapper, decoder, blockStatus, virtualSize);
     this.writeLock = writeLock;
     this.writer =
         writeLock == null
             ? null
-            : new Qcow2Writer(reader, file, header, mapper, l2Cache, snapshots, snapshotTableBytes);
+            : new Qcow2Writer(
+                reader, file, header, mapper, l2Cache, snapshots, snapshotTableBytes, cipher);
   }
 
   /** Opens the active image with default options. */

@@ -188,8 +188,6 @@ final class Qcow2Opener {
       why = "the dirty bit is still set after the refcount repair";
     } else if (h.dataFileName() != null) {
       why = "writing to an external data file is not supported";
-    } else if (h.crypto() != null) {
-      why = "writing images encrypted with LUKS is not supported yet";
     } else if (h.cryptMethod() == 1) {
       why = "images encrypted with the legacy AES method are read-only";
     }

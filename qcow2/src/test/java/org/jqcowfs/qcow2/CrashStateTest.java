@@ -43,6 +43,9 @@ class CrashStateTest {
 
   @TempDir Path dir;
 
+  /** The passphrase file of an image encrypted with LUKS, or null. */
+  private Path passphrase;
+
   private record Op(long offset, int length, byte pattern) {}
 
   /** A completed {@link Qcow2Image#flush}: the ops before it and the syncs done by its end. */
@@ -54,6 +57,20 @@ class CrashStateTest {
   @ParameterizedTest
   @EnumSource(Case.class)
   void everyCrashStateIsConsistentAndKeepsFlushedWrites(Case c) throws Exception {
+    run(c, false);
+  }
+
+  /**
+   * An image encrypted with LUKS (QEMU {@code qcow2_co_encrypt}): every data write is whole
+   * sectors, an unaligned one rewriting the sectors it touches, copy-on-write encrypts what it
+   * copies. States are read through {@code qemu-img} with the passphrase.
+   */
+  @ParameterizedTest
+  @EnumSource(
+      value = Case.class,
+      names = {"V3_64K", "EXTENDED_L2"})
+  void encryptedEveryCrashStateIsConsistentAndKeepsFlushedWrites(Case c) throws Exception {
+    passphrase = Files.writeString(dir.resolve("pass"), "crash secret");
     run(c, false);
   }
 
@@ -345,12 +362,72 @@ class CrashStateTest {
   }
 
   /** The image in {@code recording}, opened writable and locked, as the opener opens it. */
-  private static Qcow2Image openRecorded(Path image, RecordingStorage recording)
-      throws IOException {
+  private Qcow2Image openRecorded(Path image, RecordingStorage recording) throws IOException {
     Qcow2Options options =
         new Qcow2Options(-1, null, null, HostFileOptions.DEFAULT.withWritable(true));
+    if (passphrase != null) {
+      options = options.withPassphrases(List.of(Files.readAllBytes(passphrase)));
+    }
     return Qcow2Opener.open(
         FileLocation.of(image), options, recording, ImageLock.acquireForWrite(image));
+  }
+
+  private static final String SECRET = "secret,id=s,file=pass";
+
+  /** The case's image, made by QEMU encrypted with {@link #passphrase}, with the first data. */
+  private Path prepareEncrypted(Case c) throws IOException {
+    Path image = dir.resolve("top.qcow2");
+    Qemu.createEncrypted(
+        dir,
+        image,
+        List.of(
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            SECRET,
+            "-o",
+            c.options + ",encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10",
+            image.toString(),
+            Long.toString(Qcow2WriteTest.SIZE)));
+    Qemu.run(
+        dir,
+        "qemu-io",
+        "--object",
+        SECRET,
+        "--image-opts",
+        opts(image),
+        "-c",
+        "write -q -P 0xa1 1M 3M",
+        "-c",
+        "write -q -P 0xa2 40M 64k");
+    return image;
+  }
+
+  /** QEMU's {@code --image-opts} of {@code image} with the secret. */
+  private static String opts(Path image) {
+    return "driver=qcow2,file.filename=" + image + ",encrypt.key-secret=s";
+  }
+
+  /** {@code qemu-img convert -O raw}, given the secret when the image is encrypted. */
+  private Path convertRaw(Path image, Path out) throws IOException {
+    if (passphrase == null) {
+      return Qemu.convertRaw(image, out, null);
+    }
+    Qemu.run(
+        dir,
+        "qemu-img",
+        "convert",
+        "--object",
+        SECRET,
+        "--image-opts",
+        opts(image),
+        "-O",
+        "raw",
+        out.toString());
+    return out;
   }
 
   /** The snapshot IDs and names of {@code image}, from qemu-img snapshot -l. */
@@ -359,7 +436,7 @@ class CrashStateTest {
   }
 
   private void run(Case c, boolean bitmaps) throws Exception {
-    Path image = Qcow2WriteTest.prepare(dir, c);
+    Path image = passphrase == null ? Qcow2WriteTest.prepare(dir, c) : prepareEncrypted(c);
     if (bitmaps) {
       BitmapWriteTest.addBitmaps(dir, image);
     }
@@ -367,7 +444,7 @@ class CrashStateTest {
     List<long[]> requests = new ArrayList<>(); // {offset, length} of each change, as asked
     int beforeClose = 0;
     Path original = Files.copy(image, dir.resolve("original.qcow2"));
-    Path initialGuest = Qemu.convertRaw(image, dir.resolve("initial.raw"), null);
+    Path initialGuest = convertRaw(image, dir.resolve("initial.raw"));
     Random random = new Random(c.ordinal() * 31L + 5);
     List<Op> ops = new ArrayList<>();
     List<FlushPoint> flushes = new ArrayList<>();
@@ -546,7 +623,11 @@ class CrashStateTest {
       Path state)
       throws IOException {
     rebuild(original, recording, log, s, state);
-    Qemu.Check check = Qemu.check(state);
+    Qemu.Check check =
+        passphrase == null
+            ? Qemu.check(state)
+            : Qemu.anyExit(
+                dir, 120, "qemu-img", "check", "--object", SECRET, "--image-opts", opts(state));
     if (check.exitStatus() != 0 && check.exitStatus() != 3) {
       Files.copy(state, dir.resolve("failed.qcow2"), StandardCopyOption.REPLACE_EXISTING);
       fail(
@@ -628,7 +709,7 @@ class CrashStateTest {
       throws IOException {
     Path raw = dir.resolve("state.raw");
     Files.deleteIfExists(raw);
-    Qemu.convertRaw(state, raw, null);
+    convertRaw(state, raw);
     int chunk = 1 << 20;
     try (FileChannel gotFile = FileChannel.open(raw);
         FileChannel initial = FileChannel.open(initialGuest)) {

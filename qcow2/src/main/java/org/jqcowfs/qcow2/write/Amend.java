@@ -46,10 +46,17 @@ final class Amend {
   private final ClusterMapper mapper;
   private final Refcounts refcounts;
   private final MetadataCache cache;
+  private final DataWriter data;
 
   Amend(
-      Storage file, Header header, ClusterMapper mapper, Refcounts refcounts, MetadataCache cache) {
+      Storage file,
+      Header header,
+      ClusterMapper mapper,
+      Refcounts refcounts,
+      MetadataCache cache,
+      DataWriter data) {
     this.file = file;
+    this.data = data;
     this.g = header.geometry();
     this.cs = g.clusterSize();
     this.mapper = mapper;
@@ -210,7 +217,7 @@ final class Amend {
         any = true;
         long host = e.hostClusterOffset();
         if (host != 0) {
-          file.write(zeros.clear(), host);
+          data.write(zeros.clear(), host); // encrypted zeros where encrypted
           entries[j] = new L2Entry(e.word() & ~L2Entry.QCOW_OFLAG_ZERO, 0);
         } else if (!backing) {
           entries[j] = new L2Entry(0, 0);
@@ -224,7 +231,7 @@ final class Amend {
               cache.lock().unlock();
             }
           }
-          file.write(zeros.clear(), fresh);
+          data.write(zeros.clear(), fresh);
           entries[j] = new L2Entry(fresh | (l2Refcount == 1 ? L2Entry.QCOW_OFLAG_COPIED : 0), 0);
         }
       }

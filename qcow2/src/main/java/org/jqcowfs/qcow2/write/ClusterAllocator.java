@@ -49,6 +49,8 @@ final class ClusterAllocator {
    */
   record Claim(long start, long end, boolean exclusive) {}
 
+  private final DataWriter data;
+
   /**
    * What one step of a write does: {@code bytes} from the request's position go to {@code
    * hostOffset}; with an {@code allocation}, into new clusters whose head and tail are copied.
@@ -78,7 +80,9 @@ final class ClusterAllocator {
       ClusterMapper mapper,
       Refcounts refcounts,
       OverlapGuard guard,
-      MetadataCache cache) {
+      MetadataCache cache,
+      DataWriter data) {
+    this.data = data;
     this.path = file.location();
     this.file = file;
     this.allocation = file.capability(Storage.Allocation.class);
@@ -212,7 +216,14 @@ final class ClusterAllocator {
       }
       long bytes = Math.min(limit, k * cs - inCluster);
       guard.check(host + inCluster, bytes, pos);
-      return new Step(new Claim(start, start + k * cs, false), host + inCluster, bytes, null);
+      // An encrypted write rewriting sectors it only touches has them alone while it does
+      boolean alone = data.readsAround(host + inCluster, bytes);
+      for (Claim c : claims) {
+        if (alone && c.start() < start + k * cs && c.end() > start) {
+          return null;
+        }
+      }
+      return new Step(new Claim(start, start + k * cs, alone), host + inCluster, bytes, null);
     }
     for (Claim c : claims) {
       if (c.start() <= start && c.end() > start) {

@@ -6,6 +6,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import org.jqcowfs.qcow2.compress.Compressor;
+import org.jqcowfs.qcow2.crypto.SectorCipher;
 import org.jqcowfs.qcow2.format.BitmapOp;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
@@ -53,6 +54,7 @@ public final class Qcow2Writer {
   private final PersistentBitmaps bitmaps;
   private final Compressor compressor;
   private final ClusterMapper mapper;
+  private final DataWriter clusterData;
 
   /**
    * The write side of the image in {@code file}, reading what copy-on-write needs through {@code
@@ -72,9 +74,11 @@ public final class Qcow2Writer {
       ClusterMapper mapper,
       L2Cache l2Cache,
       List<Snapshot> snapshots,
-      long snapshotTableBytes)
+      long snapshotTableBytes,
+      SectorCipher cipher)
       throws IOException {
     this.guest = guest;
+    this.clusterData = new DataWriter(file, cipher);
     this.path = file.location();
     this.file = file;
     this.header = header;
@@ -82,7 +86,8 @@ public final class Qcow2Writer {
     Refcounts refcounts = new Refcounts(file, header);
     this.guard = new OverlapGuard(file, header, mapper, refcounts, snapshots, snapshotTableBytes);
     this.cache = new MetadataCache(file, header, mapper, l2Cache, refcounts, guard);
-    this.allocator = new ClusterAllocator(file, header, mapper, refcounts, guard, cache);
+    this.allocator =
+        new ClusterAllocator(file, header, mapper, refcounts, guard, cache, clusterData);
     this.zeroes = new ZeroesAndDiscards(guest, file, header, mapper, allocator, cache, this::write);
     this.refcounts = refcounts;
     this.compressor = Compressor.forType(header.compressionType());
@@ -112,7 +117,7 @@ public final class Qcow2Writer {
       boolean done = false;
       try {
         if (step.allocation() == null) {
-          file.write(part, step.hostOffset());
+          clusterData.write(part, step.hostOffset());
         } else {
           writeAllocated(step, part, pos);
         }
@@ -136,6 +141,9 @@ public final class Qcow2Writer {
    * @throws IOException (QEMU's EIO) if the cluster is allocated already, or a write fails
    */
   public void writeCompressed(ByteBuffer src, long guestOffset) throws IOException {
+    if (clusterData.encrypted()) { // as QEMU: an encrypted image has no compressed clusters
+      throw new IOException(path + ": compression and encryption not supported at the same time");
+    }
     int n = src.remaining();
     if (guestOffset % cs != 0 || n > cs || (n < cs && guestOffset + n != guest.size())) {
       throw new IllegalArgumentException(
@@ -343,7 +351,7 @@ public final class Qcow2Writer {
       boolean backing)
       throws IOException {
     close();
-    Amend a = new Amend(file, header, mapper, refcounts, cache);
+    Amend a = new Amend(file, header, mapper, refcounts, cache, clusterData);
     if (upgrade) {
       a.upgrade();
     }
@@ -377,7 +385,7 @@ public final class Qcow2Writer {
    */
   public String amendRefusal(int order, boolean downgrade, List<Snapshot> snapshots)
       throws IOException {
-    Amend a = new Amend(file, header, mapper, refcounts, cache);
+    Amend a = new Amend(file, header, mapper, refcounts, cache, clusterData);
     if (downgrade
         && header.compressionType() != 0
         && a.hasCompressedClusters(a.l1Tables(snapshots))) {
@@ -402,24 +410,26 @@ public final class Qcow2Writer {
     long dataEnd = pos + data.remaining();
     long copyTo = start + (a.clusters() - 1) * cs + a.cowEndTo();
     // QEMU's is_zero_cow: a region that reads as zeros is not written into a fresh cluster
-    if (a.fresh() && guest.isZero(copyFrom, pos - copyFrom)) {
+    // (encrypted, zeros in the file are not zeros to the guest: handle_alloc_space skips them)
+    boolean skipZeros = a.fresh() && !clusterData.encrypted();
+    if (skipZeros && guest.isZero(copyFrom, pos - copyFrom)) {
       copyFrom = pos;
     }
-    if (a.fresh() && guest.isZero(dataEnd, copyTo - dataEnd)) {
+    if (skipZeros && guest.isZero(dataEnd, copyTo - dataEnd)) {
       copyTo = dataEnd;
     }
     long hostStart = a.hostOffset() + (copyFrom - start);
     if (copyFrom == pos && copyTo == dataEnd) {
-      file.write(data.duplicate(), hostStart);
+      clusterData.write(data.duplicate(), hostStart);
       return;
     }
     if (copyTo - copyFrom > COW_BUFFER_BYTES) { // large data: no copy of it into a buffer
       if (pos > copyFrom) {
-        file.write(current(copyFrom, pos - copyFrom), hostStart);
+        clusterData.write(current(copyFrom, pos - copyFrom), hostStart);
       }
-      file.write(data.duplicate(), a.hostOffset() + (pos - start));
+      clusterData.write(data.duplicate(), a.hostOffset() + (pos - start));
       if (copyTo > dataEnd) {
-        file.write(current(dataEnd, copyTo - dataEnd), a.hostOffset() + (dataEnd - start));
+        clusterData.write(current(dataEnd, copyTo - dataEnd), a.hostOffset() + (dataEnd - start));
       }
       return;
     }
@@ -428,7 +438,7 @@ public final class Qcow2Writer {
     readCurrent(b.slice(0, (int) (pos - copyFrom)), copyFrom);
     b.put((int) (pos - copyFrom), data.duplicate(), 0, data.remaining());
     readCurrent(b.slice((int) (dataEnd - copyFrom), (int) (copyTo - dataEnd)), dataEnd);
-    file.write(b, hostStart);
+    clusterData.write(b, hostStart);
   }
 
   /** The largest copy-on-write request written as one buffer (per worker thread). */
