@@ -189,7 +189,8 @@ public final class ChainOpener {
               names,
               options.hostIo().withWritable(writer),
               options.storage(),
-              options.passphrases()));
+              options.passphrases(),
+              options.withoutKeys()));
     } catch (IOException e) {
       throw saying(e, at, who);
     }

@@ -29,6 +29,9 @@ import org.jqcowfs.storage.StorageOpener;
  *     hostIo} says ({@link #opener})
  * @param passphrases tried in order on each layer encrypted with LUKS ({@code --key-file}); empty:
  *     none
+ * @param withoutKeys open a layer encrypted with LUKS that no passphrase opens without its key, for
+ *     its metadata only (as {@code qemu-img info} opens it, QEMU's {@code BDRV_O_NO_IO}): reading
+ *     its data fails; false: refuse to open it
  */
 public record ChainOptions(
     int maxDepth,
@@ -41,7 +44,8 @@ public record ChainOptions(
     ChainOpener.Format topFormat,
     HostFileOptions hostIo,
     StorageOpener storage,
-    List<byte[]> passphrases) {
+    List<byte[]> passphrases,
+    boolean withoutKeys) {
   /** The default cap on chain depth. */
   public static final int DEFAULT_MAX_DEPTH = 64;
 
@@ -61,7 +65,8 @@ public record ChainOptions(
           ChainOpener.Format.QCOW2,
           HostFileOptions.DEFAULT,
           null,
-          List.of());
+          List.of(),
+          false);
 
   public ChainOptions {
     if (maxDepth < 1) {
@@ -86,7 +91,8 @@ public record ChainOptions(
         topFormat,
         hostIo,
         storage,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /** These options with {@code forceShare} set as given. */
@@ -102,7 +108,8 @@ public record ChainOptions(
         topFormat,
         hostIo,
         storage,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /** These options with this L2 cache capacity in bytes (-1: QEMU's default). */
@@ -118,7 +125,8 @@ public record ChainOptions(
         topFormat,
         hostIo,
         storage,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /**
@@ -143,7 +151,8 @@ public record ChainOptions(
         topFormat,
         hostIo,
         storage,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /** These options with the top image's format. */
@@ -159,7 +168,8 @@ public record ChainOptions(
         format,
         hostIo,
         storage,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /** These options with another way of opening and reading host files. */
@@ -175,7 +185,8 @@ public record ChainOptions(
         topFormat,
         io,
         storage,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /**
@@ -194,7 +205,25 @@ public record ChainOptions(
         topFormat,
         hostIo,
         storage,
-        keys);
+        keys,
+        withoutKeys);
+  }
+
+  /** These options opening encrypted layers without their keys, as {@code withoutKeys} says. */
+  public ChainOptions withoutKeys(boolean metadataOnly) {
+    return new ChainOptions(
+        maxDepth,
+        l2CacheBytes,
+        snapshot,
+        forceShare,
+        allowDirs,
+        unsafeBacking,
+        probeBackingFormat,
+        topFormat,
+        hostIo,
+        storage,
+        passphrases,
+        metadataOnly);
   }
 
   /** These options opening and locking each layer's storage with {@code opener}. */
@@ -210,7 +239,8 @@ public record ChainOptions(
         topFormat,
         hostIo,
         opener,
-        passphrases);
+        passphrases,
+        withoutKeys);
   }
 
   /** What opens and locks storage: {@link #storage}, or local files read as {@code hostIo} says. */

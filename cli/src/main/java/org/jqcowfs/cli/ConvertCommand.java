@@ -212,6 +212,13 @@ final class ConvertCommand implements Callable<Integer> {
     if (!parsed.preallocation().equals("off") || parsed.image().dataFile() != null) {
       throw new IllegalArgumentException("convert -O qcow2 takes no preallocation or data_file");
     }
+    if (parsed.encryption() != null) {
+      throw new IllegalArgumentException(
+          compress
+              ? "Compression and encryption not supported at the same time"
+              : "convert -O qcow2 does not encrypt yet: create the image with 'jqcowfs create -o"
+                  + " encrypt.format=luks', then write into it through a mount");
+    }
     if (Files.exists(out)) {
       Path real = out.toRealPath();
       for (Image layer : chain.layers()) {

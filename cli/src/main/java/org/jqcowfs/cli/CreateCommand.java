@@ -1,8 +1,11 @@
 package org.jqcowfs.cli;
 
+import java.io.IOException;
 import java.io.PrintWriter;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -10,11 +13,13 @@ import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.cli.options.CreateOptions;
+import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
+import org.jqcowfs.qcow2.crypto.Luks;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -27,12 +32,17 @@ import picocli.CommandLine.Spec;
 @Command(
     name = "create",
     mixinStandardHelpOptions = true,
-    customSynopsis = "jqcowfs create [-q] [-f qcow2] [-b BACKING -F FMT] [-o OPTIONS] IMAGE [SIZE]",
+    customSynopsis =
+        "jqcowfs create [-q] [-f qcow2] [-b BACKING -F FMT] [-o OPTIONS] [--key-file FILE] IMAGE"
+            + " [SIZE]",
     description = {
       "Create a qcow2 image of SIZE bytes (k, M, G, T suffixes), or of the backing file's size.",
       "OPTIONS, comma-separated as qemu-img's: cluster_size, compat (0.10 or 1.1),"
           + " extended_l2, compression_type (zlib or zstd), lazy_refcounts, refcount_bits,"
-          + " data_file, backing_file, backing_fmt, preallocation (off)."
+          + " data_file, backing_file, backing_fmt, preallocation (off); encrypt.format=luks"
+          + " with encrypt.cipher-alg (aes-256, aes-128), encrypt.cipher-mode (xts, cbc),"
+          + " encrypt.ivgen-alg (plain64, essiv), encrypt.hash-alg (sha256, sha1, sha512),"
+          + " encrypt.iter-time (2000 ms) and the passphrase from --key-file."
     })
 final class CreateCommand implements Callable<Integer> {
   @Spec picocli.CommandLine.Model.CommandSpec spec;
@@ -51,6 +61,14 @@ final class CreateCommand implements Callable<Integer> {
 
   @Option(names = "-o", paramLabel = "OPTIONS", description = "format options, as qemu-img's")
   List<String> options = new ArrayList<>();
+
+  @Option(
+      names = "--key-file",
+      paramLabel = "FILE",
+      description =
+          "The passphrase of key slot 0 of an image made with encrypt.format=luks: FILE's bytes"
+              + " as they are, as QEMU's --object secret,file= reads them.")
+  Path keyFile;
 
   @Option(names = "-q", description = "quiet: no \"Formatting\" line")
   boolean quiet;
@@ -88,28 +106,62 @@ final class CreateCommand implements Callable<Integer> {
     Qcow2Create.Options opts = parsed.image();
     String preallocation = parsed.preallocation();
     String dataFile = opts.dataFile();
-    if (!quiet) {
-      PrintWriter out = spec.commandLine().getOut();
-      out.println(formatting(opts, o.get("compat"), o.get("preallocation")));
-      out.flush();
+    if (!preallocation.equals("off") && dataFile != null) {
+      throw new IllegalArgumentException("preallocation with data_file is not supported");
     }
-    Qcow2Create.create(image, opts);
-    if (!preallocation.equals("off")) {
-      if (dataFile != null) {
-        throw new IllegalArgumentException("preallocation with data_file is not supported");
+    if (parsed.encryption() != null && keyFile == null) {
+      throw new IllegalArgumentException("encrypt.format=luks needs the passphrase: --key-file");
+    }
+    if (parsed.encryption() == null && keyFile != null) {
+      throw new IllegalArgumentException("--key-file is for encrypt.format=luks");
+    }
+    byte[] passphrase = keyFile != null ? ImageOptions.readKeyFile(keyFile) : null;
+    boolean made = false;
+    try {
+      if (!quiet) {
+        PrintWriter out = spec.commandLine().getOut();
+        out.println(formatting(opts, o, parsed.encryption() != null));
+        out.flush();
       }
+      Qcow2Create.create(image, opts);
+      made = true;
       Qcow2Options writable =
           Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true));
-      try (Qcow2Image created = Qcow2Image.open(image, writable)) {
-        created.preallocate(preallocation);
+      if (parsed.encryption() != null) {
+        Luks.Created luks = Luks.create(parsed.encryption(), passphrase);
+        try (Qcow2Image created = Qcow2Image.open(image, writable)) {
+          created.setUpEncryption(luks);
+        }
+        writable = writable.withPassphrases(List.of(passphrase));
+      }
+      if (!preallocation.equals("off")) {
+        try (Qcow2Image created = Qcow2Image.open(image, writable)) {
+          created.preallocate(preallocation);
+        }
+      }
+    } catch (IOException | RuntimeException e) {
+      if (made) {
+        Files.deleteIfExists(image); // half made: created anew by the next try
+      }
+      throw e;
+    } finally {
+      if (passphrase != null) {
+        Arrays.fill(passphrase, (byte) 0);
       }
     }
     return 0;
   }
 
   /** qemu-img's "Formatting" line: the options it was given, in its order. */
-  private String formatting(Qcow2Create.Options o, String compat, String preallocation) {
+  private String formatting(Qcow2Create.Options o, Map<String, String> given, boolean encrypted) {
+    String compat = given.get("compat");
+    String preallocation = given.get("preallocation");
     StringBuilder b = new StringBuilder("Formatting '").append(image).append("', fmt=qcow2");
+    for (String key : CreateOptions.ENCRYPT_OPTIONS) {
+      if (encrypted && given.containsKey(key)) {
+        b.append(' ').append(key).append('=').append(given.get(key));
+      }
+    }
     b.append(" cluster_size=").append(1L << o.clusterBits());
     b.append(" extended_l2=").append(o.extendedL2() ? "on" : "off");
     if (preallocation != null) {

@@ -14,6 +14,7 @@ import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.crypto.LuksHeader;
 import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.Header;
 import org.jqcowfs.qcow2.format.Snapshot;
@@ -52,7 +53,8 @@ final class InfoCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     ObjectMapper json = new ObjectMapper();
-    try (BackingChain chain = share.open(image, share.apply(format.apply(ChainOptions.DEFAULT)))) {
+    try (BackingChain chain =
+        share.open(image, share.apply(format.apply(ChainOptions.DEFAULT)).withoutKeys(true))) {
       List<Image> layers = backingChain ? chain.layers() : List.of(chain.top());
       ArrayNode all = json.createArrayNode();
       for (int i = 0; i < layers.size(); i++) {
@@ -106,6 +108,9 @@ final class InfoCommand implements Callable<Integer> {
         }
       }
       data.put("refcount-bits", h.refcountBits());
+      if (h.cryptMethod() != 0) {
+        data.set("encrypt", encryption(json, q));
+      }
       if (h.version() >= 3) {
         if (h.dataFileName() != null) {
           data.put("data-file", h.dataFileName());
@@ -151,6 +156,9 @@ final class InfoCommand implements Callable<Integer> {
           n.put("backing-filename-format", h.backingFormat());
         }
       }
+      if (h.cryptMethod() != 0) {
+        n.put("encrypted", true);
+      }
       n.put("dirty-flag", h.hasIncompatible(Header.INCOMPAT_DIRTY));
     } else {
       n.put("format", "raw");
@@ -162,6 +170,48 @@ final class InfoCommand implements Callable<Integer> {
       n.put("dirty-flag", false);
     }
     return n;
+  }
+
+  /**
+   * The encryption facts as {@code qemu-img info} gives them ({@code qcrypto_block_luks_get_info},
+   * in QEMU's key order), read from the LUKS header without the key; the legacy AES method: its
+   * format only.
+   */
+  private static ObjectNode encryption(ObjectMapper json, Qcow2Image q) throws Exception {
+    ObjectNode e = json.createObjectNode();
+    Optional<LuksHeader> luks = q.luksHeader();
+    if (luks.isEmpty()) {
+      e.put("format", "aes");
+      return e;
+    }
+    LuksHeader h = luks.get();
+    e.put("ivgen-alg", h.ivgenAlg());
+    e.put("hash-alg", h.hashSpec());
+    e.put("cipher-alg", h.cipherAlg());
+    e.put("uuid", h.uuid());
+    if (h.ivgenHashAlg() != null) {
+      e.put("ivgen-hash-alg", h.ivgenHashAlg());
+    }
+    e.put("format", "luks");
+    e.put("cipher-mode", h.blockMode());
+    ArrayNode slots = e.putArray("slots");
+    for (int i = 0; i < LuksHeader.SLOTS; i++) {
+      ObjectNode s = slots.addObject();
+      int index = i;
+      Optional<LuksHeader.KeySlot> active =
+          h.slots().stream().filter(k -> k.index() == index).findFirst();
+      s.put("active", active.isPresent());
+      if (active.isPresent()) {
+        s.put("iters", active.get().iterations());
+      }
+      s.put("key-offset", h.keyMaterialOffsets().get(i));
+      if (active.isPresent()) {
+        s.put("stripes", LuksHeader.STRIPES);
+      }
+    }
+    e.put("payload-offset", h.payloadOffset());
+    e.put("master-key-iters", h.mkDigestIterations());
+    return e;
   }
 
   /** The local file of a raw image: info opens only local files. */
@@ -178,6 +228,9 @@ final class InfoCommand implements Callable<Integer> {
     long vs = n.get("virtual-size").asLong();
     out.println("virtual size: " + Sizes.human(vs) + " (" + vs + " bytes)");
     out.println("disk size: " + Sizes.human(n.get("actual-size").asLong()));
+    if (n.has("encrypted")) {
+      out.println("encrypted: yes");
+    }
     if (n.has("cluster-size")) {
       out.println("cluster_size: " + n.get("cluster-size").asLong());
     }

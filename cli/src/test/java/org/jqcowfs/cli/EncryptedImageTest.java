@@ -2,6 +2,7 @@ package org.jqcowfs.cli;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -203,5 +204,138 @@ class EncryptedImageTest {
     assertEquals(1, wrong.code());
     assertEquals(
         "jqcowfs: " + image + ": no key slot opens with this passphrase", wrong.err().strip());
+  }
+
+  /**
+   * {@code jqcowfs create -o encrypt.format=luks}: QEMU opens the image with the same passphrase
+   * (and refuses another), writes and reads it, finds it clean; the layout ({@code qemu-img
+   * check}'s clusters and end offset, {@code info} but for the random UUID and the benchmarked
+   * iteration counts) is what {@code qemu-img create} makes with the same options; {@code jqcowfs
+   * info} prints what {@code qemu-img info} prints for it, without the key.
+   */
+  @ParameterizedTest
+  @ValueSource(
+      strings = {
+        "",
+        "encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,"
+            + "encrypt.hash-alg=sha1",
+        "encrypt.cipher-alg=aes-128,encrypt.hash-alg=sha512,cluster_size=512",
+        "cluster_size=2M,extended_l2=on",
+        "compat=0.10,preallocation=metadata"
+      })
+  void createsWhatQemuOpens(String opts) throws IOException {
+    Files.writeString(dir.resolve("pass"), "new horse");
+    String o = (opts.isEmpty() ? "" : opts + ",") + "encrypt.format=luks,encrypt.iter-time=10";
+    DifferentialTest.Run made =
+        DifferentialTest.cli(
+            "create", "-q", "-o", o, "--key-file", dir + "/pass", dir + "/ours.qcow2", "6M");
+    assertEquals(0, made.code(), made.err());
+    create(
+        "theirs.qcow2",
+        o.replace("encrypt.format=luks", "encrypt.format=luks,encrypt.key-secret=s"),
+        null);
+    // the same layout as qemu-img create's, before any write
+    String ours = "driver=qcow2,file.filename=ours.qcow2,encrypt.key-secret=s";
+    assertEquals(
+        unrandom(Qemu.run(dir, "qemu-img", "info", "--output=json", "theirs.qcow2"))
+            .replace("theirs.qcow2", "ours.qcow2"),
+        unrandom(Qemu.run(dir, "qemu-img", "info", "--output=json", "ours.qcow2")),
+        opts + ": qemu-img info");
+    assertEquals(
+        Qemu.anyExit(
+                dir,
+                60,
+                "qemu-img",
+                "check",
+                "--output=json",
+                "--object",
+                SECRET,
+                "--image-opts",
+                ours.replace("ours", "theirs"))
+            .json()
+            .replace("theirs.qcow2", "ours.qcow2"),
+        Qemu.anyExit(
+                dir,
+                60,
+                "qemu-img",
+                "check",
+                "--output=json",
+                "--object",
+                SECRET,
+                "--image-opts",
+                ours)
+            .json(),
+        opts + ": qemu-img check (clusters, end offset)");
+    for (String format : List.of("human", "json")) {
+      DifferentialTest.Run info =
+          DifferentialTest.cli("info", "--output=" + format, dir + "/ours.qcow2");
+      assertEquals(0, info.code(), info.err());
+      assertEquals(
+          Qemu.run(dir, "qemu-img", "info", "--output=" + format, dir + "/ours.qcow2").strip(),
+          info.out().strip(),
+          opts + ": info without the key");
+    }
+    write(ours, "write -q -P 0x42 100000 3000000", "write -q -z 4M 64k");
+    byte[] raw = qemuRaw(ours);
+    assertEquals(0x42, raw[100000], opts);
+    assertArrayEquals(raw, ours("ours.qcow2", "pass"), opts);
+    Qemu.Check check =
+        Qemu.anyExit(
+            dir,
+            60,
+            "qemu-img",
+            "check",
+            "--output=json",
+            "--object",
+            SECRET,
+            "--image-opts",
+            ours);
+    assertEquals(0, check.exitStatus(), opts + ": " + check.stderr());
+    Files.writeString(dir.resolve("wrong"), "old horse");
+    Qemu.Check wrong =
+        Qemu.anyExit(
+            dir,
+            60,
+            "qemu-io",
+            "--object",
+            "secret,id=w,file=wrong",
+            "--image-opts",
+            "driver=qcow2,file.filename=ours.qcow2,encrypt.key-secret=w",
+            "-c",
+            "read 0 512");
+    assertTrue(wrong.stderr().contains("Invalid password"), opts + ": " + wrong.stderr());
+  }
+
+  /** {@code info} JSON without what differs between two creates: UUID and benchmarked counts. */
+  private static String unrandom(String json) {
+    return json.replaceAll("\"uuid\": \"[^\"]*\"", "\"uuid\": U")
+        .replaceAll("\"(iters|master-key-iters)\": \\d+", "\"$1\": N")
+        .replaceAll("\"actual-size\": \\d+", "\"actual-size\": A");
+  }
+
+  @Test
+  void createRefusesWhatItCannotMakeInOneLine() throws IOException {
+    Files.writeString(dir.resolve("pass"), "p");
+    String image = dir.resolve("x.qcow2").toString();
+    String key = dir.resolve("pass").toString();
+    for (String[] c :
+        new String[][] {
+          {"encrypt.format=luks", null, "encrypt.format=luks needs the passphrase: --key-file"},
+          {"encrypt.format=aes", key, "encrypt.format 'aes': jqcowfs creates LUKS encryption only"},
+          {"encrypt.format=luks,encrypt.cipher-mode=ecb", key, "encrypt.cipher-mode 'ecb'"},
+          {"encrypt.format=luks,encrypt.key-secret=s", key, "encrypt.key-secret: jqcowfs takes"},
+          {"encrypt.cipher-alg=aes-128", key, "Parameter 'encrypt.format' is missing"},
+          {"encryption=on", key, "encryption=on is the legacy AES method"},
+        }) {
+      List<String> args = new ArrayList<>(List.of("create", "-q", "-o", c[0]));
+      if (c[1] != null) {
+        args.addAll(List.of("--key-file", c[1]));
+      }
+      args.addAll(List.of(image, "1M"));
+      DifferentialTest.Run r = DifferentialTest.cli(args.toArray(String[]::new));
+      assertEquals(1, r.code(), c[0]);
+      assertTrue(r.err().contains(c[2]), c[0] + ": " + r.err());
+      assertTrue(!Files.exists(dir.resolve("x.qcow2")), c[0] + ": nothing created");
+    }
   }
 }

@@ -37,6 +37,9 @@ final class EncryptedClusterReader implements ClusterDecoder {
 
   @Override
   public void read(List<Part> parts) throws IOException {
+    if (cipher == SectorCipher.LOCKED) {
+      throw new IOException(file.location() + ": encrypted data: opened without the key");
+    }
     List<Part> packed = new ArrayList<>();
     for (Part p : parts) {
       if (p.run().type() == SubclusterType.COMPRESSED) {

@@ -11,6 +11,8 @@ import org.jqcowfs.image.Image;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.compress.Decompressor;
+import org.jqcowfs.qcow2.crypto.Luks;
+import org.jqcowfs.qcow2.crypto.LuksHeader;
 import org.jqcowfs.qcow2.crypto.SectorCipher;
 import org.jqcowfs.qcow2.format.BitmapDirectory;
 import org.jqcowfs.qcow2.format.BitmapOp;
@@ -375,6 +377,36 @@ public final class Qcow2Image implements Image {
     if (writer != null) {
       writer.flush();
     }
+  }
+
+  /**
+   * The LUKS header of an image encrypted with LUKS, as read from the area the full disk encryption
+   * extension names (what {@code qemu-img info} shows), else empty.
+   *
+   * @throws IOException if it cannot be read
+   * @throws org.jqcowfs.image.ImageFormatException if it is one the opener would refuse
+   */
+  public Optional<LuksHeader> luksHeader() throws IOException {
+    if (header.crypto() == null) {
+      return Optional.empty();
+    }
+    ByteBuffer b = ByteBuffer.allocate(LuksHeader.BYTES);
+    file.readFully(b, header.crypto().offset());
+    try {
+      return Optional.of(LuksHeader.decode(b.flip(), header.crypto().length()));
+    } catch (IllegalArgumentException e) {
+      throw new ImageFormatException(path, e.getMessage());
+    }
+  }
+
+  /**
+   * Makes this new, empty image encrypted with LUKS ({@link Qcow2Writer#setUpEncryption}); the
+   * image is then only to be closed.
+   *
+   * @throws IOException if it is read-only or encrypted already, or a write fails
+   */
+  public void setUpEncryption(Luks.Created luks) throws IOException {
+    writer().setUpEncryption(luks);
   }
 
   private Qcow2Writer writer() throws IOException {

@@ -94,10 +94,14 @@ final class Qcow2Opener {
       if (writable) {
         refuseWrites(path, h, options);
       }
+      boolean withoutKey = options.withoutKey() && !writable;
       if (h.crypto() != null) {
-        cipher = unlock(path, file, h.crypto(), options.passphrases());
+        cipher = unlock(path, file, h.crypto(), options.passphrases(), withoutKey);
       } else if (h.cryptMethod() == 1) {
-        cipher = legacyAes(path, options.passphrases());
+        cipher =
+            withoutKey && options.passphrases().isEmpty()
+                ? SectorCipher.LOCKED
+                : legacyAes(path, options.passphrases());
       }
       if (h.hasIncompatible(Header.INCOMPAT_CORRUPT)) {
         LOG.warn("{}: the corrupt bit is set; opening read-only anyway", path);
@@ -200,11 +204,12 @@ final class Qcow2Opener {
    * The data cipher of a LUKS-encrypted image: its LUKS header read from the area the extension
    * names and checked, then each passphrase tried on every key slot ({@link Luks#unlock}).
    *
+   * @param withoutKey when no passphrase opens a slot, {@link SectorCipher#LOCKED} (metadata only)
    * @throws ImageFormatException naming the image: a LUKS header QEMU would refuse, a cipher not
    *     supported, no passphrase given, or none that opens a key slot
    */
   private static SectorCipher unlock(
-      Location path, Storage file, Header.Crypto area, List<byte[]> passphrases)
+      Location path, Storage file, Header.Crypto area, List<byte[]> passphrases, boolean withoutKey)
       throws IOException {
     ByteBuffer b = ByteBuffer.allocate(LuksHeader.BYTES);
     file.readFully(b, area.offset());
@@ -214,6 +219,9 @@ final class Qcow2Opener {
       Luks.checkSupported(luks);
     } catch (IllegalArgumentException e) {
       throw new ImageFormatException(path, e.getMessage());
+    }
+    if (passphrases.isEmpty() && withoutKey) {
+      return SectorCipher.LOCKED;
     }
     if (passphrases.isEmpty()) {
       throw new ImageFormatException(path, "encrypted with LUKS: give --key-file");
@@ -226,6 +234,9 @@ final class Qcow2Opener {
         LOG.debug("{}: key slot opened in {} ms", path, (System.nanoTime() - start) / 1_000_000);
         return c;
       }
+    }
+    if (withoutKey) {
+      return SectorCipher.LOCKED;
     }
     throw new ImageFormatException(
         path,

@@ -4,6 +4,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.jqcowfs.qcow2.Qcow2Create;
+import org.jqcowfs.qcow2.crypto.Luks;
 
 /**
  * qemu-img's {@code -o} options for a new qcow2 image, as {@code create} and {@code convert -O
@@ -13,10 +14,22 @@ public final class CreateOptions {
   private CreateOptions() {}
 
   /**
-   * What {@code -o} asked for: the image and its {@code preallocation} mode (off, metadata, falloc,
-   * full).
+   * What {@code -o} asked for: the image, its {@code preallocation} mode (off, metadata, falloc,
+   * full), and its encryption ({@code encrypt.format=luks} and the {@code encrypt.*} options), or
+   * null.
    */
-  public record Parsed(Qcow2Create.Options image, String preallocation) {}
+  public record Parsed(Qcow2Create.Options image, String preallocation, Luks.Spec encryption) {}
+
+  /** qemu-img's {@code encrypt.*} options, in the order its "Formatting" line lists them. */
+  public static final List<String> ENCRYPT_OPTIONS =
+      List.of(
+          "encrypt.format",
+          "encrypt.cipher-alg",
+          "encrypt.cipher-mode",
+          "encrypt.ivgen-alg",
+          "encrypt.ivgen-hash-alg",
+          "encrypt.hash-alg",
+          "encrypt.iter-time");
 
   /**
    * The {@code name=value} pairs of {@code groups}, in order (a later one wins).
@@ -55,9 +68,21 @@ public final class CreateOptions {
     String dataFile = null;
     boolean dataFileRaw = false;
     String preallocation = "off";
+    Map<String, String> encrypt = new LinkedHashMap<>();
     for (Map.Entry<String, String> e : o.entrySet()) {
       String v = e.getValue();
+      if (ENCRYPT_OPTIONS.contains(e.getKey())) {
+        encrypt.put(e.getKey(), v);
+        continue;
+      }
       switch (e.getKey()) {
+        case "encrypt.key-secret" ->
+            throw new IllegalArgumentException(
+                "encrypt.key-secret: jqcowfs takes the passphrase from --key-file FILE");
+        case "encryption" ->
+            throw new IllegalArgumentException(
+                "encryption=on is the legacy AES method, which jqcowfs does not create: use"
+                    + " encrypt.format=luks");
         case "cluster_size" -> clusterBits = log2(Sizes.parse(v), "cluster_size");
         case "compat" -> version = compat(v, "Invalid compatibility level: ");
         case "extended_l2" -> extendedL2 = onOff(e.getKey(), v);
@@ -97,7 +122,46 @@ public final class CreateOptions {
             backingFmt,
             dataFile,
             dataFileRaw),
-        preallocation);
+        preallocation,
+        encryption(encrypt));
+  }
+
+  /**
+   * The LUKS header {@code encrypt} asks for, QEMU's defaults for what it leaves out; null when it
+   * is empty.
+   *
+   * @throws IllegalArgumentException for another format than luks, options without {@code
+   *     encrypt.format}, or a value {@link Luks.Spec} refuses
+   */
+  private static Luks.Spec encryption(Map<String, String> encrypt) {
+    if (encrypt.isEmpty()) {
+      return null;
+    }
+    String format = encrypt.get("encrypt.format");
+    if (format == null) {
+      throw new IllegalArgumentException("Parameter 'encrypt.format' is missing");
+    }
+    if (!format.equals("luks")) {
+      throw new IllegalArgumentException(
+          "encrypt.format '"
+              + format
+              + "': jqcowfs creates LUKS encryption only (the legacy AES method is not created)");
+    }
+    Luks.Spec d = Luks.Spec.DEFAULT;
+    String iterTime = encrypt.getOrDefault("encrypt.iter-time", "" + d.iterTimeMillis());
+    long millis;
+    try {
+      millis = Long.parseLong(iterTime);
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("encrypt.iter-time '" + iterTime + "': milliseconds");
+    }
+    return new Luks.Spec(
+        encrypt.getOrDefault("encrypt.cipher-alg", d.cipherAlg()),
+        encrypt.getOrDefault("encrypt.cipher-mode", d.cipherMode()),
+        encrypt.getOrDefault("encrypt.ivgen-alg", d.ivgenAlg()),
+        encrypt.get("encrypt.ivgen-hash-alg"),
+        encrypt.getOrDefault("encrypt.hash-alg", d.hashAlg()),
+        millis);
   }
 
   /**

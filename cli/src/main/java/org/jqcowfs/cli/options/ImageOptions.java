@@ -150,18 +150,28 @@ public final class ImageOptions {
   private List<byte[]> passphrases() {
     List<byte[]> keys = new ArrayList<>();
     for (Path f : keyFiles) {
-      try {
-        long bytes = Files.size(f);
-        if (bytes == 0 || bytes > MAX_KEY_FILE_BYTES) {
-          throw new IllegalArgumentException(
-              "key file " + f + ": " + bytes + " bytes (1 to " + MAX_KEY_FILE_BYTES + ")");
-        }
-        keys.add(Files.readAllBytes(f));
-      } catch (IOException e) {
-        throw new IllegalArgumentException("key file " + f + ": " + Errors.message(e));
-      }
+      keys.add(readKeyFile(f));
     }
     return keys;
+  }
+
+  /**
+   * The bytes of the key file {@code f}, as QEMU's {@code --object secret,file=} takes them.
+   *
+   * @throws IllegalArgumentException naming a file that cannot be read, is empty, or is over {@link
+   *     #MAX_KEY_FILE_BYTES}
+   */
+  public static byte[] readKeyFile(Path f) {
+    try {
+      long bytes = Files.size(f);
+      if (bytes == 0 || bytes > MAX_KEY_FILE_BYTES) {
+        throw new IllegalArgumentException(
+            "key file " + f + ": " + bytes + " bytes (1 to " + MAX_KEY_FILE_BYTES + ")");
+      }
+      return Files.readAllBytes(f);
+    } catch (IOException e) {
+      throw new IllegalArgumentException("key file " + f + ": " + Errors.message(e));
+    }
   }
 
   /** The remote read options these choices give. */

@@ -1,10 +1,16 @@
 package org.jqcowfs.qcow2.crypto;
 
 import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
 import java.nio.ByteBuffer;
 import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
+import java.security.SecureRandom;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
+import java.util.UUID;
 import org.bouncycastle.crypto.Digest;
 import org.bouncycastle.crypto.digests.SHA1Digest;
 import org.bouncycastle.crypto.digests.SHA256Digest;
@@ -165,18 +171,7 @@ public final class Luks {
    * block that is diffused with the hash between stripes.
    */
   static byte[] afMerge(byte[] split, int blockBytes, int stripes, String hashSpec) {
-    MessageDigest md;
-    try {
-      md =
-          MessageDigest.getInstance(
-              switch (hashSpec) {
-                case "sha1" -> "SHA-1";
-                case "sha256" -> "SHA-256";
-                default -> "SHA-512";
-              });
-    } catch (GeneralSecurityException e) {
-      throw new IllegalStateException(e);
-    }
+    MessageDigest md = messageDigest(hashSpec);
     byte[] block = new byte[blockBytes];
     for (int i = 0; i < stripes; i++) {
       for (int j = 0; j < blockBytes; j++) {
@@ -187,6 +182,221 @@ public final class Luks {
       }
     }
     return block;
+  }
+
+  /**
+   * What a new LUKS header is made of, in {@code qemu-img create}'s {@code encrypt.*} option terms.
+   *
+   * @param cipherAlg {@code encrypt.cipher-alg}: aes-128 or aes-256
+   * @param cipherMode {@code encrypt.cipher-mode}: xts or cbc
+   * @param ivgenAlg {@code encrypt.ivgen-alg}: plain64, or essiv (with cbc)
+   * @param ivgenHashAlg {@code encrypt.ivgen-hash-alg}: sha256 with essiv, else null
+   * @param hashAlg {@code encrypt.hash-alg}: the PBKDF2 and anti-forensic hash (sha1, sha256,
+   *     sha512)
+   * @param iterTimeMillis {@code encrypt.iter-time}: milliseconds of PBKDF2 a key slot costs
+   */
+  public record Spec(
+      String cipherAlg,
+      String cipherMode,
+      String ivgenAlg,
+      String ivgenHashAlg,
+      String hashAlg,
+      long iterTimeMillis) {
+    /** QEMU's defaults: AES-256 in XTS with plain64 IVs, SHA-256, 2 s. */
+    public static final Spec DEFAULT = new Spec("aes-256", "xts", "plain64", null, "sha256", 2000);
+
+    /**
+     * Checks the combination against what jqcowfs reads back.
+     *
+     * @throws IllegalArgumentException naming the option and value that is not supported
+     */
+    public Spec {
+      if (!cipherAlg.equals("aes-128") && !cipherAlg.equals("aes-256")) {
+        throw new IllegalArgumentException(
+            "encrypt.cipher-alg '" + cipherAlg + "' is not supported (aes-128, aes-256)");
+      }
+      if (!cipherMode.equals("xts") && !cipherMode.equals("cbc")) {
+        throw new IllegalArgumentException(
+            "encrypt.cipher-mode '" + cipherMode + "' is not supported (xts, cbc)");
+      }
+      if (!ivgenAlg.equals("plain64") && !(ivgenAlg.equals("essiv") && cipherMode.equals("cbc"))) {
+        throw new IllegalArgumentException(
+            "encrypt.ivgen-alg '"
+                + ivgenAlg
+                + "' is not supported with "
+                + cipherMode
+                + " (plain64; essiv with cbc)");
+      }
+      if (ivgenAlg.equals("essiv") && ivgenHashAlg == null) {
+        ivgenHashAlg = "sha256"; // QEMU's default
+      }
+      if (ivgenHashAlg != null && !(ivgenAlg.equals("essiv") && ivgenHashAlg.equals("sha256"))) {
+        throw new IllegalArgumentException(
+            "encrypt.ivgen-hash-alg '" + ivgenHashAlg + "' is not supported (sha256 with essiv)");
+      }
+      digest(hashAlg);
+      if (iterTimeMillis <= 0 || iterTimeMillis > 600_000) {
+        throw new IllegalArgumentException(
+            "encrypt.iter-time " + iterTimeMillis + " (1 to 600000 milliseconds)");
+      }
+    }
+
+    /** The LUKS header's cipher mode ("xts-plain64", "cbc-essiv:sha256"). */
+    String modeSpec() {
+      return cipherMode + "-" + ivgenAlg + (ivgenHashAlg != null ? ":" + ivgenHashAlg : "");
+    }
+
+    /** The master key's bytes (an XTS key holds two AES keys). */
+    int keyBytes() {
+      return (cipherAlg.equals("aes-128") ? 16 : 32) * (cipherMode.equals("xts") ? 2 : 1);
+    }
+  }
+
+  /**
+   * A new LUKS header with key slot 0 set to {@code passphrase}, as {@code
+   * qcrypto_block_luks_create} makes it: a random master key, its PBKDF2 digest (iterations: an
+   * eighth of {@code iterTimeMillis}'s worth, at least 1000), slot 0's salt and iterations ({@code
+   * iterTimeMillis}'s worth, at least 1000), the master key split into 4000 stripes and encrypted
+   * with the slot key; the other slots disabled. Costs about twice {@code iterTimeMillis} of CPU,
+   * as in QEMU.
+   *
+   * @param header the header; its {@link LuksHeader#payloadOffset} is the LUKS area's bytes
+   * @param keyMaterial slot 0's encrypted key material, to be written at its offset in the area
+   */
+  public record Created(LuksHeader header, byte[] keyMaterial) {}
+
+  /** Makes a LUKS header and slot 0's key material for {@code passphrase} ({@link Created}). */
+  public static Created create(Spec spec, byte[] passphrase) {
+    SecureRandom random = new SecureRandom();
+    int keyBytes = spec.keyBytes();
+    byte[] master = new byte[keyBytes];
+    byte[] slotKey = null;
+    SectorCipher slotCipher = null;
+    try {
+      random.nextBytes(master);
+      byte[] mkSalt = salt(random);
+      byte[] slotSalt = salt(random);
+      // One benchmark for both: a PBKDF2 run costs its iterations times the digests it outputs.
+      int digestBytes = messageDigest(spec.hashAlg()).getDigestLength();
+      long perBlock = iterationsPerSecond(spec.hashAlg(), passphrase, slotSalt, digestBytes);
+      long mkIter =
+          Math.max(1000, perBlock / blocks(20, digestBytes) * spec.iterTimeMillis() / 1000 / 8);
+      long slotIter =
+          Math.max(1000, perBlock / blocks(keyBytes, digestBytes) * spec.iterTimeMillis() / 1000);
+      if (mkIter > LuksHeader.MAX_ITERATIONS || slotIter > LuksHeader.MAX_ITERATIONS) {
+        throw new IllegalArgumentException(
+            "encrypt.iter-time "
+                + spec.iterTimeMillis()
+                + " ms would take "
+                + Math.max(mkIter, slotIter)
+                + " PBKDF2 iterations here; jqcowfs opens at most "
+                + LuksHeader.MAX_ITERATIONS);
+      }
+      byte[] digest = pbkdf2(spec.hashAlg(), master, mkSalt, (int) mkIter, 20);
+      int splitBytes = keyBytes * LuksHeader.STRIPES;
+      long slotBytes = ((splitBytes + 511L) / 512 + 7) / 8 * 8 * 512; // cryptsetup's 4 KiB steps
+      List<Long> offsets = new ArrayList<>();
+      for (int i = 0; i < LuksHeader.SLOTS; i++) {
+        offsets.add(4096 + slotBytes * i);
+      }
+      LuksHeader h =
+          new LuksHeader(
+              "aes",
+              spec.modeSpec(),
+              spec.hashAlg(),
+              keyBytes,
+              digest,
+              mkSalt,
+              (int) mkIter,
+              List.of(new LuksHeader.KeySlot(0, (int) slotIter, slotSalt, offsets.get(0))),
+              4096 + slotBytes * LuksHeader.SLOTS,
+              UUID.randomUUID().toString(),
+              offsets);
+      slotKey = pbkdf2(spec.hashAlg(), passphrase, slotSalt, (int) slotIter, keyBytes);
+      byte[] split = afSplit(master, LuksHeader.STRIPES, spec.hashAlg(), random);
+      slotCipher = cipher(h, slotKey);
+      slotCipher.encrypt(ByteBuffer.wrap(split), 0);
+      return new Created(h, split);
+    } finally {
+      Arrays.fill(master, (byte) 0);
+      if (slotKey != null) {
+        Arrays.fill(slotKey, (byte) 0);
+      }
+      if (slotCipher != null) {
+        slotCipher.destroy();
+      }
+    }
+  }
+
+  private static int blocks(int outBytes, int digestBytes) {
+    return (outBytes + digestBytes - 1) / digestBytes;
+  }
+
+  private static byte[] salt(SecureRandom random) {
+    byte[] salt = new byte[32];
+    random.nextBytes(salt);
+    return salt;
+  }
+
+  /**
+   * PBKDF2 iterations per second of this thread's CPU time ({@code qcrypto_pbkdf2_count_iters}):
+   * from 2^15 iterations, ten times more while a run takes under 100 ms, until one takes over 500
+   * ms. QEMU fails when a run reads as 0 ms ("Unable to get accurate CPU usage"); here that run
+   * counts as under 100 ms.
+   */
+  static long iterationsPerSecond(String hashAlg, byte[] password, byte[] salt, int outBytes) {
+    ThreadMXBean threads = ManagementFactory.getThreadMXBean();
+    boolean cpu = threads.isCurrentThreadCpuTimeSupported();
+    long iterations = 1 << 15;
+    while (true) {
+      long start = cpu ? threads.getCurrentThreadCpuTime() : System.nanoTime();
+      Arrays.fill(pbkdf2(hashAlg, password, salt, (int) iterations, outBytes), (byte) 0);
+      long ms = ((cpu ? threads.getCurrentThreadCpuTime() : System.nanoTime()) - start) / 1_000_000;
+      if (ms > 500 || iterations > LuksHeader.MAX_ITERATIONS) {
+        return iterations * 1000 / Math.max(ms, 1);
+      }
+      iterations = ms < 100 ? iterations * 10 : iterations * 1000 / ms;
+    }
+  }
+
+  /**
+   * The anti-forensic split ({@code qcrypto_afsplit_encode}): {@code stripes - 1} random stripes,
+   * each xored into a block diffused with the hash after it, then the last stripe the block xor
+   * {@code key}; {@link #afMerge} undoes it.
+   */
+  static byte[] afSplit(byte[] key, int stripes, String hashSpec, SecureRandom random) {
+    MessageDigest md = messageDigest(hashSpec);
+    int n = key.length;
+    byte[] out = new byte[n * stripes];
+    byte[] block = new byte[n];
+    byte[] stripe = new byte[n];
+    for (int i = 0; i < stripes - 1; i++) {
+      random.nextBytes(stripe);
+      System.arraycopy(stripe, 0, out, i * n, n);
+      for (int j = 0; j < n; j++) {
+        block[j] ^= stripe[j];
+      }
+      diffuse(md, block);
+    }
+    for (int j = 0; j < n; j++) {
+      out[(stripes - 1) * n + j] = (byte) (block[j] ^ key[j]);
+    }
+    Arrays.fill(block, (byte) 0);
+    Arrays.fill(stripe, (byte) 0);
+    return out;
+  }
+
+  private static MessageDigest messageDigest(String hashSpec) {
+    try {
+      return MessageDigest.getInstance(
+          switch (hashSpec) {
+            case "sha1" -> "SHA-1";
+            case "sha256" -> "SHA-256";
+            default -> "SHA-512";
+          });
+    } catch (GeneralSecurityException e) {
+      throw new IllegalStateException(e);
+    }
   }
 
   /** {@code hash_diffuse}: each digest-sized piece replaced by H(be32(index) || piece). */

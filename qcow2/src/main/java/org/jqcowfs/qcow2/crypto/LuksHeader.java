@@ -19,6 +19,10 @@ import java.util.List;
  * @param mkDigestSalt its salt (32 bytes)
  * @param mkDigestIterations its iterations
  * @param slots the active key slots, in slot order
+ * @param payloadOffset the payload offset in bytes ({@code payload_offset} sectors times 512): in
+ *     qcow2 the LUKS area's bytes, and nothing else
+ * @param uuid the UUID as written (ASCII, up to 40 characters)
+ * @param keyMaterialOffsets each of the 8 key slots' key material offset in bytes, active or not
  */
 public record LuksHeader(
     String cipherName,
@@ -28,7 +32,10 @@ public record LuksHeader(
     byte[] mkDigest,
     byte[] mkDigestSalt,
     int mkDigestIterations,
-    List<KeySlot> slots) {
+    List<KeySlot> slots,
+    long payloadOffset,
+    String uuid,
+    List<Long> keyMaterialOffsets) {
 
   /** The header's bytes. */
   public static final int BYTES = 592;
@@ -41,6 +48,9 @@ public record LuksHeader(
    * would keep an open busy for minutes to hours; cryptsetup's default for 2 s is a few million.
    */
   public static final long MAX_ITERATIONS = 1L << 25;
+
+  /** Key slots in a LUKS1 header. */
+  public static final int SLOTS = 8;
 
   private static final int SLOT_ACTIVE = 0x00AC71F3;
   private static final int SLOT_INACTIVE = 0x0000DEAD;
@@ -95,8 +105,10 @@ public record LuksHeader(
     b.get(132, mkSalt);
     long mkIter = iterations(b.getInt(164), "mk_digest_iter");
     List<KeySlot> slots = new ArrayList<>();
-    for (int i = 0; i < 8; i++) {
+    List<Long> offsets = new ArrayList<>();
+    for (int i = 0; i < SLOTS; i++) {
       int at = 208 + 48 * i;
+      offsets.add((b.getInt(at + 40) & 0xffffffffL) * 512);
       int active = b.getInt(at);
       if (active == SLOT_INACTIVE) {
         continue;
@@ -132,7 +144,71 @@ public record LuksHeader(
       throw new IllegalArgumentException("LUKS header: no active key slot");
     }
     return new LuksHeader(
-        cipherName, cipherMode, hashSpec, (int) keyBytes, mkDigest, mkSalt, (int) mkIter, slots);
+        cipherName,
+        cipherMode,
+        hashSpec,
+        (int) keyBytes,
+        mkDigest,
+        mkSalt,
+        (int) mkIter,
+        slots,
+        (b.getInt(104) & 0xffffffffL) * 512,
+        string(b, 168, 40),
+        offsets);
+  }
+
+  /**
+   * This header's {@link #BYTES} bytes as LUKS1 lays them out (big-endian; the slots not in {@link
+   * #slots} disabled, their key material offsets from {@link #keyMaterialOffsets}).
+   */
+  public ByteBuffer encode() {
+    ByteBuffer b = ByteBuffer.allocate(BYTES);
+    b.put(new byte[] {'L', 'U', 'K', 'S', (byte) 0xba, (byte) 0xbe}).putShort((short) 1);
+    putString(b, 8, cipherName, 32);
+    putString(b, 40, cipherMode, 32);
+    putString(b, 72, hashSpec, 32);
+    b.putInt(104, (int) (payloadOffset / 512)).putInt(108, keyBytes);
+    b.put(112, mkDigest).put(132, mkDigestSalt).putInt(164, mkDigestIterations);
+    putString(b, 168, uuid, 40);
+    for (int i = 0; i < SLOTS; i++) {
+      int at = 208 + 48 * i;
+      b.putInt(at, SLOT_INACTIVE);
+      b.putInt(at + 40, (int) (keyMaterialOffsets.get(i) / 512)).putInt(at + 44, STRIPES);
+    }
+    for (KeySlot slot : slots) {
+      int at = 208 + 48 * slot.index();
+      b.putInt(at, SLOT_ACTIVE).putInt(at + 4, slot.iterations()).put(at + 8, slot.salt());
+    }
+    return b.clear();
+  }
+
+  /** The cipher as QEMU names it in {@code info}: "aes-256" (an XTS key holds two). */
+  public String cipherAlg() {
+    return cipherName + "-" + (cipherMode.startsWith("xts-") ? keyBytes / 2 : keyBytes) * 8;
+  }
+
+  /** The block mode ("xts", "cbc"). */
+  public String blockMode() {
+    return cipherMode.substring(0, cipherMode.indexOf('-') < 0 ? 0 : cipherMode.indexOf('-'));
+  }
+
+  /** The IV generator ("plain64", "essiv", "plain"). */
+  public String ivgenAlg() {
+    String iv = cipherMode.substring(cipherMode.indexOf('-') + 1);
+    return iv.contains(":") ? iv.substring(0, iv.indexOf(':')) : iv;
+  }
+
+  /** ESSIV's hash ("sha256"), or null for another IV generator. */
+  public String ivgenHashAlg() {
+    return cipherMode.contains(":") ? cipherMode.substring(cipherMode.indexOf(':') + 1) : null;
+  }
+
+  private static void putString(ByteBuffer b, int at, String s, int bytes) {
+    byte[] a = s.getBytes(StandardCharsets.US_ASCII);
+    if (a.length >= bytes) {
+      throw new IllegalArgumentException("'" + s + "' is too long for the LUKS header");
+    }
+    b.put(at, a);
   }
 
   private static long iterations(int field, String name) {

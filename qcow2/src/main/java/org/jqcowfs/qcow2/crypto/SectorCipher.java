@@ -26,4 +26,25 @@ public interface SectorCipher {
 
   /** Zeroes the key material this cipher holds; it is not to be used after. */
   void destroy();
+
+  /**
+   * The cipher of an image opened without its key, for its metadata only (QEMU's {@code
+   * BDRV_O_NO_IO}): callers check for it before decrypting; using it throws {@link
+   * IllegalStateException}.
+   */
+  SectorCipher LOCKED =
+      new SectorCipher() {
+        @Override
+        public void encrypt(ByteBuffer data, long sector) {
+          throw new IllegalStateException("opened without the key");
+        }
+
+        @Override
+        public void decrypt(ByteBuffer data, long sector) {
+          throw new IllegalStateException("opened without the key");
+        }
+
+        @Override
+        public void destroy() {}
+      };
 }

@@ -145,6 +145,36 @@ public record Header(
         crypto);
   }
 
+  /**
+   * This header with {@code crypt_method} 2 (LUKS) and the full disk encryption extension naming
+   * {@code area}, as {@code qcow2_set_up_encryption} sets them.
+   */
+  public Header withCrypto(Crypto area) {
+    return new Header(
+        version,
+        backingFileName,
+        clusterBits,
+        size,
+        2,
+        l1Size,
+        l1TableOffset,
+        refcountTableOffset,
+        refcountTableClusters,
+        nbSnapshots,
+        snapshotsOffset,
+        incompatibleFeatures,
+        compatibleFeatures,
+        autoclearFeatures,
+        refcountOrder,
+        headerLength,
+        compressionType,
+        backingFormat,
+        dataFileName,
+        featureNames,
+        bitmaps,
+        area);
+  }
+
   /** QEMU's feature name table (qcow2_update_header), keyed by {@code type * 64 + bit}. */
   public static final Map<Integer, String> FEATURE_NAMES =
       Map.of(

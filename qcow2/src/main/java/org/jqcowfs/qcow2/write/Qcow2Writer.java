@@ -6,6 +6,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import org.jqcowfs.qcow2.compress.Compressor;
+import org.jqcowfs.qcow2.crypto.Luks;
 import org.jqcowfs.qcow2.crypto.SectorCipher;
 import org.jqcowfs.qcow2.format.BitmapOp;
 import org.jqcowfs.qcow2.format.Header;
@@ -393,6 +394,34 @@ public final class Qcow2Writer {
           + " clusters";
     }
     return order < header.refcountOrder() ? a.refcountTooWide(order) : null;
+  }
+
+  /**
+   * Makes this new image encrypted with LUKS ({@code qcow2_set_up_encryption}, {@code
+   * qcow2_crypto_hdr_init_func}): the LUKS area's clusters allocated after what the image holds,
+   * zero-filled, the header and slot 0's key material written and synced with their refcounts, then
+   * one header write sets {@code crypt_method} 2 and the extension that names the area. For an
+   * image with no data yet (create): data written before would stay unencrypted.
+   *
+   * @throws IOException if the image is encrypted already, its header has an extension the encoder
+   *     would drop, or a write or sync fails
+   */
+  public void setUpEncryption(Luks.Created luks) throws IOException {
+    if (header.cryptMethod() != 0) {
+      throw new IOException(path + ": encrypted already");
+    }
+    HeaderWriter.checkRewritable(file, header, "create the image anew");
+    long areaBytes = luks.header().payloadOffset();
+    int clusters = (int) ((areaBytes + cs - 1) / cs);
+    long at = cache.allocate(clusters);
+    for (long off = 0; off < clusters * cs; off += 1 << 20) {
+      file.write(ByteBuffer.allocate((int) Math.min(1 << 20, clusters * cs - off)), at + off);
+    }
+    file.write(luks.header().encode(), at);
+    long material = luks.header().slots().get(0).keyMaterialOffset();
+    file.write(ByteBuffer.wrap(luks.keyMaterial()), at + material);
+    cache.flush(); // the area and its refcounts before the header names it
+    HeaderWriter.write(file, header.withCrypto(new Header.Crypto(at, areaBytes)));
   }
 
   private SnapshotEditor snapshotEditor() {
