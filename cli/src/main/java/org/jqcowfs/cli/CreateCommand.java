@@ -191,6 +191,7 @@ final class CreateCommand implements Callable<Integer> {
     ChainOptions options =
         ChainOptions.DEFAULT
             .withForceShare(true)
+            .withoutKeys(true) // the size only, as qemu-img opens it (BDRV_O_NO_IO)
             .withTopFormat(fmt.equals("raw") ? ChainOpener.Format.RAW : ChainOpener.Format.QCOW2);
     try (BackingChain chain = ChainOpener.open(path, options)) {
       return chain.size();

@@ -8,6 +8,7 @@ import org.jqcowfs.chain.ChainOpener;
 import org.jqcowfs.chain.ChainOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
 import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Qcow2Options;
 import org.jqcowfs.remote.HttpLocation;
 import org.jqcowfs.remote.RemoteOpener;
 import org.jqcowfs.storage.Location;
@@ -32,7 +33,8 @@ final class Overlays {
     Path dir = overlay.toAbsolutePath().getParent();
     if (Files.exists(overlay)) {
       String name;
-      try (Qcow2Image o = Qcow2Image.open(overlay)) {
+      // its header only: an encrypted overlay opens without its key here
+      try (Qcow2Image o = Qcow2Image.open(overlay, Qcow2Options.DEFAULT.withoutKey(true))) {
         name = o.backingFileName().orElse(null);
       }
       if (name == null || !names(dir, name, image)) {

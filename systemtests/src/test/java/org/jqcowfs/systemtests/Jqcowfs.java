@@ -98,8 +98,9 @@ final class Jqcowfs {
       long deadline = System.nanoTime() + 30_000_000_000L;
       while (!mounted(mountpoint)) {
         if (!p.isAlive() || System.nanoTime() > deadline) {
+          String said = Files.readString(log);
           m.close();
-          throw new IOException("mount did not come up: " + Files.readString(log));
+          throw new IOException("mount did not come up: " + said);
         }
         Thread.sleep(20);
       }

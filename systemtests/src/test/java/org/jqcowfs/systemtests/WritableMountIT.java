@@ -245,7 +245,7 @@ class WritableMountIT {
     return hash;
   }
 
-  private static void fallocate(Path file, String mode, long offset, long length)
+  static void fallocate(Path file, String mode, long offset, long length)
       throws IOException, InterruptedException {
     Jqcowfs.Run r =
         Jqcowfs.exec(
@@ -261,8 +261,7 @@ class WritableMountIT {
   }
 
   /** Reads both in 1 MiB pieces and compares them. */
-  private static void assertSame(FileChannel flat, FileChannel ref, String what)
-      throws IOException {
+  static void assertSame(FileChannel flat, FileChannel ref, String what) throws IOException {
     ByteBuffer a = ByteBuffer.allocate(1 << 20);
     ByteBuffer b = ByteBuffer.allocate(1 << 20);
     for (long at = 0; at < SIZE; at += 1 << 20) {
