@@ -86,8 +86,8 @@ class LayeringTest {
         .mayOnlyBeAccessedByLayers("chain", "qcow2", "write")
         .whereLayer("compress")
         .mayOnlyBeAccessedByLayers("qcow2", "write")
-        .whereLayer("crypto")
-        .mayOnlyBeAccessedByLayers("qcow2", "write", "metadata")
+        .whereLayer("crypto") // cli: create's encrypt.* options and info's LUKS facts
+        .mayOnlyBeAccessedByLayers("cli", "qcow2", "write", "metadata")
         .whereLayer("format")
         .mayOnlyBeAccessedByLayers(
             "cli", "convert", "chainops", "chain", "qcow2", "write", "metadata")
