@@ -308,6 +308,7 @@ final class MountCommand implements Callable<Integer> {
     CountDownLatch closed = new CountDownLatch(1);
     try (FlatFileSystem fs =
         FlatFileSystem.of(Disks.open(images, name, chainOptions, options.ownership()))) {
+      share.wipeKeys(); // every layer is open: its cipher holds what it needs
       // The hook exists before the mount does, so a SIGTERM at any moment unmounts.
       AtomicReference<Mounted> live = new AtomicReference<>();
       AtomicBoolean mounting = new AtomicBoolean();

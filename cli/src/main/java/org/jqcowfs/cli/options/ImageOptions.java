@@ -152,7 +152,23 @@ public final class ImageOptions {
     for (Path f : keyFiles) {
       keys.add(readKeyFile(f));
     }
+    read.addAll(keys);
     return keys;
+  }
+
+  /** The passphrases read so far, for {@link #wipeKeys}. */
+  private final List<byte[]> read = new ArrayList<>();
+
+  /**
+   * Zeroes the passphrases read from the key files (the options given out hold the same arrays):
+   * once every image that needs them is open, so that a long-lived mount keeps only the ciphers'
+   * keys.
+   */
+  public void wipeKeys() {
+    for (byte[] k : read) {
+      java.util.Arrays.fill(k, (byte) 0);
+    }
+    read.clear();
   }
 
   /**
