@@ -38,6 +38,8 @@ public final class Measure {
    * @param extendedL2 whether its L2 entries are extended
    * @param fullPreallocation {@code preallocation=full} or {@code falloc}
    * @param backingFile whether the output gets a backing file
+   * @param luksBytes the LUKS area's bytes of an encrypted output (rounded up to clusters, as
+   *     {@code qcow2_measure} adds them), or 0
    * @throws IllegalArgumentException with QEMU's message when the L1 table would be too large
    * @throws IOException if the input's block status fails
    */
@@ -49,7 +51,8 @@ public final class Measure {
       int version,
       boolean extendedL2,
       boolean fullPreallocation,
-      boolean backingFile)
+      boolean backingFile,
+      long luksBytes)
       throws IOException {
     long cs = 1L << clusterBits;
     long l2EntryBytes = extendedL2 ? 16 : 8;
@@ -83,7 +86,7 @@ public final class Measure {
     if (fullPreallocation) {
       required = size;
     }
-    long fully = preallocatedBytes(size, cs, refcountOrder, extendedL2);
+    long fully = roundUp(luksBytes, cs) + preallocatedBytes(size, cs, refcountOrder, extendedL2);
     long bitmaps = -1;
     if (version >= 3 && in != null && in.top() instanceof Qcow2Image q) {
       bitmaps = bitmapsBytes(q, cs);

@@ -3,7 +3,9 @@ package org.jqcowfs.cli.chainops;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import org.jqcowfs.chain.BackingChain;
 import org.jqcowfs.chain.ChainOpener;
@@ -13,6 +15,7 @@ import org.jqcowfs.cli.options.CreateOptions;
 import org.jqcowfs.cli.options.Errors;
 import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.cli.options.Sizes;
+import org.jqcowfs.qcow2.crypto.Luks;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
@@ -88,6 +91,7 @@ public final class MeasureCommand implements Callable<Integer> {
     boolean extendedL2 = false;
     boolean full = false;
     boolean backing = false;
+    Map<String, String> encrypt = new LinkedHashMap<>();
     try {
       for (String group : options) {
         for (String kv : group.split(",")) {
@@ -97,7 +101,12 @@ public final class MeasureCommand implements Callable<Integer> {
           if (outputFormat.equals("raw") && !key.equals("preallocation")) {
             return Errors.fail(err, "Invalid parameter '" + key + "'");
           }
+          if (CreateOptions.ENCRYPT_OPTIONS.contains(key)) {
+            encrypt.put(key, v);
+            continue;
+          }
           switch (key) {
+            case "encrypt.key-secret" -> {} // qemu-img wants it; the sizes do not depend on it
             case "cluster_size" -> clusterBits = log2(Sizes.parse(v), key);
             case "refcount_bits" -> refcountOrder = log2(Long.parseLong(v), key);
             case "compat" -> version = CreateOptions.compat(v, "Invalid compatibility level: ");
@@ -109,17 +118,28 @@ public final class MeasureCommand implements Callable<Integer> {
           }
         }
       }
+      Luks.Spec luks = CreateOptions.encryption(encrypt);
       long bytes = size == null ? 0 : Sizes.parse(size);
       Measure.Result r;
       try (BackingChain in =
           image == null
               ? null
-              : share.open(image, share.apply(ChainOptions.DEFAULT.withTopFormat(format)))) {
+              : share.open(
+                  image,
+                  share.apply(ChainOptions.DEFAULT.withTopFormat(format)).withoutKeys(true))) {
         r =
             outputFormat.equals("raw")
                 ? Measure.raw(in, bytes)
                 : Measure.qcow2(
-                    in, bytes, clusterBits, refcountOrder, version, extendedL2, full, backing);
+                    in,
+                    bytes,
+                    clusterBits,
+                    refcountOrder,
+                    version,
+                    extendedL2,
+                    full,
+                    backing,
+                    luks == null ? 0 : Luks.areaBytes(luks));
       }
       if (output.equals("json")) {
         out.println("{");

@@ -133,7 +133,7 @@ public final class CreateOptions {
    * @throws IllegalArgumentException for another format than luks, options without {@code
    *     encrypt.format}, or a value {@link Luks.Spec} refuses
    */
-  private static Luks.Spec encryption(Map<String, String> encrypt) {
+  public static Luks.Spec encryption(Map<String, String> encrypt) {
     if (encrypt.isEmpty()) {
       return null;
     }

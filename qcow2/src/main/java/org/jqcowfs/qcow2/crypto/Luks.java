@@ -265,6 +265,24 @@ public final class Luks {
    */
   public record Created(LuksHeader header, byte[] keyMaterial) {}
 
+  /**
+   * The LUKS area's bytes a header made for {@code spec} has ({@code payload_offset}): 4 KiB, then
+   * 8 key slots' material, each rounded up to 4 KiB ({@code qcrypto_block_luks_create}).
+   */
+  public static long areaBytes(Spec spec) {
+    return KEY_MATERIAL_START + slotBytes(spec.keyBytes()) * LuksHeader.SLOTS;
+  }
+
+  /**
+   * Where slot 0's key material starts in the area ({@code QCRYPTO_BLOCK_LUKS_KEY_SLOT_OFFSET}).
+   */
+  private static final long KEY_MATERIAL_START = 4096;
+
+  /** One slot's key material bytes, rounded up to 4 KiB as cryptsetup lays them out. */
+  private static long slotBytes(int keyBytes) {
+    return ((long) keyBytes * LuksHeader.STRIPES + 4095) / 4096 * 4096;
+  }
+
   /** Makes a LUKS header and slot 0's key material for {@code passphrase} ({@link Created}). */
   public static Created create(Spec spec, byte[] passphrase) {
     SecureRandom random = new SecureRandom();
@@ -293,11 +311,9 @@ public final class Luks {
                 + LuksHeader.MAX_ITERATIONS);
       }
       byte[] digest = pbkdf2(spec.hashAlg(), master, mkSalt, (int) mkIter, 20);
-      int splitBytes = keyBytes * LuksHeader.STRIPES;
-      long slotBytes = ((splitBytes + 511L) / 512 + 7) / 8 * 8 * 512; // cryptsetup's 4 KiB steps
       List<Long> offsets = new ArrayList<>();
       for (int i = 0; i < LuksHeader.SLOTS; i++) {
-        offsets.add(4096 + slotBytes * i);
+        offsets.add(KEY_MATERIAL_START + slotBytes(keyBytes) * i);
       }
       LuksHeader h =
           new LuksHeader(
@@ -309,7 +325,7 @@ public final class Luks {
               mkSalt,
               (int) mkIter,
               List.of(new LuksHeader.KeySlot(0, (int) slotIter, slotSalt, offsets.get(0))),
-              4096 + slotBytes * LuksHeader.SLOTS,
+              areaBytes(spec),
               UUID.randomUUID().toString(),
               offsets);
       slotKey = pbkdf2(spec.hashAlg(), passphrase, slotSalt, (int) slotIter, keyBytes);
