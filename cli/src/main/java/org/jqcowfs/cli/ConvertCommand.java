@@ -26,6 +26,9 @@ import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
+import org.jqcowfs.qcow2.Qcow2Image;
+import org.jqcowfs.qcow2.Qcow2Options;
+import org.jqcowfs.qcow2.crypto.Luks;
 import org.jqcowfs.remote.RemoteStats;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -96,6 +99,14 @@ final class ConvertCommand implements Callable<Integer> {
           "The qcow2 output's backing file (stored as given; relative names: to OUT's directory);"
               + " only what IMAGE's top layer holds is written.")
   String backing;
+
+  @Option(
+      names = "--target-key-file",
+      paramLabel = "FILE",
+      description =
+          "The passphrase of a qcow2 output made with -o encrypt.format=luks: FILE's bytes, as"
+              + " QEMU's --object secret,file= reads them (qemu-img: -o encrypt.key-secret=ID).")
+  Path targetKeyFile;
 
   @Option(names = "-F", paramLabel = "FMT", description = "BACKING's format: qcow2 or raw.")
   String backingFormat;
@@ -212,12 +223,15 @@ final class ConvertCommand implements Callable<Integer> {
     if (!parsed.preallocation().equals("off") || parsed.image().dataFile() != null) {
       throw new IllegalArgumentException("convert -O qcow2 takes no preallocation or data_file");
     }
-    if (parsed.encryption() != null) {
+    if (parsed.encryption() != null && compress) {
       throw new IllegalArgumentException(
-          compress
-              ? "Compression and encryption not supported at the same time"
-              : "convert -O qcow2 does not encrypt yet: create the image with 'jqcowfs create -o"
-                  + " encrypt.format=luks', then write into it through a mount");
+          "Compression and encryption not supported at the same time");
+    }
+    if ((parsed.encryption() != null) != (targetKeyFile != null)) {
+      throw new IllegalArgumentException(
+          targetKeyFile == null
+              ? "encrypt.format=luks needs the passphrase: --target-key-file"
+              : "--target-key-file is for -o encrypt.format=luks");
     }
     if (Files.exists(out)) {
       Path real = out.toRealPath();
@@ -233,11 +247,27 @@ final class ConvertCommand implements Callable<Integer> {
     ChainOptions writable =
         share.withOpener(
             ChainOptions.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true)));
-    try (BackingChain target =
-            ChainOpener.open(share.location(out.toString()), writable, d -> d == 0);
-        Progress bar = new Progress(show, "convert", chain.size())) {
-      converter.convert(new Qcow2Target(target, compress), bar.consumer());
-      target.flush();
+    byte[] key = targetKeyFile != null ? ImageOptions.readKeyFile(targetKeyFile) : null;
+    try {
+      if (key != null) {
+        Luks.Created luks = Luks.create(parsed.encryption(), key);
+        try (Qcow2Image made =
+            Qcow2Image.open(
+                out, Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true)))) {
+          made.setUpEncryption(luks);
+        }
+        writable = writable.withPassphrases(List.of(key));
+      }
+      try (BackingChain target =
+              ChainOpener.open(share.location(out.toString()), writable, d -> d == 0);
+          Progress bar = new Progress(show, "convert", chain.size())) {
+        converter.convert(new Qcow2Target(target, compress), bar.consumer());
+        target.flush();
+      }
+    } finally {
+      if (key != null) {
+        java.util.Arrays.fill(key, (byte) 0);
+      }
     }
   }
 }

@@ -306,6 +306,125 @@ class EncryptedImageTest {
     assertTrue(wrong.stderr().contains("Invalid password"), opts + ": " + wrong.stderr());
   }
 
+  /**
+   * {@code convert -O qcow2 -o encrypt.format=luks --target-key-file}: the output reads, through
+   * QEMU with the passphrase, as the source; it checks clean with the clusters and end offset
+   * {@code qemu-img convert} gives the same conversion; no plaintext of the source in the file.
+   */
+  @Test
+  void convertsIntoAnEncryptedImage() throws IOException {
+    Files.writeString(dir.resolve("pass"), "convert horse");
+    Qemu.run(dir, "qemu-img", "create", "-q", "-f", "qcow2", "src.qcow2", "6M");
+    Qemu.run(
+        dir,
+        "qemu-io",
+        "-c",
+        "write -q -P 0x61 100000 2M",
+        "-c",
+        "write -q -z 3M 1M",
+        "-c",
+        "write -q -P 0x62 5M 4096",
+        "src.qcow2");
+    String o = "encrypt.format=luks,encrypt.iter-time=10";
+    DifferentialTest.Run r =
+        DifferentialTest.cli(
+            "convert",
+            "-q",
+            "-O",
+            "qcow2",
+            "-o",
+            o,
+            "--target-key-file",
+            dir + "/pass",
+            dir + "/src.qcow2",
+            dir + "/ours.qcow2");
+    assertEquals(0, r.code(), r.err());
+    List<String> theirs =
+        new ArrayList<>(
+            List.of(
+                "qemu-img",
+                "convert",
+                "--object",
+                SECRET,
+                "-O",
+                "qcow2",
+                "-o",
+                o + ",encrypt.key-secret=s",
+                "src.qcow2",
+                "theirs.qcow2"));
+    Qemu.createEncrypted(dir, dir.resolve("theirs.qcow2"), theirs);
+    String ours = "driver=qcow2,file.filename=ours.qcow2,encrypt.key-secret=s";
+    Qemu.Check same =
+        Qemu.anyExit(
+            dir,
+            60,
+            "qemu-img",
+            "compare",
+            "--object",
+            SECRET,
+            "--image-opts",
+            ours,
+            "driver=qcow2,file.filename=src.qcow2");
+    assertEquals(0, same.exitStatus(), same.json() + same.stderr());
+    assertEquals(
+        Qemu.anyExit(
+                dir,
+                60,
+                "qemu-img",
+                "check",
+                "--output=json",
+                "--object",
+                SECRET,
+                "--image-opts",
+                ours.replace("ours", "theirs"))
+            .json()
+            .replace("theirs.qcow2", "ours.qcow2"),
+        Qemu.anyExit(
+                dir,
+                60,
+                "qemu-img",
+                "check",
+                "--output=json",
+                "--object",
+                SECRET,
+                "--image-opts",
+                ours)
+            .json()
+            .replaceAll(",\\s*\"fragmented-clusters\": \\d+", ""), // workers allocate in turn
+        "qemu-img check of both conversions (clusters, end offset)");
+    byte[] file = Files.readAllBytes(dir.resolve("ours.qcow2"));
+    byte[] run = new byte[64];
+    java.util.Arrays.fill(run, (byte) 0x61);
+    assertEquals(
+        -1,
+        java.util.Collections.indexOfSubList(
+            java.util.Arrays.asList(box(file)), java.util.Arrays.asList(box(run))),
+        "the source's bytes in the file as plaintext");
+    DifferentialTest.Run compressed =
+        DifferentialTest.cli(
+            "convert",
+            "-q",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            o,
+            "--target-key-file",
+            dir + "/pass",
+            dir + "/src.qcow2",
+            dir + "/c.qcow2");
+    assertEquals(1, compressed.code());
+    assertTrue(compressed.err().contains("Compression and encryption not supported"));
+  }
+
+  private static Byte[] box(byte[] b) {
+    Byte[] out = new Byte[b.length];
+    for (int i = 0; i < b.length; i++) {
+      out[i] = b[i];
+    }
+    return out;
+  }
+
   /** {@code info} JSON without what differs between two creates: UUID and benchmarked counts. */
   private static String unrandom(String json) {
     return json.replaceAll("\"uuid\": \"[^\"]*\"", "\"uuid\": U")
