@@ -463,11 +463,6 @@ public final class Qcow2Image implements Image {
     if (header.version() < 3 && header.nbSnapshots() > 0) {
       throw new IllegalArgumentException("Can't resize a v2 image which has snapshots");
     }
-    if (header.bitmaps() != null && header.bitmaps().consistent()) {
-      throw new IllegalArgumentException(
-          "jqcowfs does not resize an image with persistent dirty bitmaps yet (qemu-img resize"
-              + " does)");
-    }
     if (header.dataFileName() != null) {
       throw new IllegalArgumentException(
           "jqcowfs does not resize an image with an external data file yet (qemu-img resize"

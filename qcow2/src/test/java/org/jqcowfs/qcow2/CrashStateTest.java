@@ -96,7 +96,8 @@ class CrashStateTest {
    * the old bytes, or the new size with the old bytes up to the smaller size and zeros after.
    */
   @ParameterizedTest
-  @org.junit.jupiter.params.provider.ValueSource(strings = {"grow-l1", "grow-overlay", "shrink"})
+  @org.junit.jupiter.params.provider.ValueSource(
+      strings = {"grow-l1", "grow-overlay", "shrink", "grow-bitmaps", "shrink-bitmaps"})
   void everyCrashStateOfAResizeReadsTheOldOrTheNewDisk(String kind) throws Exception {
     Path image = dir.resolve("img.qcow2");
     long oldBytes;
@@ -129,6 +130,17 @@ class CrashStateTest {
         oldBytes = 4000256;
         newBytes = 12 << 20;
       }
+      case "grow-bitmaps", "shrink-bitmaps" -> {
+        // b0: 512 B granules, so that a table entry covers 16 MiB and the table changes length
+        Qemu.img(dir, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "img.qcow2", "40M");
+        Qemu.img(dir, "bitmap", "--add", "-g", "512", "img.qcow2", "b0");
+        Qemu.img(dir, "bitmap", "--add", "--disable", "img.qcow2", "b1");
+        Qemu.io(dir, "img.qcow2", "write -q -P 1 0 2M", "write -q -P 3 30M 2M");
+        Qemu.img(dir, "bitmap", "--merge", "b0", "img.qcow2", "b1");
+        Qemu.io(dir, "img.qcow2", "write -q -P 4 2900k 8k", "write -q -P 5 39M 8k");
+        oldBytes = 40 << 20;
+        newBytes = kind.startsWith("grow") ? 100 << 20 : 3 << 20;
+      }
       default -> {
         Qemu.img(dir, "create", "-q", "-f", "qcow2", "img.qcow2", "8M");
         Qemu.io(
@@ -141,6 +153,12 @@ class CrashStateTest {
         oldBytes = 8 << 20;
         newBytes = 3 << 20;
       }
+    }
+    boolean bitmaps = kind.endsWith("-bitmaps");
+    int consistent = 0;
+    List<List<long[]>> bitmapsBefore = new ArrayList<>();
+    for (String name : bitmaps ? List.of("b0", "b1") : List.<String>of()) {
+      bitmapsBefore.add(Qemu.dirtyBitmap(image, name));
     }
     Path original = Files.copy(image, dir.resolve("original.qcow2"));
     byte[] before = Files.readAllBytes(Qemu.convertRaw(image, dir.resolve("initial.raw"), null));
@@ -173,6 +191,26 @@ class CrashStateTest {
       assertTrue(
           Arrays.equals(before, 0, (int) common, after, 0, (int) common),
           kind + ": state " + s + " changed the bytes both sizes have");
+      if (bitmaps) { // each consistent bitmap holds its bits, for the state's size
+        String info = Qemu.img(dir, "info", "--output=json", state.toString());
+        for (int b = 0; b < 2; b++) {
+          String name = "b" + b;
+          java.util.regex.Matcher flags =
+              java.util.regex.Pattern.compile(
+                      "\\\"flags\\\": \\[([^\\]]*)\\],\\s*\\\"name\\\": \\\"" + name + "\\\"")
+                  .matcher(info);
+          // absent (the bitmaps bit cleared while the directory is rewritten: QEMU ignores them)
+          // or in use: not trusted; else it must hold its bits
+          if (!flags.find() || flags.group(1).contains("in-use")) {
+            continue;
+          }
+          consistent++;
+          assertEquals(
+              Qemu.dirtyRuns(clip(bitmapsBefore.get(b), after.length)),
+              Qemu.dirtyRuns(Qemu.dirtyBitmap(state, name)),
+              kind + ": state " + s + ": bitmap " + name + " consistent but not as before");
+        }
+      }
       if (after.length == newBytes) {
         newSized++;
         for (int i = (int) common; i < after.length; i++) {
@@ -184,9 +222,11 @@ class CrashStateTest {
     }
     recording.closeLog();
     assertTrue(newSized > 0 && newSized < states.size(), kind + ": old and new sizes both seen");
+    assertTrue(!bitmaps || consistent > 0, kind + ": consistent bitmaps checked");
     System.out.printf(
-        "crash states: resize %s: %d checked of %d syncs, %d with the new size%n",
-        kind, states.size(), syncs(log), newSized);
+        "crash states: resize %s: %d checked of %d syncs, %d with the new size, %d consistent"
+            + " bitmaps%n",
+        kind, states.size(), syncs(log), newSized, consistent);
   }
 
   /**
@@ -343,6 +383,18 @@ class CrashStateTest {
     System.out.printf(
         "crash states: amend %s: %d checked of %d syncs, %d with the new format%n",
         option, states.size(), syncs(log), newSeen);
+  }
+
+  /** Dirty runs as {@link Qemu#dirtyBitmap} gives them, for a disk of {@code bytes}. */
+  private static List<long[]> clip(List<long[]> runs, long bytes) {
+    List<long[]> out = new ArrayList<>();
+    for (long[] r : runs) {
+      long end = Math.min(r[0] + r[1], bytes);
+      if (r[0] < end) {
+        out.add(new long[] {r[0], end - r[0], r[2]});
+      }
+    }
+    return out;
   }
 
   /** The compat level and refcount width qemu-img info reports. */

@@ -149,6 +149,31 @@ final class BitmapEditor {
     }
   }
 
+  /**
+   * Stores every bitmap anew for the image's (new) size, its bits kept up to the end and none past
+   * it, and marks them consistent: what a resize leaves ({@code bdrv_dirty_bitmap_truncate}, then
+   * {@code qcow2_store_persistent_dirty_bitmaps}); the writer left them in use until now.
+   *
+   * @throws IOException if the image cannot be read or written
+   */
+  void resize() throws IOException {
+    for (Model m : models) {
+      load(m);
+      m.flags &= ~BitmapDirectory.FLAG_IN_USE;
+      long bits = (virtualBytes + (1L << m.granularityBits) - 1) >>> m.granularityBits;
+      long bitsPerChunk = cs * 8L;
+      m.chunks.keySet().removeIf(chunk -> chunk * bitsPerChunk >= bits);
+      long[] last = m.chunks.get((int) (bits / bitsPerChunk));
+      if (last != null) { // the bits past the end in the last chunk
+        long from = bits % bitsPerChunk;
+        for (long b = from; b < bitsPerChunk; b++) {
+          last[(int) (b >>> 6)] &= ~(1L << (b & 63));
+        }
+      }
+    }
+    store();
+  }
+
   private Model find(String name) {
     for (Model m : models) {
       if (m.name.equals(name)) {

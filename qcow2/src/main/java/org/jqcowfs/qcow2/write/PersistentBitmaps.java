@@ -82,6 +82,13 @@ final class PersistentBitmaps {
   private final long autoclear;
   private final ByteBuffer directory;
   private final List<Tracked> tracked;
+
+  /** Every bitmap of the directory as it was at open (null without a directory). */
+  private final List<Bitmap> all;
+
+  /** Whether {@link #store} leaves every bitmap in use: a resize rewrites them after. */
+  private boolean keepInUse;
+
   private final OverlapGuard guard;
   private volatile boolean stored;
 
@@ -91,7 +98,9 @@ final class PersistentBitmaps {
       long autoclear,
       ByteBuffer directory,
       List<Tracked> tracked,
+      List<Bitmap> all,
       OverlapGuard guard) {
+    this.all = all;
     this.guard = guard;
     this.file = file;
     this.header = header;
@@ -120,7 +129,7 @@ final class PersistentBitmaps {
             ? null
             : BitmapTables.directoryBytes(file, header);
     if (dir == null) {
-      return new PersistentBitmaps(file, header, autoclear, null, List.of(), guard);
+      return new PersistentBitmaps(file, header, autoclear, null, List.of(), List.of(), guard);
     }
     List<Bitmap> bitmaps = BitmapTables.decode(file, header, dir);
     long dirOffset = header.bitmaps().directoryOffset();
@@ -156,7 +165,29 @@ final class PersistentBitmaps {
       guard.addMetadata(b.tableOffset(), b.tableBytes(), "the table of " + what);
       tracked.add(new Tracked(i, b, table));
     }
-    return new PersistentBitmaps(file, header, autoclear, dir, tracked, guard);
+    return new PersistentBitmaps(file, header, autoclear, dir, tracked, bitmaps, guard);
+  }
+
+  /** Whether the image has persistent bitmaps that writes keep (a consistent directory). */
+  boolean any() {
+    return !all.isEmpty();
+  }
+
+  /** The names of the bitmaps that were in use (inconsistent) before this writer opened. */
+  List<String> inUseAtOpen() {
+    return all.stream().filter(Bitmap::inUse).map(Bitmap::name).toList();
+  }
+
+  /**
+   * Makes {@link #store} leave every bitmap in use, the disabled ones too (as QEMU marks every
+   * bitmap it loads): a resize stores them anew at the new size ({@link BitmapEditor#resize}), and
+   * until then no table of the old size may look consistent.
+   */
+  void keepInUse() throws IOException {
+    keepInUse = true;
+    if (stored && directory != null) { // stored already (amend): marked again before the resize
+      writeDirectory(true);
+    }
   }
 
   /** Marks the enabled bitmaps in use, durably; before the first write. */
@@ -314,7 +345,7 @@ final class PersistentBitmaps {
         guard.removeMetadata(t.bitmap.tableOffset());
       }
     }
-    if (tracked.isEmpty()) {
+    if (tracked.isEmpty() && !keepInUse) {
       return;
     }
     ByteBuffer cluster = ByteBuffer.allocate(cs).order(ByteOrder.LITTLE_ENDIAN);
@@ -358,7 +389,7 @@ final class PersistentBitmaps {
     if (tables) {
       file.flush();
     }
-    writeDirectory(false);
+    writeDirectory(keepInUse);
   }
 
   /**
@@ -371,6 +402,9 @@ final class PersistentBitmaps {
       int flags = t.bitmap.flags() & ~BitmapDirectory.FLAG_IN_USE;
       BitmapDirectory.setFlags(
           directory, t.index, inUse ? flags | BitmapDirectory.FLAG_IN_USE : flags);
+    }
+    for (int i = 0; keepInUse && i < all.size(); i++) { // the disabled ones too
+      BitmapDirectory.setFlags(directory, i, all.get(i).flags() | BitmapDirectory.FLAG_IN_USE);
     }
     HeaderWriter.writeAutoclearFeatures(file, autoclear & ~Header.AUTOCLEAR_BITMAPS);
     file.write(directory.duplicate().rewind(), header.bitmaps().directoryOffset());

@@ -250,15 +250,33 @@ public final class Qcow2Writer {
 
   /**
    * Ends the writes ({@link #close}), then gives the virtual disk {@code newBytes} bytes ({@link
-   * Truncate}, QEMU {@code qcow2_co_truncate}); the image is then only to be closed.
+   * Truncate}, QEMU {@code qcow2_co_truncate}); the image is then only to be closed. Persistent
+   * dirty bitmaps are kept in use through it, every one, then stored anew at the new size ({@link
+   * BitmapEditor#resize}, as QEMU's block layer truncates them and stores them at close): grown
+   * clean, shrunk to what is left.
    *
+   * @throws IllegalArgumentException if a bitmap was in use (inconsistent) before: QEMU refuses it
    * @param zeroNewRange the backing file reaches past the old end: the new range is made to read as
    *     zeros
    * @throws IOException if a write or sync fails
    */
   public void resize(long newBytes, boolean zeroNewRange) throws IOException {
+    boolean resizeBitmaps = bitmaps.any();
+    if (resizeBitmaps) {
+      List<String> inconsistent = bitmaps.inUseAtOpen();
+      if (!inconsistent.isEmpty()) { // qemu-img resize refuses at open
+        throw new IllegalArgumentException(
+            "Bitmap '"
+                + inconsistent.get(0)
+                + "' is inconsistent and cannot be used; remove it (jqcowfs bitmap --remove)");
+      }
+      bitmaps.keepInUse(); // every bitmap in use until stored at the new size
+    }
     close();
     new Truncate(file, header, refcounts, guard, cache, zeroes, this).to(newBytes, zeroNewRange);
+    if (resizeBitmaps) {
+      new BitmapEditor(file, refcounts, cache, guard).resize();
+    }
   }
 
   /**
