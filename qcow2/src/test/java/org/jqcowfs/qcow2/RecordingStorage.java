@@ -116,9 +116,24 @@ final class RecordingStorage extends ForwardingStorage {
     }
   }
 
+  /** Recorded as a write of zeros: what the range reads as after it, torn like any write. */
   @Override
   public void punchHole(long position, long length) throws IOException {
-    throw new UnsupportedOperationException("not recorded: punchHole");
+    file.punchHole(position, length);
+    synchronized (this) {
+      long at = logEnd;
+      ByteBuffer zeros = ByteBuffer.allocate((int) Math.min(length, 1 << 20));
+      for (long done = 0; done < length; ) {
+        int n = (int) Math.min(zeros.capacity(), length - done);
+        zeros.clear().limit(n);
+        while (zeros.hasRemaining()) {
+          bytes.write(zeros, at + done + zeros.position());
+        }
+        done += n;
+      }
+      logEnd += length;
+      log.add(new Entry(position, (int) length, at));
+    }
   }
 
   /** Closes the log file. */

@@ -246,6 +246,49 @@ public final class Qcow2Writer {
   public void makeEmpty(long virtualBytes) throws IOException {
     zeroes.discardFull(0, virtualBytes);
     cache.flush();
+    releaseFreeSpace();
+  }
+
+  /**
+   * Gives the host file system back what no cluster uses (after a {@link MetadataCache#flush}, so
+   * that no durable table names a cluster counted free): each run of free clusters punched, the
+   * file cut after its last cluster in use ({@code qcow2_get_last_cluster}). An emptied top then
+   * holds little more than its metadata, as QEMU's {@code make_completely_empty} leaves it. A file
+   * system without hole punching keeps the free runs.
+   *
+   * @throws IOException if the refcounts cannot be read or the file cut
+   */
+  void releaseFreeSpace() throws IOException {
+    long length = file.length();
+    long clusters = (length + cs - 1) / cs;
+    long last = -1;
+    long freeFrom = -1;
+    boolean punch = true;
+    for (long c = 0; c < clusters; c++) {
+      if (refcounts.refcount(c) != 0) {
+        if (freeFrom >= 0 && punch) {
+          punch = punch(freeFrom * cs, (c - freeFrom) * cs);
+        }
+        freeFrom = -1;
+        last = c;
+      } else if (freeFrom < 0) {
+        freeFrom = c;
+      }
+    }
+    if ((last + 1) * cs < length) {
+      file.setLength((last + 1) * cs);
+    }
+  }
+
+  /** Punches {@code [at, at + bytes)}; false when the file system cannot. */
+  private boolean punch(long at, long bytes) {
+    try {
+      file.punchHole(at, bytes);
+      return true;
+    } catch (IOException e) {
+      LOG.debug("{}: free clusters not punched: {}", path, e.getMessage());
+      return false;
+    }
   }
 
   /**

@@ -90,7 +90,7 @@ final class Truncate {
     }
     HeaderWriter.writeSize(file, newBytes);
     if (newBytes < oldBytes) {
-      cutTail();
+      writer.releaseFreeSpace();
     }
   }
 
@@ -153,19 +153,5 @@ final class Truncate {
       cache.lock().unlock();
     }
     cache.flush();
-  }
-
-  /**
-   * Cuts the file after its last cluster with a refcount (QEMU's {@code qcow2_get_last_cluster}).
-   */
-  private void cutTail() throws IOException {
-    long length = file.length();
-    long last = (length + cs - 1) / cs - 1;
-    while (last >= 0 && refcounts.refcount(last) == 0) {
-      last--;
-    }
-    if ((last + 1) * cs < length) {
-      file.setLength((last + 1) * cs);
-    }
   }
 }
