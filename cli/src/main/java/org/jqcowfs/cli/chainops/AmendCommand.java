@@ -81,6 +81,7 @@ public final class AmendCommand implements Callable<Integer> {
     Boolean lazy = null;
     Integer bits = null;
     Long size = null;
+    String dataFile = null;
     try {
       for (Map.Entry<String, String> e : CreateOptions.pairs(options).entrySet()) {
         String v = e.getValue();
@@ -89,6 +90,10 @@ public final class AmendCommand implements Callable<Integer> {
           case "lazy_refcounts" -> lazy = CreateOptions.onOff(e.getKey(), v);
           case "refcount_bits" -> bits = Integer.parseInt(v);
           case "size" -> size = Sizes.parse(v);
+          case "backing_file", "backing_fmt" ->
+              throw new IllegalArgumentException(
+                  "Cannot amend the backing file\nYou can use 'jqcowfs rebase' instead.");
+          case "data_file", "data_file_raw" -> dataFile = e.getKey();
           default ->
               throw new IllegalArgumentException(
                   "Invalid parameter '"
@@ -111,6 +116,14 @@ public final class AmendCommand implements Callable<Integer> {
       try (BackingChain chain = ChainOpener.open(at, writable, d -> d == 0)) {
         if (!(chain.top() instanceof Qcow2Image q)) {
           return Errors.fail(err, image + ": not a qcow2 image");
+        }
+        if (dataFile != null) { // qcow2_amend_options
+          return Errors.fail(
+              err,
+              q.header().dataFileName() == null
+                  ? dataFile.replace('_', '-')
+                      + " can only be set for images that use an external data file"
+                  : "jqcowfs does not change " + dataFile + " yet (qemu-img amend does)");
         }
         q.amend(new Qcow2Image.Amendment(version, lazy, bits, size));
       }
