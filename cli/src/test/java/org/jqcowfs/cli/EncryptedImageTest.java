@@ -92,7 +92,8 @@ class EncryptedImageTest {
         "encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256",
         "cluster_size=512",
         "cluster_size=2M",
-        "extended_l2=on"
+        "extended_l2=on",
+        "data_file=enc.data" // the data, and its IVs, in the data file
       })
   void readsWhatQemuEncrypts(String opts) throws IOException {
     Files.writeString(dir.resolve("pass"), "correct horse");
