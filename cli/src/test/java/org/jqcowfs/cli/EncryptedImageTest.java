@@ -58,18 +58,7 @@ class EncryptedImageTest {
   private byte[] qemuRaw(String imageOpts) throws IOException {
     Path raw = dir.resolve("qemu.raw");
     Files.deleteIfExists(raw);
-    Qemu.run(
-        dir,
-        "qemu-img",
-        "convert",
-        "--object",
-        SECRET,
-        "--image-opts",
-        imageOpts,
-        "-O",
-        "raw",
-        raw.toString());
-    return Files.readAllBytes(raw);
+    return Files.readAllBytes(Qemu.convertRawOpts(dir, imageOpts, raw, SECRET));
   }
 
   private byte[] ours(String image, String... keyFiles) throws IOException {
@@ -163,20 +152,13 @@ class EncryptedImageTest {
         "-c",
         "write -q -P 3 3M 64k");
     Path raw = dir.resolve("qemu-top.raw");
-    Qemu.run(
+    Qemu.convertRawOpts(
         dir,
-        "qemu-img",
-        "convert",
-        "--object",
-        "secret,id=t,file=pass-top",
-        "--object",
-        "secret,id=b,file=pass-base",
-        "--image-opts",
         "driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t,"
             + "backing.backing.encrypt.key-secret=b",
-        "-O",
-        "raw",
-        raw.toString());
+        raw,
+        "secret,id=t,file=pass-top",
+        "secret,id=b,file=pass-base");
     assertArrayEquals(Files.readAllBytes(raw), ours("top.qcow2", "pass-base", "pass-top"));
   }
 
@@ -243,29 +225,10 @@ class EncryptedImageTest {
         unrandom(Qemu.run(dir, "qemu-img", "info", "--output=json", "ours.qcow2")),
         opts + ": qemu-img info");
     assertEquals(
-        Qemu.anyExit(
-                dir,
-                60,
-                "qemu-img",
-                "check",
-                "--output=json",
-                "--object",
-                SECRET,
-                "--image-opts",
-                ours.replace("ours", "theirs"))
+        Qemu.checkOpts(dir, ours.replace("ours", "theirs"), SECRET)
             .json()
             .replace("theirs.qcow2", "ours.qcow2"),
-        Qemu.anyExit(
-                dir,
-                60,
-                "qemu-img",
-                "check",
-                "--output=json",
-                "--object",
-                SECRET,
-                "--image-opts",
-                ours)
-            .json(),
+        Qemu.checkOpts(dir, ours, SECRET).json(),
         opts + ": qemu-img check (clusters, end offset)");
     for (String format : List.of("human", "json")) {
       DifferentialTest.Run info =
@@ -280,17 +243,7 @@ class EncryptedImageTest {
     byte[] raw = qemuRaw(ours);
     assertEquals(0x42, raw[100000], opts);
     assertArrayEquals(raw, ours("ours.qcow2", "pass"), opts);
-    Qemu.Check check =
-        Qemu.anyExit(
-            dir,
-            60,
-            "qemu-img",
-            "check",
-            "--output=json",
-            "--object",
-            SECRET,
-            "--image-opts",
-            ours);
+    Qemu.Check check = Qemu.checkOpts(dir, ours, SECRET);
     assertEquals(0, check.exitStatus(), opts + ": " + check.stderr());
     Files.writeString(dir.resolve("wrong"), "old horse");
     Qemu.Check wrong =
@@ -355,41 +308,13 @@ class EncryptedImageTest {
                 "theirs.qcow2"));
     Qemu.createEncrypted(dir, dir.resolve("theirs.qcow2"), theirs);
     String ours = "driver=qcow2,file.filename=ours.qcow2,encrypt.key-secret=s";
-    Qemu.Check same =
-        Qemu.anyExit(
-            dir,
-            60,
-            "qemu-img",
-            "compare",
-            "--object",
-            SECRET,
-            "--image-opts",
-            ours,
-            "driver=qcow2,file.filename=src.qcow2");
+    Qemu.Check same = Qemu.compareOpts(dir, ours, "driver=qcow2,file.filename=src.qcow2", SECRET);
     assertEquals(0, same.exitStatus(), same.json() + same.stderr());
     assertEquals(
-        Qemu.anyExit(
-                dir,
-                60,
-                "qemu-img",
-                "check",
-                "--output=json",
-                "--object",
-                SECRET,
-                "--image-opts",
-                ours.replace("ours", "theirs"))
+        Qemu.checkOpts(dir, ours.replace("ours", "theirs"), SECRET)
             .json()
             .replace("theirs.qcow2", "ours.qcow2"),
-        Qemu.anyExit(
-                dir,
-                60,
-                "qemu-img",
-                "check",
-                "--output=json",
-                "--object",
-                SECRET,
-                "--image-opts",
-                ours)
+        Qemu.checkOpts(dir, ours, SECRET)
             .json()
             .replaceAll(",\\s*\"fragmented-clusters\": \\d+", ""), // workers allocate in turn
         "qemu-img check of both conversions (clusters, end offset)");

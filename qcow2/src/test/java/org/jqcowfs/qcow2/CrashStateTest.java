@@ -429,21 +429,11 @@ class CrashStateTest {
   /** The case's image, made by QEMU encrypted with {@link #passphrase}, with the first data. */
   private Path prepareEncrypted(Case c) throws IOException {
     Path image = dir.resolve("top.qcow2");
-    Qemu.createEncrypted(
+    Qemu.createWithSecret(
         dir,
         image,
-        List.of(
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            SECRET,
-            "-o",
-            c.options + ",encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10",
-            image.toString(),
-            Long.toString(Qcow2WriteTest.SIZE)));
+        c.options + ",encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10",
+        Long.toString(Qcow2WriteTest.SIZE));
     Qemu.run(
         dir,
         "qemu-io",
@@ -468,18 +458,7 @@ class CrashStateTest {
     if (passphrase == null) {
       return Qemu.convertRaw(image, out, null);
     }
-    Qemu.run(
-        dir,
-        "qemu-img",
-        "convert",
-        "--object",
-        SECRET,
-        "--image-opts",
-        opts(image),
-        "-O",
-        "raw",
-        out.toString());
-    return out;
+    return Qemu.convertRawOpts(dir, opts(image), out, SECRET);
   }
 
   /** The snapshot IDs and names of {@code image}, from qemu-img snapshot -l. */
@@ -676,10 +655,7 @@ class CrashStateTest {
       throws IOException {
     rebuild(original, recording, log, s, state);
     Qemu.Check check =
-        passphrase == null
-            ? Qemu.check(state)
-            : Qemu.anyExit(
-                dir, 120, "qemu-img", "check", "--object", SECRET, "--image-opts", opts(state));
+        passphrase == null ? Qemu.check(state) : Qemu.checkOpts(dir, opts(state), SECRET);
     if (check.exitStatus() != 0 && check.exitStatus() != 3) {
       Files.copy(state, dir.resolve("failed.qcow2"), StandardCopyOption.REPLACE_EXISTING);
       fail(

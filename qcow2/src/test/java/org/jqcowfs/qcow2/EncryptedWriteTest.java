@@ -110,37 +110,16 @@ class EncryptedWriteTest {
     Qemu.run(dir, io2);
     // qemu-io cannot write arbitrary bytes: the mark and the pieces go in through a raw file
     Path raw = dir.resolve("after.raw");
-    Qemu.run(
-        dir,
-        "qemu-img",
-        "convert",
-        "--object",
-        SECRET,
-        "--image-opts",
-        io.replace("ours.qcow2", "theirs.qcow2"),
-        "-O",
-        "raw",
-        raw.toString());
+    Qemu.convertRawOpts(dir, io.replace("ours.qcow2", "theirs.qcow2"), raw, SECRET);
     try (var ch = java.nio.channels.FileChannel.open(raw, java.nio.file.StandardOpenOption.WRITE)) {
       for (long at : new long[] {(1 << 20) + 777, 6_000_001}) {
         ch.write(ByteBuffer.wrap(MARK), at);
       }
       ch.write(expectedPieces(), 3_000_003);
     }
-    Qemu.Check same =
-        Qemu.anyExit(
-            dir,
-            120,
-            "qemu-img",
-            "compare",
-            "--object",
-            SECRET,
-            "--image-opts",
-            io,
-            "driver=raw,file.filename=" + raw);
+    Qemu.Check same = Qemu.compareOpts(dir, io, "driver=raw,file.filename=" + raw, SECRET);
     assertEquals(0, same.exitStatus(), layout + ": " + same.json() + same.stderr());
-    Qemu.Check check =
-        Qemu.anyExit(dir, 120, "qemu-img", "check", "--object", SECRET, "--image-opts", io);
+    Qemu.Check check = Qemu.checkOpts(dir, io, SECRET);
     assertEquals(0, check.exitStatus(), layout + ": check: " + check.json() + check.stderr());
     byte[] file = Files.readAllBytes(dir.resolve("ours.qcow2"));
     assertEquals(-1, indexOf(file, MARK), layout + ": the mark in the file as plaintext");

@@ -9,7 +9,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.util.List;
 import java.util.Random;
 import org.jqcowfs.qcow2.testing.Qemu;
 import org.junit.jupiter.api.Test;
@@ -34,21 +33,7 @@ class EncryptedMountIT {
   void rwAndEncryptedOverlayWriteCiphertextOnly(@TempDir Path dir) throws Exception {
     Path pass = Files.writeString(dir.resolve("pass"), "mount horse");
     Path image = dir.resolve("enc.qcow2");
-    Qemu.createEncrypted(
-        dir,
-        image,
-        List.of(
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            "secret,id=s,file=pass",
-            "-o",
-            LUKS,
-            image.toString(),
-            Long.toString(SIZE)));
+    Qemu.createWithSecret(dir, image, LUKS, Long.toString(SIZE));
     String io = "driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s";
     Qemu.run(
         dir,
@@ -152,32 +137,16 @@ class EncryptedMountIT {
 
   private static Path convert(Path dir, String opts, String out, String... secrets)
       throws Exception {
-    List<String> cmd = new java.util.ArrayList<>(List.of("qemu-img", "convert"));
-    for (String s : secrets) {
-      cmd.addAll(List.of("--object", s));
-    }
-    cmd.addAll(List.of("--image-opts", opts, "-O", "raw", dir.resolve(out).toString()));
-    Qemu.run(dir, cmd);
-    return dir.resolve(out);
+    return Qemu.convertRawOpts(dir, opts, dir.resolve(out), secrets);
   }
 
   private static Qemu.Check compare(Path dir, String opts, Path raw, String... secrets)
       throws Exception {
-    List<String> cmd = new java.util.ArrayList<>(List.of("qemu-img", "compare"));
-    for (String s : secrets) {
-      cmd.addAll(List.of("--object", s));
-    }
-    cmd.addAll(List.of("--image-opts", opts, "driver=raw,file.filename=" + raw));
-    return Qemu.anyExit(dir, 120, cmd.toArray(String[]::new));
+    return Qemu.compareOpts(dir, opts, "driver=raw,file.filename=" + raw, secrets);
   }
 
   private static void assertClean(Path dir, String opts, String... secrets) throws Exception {
-    List<String> cmd = new java.util.ArrayList<>(List.of("qemu-img", "check"));
-    for (String s : secrets) {
-      cmd.addAll(List.of("--object", s));
-    }
-    cmd.addAll(List.of("--image-opts", opts));
-    Qemu.Check check = Qemu.anyExit(dir, 120, cmd.toArray(String[]::new));
+    Qemu.Check check = Qemu.checkOpts(dir, opts, secrets);
     assertEquals(0, check.exitStatus(), opts + ": check: " + check.json() + check.stderr());
   }
 

@@ -35,20 +35,16 @@ import picocli.CommandLine.Spec;
 public final class AmendCommand implements Callable<Integer> {
   /** Options qemu-img takes only when an image is created. */
   private static final List<String> CREATION_ONLY =
-      List.of(
-          "cluster_size",
-          "preallocation",
-          "extended_l2",
-          "compression_type",
-          "encryption",
-          "encrypt.format",
-          "encrypt.key-secret",
-          "encrypt.cipher-alg",
-          "encrypt.cipher-mode",
-          "encrypt.ivgen-alg",
-          "encrypt.ivgen-hash-alg",
-          "encrypt.hash-alg",
-          "encrypt.iter-time");
+      java.util.stream.Stream.concat(
+              java.util.stream.Stream.of(
+                  "cluster_size",
+                  "preallocation",
+                  "extended_l2",
+                  "compression_type",
+                  "encryption",
+                  "encrypt.key-secret"),
+              CreateOptions.ENCRYPT_OPTIONS.stream())
+          .toList();
 
   @Spec CommandSpec spec;
 

@@ -129,21 +129,7 @@ class LuksTest {
 
   /** img.qcow2 made by qemu-img with {@code -o opts}, the secret from the file pass. */
   private void create(String opts, String size) throws IOException {
-    Qemu.createEncrypted(
-        dir,
-        dir.resolve("img.qcow2"),
-        java.util.List.of(
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            "secret,id=s,file=pass",
-            "-o",
-            opts,
-            "img.qcow2",
-            size));
+    Qemu.createWithSecret(dir, dir.resolve("img.qcow2"), opts, size);
   }
 
   private static LuksHeader edit(ByteBuffer good, int at, int value, long[] area) {

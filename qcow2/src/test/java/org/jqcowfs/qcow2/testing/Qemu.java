@@ -101,6 +101,56 @@ public final class Qemu {
     return out;
   }
 
+  /**
+   * {@code qemu-img convert -O raw} of the image {@code imageOpts} describes ({@code
+   * --image-opts}), each of {@code secrets} given as {@code --object} (e.g. {@code
+   * secret,id=s,file=pass}).
+   */
+  public static Path convertRawOpts(Path dir, String imageOpts, Path out, String... secrets)
+      throws IOException {
+    run(
+        dir,
+        withSecrets(
+            List.of("qemu-img", "convert"),
+            secrets,
+            "--image-opts",
+            imageOpts,
+            "-O",
+            "raw",
+            out.toString()));
+    return out;
+  }
+
+  /** {@code qemu-img check --output=json} of {@code imageOpts} with {@code secrets}, any exit. */
+  public static Check checkOpts(Path dir, String imageOpts, String... secrets) throws IOException {
+    return anyExit(
+        dir,
+        120,
+        withSecrets(
+                List.of("qemu-img", "check", "--output=json"), secrets, "--image-opts", imageOpts)
+            .toArray(String[]::new));
+  }
+
+  /** {@code qemu-img compare} of two {@code --image-opts} images with {@code secrets}, any exit. */
+  public static Check compareOpts(Path dir, String a, String b, String... secrets)
+      throws IOException {
+    return anyExit(
+        dir,
+        120,
+        withSecrets(List.of("qemu-img", "compare"), secrets, "--image-opts", a, b)
+            .toArray(String[]::new));
+  }
+
+  private static List<String> withSecrets(List<String> head, String[] secrets, String... tail) {
+    List<String> cmd = new ArrayList<>(head);
+    for (String s : secrets) {
+      cmd.add("--object");
+      cmd.add(s);
+    }
+    cmd.addAll(List.of(tail));
+    return cmd;
+  }
+
   /** {@code qemu-img map --output=json IMAGE}. */
   public static String mapJson(Path image) throws IOException {
     return img(image.getParent(), "map", "--output=json", image.toString());
@@ -260,6 +310,30 @@ public final class Qemu {
       }
       java.nio.file.Files.deleteIfExists(image);
     }
+  }
+
+  /**
+   * {@code qemu-img create -q -f qcow2 --object secret,id=s,file=pass -o OPTIONS IMAGE SIZE} in
+   * {@code dir}, as {@link #createEncrypted} runs it; {@code options} name the secret as {@code
+   * encrypt.key-secret=s}.
+   */
+  public static void createWithSecret(Path dir, Path image, String options, String size)
+      throws IOException {
+    createEncrypted(
+        dir,
+        image,
+        List.of(
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=s,file=pass",
+            "-o",
+            options,
+            image.toString(),
+            size));
   }
 
   /** Runs {@code qemu-img check --output=json IMAGE}, whatever its exit status. */
