@@ -47,6 +47,13 @@ final class EncryptedClusterReader implements ClusterDecoder {
         continue;
       }
       long host = p.run().hostOffset() + (p.guestOffset() - p.run().guestOffset());
+      int n = p.dst().remaining();
+      if (host % SECTOR == 0 && n % SECTOR == 0) { // whole sectors: decrypted where they land
+        ByteBuffer dst = p.dst().duplicate();
+        file.readFully(dst.duplicate(), host);
+        cipher.decrypt(dst, (guestIv ? p.guestOffset() : host) / SECTOR);
+        continue;
+      }
       long from = host & -SECTOR;
       long to = (host + p.dst().remaining() + SECTOR - 1) & -SECTOR;
       ByteBuffer sectors = ByteBuffer.allocate((int) (to - from));

@@ -1,6 +1,9 @@
 package org.jqcowfs.qcow2.crypto;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.security.GeneralSecurityException;
 import java.util.Arrays;
 import javax.crypto.Cipher;
@@ -62,6 +65,10 @@ final class Xts implements SectorCipher {
     run(data, sector, false);
   }
 
+  /** Little-endian longs in byte arrays: the tweaks and the xors a long at a time. */
+  private static final VarHandle LE =
+      MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
   private void run(ByteBuffer data, long sector, boolean encrypt) {
     if (data.remaining() % SECTOR_BYTES != 0) {
       throw new IllegalArgumentException(data.remaining() + " bytes are not whole sectors");
@@ -71,42 +78,41 @@ final class Xts implements SectorCipher {
     for (int at = data.position(); at < data.limit(); at += SECTOR_BYTES, sector++) {
       tweaks(s, sector);
       data.get(at, s.in);
-      for (int i = 0; i < SECTOR_BYTES; i++) {
-        s.in[i] ^= s.tweaks[i];
+      for (int i = 0; i < SECTOR_BYTES; i += 8) {
+        LE.set(s.in, i, (long) LE.get(s.in, i) ^ (long) LE.get(s.tweaks, i));
       }
       try {
         c.doFinal(s.in, 0, SECTOR_BYTES, s.out, 0);
       } catch (GeneralSecurityException e) {
         throw new IllegalStateException(e);
       }
-      for (int i = 0; i < SECTOR_BYTES; i++) {
-        s.out[i] ^= s.tweaks[i];
+      for (int i = 0; i < SECTOR_BYTES; i += 8) {
+        LE.set(s.out, i, (long) LE.get(s.out, i) ^ (long) LE.get(s.tweaks, i));
       }
       data.put(at, s.out);
     }
   }
 
-  /** The 32 tweaks of {@code sector}: E(tweak key, sector) times α^j for block j. */
+  /**
+   * The 32 tweaks of {@code sector}: E(tweak key, sector) times α^j for block j, α's product a
+   * shift left by one bit of the little-endian 128-bit value, 0x87 folded in on a carry.
+   */
   private static void tweaks(State s, long sector) {
     Arrays.fill(s.number, (byte) 0);
-    for (int i = 0; i < 8; i++) {
-      s.number[i] = (byte) (sector >>> (8 * i));
-    }
+    LE.set(s.number, 0, sector);
     try {
       s.tweak.doFinal(s.number, 0, 16, s.tweaks, 0);
     } catch (GeneralSecurityException e) {
       throw new IllegalStateException(e);
     }
+    long lo = (long) LE.get(s.tweaks, 0);
+    long hi = (long) LE.get(s.tweaks, 8);
     for (int b = 16; b < SECTOR_BYTES; b += 16) {
-      int carry = 0;
-      for (int i = 0; i < 16; i++) { // little-endian shift left by one bit
-        int v = s.tweaks[b - 16 + i] & 0xff;
-        s.tweaks[b + i] = (byte) ((v << 1) | carry);
-        carry = v >>> 7;
-      }
-      if (carry != 0) {
-        s.tweaks[b] ^= (byte) 0x87;
-      }
+      long carry = hi >>> 63;
+      hi = (hi << 1) | (lo >>> 63);
+      lo = (lo << 1) ^ (carry * 0x87);
+      LE.set(s.tweaks, b, lo);
+      LE.set(s.tweaks, b + 8, hi);
     }
   }
 
