@@ -26,9 +26,6 @@ import org.jqcowfs.image.DamagedRangeException;
 import org.jqcowfs.image.Image;
 import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
-import org.jqcowfs.qcow2.Qcow2Image;
-import org.jqcowfs.qcow2.Qcow2Options;
-import org.jqcowfs.qcow2.crypto.Luks;
 import org.jqcowfs.remote.RemoteStats;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -250,12 +247,7 @@ final class ConvertCommand implements Callable<Integer> {
     byte[] key = targetKeyFile != null ? ImageOptions.readKeyFile(targetKeyFile) : null;
     try {
       if (key != null) {
-        Luks.Created luks = Luks.create(parsed.encryption(), key);
-        try (Qcow2Image made =
-            Qcow2Image.open(
-                out, Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true)))) {
-          made.setUpEncryption(luks);
-        }
+        Qcow2Create.encrypt(out, parsed.encryption(), key);
         writable = writable.withPassphrases(List.of(key));
       }
       try (BackingChain target =

@@ -19,7 +19,6 @@ import org.jqcowfs.io.HostFileOptions;
 import org.jqcowfs.qcow2.Qcow2Create;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.qcow2.Qcow2Options;
-import org.jqcowfs.qcow2.crypto.Luks;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -128,10 +127,7 @@ final class CreateCommand implements Callable<Integer> {
       Qcow2Options writable =
           Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true));
       if (parsed.encryption() != null) {
-        Luks.Created luks = Luks.create(parsed.encryption(), passphrase);
-        try (Qcow2Image created = Qcow2Image.open(image, writable)) {
-          created.setUpEncryption(luks);
-        }
+        Qcow2Create.encrypt(image, parsed.encryption(), passphrase);
         writable = writable.withPassphrases(List.of(passphrase));
       }
       if (!preallocation.equals("off")) {
