@@ -166,9 +166,9 @@ final class BitmapEditor {
       long[] last = m.chunks.get((int) (bits / bitsPerChunk));
       if (last != null) { // the bits past the end in the last chunk
         long from = bits % bitsPerChunk;
-        for (long b = from; b < bitsPerChunk; b++) {
-          last[(int) (b >>> 6)] &= ~(1L << (b & 63));
-        }
+        int w = (int) (from >>> 6);
+        last[w] &= (1L << (from & 63)) - 1;
+        Arrays.fill(last, w + 1, last.length, 0);
       }
     }
     store();

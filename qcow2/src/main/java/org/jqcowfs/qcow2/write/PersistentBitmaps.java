@@ -83,7 +83,7 @@ final class PersistentBitmaps {
   private final ByteBuffer directory;
   private final List<Tracked> tracked;
 
-  /** Every bitmap of the directory as it was at open (null without a directory). */
+  /** Every bitmap of the directory as it was at open (empty without a directory). */
   private final List<Bitmap> all;
 
   /** Whether {@link #store} leaves every bitmap in use: a resize rewrites them after. */
