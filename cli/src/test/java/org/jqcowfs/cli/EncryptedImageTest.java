@@ -115,19 +115,7 @@ class EncryptedImageTest {
     Files.writeString(dir.resolve("pass"), "base secret");
     create("base.qcow2", luks(""), null);
     write("driver=qcow2,file.filename=base.qcow2,encrypt.key-secret=s", "write -q -P 1 0 4M");
-    Qemu.run(
-        dir,
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        "mid.qcow2",
-        "6M");
+    Qemu.overlay(dir, "mid.qcow2", "base.qcow2", "qcow2", null, "6M");
     write(
         "driver=qcow2,file.filename=mid.qcow2,backing.encrypt.key-secret=s", "write -q -P 2 1M 1M");
     byte[] plainOverEncrypted =
