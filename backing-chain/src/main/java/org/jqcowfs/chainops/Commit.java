@@ -92,7 +92,7 @@ public final class Commit {
       if (!(chain.top() instanceof Qcow2Image top)) {
         throw new IllegalArgumentException(chain.location() + ": a raw image cannot be emptied");
       }
-      top.makeEmpty();
+      top.editor().makeEmpty();
     }
   }
 

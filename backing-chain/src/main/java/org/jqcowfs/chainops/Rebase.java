@@ -80,7 +80,7 @@ public final class Rebase {
       }
       progress.accept(offset + n);
     }
-    top.changeBackingFile(newName, newFormat);
+    top.editor().changeBackingFile(newName, newFormat);
   }
 
   /**
@@ -90,7 +90,7 @@ public final class Rebase {
    * @throws IOException if the header cannot be rewritten
    */
   public static void rebaseUnsafe(Image top, String newName, String newFormat) throws IOException {
-    qcow2(top).changeBackingFile(newName, newFormat);
+    qcow2(top).editor().changeBackingFile(newName, newFormat);
   }
 
   private static Qcow2Image qcow2(Image image) {

@@ -93,11 +93,11 @@ class ConverterTest {
     assertTrue(compressed.cardinality() > 0, "the chain has compressed clusters");
     try (BackingChain chain = ChainOpener.open(image, ChainOptions.DEFAULT)) {
       AtomicLong skipped = new AtomicLong();
-      Converter.Planner planner = new Converter.Planner(chain, skipped::addAndGet, null);
+      ChunkPlanner planner = new ChunkPlanner(chain, skipped::addAndGet, null);
       BitSet got = new BitSet();
       long planned = 0;
       long previousEnd = 0;
-      for (Converter.Planner.Chunk c; (c = planner.next()) != null; ) {
+      for (ChunkPlanner.Chunk c; (c = planner.next()) != null; ) {
         long end = c.start() + c.length();
         assertTrue(c.start() >= previousEnd, "chunk at " + c.start() + " overlaps or goes back");
         assertTrue(c.length() > 0 && c.length() <= Converter.CHUNK, "chunk " + c);

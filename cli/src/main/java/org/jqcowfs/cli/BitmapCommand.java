@@ -146,7 +146,7 @@ final class BitmapCommand implements Callable<Integer> {
               default -> op;
             });
       }
-      q.editBitmaps(bitmap, resolved);
+      q.editor().editBitmaps(bitmap, resolved);
     } finally {
       if (source != null) {
         source.close();

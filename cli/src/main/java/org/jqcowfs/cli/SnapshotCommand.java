@@ -121,9 +121,9 @@ final class SnapshotCommand implements Callable<Integer> {
         Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true));
     try (Qcow2Image q = Qcow2Image.open(at, writable)) {
       switch (verb) {
-        case "create" -> q.createSnapshot(name);
-        case "apply" -> q.applySnapshot(name);
-        default -> q.deleteSnapshot(name);
+        case "create" -> q.editor().createSnapshot(name);
+        case "apply" -> q.editor().applySnapshot(name);
+        default -> q.editor().deleteSnapshot(name);
       }
     } catch (IOException | IllegalArgumentException | NoSuchElementException e) {
       String why = e instanceof IOException ? Errors.message(e) : e.getMessage();

@@ -237,7 +237,7 @@ public final class Qcow2Create {
     Qcow2Options writable =
         Qcow2Options.DEFAULT.withHostIo(HostFileOptions.DEFAULT.withWritable(true));
     try (Qcow2Image image = Qcow2Image.open(path, writable)) {
-      image.setUpEncryption(luks);
+      image.editor().setUpEncryption(luks);
     }
   }
 }

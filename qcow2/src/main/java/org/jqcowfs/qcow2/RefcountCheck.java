@@ -116,7 +116,11 @@ final class RefcountCheck {
     checkRefcountBlocks();
     structureErrors = corruptions - before;
     long highest = compareRefcounts();
-    checkCopiedFlags();
+    CopiedFlagCheck copied = new CopiedFlagCheck(this, stored);
+    copied.run();
+    copiedErrors = copied.errors;
+    corruptions += copied.errors;
+    checkErrors += copied.checkErrors;
     return new Qcow2Check.Result(
         corruptions,
         leaks,
@@ -383,69 +387,6 @@ final class RefcountCheck {
       }
     }
     return highest;
-  }
-
-  /** QEMU {@code check_oflag_copied}, without repairs: COPIED is set exactly at refcount 1. */
-  private void checkCopiedFlags() throws IOException {
-    long[] l1 = readTable(header.l1TableOffset(), header.l1Size(), null);
-    if (l1 == null) {
-      return;
-    }
-    int entries = geometry.l2Entries();
-    for (int i = 0; i < l1.length; i++) {
-      L1Entry l1e = new L1Entry(l1[i]);
-      long l2Offset = l1e.l2Offset();
-      if (l2Offset == 0) {
-        continue;
-      }
-      long refcount;
-      try {
-        refcount = stored.refcount(l2Offset >>> geometry.clusterBits());
-      } catch (IOException e) {
-        continue; // as QEMU: no message, no count
-      }
-      if ((refcount == 1) != l1e.isCopied()) {
-        report(
-            "ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d",
-            i, l1[i], refcount);
-        corruptions++;
-        copiedErrors++;
-      }
-      int words = geometry.extendedL2() ? 2 * entries : entries;
-      long[] table = readTable(l2Offset, words, null);
-      if (table == null) {
-        report("ERROR: Could not read L2 table: %s", "Input/output error");
-        checkErrors++;
-        continue;
-      }
-      for (int j = 0; j < entries; j++) {
-        long word = geometry.extendedL2() ? table[2 * j] : table[j];
-        if ((word & L2Entry.QCOW_OFLAG_COMPRESSED) != 0) {
-          continue;
-        }
-        long offset = word & L2Entry.L2E_OFFSET_MASK;
-        boolean allocatedEntry =
-            offset != 0 || (dataFile && (word & L2Entry.QCOW_OFLAG_COPIED) != 0);
-        if (!allocatedEntry) {
-          continue;
-        }
-        long count;
-        if (dataFile) {
-          count = 1;
-        } else {
-          try {
-            count = stored.refcount(offset >>> geometry.clusterBits());
-          } catch (IOException e) {
-            continue;
-          }
-        }
-        if ((count == 1) != ((word & L2Entry.QCOW_OFLAG_COPIED) != 0)) {
-          report("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", word, count);
-          corruptions++;
-          copiedErrors++;
-        }
-      }
-    }
   }
 
   /**

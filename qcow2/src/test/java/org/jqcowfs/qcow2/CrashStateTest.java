@@ -168,7 +168,7 @@ class CrashStateTest {
       if (backing != null) {
         top.setBacking(backing);
       }
-      top.resize(newBytes);
+      top.editor().resize(newBytes);
     } finally {
       if (backing != null) {
         backing.close();
@@ -264,9 +264,9 @@ class CrashStateTest {
     RecordingStorage recording = recorder(image);
     try (Qcow2Image q = openRecorded(image, recording)) {
       switch (kind) {
-        case "create" -> q.createSnapshot("new");
-        case "delete", "delete-shared" -> q.deleteSnapshot("s1");
-        default -> q.applySnapshot("s1");
+        case "create" -> q.editor().createSnapshot("new");
+        case "delete", "delete-shared" -> q.editor().deleteSnapshot("s1");
+        default -> q.editor().applySnapshot("s1");
       }
     }
     String newList = snapshotNames(image);
@@ -354,12 +354,12 @@ class CrashStateTest {
     String oldFormat = format(image);
     RecordingStorage recording = recorder(image);
     String[] kv = option.split("=");
-    Qcow2Image.Amendment a =
+    Qcow2Editor.Amendment a =
         kv[0].equals("compat")
-            ? new Qcow2Image.Amendment(kv[1].equals("1.1") ? 3 : 2, null, null, null)
-            : new Qcow2Image.Amendment(null, null, Integer.parseInt(kv[1]), null);
+            ? new Qcow2Editor.Amendment(kv[1].equals("1.1") ? 3 : 2, null, null, null)
+            : new Qcow2Editor.Amendment(null, null, Integer.parseInt(kv[1]), null);
     try (Qcow2Image q = openRecorded(image, recording)) {
-      q.amend(a);
+      q.editor().amend(a);
     }
     String newFormat = format(image);
     List<RecordingStorage.Entry> log = recording.log();

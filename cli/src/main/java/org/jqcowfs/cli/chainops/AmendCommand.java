@@ -14,6 +14,7 @@ import org.jqcowfs.cli.options.Errors;
 import org.jqcowfs.cli.options.ImageOptions;
 import org.jqcowfs.cli.options.Sizes;
 import org.jqcowfs.io.HostFileOptions;
+import org.jqcowfs.qcow2.Qcow2Editor;
 import org.jqcowfs.qcow2.Qcow2Image;
 import org.jqcowfs.storage.Location;
 import picocli.CommandLine.Command;
@@ -121,7 +122,7 @@ public final class AmendCommand implements Callable<Integer> {
                       + " can only be set for images that use an external data file"
                   : "jqcowfs does not change " + dataFile + " yet (qemu-img amend does)");
         }
-        q.amend(new Qcow2Image.Amendment(version, lazy, bits, size));
+        q.editor().amend(new Qcow2Editor.Amendment(version, lazy, bits, size));
       }
     } catch (IOException | IllegalArgumentException e) {
       return Errors.fail(err, e instanceof IOException ? Errors.message(e) : e.getMessage());

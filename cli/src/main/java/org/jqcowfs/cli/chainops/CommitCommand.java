@@ -89,7 +89,7 @@ public final class CommitCommand implements Callable<Integer> {
       ChainOptions writable = options.withHostIo(options.hostIo().withWritable(true));
       if (baseSize < size) { // commit_run grows the base first
         try (BackingChain below = share.open(baseAt, writable)) {
-          ((Qcow2Image) below.top()).resize(size);
+          ((Qcow2Image) below.top()).editor().resize(size);
         }
       }
       final int at = depth;

@@ -86,7 +86,7 @@ public final class ResizeCommand implements Callable<Integer> {
         return 1;
       }
       try {
-        top.resize(target);
+        top.editor().resize(target);
       } catch (IllegalArgumentException e) {
         return Errors.fail(err, e.getMessage());
       }

@@ -3,7 +3,6 @@ package org.jqcowfs.qcow2.format;
 import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.nio.ByteBuffer;
-import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import org.jqcowfs.image.ImageFormatException;
 import org.jqcowfs.storage.Location;
@@ -378,89 +377,7 @@ public record Header(
    *     limits
    */
   public ByteBuffer encode() {
-    ByteBuffer b = ByteBuffer.allocate((int) clusterSize());
-    b.putInt(OFF_MAGIC, QCOW_MAGIC)
-        .putInt(OFF_VERSION, version)
-        .putInt(OFF_CLUSTER_BITS, clusterBits)
-        .putLong(OFF_SIZE, size)
-        .putInt(OFF_CRYPT_METHOD, cryptMethod)
-        .putInt(OFF_L1_SIZE, l1Size)
-        .putLong(OFF_L1_TABLE_OFFSET, l1TableOffset)
-        .putLong(OFF_REFCOUNT_TABLE_OFFSET, refcountTableOffset)
-        .putInt(OFF_REFCOUNT_TABLE_CLUSTERS, refcountTableClusters)
-        .putInt(OFF_NB_SNAPSHOTS, nbSnapshots)
-        .putLong(OFF_SNAPSHOTS_OFFSET, snapshotsOffset);
-    if (version >= 3) {
-      b.putLong(OFF_INCOMPATIBLE_FEATURES, incompatibleFeatures)
-          .putLong(OFF_COMPATIBLE_FEATURES, compatibleFeatures)
-          .putLong(OFF_AUTOCLEAR_FEATURES, autoclearFeatures)
-          .putInt(OFF_REFCOUNT_ORDER, refcountOrder)
-          .putInt(OFF_HEADER_LENGTH, headerLength);
-      if (headerLength > V3_HEADER_BYTES) {
-        b.put(OFF_COMPRESSION_TYPE, (byte) compressionType);
-      }
-    }
-    b.position(headerLength);
-    if (backingFormat != null) {
-      putExtension(b, EXT_BACKING_FORMAT, backingFormat.getBytes(StandardCharsets.US_ASCII));
-    }
-    if (dataFileName != null) {
-      byte[] name = dataFileName.getBytes(StandardCharsets.UTF_8);
-      if (name.length > MAX_DATA_FILE_NAME) {
-        throw new IllegalStateException("external data file name over " + MAX_DATA_FILE_NAME);
-      }
-      putExtension(b, EXT_DATA_FILE, name);
-    }
-    if (crypto != null) {
-      ByteBuffer ext = ByteBuffer.allocate(16);
-      ext.putLong(0, crypto.offset()).putLong(8, crypto.length());
-      putExtension(b, EXT_CRYPTO, ext.array());
-    }
-    if (!featureNames.isEmpty()) {
-      ByteBuffer table = ByteBuffer.allocate(48 * featureNames.size());
-      featureNames.entrySet().stream()
-          .sorted(Map.Entry.comparingByKey())
-          .forEach(
-              e -> {
-                int at = table.position();
-                byte[] name = e.getValue().getBytes(StandardCharsets.US_ASCII);
-                table.put((byte) (e.getKey() / 64)).put((byte) (e.getKey() % 64));
-                table.put(name, 0, Math.min(name.length, 46)).position(at + 48);
-              });
-      putExtension(b, EXT_FEATURE_TABLE, table.array());
-    }
-    if (bitmaps != null) {
-      ByteBuffer ext = ByteBuffer.allocate(24);
-      ext.putInt(0, bitmaps.count())
-          .putLong(8, bitmaps.directoryBytes())
-          .putLong(16, bitmaps.directoryOffset());
-      putExtension(b, EXT_BITMAPS, ext.array());
-    }
-    requireRoom(b, 8);
-    b.putInt(EXT_END).putInt(0);
-    if (backingFileName != null) {
-      byte[] name = backingFileName.getBytes(StandardCharsets.UTF_8);
-      if (name.length > MAX_BACKING_NAME) {
-        throw new IllegalStateException("backing file name over " + MAX_BACKING_NAME + " bytes");
-      }
-      requireRoom(b, name.length);
-      b.putLong(OFF_BACKING_FILE_OFFSET, b.position()).putInt(OFF_BACKING_FILE_SIZE, name.length);
-      b.put(name);
-    }
-    return b.flip();
-  }
-
-  private static void putExtension(ByteBuffer b, int type, byte[] data) {
-    int padded = (data.length + 7) & ~7;
-    requireRoom(b, 8 + padded);
-    b.putInt(type).putInt(data.length).put(data);
-    b.position(b.position() + padded - data.length);
-  }
-
-  private static void requireRoom(ByteBuffer b, int bytes) {
-    if (b.remaining() < bytes) {
-      throw new IllegalStateException("the header does not fit in the first cluster");
-    }
+    return HeaderEncoder.encode(this);
   }
 
   /**

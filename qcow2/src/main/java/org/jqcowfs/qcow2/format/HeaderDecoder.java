@@ -1,7 +1,6 @@
 package org.jqcowfs.qcow2.format;
 
 import static org.jqcowfs.image.ImageFormatException.hex;
-import static org.jqcowfs.qcow2.format.Header.AUTOCLEAR_BITMAPS;
 import static org.jqcowfs.qcow2.format.Header.AUTOCLEAR_DATA_FILE_RAW;
 import static org.jqcowfs.qcow2.format.Header.EXT_BACKING_FORMAT;
 import static org.jqcowfs.qcow2.format.Header.EXT_BITMAPS;
@@ -169,7 +168,7 @@ final class HeaderDecoder {
                 + firstClusterBytes
                 + " bytes)");
       }
-      if (type != EXT_FEATURE_TABLE && !seen.add(type) && isKnown(type)) {
+      if (type != EXT_FEATURE_TABLE && !seen.add(type) && HeaderExtensions.isKnown(type)) {
         throw new ImageFormatException(
             p, "header extension " + hex(Integer.toUnsignedLong(type)) + " appears twice");
       }
@@ -181,107 +180,15 @@ final class HeaderDecoder {
             throw new ImageFormatException(
                 p, "backing format extension: length " + len + " outside 1..15");
           }
-          backingFormat = printable(p, data, "backing format extension");
+          backingFormat = HeaderExtensions.printable(p, data, "backing format extension");
         }
-        case EXT_FEATURE_TABLE -> {
-          for (int i = 0; i + 48 <= data.length; i += 48) {
-            int ftype = data[i] & 0xff;
-            int bit = data[i + 1] & 0xff;
-            int end = i + 2;
-            while (end < i + 48 && data[end] != 0) {
-              end++;
-            }
-            if (ftype <= 2 && bit < 64) {
-              featureNames.put(
-                  ftype * 64 + bit,
-                  new String(data, i + 2, end - i - 2, StandardCharsets.US_ASCII)
-                      .replaceAll("[^\\x20-\\x7e]", "?"));
-            }
-          }
-        }
-        case EXT_BITMAPS -> {
-          if (len != 24) {
-            throw new ImageFormatException(p, "bitmaps extension: length " + len + " (must be 24)");
-          }
-          ByteBuffer e = ByteBuffer.wrap(data);
-          long nbBitmaps = e.getInt(0) & 0xffffffffL;
-          long dirBytes = e.getLong(8);
-          long dirOffset = e.getLong(16);
-          if ((autoclear & AUTOCLEAR_BITMAPS) == 0) {
-            // stale: a program without bitmap support wrote the image; QEMU ignores it
-            bitmaps = new Header.Bitmaps((int) nbBitmaps, dirBytes, dirOffset, false);
-            break;
-          }
-          // qcow2_read_extensions' checks, in its order
-          if (nbBitmaps == 0 || nbBitmaps > 65535) {
-            throw new ImageFormatException(
-                p, "bitmaps extension: nb_bitmaps " + nbBitmaps + " outside 1..65535");
-          }
-          if (e.getInt(4) != 0) {
-            throw new ImageFormatException(
-                p, "bitmaps extension: reserved field " + hex(e.getInt(4)) + " is not zero");
-          }
-          if ((dirOffset & (clusterSize - 1)) != 0) {
-            throw new ImageFormatException(
-                p, "bitmaps extension: bitmap_directory_offset " + hex(dirOffset) + " not aligned");
-          }
-          if (dirBytes <= 0 || dirBytes > Header.MAX_BITMAP_DIRECTORY_BYTES) {
-            throw new ImageFormatException(
-                p,
-                "bitmaps extension: bitmap_directory_size "
-                    + Long.toUnsignedString(dirBytes)
-                    + " outside 1.."
-                    + Header.MAX_BITMAP_DIRECTORY_BYTES);
-          }
-          if (dirOffset < 0 || dirOffset > tableLimit - dirBytes) {
-            throw new ImageFormatException(
-                p,
-                "bitmaps extension: bitmap directory at "
-                    + hex(dirOffset)
-                    + " ("
-                    + dirBytes
-                    + " bytes) passes the end of the file");
-          }
-          bitmaps = new Header.Bitmaps((int) nbBitmaps, dirBytes, dirOffset, true);
-        }
-        case EXT_CRYPTO -> {
-          if (cryptMethod != 2) {
-            throw new ImageFormatException(
-                p,
-                "full disk encryption header extension in an image with crypt_method "
-                    + cryptMethod);
-          }
-          if (len != 16) {
-            throw new ImageFormatException(
-                p, "full disk encryption header extension: length " + len + ", not 16");
-          }
-          long offset = c.getLong((int) pos + 8);
-          long bytes = c.getLong((int) pos + 16);
-          if (offset <= 0 || offset % clusterSize != 0) {
-            throw new ImageFormatException(
-                p, "encryption header offset " + hex(offset) + " is not a cluster boundary");
-          }
-          if (bytes < MIN_CRYPTO_BYTES || bytes > MAX_CRYPTO_BYTES) {
-            throw new ImageFormatException(
-                p,
-                "encryption header length "
-                    + bytes
-                    + " outside "
-                    + MIN_CRYPTO_BYTES
-                    + ".."
-                    + MAX_CRYPTO_BYTES);
-          }
-          if (!tablesMayPassEnd && offset + bytes > fileLength) {
-            throw new ImageFormatException(
-                p,
-                "encryption header at "
-                    + hex(offset)
-                    + " ("
-                    + bytes
-                    + " bytes) passes the end of the file");
-          }
-          crypto = new Header.Crypto(offset, bytes);
-        }
+        case EXT_FEATURE_TABLE -> HeaderExtensions.featureNames(data, featureNames);
+        case EXT_BITMAPS ->
+            bitmaps = HeaderExtensions.bitmaps(p, data, autoclear, clusterSize, tableLimit);
+        case EXT_CRYPTO ->
+            crypto =
+                HeaderExtensions.crypto(
+                    p, data, cryptMethod, clusterSize, fileLength, tablesMayPassEnd);
         case EXT_DATA_FILE -> {
           if (len == 0 || len > MAX_DATA_FILE_NAME) {
             throw new ImageFormatException(
@@ -467,28 +374,5 @@ final class HeaderDecoder {
         Map.copyOf(featureNames),
         bitmaps,
         crypto);
-  }
-
-  /** The LUKS area's bounds: one LUKS1 header, and QEMU's largest (8 slots of 512-bit keys). */
-  static final long MIN_CRYPTO_BYTES = 592;
-
-  static final long MAX_CRYPTO_BYTES = 16L << 20;
-
-  private static boolean isKnown(int type) {
-    return type == EXT_BACKING_FORMAT
-        || type == EXT_BITMAPS
-        || type == EXT_CRYPTO
-        || type == EXT_DATA_FILE;
-  }
-
-  private static String printable(Location p, byte[] data, String what)
-      throws ImageFormatException {
-    for (byte x : data) {
-      if (x < 0x21 || x > 0x7e) {
-        throw new ImageFormatException(
-            p, what + ": byte " + hex(x & 0xff) + " is not a printable ASCII character");
-      }
-    }
-    return new String(data, StandardCharsets.US_ASCII);
   }
 }

@@ -96,6 +96,24 @@ public final class BitmapTables {
   }
 
   /**
+   * As {@link #walk(Storage, Header, Bitmap, long, ExtentSink)} for the bitmap named {@code name}.
+   *
+   * @throws ImageFormatException if there is no such bitmap, or it is in use or damaged, naming it
+   * @throws IOException if the file cannot be read
+   */
+  public static void walk(
+      Storage file, Header header, String name, long virtualBytes, ExtentSink sink)
+      throws IOException {
+    Bitmap bitmap =
+        directory(file, header).stream()
+            .filter(b -> b.name().equals(name))
+            .findFirst()
+            .orElseThrow(
+                () -> new ImageFormatException(file.location(), "no bitmap '" + name + "'"));
+    walk(file, header, bitmap, virtualBytes, sink);
+  }
+
+  /**
    * Walks {@code bitmap}'s bits over a disk of {@code virtualBytes}, giving {@code sink} runs that
    * tile it, alternating clean and dirty, in guest order: bit k of the bitmap (byte k / 8, bit k %
    * 8, least significant first) covers the guest bytes from k granularities on (spec: "Bitmap

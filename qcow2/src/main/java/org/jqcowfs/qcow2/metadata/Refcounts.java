@@ -319,38 +319,12 @@ public final class Refcounts {
     if (b != null) {
       return b;
     }
-    if ((word & REFT_RESERVED_MASK) != 0 || (offset & (clusterSize - 1)) != 0) {
-      throw new ImageFormatException(
-          file.location(),
-          "refcount table entry " + t + ": " + hex(word) + " unaligned or reserved");
-    }
-    if (offset > file.length() - clusterSize && zerosPastEnd) {
-      ByteBuffer data = ByteBuffer.allocate((int) clusterSize); // QEMU reads zeros there
-      data.limit((int) Math.max(0, Math.min(clusterSize, file.length() - offset)));
-      if (data.hasRemaining()) {
-        file.readFully(data, offset);
-      }
-      b = new Block(data.clear());
-      blocks.put(offset, b);
-      return b;
-    }
-    if (offset > file.length() - clusterSize) {
-      throw new ImageFormatException(
-          file.location(),
-          "refcount table entry "
-              + t
-              + ": block offset "
-              + hex(offset)
-              + " past the end of the file ("
-              + hex(file.length())
-              + ")");
-    }
-    ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
-    file.readFully(data, offset);
-    data.clear();
-    b = new Block(data);
+    boolean inFile = offset <= file.length() - clusterSize; // past the end: a check's zeros
+    b = new Block(RefcountStructure.readBlock(file, t, word, clusterSize, zerosPastEnd));
     blocks.put(offset, b);
-    evictClean();
+    if (inFile) {
+      evictClean();
+    }
     return b;
   }
 
@@ -444,57 +418,14 @@ public final class Refcounts {
     writeDirty(); // the blocks of pending table entries, synced below with the new table
     newEntries.clear(); // the new table carries them
     int oldEntries = table.length;
-    long perCluster = clusterSize / 8;
-    long areaStart = (long) oldEntries * entriesPerBlock; // first cluster no block covers
-    int newBlocks = 1;
-    long newEntries;
-    long tableClusters;
-    while (true) {
-      long wanted = Math.max(t + 1, Math.max(oldEntries + newBlocks, oldEntries * 3L / 2));
-      tableClusters = (wanted + perCluster - 1) / perCluster;
-      newEntries = tableClusters * perCluster;
-      if (newBlocks + tableClusters <= newBlocks * entriesPerBlock) {
-        break;
-      }
-      newBlocks++;
-    }
-    if (tableClusters * clusterSize > Header.MAX_REFTABLE_BYTES) {
-      throw new IOException(
-          file.location() + ": the refcount table would outgrow QEMU's limit of 8 MiB");
-    }
-    long newTableOffset = (areaStart + newBlocks) << clusterBits;
-    long[] grown = java.util.Arrays.copyOf(table, (int) newEntries);
-    long areaClusters = newBlocks + tableClusters;
-    List<Block> made = new ArrayList<>();
-    for (int k = 0; k < newBlocks; k++) {
-      ByteBuffer data = ByteBuffer.allocate((int) clusterSize);
-      long first = (oldEntries + (long) k) * entriesPerBlock;
-      for (long c = first; c < Math.min(first + entriesPerBlock, areaStart + areaClusters); c++) {
-        RefcountBlock.put(data, bits, c - first, 1);
-      }
-      grown[oldEntries + k] = (areaStart + k) << clusterBits;
-      made.add(new Block(data));
-    }
-    if (sink != null) {
-      for (int k = 0; k < newBlocks; k++) {
-        sink.added(grown[oldEntries + k], clusterSize);
-      }
-      sink.added(newTableOffset, tableClusters << clusterBits);
-    }
-    for (int k = 0; k < newBlocks; k++) {
-      file.write(made.get(k).data.duplicate(), grown[oldEntries + k]);
-    }
-    ByteBuffer encoded = ByteBuffer.allocate((int) (newEntries * 8));
-    encoded.asLongBuffer().put(grown);
-    file.write(encoded, newTableOffset);
-    file.flush();
-    HeaderWriter.writeRefcountTable(file, newTableOffset, (int) tableClusters);
+    RefcountStructure.Grown g =
+        RefcountStructure.grow(file, table, t, entriesPerBlock, clusterBits, bits, sink);
     long oldOffset = tableOffset;
     long oldBytes = ((oldEntries * 8L + clusterSize - 1) / clusterSize) * clusterSize;
-    table = grown;
-    tableOffset = newTableOffset;
-    for (int k = 0; k < newBlocks; k++) {
-      blocks.put(grown[oldEntries + k], made.get(k));
+    table = g.table();
+    tableOffset = g.tableOffset();
+    for (int k = 0; k < g.blocks().size(); k++) {
+      blocks.put(table[oldEntries + k], new Block(g.blocks().get(k)));
     }
     if (sink != null) {
       sink.removed(oldOffset, oldBytes);

@@ -3,7 +3,6 @@ package org.jqcowfs.qcow2.write;
 import static org.jqcowfs.image.ImageFormatException.hex;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.locks.Condition;
@@ -23,10 +22,10 @@ import org.jqcowfs.storage.Storage;
 /**
  * Host clusters for guest writes (QEMU {@code qcow2-cluster.c}: {@code qcow2_alloc_host_offset},
  * {@code handle_copied}, {@code handle_alloc}, {@code qcow2_alloc_cluster_link_l2}, {@code
- * l2_allocate}, {@code qcow2_free_any_cluster}, and {@code preallocate_co}): a write is mapped to a
- * {@link Step}, in place in a COPIED cluster or into new clusters from {@link Refcounts}, and
- * claims its guest clusters until {@link #finish} links the new ones into their L2 table (a write
- * to a claimed cluster waits: {@code handle_dependencies}). Under {@link MetadataCache#lock}.
+ * l2_allocate}, {@code qcow2_free_any_cluster}): a write is mapped to a {@link Step}, in place in a
+ * COPIED cluster or into new clusters from {@link Refcounts}, and claims its guest clusters until
+ * {@link #finish} links the new ones into their L2 table (a write to a claimed cluster waits:
+ * {@code handle_dependencies}). Under {@link MetadataCache#lock}.
  */
 final class ClusterAllocator {
   private final Location path;
@@ -109,58 +108,6 @@ final class ClusterAllocator {
         return;
       }
       released.awaitUninterruptibly();
-    }
-  }
-
-  /**
-   * Gives every unallocated guest cluster a host cluster, table by table: the L2 table, then its
-   * clusters in a row (QEMU {@code preallocate_co} for {@code preallocation=metadata}); the file
-   * then reaches past the last one. With {@code reserve} their space is reserved ({@code falloc}),
-   * with {@code zeroes} also written ({@code full}). Not synced: the caller flushes.
-   */
-  void preallocate(boolean reserve, boolean zeroes, long size) throws IOException {
-    long end = 0;
-    lock.lock();
-    try {
-      guard.checkWritable();
-      for (long l1Index = 0; l1Index * g.bytesPerL2Table() < size; l1Index++) {
-        long pos = l1Index * g.bytesPerL2Table();
-        long l2Offset = writableTable(l1Index, pos);
-        L2Table table = mapper.l2Table(l2Offset, l1Index);
-        int n = (int) Math.min(g.l2Entries(), (size - pos + cs - 1) / cs);
-        L2Entry[] entries = new L2Entry[n];
-        int missing = 0;
-        for (int i = 0; i < n; i++) {
-          missing += table.entry(i).hostClusterOffset() == 0 ? 1 : 0;
-        }
-        long host = missing == 0 ? 0 : refcounts.allocate(missing);
-        guard.check(host, (long) missing * cs, pos);
-        for (int i = 0, k = 0; i < n; i++) {
-          L2Entry old = table.entry(i);
-          if (old.hostClusterOffset() != 0 || old.isCompressed()) {
-            entries[i] = old;
-            continue;
-          }
-          long at = host + k++ * cs;
-          entries[i] =
-              new L2Entry(
-                  at | L2Entry.QCOW_OFLAG_COPIED,
-                  g.extendedL2() ? L2Entry.QCOW_L2_BITMAP_ALL_ALLOC : 0);
-          end = Math.max(end, at + cs);
-        }
-        cache.changeTable(l2Offset, table.with(0, entries));
-        if (missing > 0 && reserve && allocation != null) {
-          allocation.allocate(host, (long) missing * cs);
-        }
-        for (long at = host; zeroes && at < host + (long) missing * cs; at += 1 << 20) {
-          file.write(ByteBuffer.allocate((int) Math.min(1 << 20, host + missing * cs - at)), at);
-        }
-      }
-      if (file.length() < end) {
-        file.setLength(end);
-      }
-    } finally {
-      lock.unlock();
     }
   }
 
@@ -345,69 +292,15 @@ final class ClusterAllocator {
     return true;
   }
 
-  /**
-   * Where a compressed cluster's stream of {@code bytes} goes: {@code hostOffset}, for the guest
-   * cluster at {@code l2Index} of L2 table {@code l1Index}, claimed until {@link
-   * #finishCompressed}.
-   */
-  record CompressedStep(Claim claim, long l1Index, int l2Index, long hostOffset, int bytes) {}
-
-  /**
-   * Allocates {@code bytes} for the compressed stream of the guest cluster at {@code guestOffset}
-   * ({@code qcow2_alloc_compressed_cluster_offset}): packed after the previous stream ({@link
-   * Refcounts#allocateBytes}); the file grows to cover it here, under the lock.
-   *
-   * @throws IOException (QEMU's EIO) if the cluster is allocated already: a compressed write cannot
-   *     overwrite anything; or as {@link Refcounts#allocate}
-   */
-  CompressedStep prepareCompressed(long guestOffset, int bytes) throws IOException {
-    lock.lock();
-    try {
-      long start = guestOffset - g.offsetInCluster(guestOffset);
-      awaitNoClaim(start, start + cs);
-      long l1Index = g.l1Index(start);
-      long l2Offset = writableTable(l1Index, start);
-      int i = g.l2Index(start);
-      L2Entry old = mapper.l2Table(l2Offset, l1Index).entry(i);
-      if (old.hostClusterOffset() != 0 || old.isCompressed()) {
-        throw new IOException(
-            path
-                + ": compressed write to guest offset "
-                + hex(start)
-                + ": the cluster is allocated");
-      }
-      long host = refcounts.allocateBytes(bytes);
-      guard.check(host, bytes, start);
-      long end = (host + bytes + 511) & -512L; // QEMU reads whole sectors of a compressed stream
-      if (file.length() < end) {
-        file.setLength(end);
-      }
-      Claim claim = new Claim(start, start + cs, true);
-      claims.add(claim);
-      return new CompressedStep(claim, l1Index, i, host, bytes);
-    } finally {
-      lock.unlock();
-    }
+  /** Adds a write's claim (under the lock, after {@link #awaitNoClaim}). */
+  void claim(Claim claim) {
+    claims.add(claim);
   }
 
-  /**
-   * Links a written compressed stream into its L2 table; after a failed write the bytes stay
-   * allocated (a leak: the cluster they share may hold other streams).
-   */
-  void finishCompressed(CompressedStep step, boolean written) throws IOException {
-    lock.lock();
-    try {
-      if (written) {
-        long l2Offset = mapper.l1Entry(step.l1Index()).l2Offset();
-        L2Table table = mapper.l2Table(l2Offset, step.l1Index());
-        L2Entry e = L2Entry.compressed(step.hostOffset(), step.bytes(), g.clusterBits());
-        cache.changeTable(l2Offset, table.with(step.l2Index(), new L2Entry[] {e}));
-      }
-    } finally {
-      claims.remove(step.claim());
-      released.signalAll();
-      lock.unlock();
-    }
+  /** Ends a write's claim (under the lock), waking the writes that wait for it. */
+  void release(Claim claim) {
+    claims.remove(claim);
+    released.signalAll();
   }
 
   /** Links the step's new clusters into their L2 table, or gives them back after a failure. */
@@ -440,8 +333,7 @@ final class ClusterAllocator {
         refcounts.freeNow(a.hostOffset(), a.clusters() * cs);
       }
     } finally {
-      claims.remove(step.claim());
-      released.signalAll();
+      release(step.claim());
       lock.unlock();
     }
   }

@@ -35,6 +35,7 @@ final class Truncate {
   private final MetadataCache cache;
   private final ZeroesAndDiscards zeroes;
   private final Qcow2Writer writer;
+  private final FormatChanges changes;
 
   Truncate(
       Storage file,
@@ -43,7 +44,8 @@ final class Truncate {
       OverlapGuard guard,
       MetadataCache cache,
       ZeroesAndDiscards zeroes,
-      Qcow2Writer writer) {
+      Qcow2Writer writer,
+      FormatChanges changes) {
     this.file = file;
     this.g = header.geometry();
     this.cs = g.clusterSize();
@@ -52,6 +54,7 @@ final class Truncate {
     this.cache = cache;
     this.zeroes = zeroes;
     this.writer = writer;
+    this.changes = changes;
   }
 
   /**
@@ -90,7 +93,7 @@ final class Truncate {
     }
     HeaderWriter.writeSize(file, newBytes);
     if (newBytes < oldBytes) {
-      writer.releaseFreeSpace();
+      changes.releaseFreeSpace();
     }
   }
 
