@@ -20,8 +20,9 @@ import org.slf4j.LoggerFactory;
  * The changes of a writable image's format that {@code qemu-img} makes as the last act on an open
  * image (QEMU {@code qcow2_co_truncate}, {@code qcow2_change_backing_file}, {@code
  * qcow2-snapshot.c}, {@code qcow2_amend_options}, {@code qcow2_set_up_encryption}, {@code
- * qcow2_make_empty}, and the bitmap edits of {@code qemu-img bitmap}). Each first ends the writes
- * ({@link Qcow2Writer#close}); the image is then only to be closed.
+ * qcow2_make_empty}, and the bitmap edits of {@code qemu-img bitmap}). Most first end the writes
+ * ({@link Qcow2Writer#close}); emptying and setting up encryption flush their own. After one, the
+ * image is only to be closed.
  */
 public final class FormatChanges {
   private static final Logger LOG = LoggerFactory.getLogger(FormatChanges.class);

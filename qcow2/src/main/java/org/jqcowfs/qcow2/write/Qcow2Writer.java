@@ -224,8 +224,8 @@ public final class Qcow2Writer {
   }
 
   /**
-   * The changes to the image's format that end the writes ({@link #close} first): bitmaps, size,
-   * backing file, snapshots, format options, encryption; after one, the image is only to be closed.
+   * The changes to the image's format ({@link FormatChanges}): bitmaps, size, backing file,
+   * snapshots, format options, encryption, emptying; after one, the image is only to be closed.
    */
   public FormatChanges formatChanges() {
     return new FormatChanges(
