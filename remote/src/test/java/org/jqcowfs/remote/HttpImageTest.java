@@ -205,7 +205,7 @@ class HttpImageTest {
     for (String[] c : cases) {
       image(c[0], c[1]);
       String url = nginx.url(c[0]);
-      int logged = nginx.accessLog().size();
+      int logged = nginx.settledAccessLog().size();
       ImageFormatException e =
           assertThrows(
               ImageFormatException.class,
@@ -214,7 +214,7 @@ class HttpImageTest {
                       RemoteOpener.parse(url), options(opener(), nginx.url("hostile/"))),
               c[1]);
       assertTrue(e.getMessage().contains(c[2]), c[1] + ": " + e.getMessage());
-      List<String> log = nginx.accessLog();
+      List<String> log = nginx.settledAccessLog();
       for (String line : log.subList(logged, log.size())) {
         assertTrue(line.contains("/" + c[0] + " "), "only the image itself was asked for: " + line);
       }
@@ -278,12 +278,13 @@ class HttpImageTest {
       assertEquals(Qemu.sha256(reference), sha256(chain));
     }
     // a later open: only the probes at open (bytes=0-0) go to the server
-    int before = nginx.accessLog().size();
+    int before = nginx.settledAccessLog().size();
     RemoteOpener again = new RemoteOpener(PosixOpener.DEFAULT, withDisk);
     try (BackingChain chain = ChainOpener.open(url, options(again, nginx.url("")))) {
       assertEquals(Qemu.sha256(reference), sha256(chain));
     }
-    List<String> after = nginx.accessLog().subList(before, nginx.accessLog().size());
+    List<String> log = nginx.settledAccessLog();
+    List<String> after = log.subList(before, log.size());
     assertTrue(after.stream().allMatch(l -> l.endsWith(" 206 1")), "only probes: " + after);
     assertTrue(again.stats().diskHitBytes() > 0, again.stats().toString());
     // a damaged block is fetched again
@@ -294,13 +295,14 @@ class HttpImageTest {
         ch.write(ByteBuffer.wrap(new byte[] {1, 2, 3}), 0);
       }
     }
-    before = nginx.accessLog().size();
+    before = nginx.settledAccessLog().size();
     try (BackingChain chain =
         ChainOpener.open(
             url, options(new RemoteOpener(PosixOpener.DEFAULT, withDisk), nginx.url("")))) {
       assertEquals(Qemu.sha256(reference), sha256(chain));
     }
-    List<String> refetched = nginx.accessLog().subList(before, nginx.accessLog().size());
+    log = nginx.settledAccessLog();
+    List<String> refetched = log.subList(before, log.size());
     assertEquals(
         1, refetched.stream().filter(l -> !l.endsWith(" 206 1")).count(), "the damaged block");
     // a replaced object (another ETag) is read from the server
@@ -324,7 +326,7 @@ class HttpImageTest {
     Location url = RemoteOpener.parse(nginx.url("concurrent/a.qcow2"));
     try (BackingChain chain = ChainOpener.open(url, options(opener(), nginx.url("")))) {
       chain.read(ByteBuffer.allocate(1), 0); // the L2 table (and guest cluster 0) fetched now
-      int before = nginx.accessLog().size();
+      int before = nginx.settledAccessLog().size();
       int readers = 8;
       java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(readers);
       java.util.concurrent.ExecutorService pool =
@@ -345,7 +347,8 @@ class HttpImageTest {
       }
       pool.shutdown();
       long sent = 0;
-      for (String line : nginx.accessLog().subList(before, nginx.accessLog().size())) {
+      List<String> log = nginx.settledAccessLog();
+      for (String line : log.subList(before, log.size())) {
         sent += Long.parseLong(line.substring(line.lastIndexOf(' ') + 1));
       }
       assertTrue(sent <= 256 << 10, readers + " readers of 256 KiB made the server send " + sent);

@@ -226,6 +226,22 @@ public final class Nginx implements AutoCloseable {
     return Files.exists(log) ? Files.readAllLines(log) : List.of();
   }
 
+  /**
+   * The access log once no line has come for 300 ms: nginx logs a request after its reply is sent,
+   * so a client can be done with a reply before its line is written.
+   */
+  public List<String> settledAccessLog() throws IOException, InterruptedException {
+    List<String> log = accessLog();
+    while (true) {
+      Thread.sleep(300);
+      List<String> now = accessLog();
+      if (now.size() == log.size()) {
+        return now;
+      }
+      log = now;
+    }
+  }
+
   @Override
   public void close() throws InterruptedException {
     process.destroy();

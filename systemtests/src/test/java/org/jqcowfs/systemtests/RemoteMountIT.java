@@ -113,7 +113,7 @@ class RemoteMountIT {
     Path reference = Qemu.convertRaw(image, dir.resolve("big-ref.raw"), null);
     Path copy = dir.resolve("big-copy.raw");
     Path mnt = Files.createDirectories(dir.resolve("mnt-big"));
-    int logged = nginx.accessLog().size();
+    int logged = nginx.settledAccessLog().size();
     try (Jqcowfs.Mount m = Jqcowfs.Mount.of(mnt, nginx.url("big.qcow2"))) {
       Jqcowfs.Run cp =
           Jqcowfs.exec(
@@ -122,7 +122,7 @@ class RemoteMountIT {
     }
     Jqcowfs.Run cmp = Jqcowfs.exec(List.of("cmp", reference.toString(), copy.toString()));
     assertEquals(0, cmp.code(), "copy differs from qemu-img convert: " + cmp.out());
-    List<String> log = nginx.accessLog();
+    List<String> log = nginx.settledAccessLog();
     long sent = 0;
     for (String line : log.subList(logged, log.size())) {
       String[] f = line.split(" ");
