@@ -28,8 +28,8 @@ public final class Rebase {
   /**
    * Rebases the top of {@code chain} (opened with its top writable, over its old backing chain)
    * onto {@code newBacking} (null: none, which flattens it), then names {@code newName} with {@code
-   * newFormat} in its header ({@link Qcow2Image#changeBackingFile}); a crash before the header is
-   * rewritten leaves the top reading as before over its old backing file.
+   * newFormat} in its header ({@link org.jqcowfs.qcow2.Qcow2Editor#changeBackingFile}); a crash
+   * before the header is rewritten leaves the top reading as before over its old backing file.
    *
    * @param progress told the guest bytes done so far, of the top's size
    * @throws IllegalArgumentException if the top is not a qcow2 image

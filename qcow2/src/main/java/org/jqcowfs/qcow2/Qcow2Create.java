@@ -227,7 +227,7 @@ public final class Qcow2Create {
 
   /**
    * Makes the image just created at {@code path} encrypted with LUKS, key slot 0 opened by {@code
-   * passphrase} ({@link Luks#create}, then {@link Qcow2Image#setUpEncryption}; QEMU's {@code
+   * passphrase} ({@link Luks#create}, then {@link Qcow2Editor#setUpEncryption}; QEMU's {@code
    * qcow2_co_create} with {@code encrypt.format=luks}). Costs about the spec's iteration time.
    *
    * @throws IOException if the image cannot be opened writable or written, or is encrypted already

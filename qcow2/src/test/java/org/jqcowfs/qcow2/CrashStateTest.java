@@ -89,7 +89,7 @@ class CrashStateTest {
   }
 
   /**
-   * Resizes ({@link Qcow2Image#resize}, QEMU {@code qcow2_co_truncate}): growing past the L1 table
+   * Resizes ({@link Qcow2Editor#resize}, QEMU {@code qcow2_co_truncate}): growing past the L1 table
    * (a new table, the header moved to it, the old one freed), growing an overlay over a longer base
    * (the new range zeroed), shrinking over data (clusters discarded, L1 entries zeroed, L2 tables
    * freed). Every crash state checks clean and reads the old disk or the new one: the old size with
